@@ -1,0 +1,150 @@
+"""The one place that maps an environment name to its blocks, and variables to blocks.
+
+Blocks of environment NAME are saved as NAME-database, NAME-encryption, ... so that
+flows take only `environment: str` and load their secrets themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+from prefect_aws import AwsCredentials, S3Bucket
+from prefect_aws.client_parameters import AwsClientParameters
+from pydantic import SecretStr
+
+from ubertruck_ops.blocks.archive import ArchiveSources
+from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.blocks.encryption import BackupEncryption
+from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.blocks.slack import SlackNotices
+
+DEFAULT_APP_ROOT = "/opt/ubertruck"
+
+
+@dataclass
+class Environment:
+    """Every block an operation may need, for one environment."""
+
+    database: PostgresDatabase
+    encryption: BackupEncryption
+    repository: BackupRepository
+    slack: SlackNotices
+    archive: ArchiveSources
+    drill_database: PostgresDatabase | None = None
+
+
+_OPTIONAL = {"drill_database"}
+
+
+def block_name(environment: str, part: str) -> str:
+    """Return the block document name of one part of an environment, e.g. production-database."""
+    if not environment or not all(c.islower() or c.isdigit() or c == "-" for c in environment):
+        raise ValueError(f"environment name {environment!r} must be lowercase letters, digits and dashes")
+    return f"{environment}-{part.replace('_', '-')}"
+
+
+def load_environment(environment: str) -> Environment:
+    """Given an environment name, return its blocks. Raise ValueError naming the missing block."""
+    loaded = {}
+    for item in fields(Environment):
+        block_cls = _block_class(item.name)
+        name = block_name(environment, item.name)
+        try:
+            loaded[item.name] = block_cls.load(name)
+        except ValueError:
+            if item.name in _OPTIONAL:
+                loaded[item.name] = None
+                continue
+            raise ValueError(f"block {block_cls.get_block_type_slug()}/{name} not found: "
+                             f"run `ubertruck-ops blocks init --name {environment}` first") from None
+    return Environment(**loaded)
+
+
+def save_environment(env: Environment, environment: str) -> list[str]:
+    """Save every block of `env` under `environment`; return the saved block names."""
+    saved = []
+    for item in fields(Environment):
+        block = getattr(env, item.name)
+        if block is None:
+            continue
+        name = block_name(environment, item.name)
+        block.save(name, overwrite=True)
+        saved.append(f"{block.get_block_type_slug()}/{name}")
+    return saved
+
+
+def _block_class(part: str):
+    return {"database": PostgresDatabase, "encryption": BackupEncryption, "repository": BackupRepository,
+            "slack": SlackNotices, "archive": ArchiveSources, "drill_database": PostgresDatabase}[part]
+
+
+def environment_from_variables(variables: Mapping[str, str]) -> Environment:
+    """Given environment variables (DESIGN.md's names), return the blocks they describe.
+
+    Raise ValueError naming the variable when a required one is missing or malformed.
+    """
+    def need(name: str, why: str = "") -> str:
+        value = (variables.get(name) or "").strip()
+        if not value:
+            raise ValueError(f"environment variable {name} is required{why}")
+        return value
+
+    def optional(name: str, default: str | None = None) -> str | None:
+        value = (variables.get(name) or "").strip()
+        return value or default
+
+    database = PostgresDatabase.from_url(need("DATABASE_URL"))
+    encryption = BackupEncryption(
+        passphrase=SecretStr(optional("BACKUP_ENCRYPTION_KEY")) if optional("BACKUP_ENCRYPTION_KEY") else None,
+        recipients=[r.strip() for r in (optional("BACKUP_GPG_RECIPIENTS") or "").split(",") if r.strip()],
+        public_keys=_text_or_file(optional("BACKUP_GPG_PUBLIC_KEYS")),
+        private_key=SecretStr(_text_or_file(optional("BACKUP_GPG_PRIVATE_KEY"))) if optional("BACKUP_GPG_PRIVATE_KEY") else None,
+    ) if (optional("BACKUP_ENCRYPTION_KEY") or optional("BACKUP_GPG_RECIPIENTS")) else _missing_key()
+
+    bucket_default = f"s3://{optional('S3_BUCKET')}/backups" if optional("S3_BUCKET") else None
+    location = optional("BACKUP_REPOSITORY", bucket_default)
+    if not location:
+        raise ValueError("environment variable BACKUP_REPOSITORY is required (s3://bucket/prefix or a local folder)")
+    s3_bucket = None
+    if location.startswith("s3://"):
+        bucket_name = location[5:].partition("/")[0]
+        if not bucket_name:
+            raise ValueError(f"BACKUP_REPOSITORY {location!r} names no bucket")
+        credentials = AwsCredentials(
+            aws_access_key_id=optional("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=SecretStr(optional("AWS_SECRET_ACCESS_KEY")) if optional("AWS_SECRET_ACCESS_KEY") else None,
+            region_name=optional("AWS_REGION", "ap-south-1"),
+            aws_client_parameters=AwsClientParameters(endpoint_url=optional("S3_ENDPOINT_URL")),
+        )
+        s3_bucket = S3Bucket(bucket_name=bucket_name, credentials=credentials)
+    repository = BackupRepository(url=location, s3_bucket=s3_bucket,
+                                  keep_full_days=int(optional("BACKUP_KEEP_FULL_DAYS", "30")))
+
+    webhook = optional("SLACK_WEBHOOK_URL")
+    slack = SlackNotices(webhook_url=SecretStr(webhook) if webhook else None)
+
+    app_root = optional("APP_ROOT", DEFAULT_APP_ROOT)
+    config_default = ":".join([
+        "/etc/nginx/sites-available/ubertruck", f"{app_root}/shared/.env.production",
+        f"{app_root}/.env.production", f"{app_root}/ecosystem.config.js"])
+    archive = ArchiveSources(app_root=app_root,
+                             config_files=[p for p in optional("BACKUP_CONFIG_FILES", config_default).split(":") if p])
+
+    drill = optional("DRILL_DATABASE_URL")
+    return Environment(database=database, encryption=encryption, repository=repository, slack=slack,
+                       archive=archive, drill_database=PostgresDatabase.from_url(drill) if drill else None)
+
+
+def _missing_key():
+    raise ValueError("environment variable BACKUP_ENCRYPTION_KEY (a passphrase) or BACKUP_GPG_RECIPIENTS "
+                     "(with BACKUP_GPG_PUBLIC_KEYS) is required")
+
+
+def _text_or_file(value: str | None) -> str | None:
+    """Armoured key material may be given inline or as a path to a file holding it."""
+    if value and not value.startswith("-----") and os.path.isfile(value):
+        return Path(value).read_text()
+    return value

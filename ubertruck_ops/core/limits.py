@@ -1,0 +1,6 @@
+"""Names of the global concurrency limits the project creates and its flows acquire (strict)."""
+
+BACKUP_LOCK = "ubertruck-backup"   # nightly, incremental and restore-drill backups never overlap
+DEPLOY_LOCK = "ubertruck-deploy"   # one deploy or rollback at a time
+
+ALL_LOCKS = {BACKUP_LOCK: 1, DEPLOY_LOCK: 1}

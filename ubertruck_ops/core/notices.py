@@ -1,0 +1,41 @@
+"""Slack notice payloads, built here and sent by tasks/notify.py. Pure functions."""
+
+from __future__ import annotations
+
+from ubertruck_ops.core.manifest import Manifest
+from ubertruck_ops.core.text import human_bytes, human_seconds
+
+
+def _payload(text: str, lines: list[str]) -> dict:
+    return {"text": text,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join([f"*{text}*", *lines])}}]}
+
+
+def backup_succeeded(environment: str, manifest: Manifest, duration: float) -> dict:
+    sizes = ", ".join(f"{o.role} {human_bytes(o.size)}" for o in manifest.objects)
+    lines = [f"backup id: `{manifest.backup_id}`", f"stored: {sizes}", f"duration: {human_seconds(duration)}",
+             f"tables: {len(manifest.row_counts)}, rows: {sum(manifest.row_counts.values()):,}"]
+    if manifest.missing_paths:
+        lines.append("not archived (missing): " + ", ".join(manifest.missing_paths))
+    return _payload(f":white_check_mark: [{environment}] nightly backup completed", lines)
+
+
+def operation_failed(operation: str, environment: str, step: str, error: str, extra: list[str] | None = None) -> dict:
+    return _payload(f":x: [{environment}] {operation} FAILED at step '{step}'",
+                    [f"error: {error[:1500]}", *(extra or [])])
+
+
+def restore_succeeded(environment: str, target: str, backup_id: str, duration: float, kept_as: str | None) -> dict:
+    lines = [f"backup id: `{backup_id}`", f"target: {target}", f"duration: {human_seconds(duration)}"]
+    if kept_as:
+        lines.append(f"previous database kept as `{kept_as}` (drop it once satisfied)")
+    return _payload(f":recycle: [{environment}] restore completed", lines)
+
+
+def drill_report(environment: str, backup_id: str, passed: bool, rto_seconds: float, rpo_seconds: float,
+                 mismatches: list[str]) -> dict:
+    icon, verdict = (":white_check_mark:", "passed") if passed else (":rotating_light:", "FAILED")
+    lines = [f"backup id: `{backup_id}`", f"RTO (start to verified): {human_seconds(rto_seconds)}",
+             f"RPO at drill time (backup age): {human_seconds(rpo_seconds)}"]
+    lines += [f"mismatch: {m}" for m in mismatches[:20]]
+    return _payload(f"{icon} [{environment}] restore drill {verdict}", lines)

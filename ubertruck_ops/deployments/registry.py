@@ -1,0 +1,18 @@
+"""Every flow by its Prefect name (the names operators, CI and `ubertruck-ops run` use)."""
+
+from __future__ import annotations
+
+from prefect import Flow
+
+from ubertruck_ops.flows.nightly_backup import nightly_backup
+from ubertruck_ops.flows.restore import restore
+from ubertruck_ops.flows.restore_drill import restore_drill
+
+FLOWS: dict[str, Flow] = {f.name: f for f in (nightly_backup, restore, restore_drill)}
+
+
+def get_flow(name: str) -> Flow:
+    """Return the flow called `name`. Raise ValueError listing the known names."""
+    if name not in FLOWS:
+        raise ValueError(f"unknown flow {name!r}; known flows: {', '.join(sorted(FLOWS))}")
+    return FLOWS[name]

@@ -1,0 +1,90 @@
+"""Read a backup back: verify every object, prove the key decrypts, restore streams.
+
+Verification reads everything before anything is written, so a flipped byte or a
+wrong key stops a restore while the target is still untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.core.manifest import Manifest, backup_folder
+from ubertruck_ops.log import logger
+from ubertruck_ops.tasks import archive, postgres
+from ubertruck_ops.tasks.crypto import GpgSession, DecryptionKeyError, explain_decrypt_failure, zstd_decompress_stage
+from ubertruck_ops.tasks.execute import CommandFailed
+from ubertruck_ops.tasks.stream import ChecksumMismatch, checksum, load_stream
+
+
+class BackupCorrupt(RuntimeError):
+    """A stored object is missing or differs from its manifest entry."""
+
+
+def _key(manifest: Manifest, name: str) -> str:
+    return f"{backup_folder(manifest.backup_id)}/{name}"
+
+
+@task(name="verify-objects", cache_policy=NO_CACHE)
+def verify_objects(repo, manifest: Manifest) -> None:
+    """Check size and SHA-256 of every object. Raise BackupCorrupt naming each bad object."""
+    problems = []
+    for obj in manifest.objects:
+        try:
+            found = checksum(repo, _key(manifest, obj.name))
+        except Exception as exc:  # noqa: BLE001 - a missing object is a finding, not a crash
+            problems.append(f"{obj.name}: cannot be read ({type(exc).__name__})")
+            continue
+        if (found.size, found.sha256) != (obj.size, obj.sha256):
+            problems.append(f"{obj.name}: stored bytes do not match the manifest (SHA-256 {found.sha256[:12]}..., "
+                            f"expected {obj.sha256[:12]}...)")
+    if problems:
+        raise BackupCorrupt(f"backup {manifest.backup_id} is damaged: " + "; ".join(problems))
+    logger().info("all %d objects of %s match their checksums", len(manifest.objects), manifest.backup_id)
+
+
+@task(name="read-roles", cache_policy=NO_CACHE)
+def read_roles(repo, manifest: Manifest, gpg: GpgSession) -> dict:
+    """Decrypt the small roles object: this proves the key works before the target is touched.
+
+    Raise DecryptionKeyError saying what to fix when it does not decrypt.
+    """
+    obj = manifest.object("roles")
+    try:
+        data = load_stream(repo, _key(manifest, obj.name), obj.sha256, [gpg.decrypt_stage(), zstd_decompress_stage()],
+                           capture=True, timeout=300)
+    except CommandFailed as exc:
+        raise DecryptionKeyError(f"cannot decrypt backup {manifest.backup_id}: "
+                                 f"{explain_decrypt_failure(exc.stderr, gpg.block)}") from None
+    return json.loads(data)
+
+
+@task(name="restore-database-stream", cache_policy=NO_CACHE)
+def restore_database(repo, manifest: Manifest, gpg: GpgSession, db: PostgresDatabase, database: str) -> None:
+    """Stream the dump into `database` (which must exist and be empty): decrypt | unzstd | pg_restore."""
+    obj = manifest.object("database")
+    stages = [gpg.decrypt_stage(), zstd_decompress_stage(), postgres.pg_restore_stage(db, database)]
+    try:
+        load_stream(repo, _key(manifest, obj.name), obj.sha256, stages)
+    except ChecksumMismatch as exc:
+        raise BackupCorrupt(str(exc)) from None
+
+
+@task(name="extract-archives", cache_policy=NO_CACHE)
+def extract_archives(repo, manifest: Manifest, gpg: GpgSession, destination: str) -> list[str]:
+    """Extract the app and config archives into `destination`/app and `destination`/config."""
+    done = []
+    for role in ("app", "config"):
+        obj = manifest.object(role)
+        if obj is None:
+            continue
+        target = Path(destination) / role
+        target.mkdir(parents=True, exist_ok=True)
+        load_stream(repo, _key(manifest, obj.name), obj.sha256,
+                    [gpg.decrypt_stage(), zstd_decompress_stage(), archive.extract_stage(str(target))])
+        done.append(str(target))
+    return done

