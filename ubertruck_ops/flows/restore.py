@@ -101,7 +101,7 @@ def require_confirmation(target: PostgresDatabase, source: PostgresDatabase, con
     if confirm == target.database:
         return
     if target.same_database_as(source):
-        raise RestoreRefused(f"refusing to overwrite the source database {target.describe()}: "
+        raise RestoreRefused(f"refusing to overwrite the source {target.describe()}: "
                              f"pass confirm={target.database!r} to restore over it")
     with postgres.connect(target, "postgres", autocommit=True) as admin:
         if postgres.database_exists(admin, target.database):

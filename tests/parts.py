@@ -1,0 +1,223 @@
+"""Small real servers and probes for the tests: a misbehaving HTTP proxy in front of S3, a
+Slack webhook receiver, a watcher of every process's command line, and data checks."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import psutil
+import psycopg
+
+from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.tasks.scratch_postgres import free_port
+
+
+class _Server:
+    handler: type
+
+    def start(self):
+        self.port = free_port()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
+        self.httpd.owner = self
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _forward(self) -> None:
+        proxy: FaultyProxy = self.server.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        proxy.requests.append((self.command, self.path))
+        if proxy.should_fail(self.command, self.path):
+            error = b"<Error><Code>ServiceUnavailable</Code><Message>injected by test</Message></Error>"
+            self.send_response(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error)
+            return
+        upstream = urlsplit(proxy.upstream)
+        conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "expect")}
+        conn.request(self.command, self.path, body=body, headers=headers)
+        reply = conn.getresponse()
+        payload = reply.read()
+        self.send_response(reply.status)
+        for key, value in reply.getheaders():
+            if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        conn.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+
+class FaultyProxy(_Server):
+    """Forwards to an S3 endpoint; answers 503 to chosen requests.
+
+    `fail_next(n, method, marker)`: the next n matching requests fail. `fail_always(...)`:
+    every matching request fails, as when the endpoint is gone for writes.
+    """
+
+    handler = _ProxyHandler
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream
+        self.requests: list[tuple[str, str]] = []
+        self._rules: list[list] = []
+        self._lock = threading.Lock()
+
+    def fail_next(self, count: int, method: str = "PUT", marker: str = "partNumber") -> None:
+        self._rules.append([method, marker, count])
+
+    def fail_always(self, method: str = "PUT", marker: str = "") -> None:
+        self._rules.append([method, marker, None])
+
+    def should_fail(self, method: str, path: str) -> bool:
+        with self._lock:
+            for rule in self._rules:
+                if rule[0] == method and rule[1] in path and (rule[2] is None or rule[2] > 0):
+                    if rule[2] is not None:
+                        rule[2] -= 1
+                    return True
+        return False
+
+    def failures_injected(self) -> int:
+        return sum(1 for _ in self.requests)
+
+
+class _SlackHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        receiver: SlackReceiver = self.server.owner
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        receiver.raw.append(body)
+        try:
+            receiver.posts.append(json.loads(body))
+        except json.JSONDecodeError:
+            pass
+        status = receiver.status
+        reply = b"ok" if status == 200 else b"rate_limited" if status == 429 else b"error"
+        self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "30")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+
+class SlackReceiver(_Server):
+    """Stands in for Slack's incoming webhook; records every payload."""
+
+    handler = _SlackHandler
+
+    def __init__(self, status: int = 200):
+        self.status = status
+        self.posts: list[dict] = []
+        self.raw: list[bytes] = []
+
+    def webhook(self, token: str = "T000/B000/XXXX") -> str:
+        return f"{self.url}/services/{token}"
+
+    def texts(self) -> list[str]:
+        return [p.get("text", "") for p in self.posts]
+
+
+class CommandLineWatcher:
+    """Records the command line of every process on the machine while active."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for proc in psutil.process_iter(["cmdline"]):
+                cmdline = proc.info.get("cmdline")
+                if cmdline:
+                    self.seen.add(" ".join(cmdline))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "CommandLineWatcher":
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.thread.join()
+
+
+def table_checksums(db: PostgresDatabase, database: str | None = None) -> dict[str, tuple[int, str]]:
+    """Return {table: (row count, md5 of its rows in a stable order)} for every user table."""
+    result = {}
+    with psycopg.connect(**db.connect_kwargs(database)) as conn:
+        tables = conn.execute(
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
+            "ORDER BY 1, 2").fetchall()
+        for schema, table in tables:
+            count, digest = conn.execute(
+                f'SELECT count(*), md5(coalesce(string_agg(t::text, \'|\' ORDER BY t::text), \'\')) FROM "{schema}"."{table}" t'
+            ).fetchone()
+            result[f"{schema}.{table}"] = (count, digest)
+    return result
+
+
+def list_databases(db: PostgresDatabase) -> set[str]:
+    with psycopg.connect(**db.connect_kwargs("postgres")) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+def flow_run_logs(state) -> str:
+    """Return every log line Prefect's API holds for the flow run of `state` (and its task runs)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler.flush()
+    time.sleep(0.5)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    return "\n".join(log.message for log in logs)
+
+
+def flow_run_artifacts(state) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+
+
+def flow_run_parameters(state) -> dict:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id).parameters
