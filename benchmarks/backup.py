@@ -13,7 +13,7 @@ data) and measures wall time and stored size of:
              flow does) in a fresh Python process, whose peak RSS (ru_maxrss: this process,
              not its pg_dump/zstd/gpg children) is measured; repeated after the database
              has been grown in place to twice its size, for the memory growth
-  (d) raw restore: gpg -d | zstd -d | pg_restore into a fresh database (a)'s file
+  (d) raw restore: gpg -d | zstd -d | pg_restore of (a)'s file into a fresh database
   (e) ours:  flows.restore.restore_into (roles, new database, pg_restore, row-count check)
              of (c)'s backup
 
@@ -22,11 +22,10 @@ and prints a Markdown table against the goals: (c) <= 1.2x (a); (c) >= 5x faster
 (e) <= 1.3x (d). The exit status is 0 whether goals pass or not (it is a measurement).
 Passphrases reach gpg through a pipe fd, never argv. Everything started is removed at the end.
 
-    .venv/bin/python benchmarks/backup.py                 # ~450 MB, several minutes
-    .venv/bin/python benchmarks/backup.py --size-mb 30    # quick smoke run
-    .venv/bin/python benchmarks/backup.py --workdir /var/tmp   # scratch space elsewhere
+    .venv/bin/python benchmarks/backup.py [--size-mb 450] [--workdir DIR]   # 30: a quick smoke run
 
---workdir must be traversable by other users when run as root (PostgreSQL runs unprivileged).
+Scratch space is a new folder under --workdir (default: the system temp folder); under root it
+must be traversable by other users, as PostgreSQL runs unprivileged.
 """
 
 from __future__ import annotations
@@ -59,9 +58,7 @@ def run_chain(stages, out=subprocess.DEVNULL) -> None:
             os.close(fd)
         if procs:
             procs[-1].stdout.close()  # so the upstream sees SIGPIPE if this stage dies
-        procs.append(proc)
-        errs.append(err)
-        previous = proc.stdout
+        procs, errs, previous = procs + [proc], errs + [err], proc.stdout
     for (argv, _, _), proc, err in zip(stages, procs, errs):
         if proc.wait() != 0:
             err.seek(0)
@@ -69,7 +66,7 @@ def run_chain(stages, out=subprocess.DEVNULL) -> None:
 
 
 def passphrase_fd(secret: str) -> int:
-    read_end, write_end = os.pipe()
+    read_end, write_end = os.pipe()  # the pipe buffer holds the passphrase: the write never blocks
     os.write(write_end, secret.encode())
     os.close(write_end)
     return read_end
@@ -116,13 +113,6 @@ def raw_restore(server, database: str, secret: str, gpg: list[str], source: Path
                (["zstd", "-d", "-q", "-c"], {}, ()),
                ([tool("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={database}"],
                 server.libpq_env(database), ())])
-
-
-def drop_databases(server, *names: str) -> None:
-    import psycopg
-    with psycopg.connect(**server.connect_kwargs(), autocommit=True) as admin:
-        for name in names:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def database_mb(db) -> float:
@@ -224,7 +214,9 @@ def measure(sandbox, root: Path, size_mb: int) -> dict:
     m["d"] = timed(raw_restore, server, "bench_raw", secret, gpg, root / "raw.dump.zst.gpg")[0]
     print("(c) nightly-backup flow and (e) restore_into", flush=True)
     m["c"] = ours(sandbox, root)
-    drop_databases(server, "bench_raw", "bench_ours")
+    with psycopg.connect(**server.connect_kwargs(), autocommit=True) as admin:
+        for name in ("bench_raw", "bench_ours"):
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True)
     print("(c') database step in a fresh process (peak RSS)", flush=True)
     m["mem1"] = step_in_fresh_process(env, "bench-mem-1")
@@ -242,10 +234,9 @@ def report(m: dict, size_mb: int) -> str:
     rows = ["| step | wall s | stored MiB | vs (a) | vs (b) | goal | result |", "|---|---:|---:|---:|---:|---|---|"]
 
     def row(step, wall, size, goal, ok=None, ratios=True):
-        vs_a = f"{wall / a_wall:.2f}x" if ratios else "-"
-        vs_b = f"{wall / b_wall:.2f}x" if ratios else "-"
+        vs_a, vs_b = (f"{wall / a_wall:.2f}x", f"{wall / b_wall:.2f}x") if ratios else ("-", "-")
         verdict = "-" if ok is None else ("PASS" if ok else "**FAIL**")
-        stored = f"{size / MIB:.1f}" if size is not None else "-"
+        stored = f"{size / MIB:.2f}" if size is not None else "-"
         rows.append(f"| {step} | {wall:.1f} | {stored} | {vs_a} | {vs_b} | {goal} | {verdict} |")
 
     row("(a) raw pg_dump -Z0 \\| zstd -1 -T2 \\| gpg", a_wall, a_size, "reference")
@@ -253,14 +244,11 @@ def report(m: dict, size_mb: int) -> str:
     step = "(c) nightly-backup database step (in the flow)"
     row(step, c["step"], c["size"], "wall <= 1.2x (a)", c["step"] <= 1.2 * a_wall)
     row(step, c["step"], c["size"], f">= 5x faster than (b) (is {b_wall / c['step']:.1f}x)", b_wall >= 5 * c["step"])
-    row(step, c["step"], c["size"], "stored <= (b)", c["size"] <= b_size)
+    row(step, c["step"], c["size"], f"stored <= (b) (is {c['size'] / b_size:.2f}x)", c["size"] <= b_size)
     row("(c) whole nightly-backup flow (db + roles + files + manifest)", c["flow"], None, "information")
-    worst = 0.0
     for key, label in (("mem1", m["db_mb"]), ("mem2", m["db2_mb"])):
-        mem = m[key]
-        rss = mem["maxrss"] / MB
-        worst = max(worst, rss)
-        row(f"(c') database step, fresh process, {label:.0f} MB database", mem["wall"], mem["size"],
+        rss = m[key]["maxrss"] / MB
+        row(f"(c') database step, fresh process, {label:.0f} MB database", m[key]["wall"], m[key]["size"],
             f"peak RSS {rss:.0f} MB <= {RSS_LIMIT_MB} MB", rss <= RSS_LIMIT_MB)
     growth = 100 * (m["mem2"]["maxrss"] / m["mem1"]["maxrss"] - 1)
     rows.append(f"| (c') peak RSS growth, {m['db_mb']:.0f} -> {m['db2_mb']:.0f} MB database | - | - | - | - | "
@@ -268,14 +256,13 @@ def report(m: dict, size_mb: int) -> str:
     row("(d) raw gpg -d \\| zstd -d \\| pg_restore of (a)", m["d"], None, "reference", ratios=False)
     row("(e) restore_into of (c)'s backup (incl. row-count check)", c["restore"], None,
         f"<= 1.3x (d) (is {c['restore'] / m['d']:.2f}x)", c["restore"] <= 1.3 * m["d"], ratios=False)
-    notes = [f"Database: --size-mb {size_mb} -> {m['db_mb']:.0f} MB (pg_database_size); memory pair at "
-             f"{m['db_mb']:.0f} and {m['db2_mb']:.0f} MB. MB = 10^6 bytes, MiB = 2^20."]
+    notes = [f"--size-mb {size_mb}: database {m['db_mb']:.0f} MB (pg_database_size), grown to {m['db2_mb']:.0f} MB "
+             "for the memory pair. MB = 10^6 bytes, MiB = 2^20. Exit status 0 whatever the verdicts."]
     for key in ("mem1", "mem2"):
         mem = m[key]
         notes.append(f"(c') {key}: RSS before the step {mem['rss_before'] / MB:.0f} MB, sampled peak during it "
                      f"{mem['rss_step_peak'] / MB:.0f} MB (+{(mem['rss_step_peak'] - mem['rss_before']) / MB:.1f} MB); "
                      f"ru_maxrss {mem['maxrss'] / MB:.0f} MB (whole process, children excluded).")
-    notes.append(f"Worst peak RSS {worst:.0f} MB. Exit status is 0 whatever the verdicts: this is a measurement.")
     return "\n".join(rows + [""] + notes)
 
 
@@ -286,12 +273,12 @@ def main() -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker()
-        return 0
+        return worker() or 0
     root = Path(tempfile.mkdtemp(prefix="ubertruck-bench-", dir=args.workdir))
     root.chmod(0o755)  # the PostgreSQL server runs as an unprivileged user under root
     os.environ["PREFECT_HOME"] = str(root / "prefect")  # keep the operator's Prefect home untouched
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from throwaway servers
     from ubertruck_ops.sandbox.environment import Sandbox
     sandbox = Sandbox(root / "sandbox", args.size_mb)
     clock = time.monotonic()

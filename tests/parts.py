@@ -198,10 +198,9 @@ def flow_run_logs(state) -> str:
     """Return every log line Prefect's API holds for the flow run of `state` (and its task runs)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
 
-    APILogHandler.flush()
-    time.sleep(0.5)
+    APILogWorker.drain_all(timeout=10)
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     return "\n".join(log.message for log in logs)
