@@ -123,7 +123,7 @@ def restore_into(server: PostgresDatabase, database: str, manifest: Manifest, re
         postgres.drop_database(admin, database)  # a leftover of an interrupted restore
         postgres.create_database(admin, database, roles.get("database_owner"))
         try:
-            load.restore_database(repo, manifest, gpg, server, database)
+            load.restore_database(repo, manifest, gpg, server, database, postgres.server_version_num(admin))
             with postgres.connect(server, database) as conn:
                 counts = postgres.row_counts(conn)
             problems = compare_counts(manifest.row_counts, counts)

@@ -201,8 +201,8 @@ class Pipeline:
     def wait(self, timeout: float = 600) -> None:
         """Wait for every stage. Raise CommandFailed naming the stage that caused the failure.
 
-        A stage killed by SIGPIPE is a symptom of a failure downstream, so the first
-        failure that is not SIGPIPE is the one reported.
+        A stage killed by SIGPIPE, or complaining of a broken pipe, is a symptom of a
+        failure downstream, so the first failure that is neither is the one reported.
         """
         deadline = time.monotonic() + timeout
         for proc in self.procs:
@@ -218,7 +218,8 @@ class Pipeline:
                     if proc.returncode != 0]
         if not failures:
             return
-        real = [f for f in failures if f[1].returncode != -signal.SIGPIPE] or failures
+        real = [f for f in failures if f[1].returncode != -signal.SIGPIPE
+                and not any("broken pipe" in line.lower() for line in f[2])] or failures
         stage, proc, lines = real[0]
         raise CommandFailed(stage.name, proc.returncode, mask("\n".join(lines), stage.secrets))
 

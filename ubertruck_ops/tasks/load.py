@@ -64,10 +64,11 @@ def read_roles(repo, manifest: Manifest, gpg: GpgSession) -> dict:
 
 
 @task(name="restore-database-stream", cache_policy=NO_CACHE)
-def restore_database(repo, manifest: Manifest, gpg: GpgSession, db: PostgresDatabase, database: str) -> None:
+def restore_database(repo, manifest: Manifest, gpg: GpgSession, db: PostgresDatabase, database: str,
+                     server_version_num: int) -> None:
     """Stream the dump into `database` (which must exist and be empty): decrypt | unzstd | pg_restore."""
     obj = manifest.object("database")
-    stages = [gpg.decrypt_stage(), zstd_decompress_stage(), postgres.pg_restore_stage(db, database)]
+    stages = [gpg.decrypt_stage(), zstd_decompress_stage(), *postgres.pg_restore_stages(db, database, server_version_num)]
     try:
         load_stream(repo, _key(manifest, obj.name), obj.sha256, stages)
     except ChecksumMismatch as exc:

@@ -162,10 +162,28 @@ def pg_dump_stage(db: PostgresDatabase, snapshot_id: str, on_line=None) -> Stage
     return Stage("pg_dump", argv, db.libpq_env(), secrets=_secret(db), on_stderr_line=on_line)
 
 
-def pg_restore_stage(db: PostgresDatabase, database: str) -> Stage:
-    """Restore from stdin into `database`; stop at the first error so exit status means something."""
-    argv = [tool("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={database}"]
-    return Stage("pg_restore", argv, db.libpq_env(database), secrets=_secret(db))
+def pg_restore_stages(db: PostgresDatabase, database: str, server_version_num: int) -> list[Stage]:
+    """Return the stages that restore a custom-format dump from stdin into `database`,
+    stopping at the first error so that the exit status means something.
+
+    pg_restore 18 always emits `SET transaction_timeout = 0`, which servers before 17
+    reject; for those it writes its SQL script instead, the first such line is dropped,
+    and psql applies the rest.
+    """
+    env = db.libpq_env(database)
+    if server_version_num >= 170000:
+        argv = [tool("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={database}"]
+        return [Stage("pg_restore", argv, env, secrets=_secret(db))]
+    return [
+        Stage("pg_restore", [tool("pg_restore"), "--file=-"]),
+        Stage("sed", ["sed", "0,/^SET transaction_timeout = 0;$/{//d}"]),
+        Stage("psql", [tool("psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--no-password",
+                       f"--dbname={database}", "--output=/dev/null"], env, secrets=_secret(db)),
+    ]
+
+
+def server_version_num(conn: psycopg.Connection) -> int:
+    return int(conn.execute("SHOW server_version_num").fetchone()[0])
 
 
 _TABLE_LINE = re.compile(r'dumping contents of table "([^"]+)"')
