@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+import pytest
 
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
@@ -71,12 +76,21 @@ def test_cli_refuses_bad_input_with_a_clear_message(tmp_path):
     assert missing.returncode == 2 and "DATABASE_URL is required" in missing.stderr
 
 
-def test_demo_brings_up_the_sandbox_backs_up_and_drills(tmp_path):
+@pytest.fixture
+def open_dir():
+    """A folder the unprivileged PostgreSQL user can enter (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="ubertruck-demo-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_brings_up_the_sandbox_backs_up_and_drills(open_dir):
     environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    environment["PREFECT_HOME"] = str(tmp_path / "prefect")
+    environment["PREFECT_HOME"] = str(open_dir / "prefect")
     demo = subprocess.run([sys.executable, "-m", "ubertruck_ops.deployments.cli", "demo", "--size-mb", "15",
-                           "--dir", str(tmp_path / "sandbox")], env=environment, capture_output=True, text=True,
+                           "--dir", str(open_dir / "sandbox")], env=environment, capture_output=True, text=True,
                           timeout=600)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "drill passed: 6 tables" in demo.stdout and "Where to look" in demo.stdout
-    assert len(list((tmp_path / "sandbox" / "repository").rglob("manifest.json"))) == 1
+    assert len(list((open_dir / "sandbox" / "repository").rglob("manifest.json"))) == 1

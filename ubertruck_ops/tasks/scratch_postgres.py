@@ -69,6 +69,7 @@ class LocalServer:
         with the server log when it does not start."""
         self.base.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o755)
+        self._check_reachable()
         fresh = not (self.data / "PG_VERSION").exists()
         if fresh:
             self.data.mkdir(exist_ok=True)
@@ -104,6 +105,15 @@ class LocalServer:
             self.stop()
         finally:
             shutil.rmtree(self.base if self._own_base else self.data, ignore_errors=True)
+
+    def _check_reachable(self) -> None:
+        """Raise PermissionError when the server's user cannot reach our folder (root-only parents)."""
+        if not self.user:
+            return
+        for folder in [*reversed(self.base.resolve().parents)]:
+            if not folder.stat().st_mode & 0o001:
+                raise PermissionError(f"PostgreSQL runs as user {self.user} (we are root) and cannot enter {folder}: "
+                                      f"chmod o+x {folder}, or put the server's folder elsewhere")
 
     def _chown(self, path: Path) -> None:
         if self.user:
