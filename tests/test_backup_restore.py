@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -13,7 +14,7 @@ from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.sandbox import data
 
-from tests.conftest import make_database, save_env
+from tests.conftest import save_env
 from tests.parts import flow_run_artifacts, list_databases, table_checksums
 
 
@@ -144,3 +145,39 @@ def test_restore_rejects_bad_input_clearly(pg18, source_db, local_repo):
         assert state.is_failed(), params
         with pytest.raises(Exception, match=expected):
             state.result()
+
+
+def test_retention_removes_expired_backups_and_stale_leftovers_but_keeps_recent_ones(pg18, source_db, local_repo):
+    import os
+    import time as clock
+
+    env = save_env(source_db, BackupRepository(url=str(local_repo), keep_full_days=30))
+    nightly_backup(environment=env)
+    [template] = list(local_repo.rglob(MANIFEST_NAME))
+    raw = json.loads(template.read_text())
+
+    def fake_backup(backup_id: str, age_days: float, complete: bool):
+        folder = local_repo / backup_id[0:4] / backup_id[4:6] / backup_id[6:8] / backup_id
+        folder.mkdir(parents=True)
+        (folder / "database.dump.zst.gpg").write_bytes(b"\x8c" + os.urandom(64))
+        if complete:
+            finished = (datetime.now(timezone.utc) - timedelta(days=age_days)).isoformat(timespec="seconds")
+            (folder / MANIFEST_NAME).write_text(json.dumps({**raw, "backup_id": backup_id, "finished_at": finished,
+                                                            "started_at": finished}))
+        stamp = clock.time() - age_days * 86400
+        for path in folder.iterdir():
+            os.utime(path, (stamp, stamp))
+        return folder
+
+    expired = fake_backup("20261001T020000Z-logical-aaaaaa", 40, complete=True)
+    kept = fake_backup("20261110T020000Z-logical-bbbbbb", 10, complete=True)
+    stale = fake_backup("20261120T020000Z-logical-cccccc", 2, complete=False)
+    running = fake_backup("20261124T000000Z-logical-dddddd", 0.01, complete=False)
+
+    state = nightly_backup(environment=env, return_state=True)
+
+    assert state.result()["retention"]["expired"] == ["20261001T020000Z-logical-aaaaaa"]
+    assert not expired.exists() and not stale.exists()
+    assert kept.exists() and running.exists(), "recent backups and a possibly running one must stay"
+    progress = [a for a in flow_run_artifacts(state) if a.key == "nightly-backup-dump"]
+    assert progress and progress[0].type == "progress" and float(progress[0].data) == 100.0

@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core.manifest import MANIFEST_NAME, Manifest

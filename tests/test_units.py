@@ -48,7 +48,7 @@ def test_retention_keeps_the_parents_of_kept_incrementals():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 90), st.booleans()), min_size=1, max_size=25), st.integers(1, 60))
 def test_retention_never_leaves_a_kept_backup_without_its_parents_nor_zero_fulls(spec, keep_days):
-    records, last_full = [], None
+    records = []
     for index, (age, incremental) in enumerate(sorted(spec, key=lambda s: -s[0])):
         parent = records[-1].backup_id if incremental and records else None
         records.append(BackupRecord(f"b{index}", NOW - timedelta(days=age), parent))

@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.manifest import Manifest, utc_now
+from ubertruck_ops.core.manifest import Manifest
 from ubertruck_ops.core.steps import Steps, compare_counts
 from ubertruck_ops.core.text import human_seconds
 from ubertruck_ops.log import logger
