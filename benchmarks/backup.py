@@ -216,7 +216,6 @@ def measure(sandbox, root: Path, size_mb: int, repeat: int) -> dict:
     m["c"] = ours(sandbox, repeat, samples,
                   lambda: timed(raw_restore, server, "bench_raw", secret, gpg, root / "raw.dump.zst.gpg")[0])
     m["d"] = min(samples["(d)"])
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True)
     print(f"(c') database step in a fresh process (peak RSS), then again at ~{2 * size_mb} MB", flush=True)
     m["mem1"] = step_in_fresh_process(env, "bench-mem-1")
     with psycopg.connect(**env.database.connect_kwargs()) as conn:
@@ -287,7 +286,8 @@ def main() -> int:
         print(f"building a ~{args.size_mb} MB sandbox in {root}", flush=True)
         sandbox.start(save_as=None)
         results = measure(sandbox, root, args.size_mb, max(1, args.repeat))
-    finally:
+    finally:  # the raw runs' gpg-agent, the sandbox's PostgreSQL, every file
+        subprocess.run(["gpgconf", "--homedir", str(root / "gnupg"), "--kill", "gpg-agent"], capture_output=True)
         sandbox.destroy()
         shutil.rmtree(root, ignore_errors=True)
     print(f"\nbenchmark finished in {time.monotonic() - clock:.0f} s\n")
