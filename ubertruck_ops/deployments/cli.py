@@ -29,6 +29,8 @@ def _quiet_defaults() -> None:
     # No network here and no reason to phone home from an ops host.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The ephemeral API migrates its database on first start; 20 s is too short on a busy 2-core host.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def run_demo(directory: str, size_mb: int) -> int:
 Where to look:
   backups (encrypted, manifest.json last): {sandbox.repository_dir}
   Prefect runs, logs and artifacts (nightly-backup-summary, restore-drill-report):
-      PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start   # then open http://127.0.0.1:4200
+      PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent / 'prefect'} server start   # then open http://127.0.0.1:4200
   sandbox database data (stopped): {sandbox.base / 'postgres'}
 Demo finished in {human_seconds(time.monotonic() - clock)}.""")
     return 0
