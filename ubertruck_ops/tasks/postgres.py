@@ -157,8 +157,9 @@ def grant_database_privileges(conn: psycopg.Connection, database: str, described
 
 def pg_dump_stage(db: PostgresDatabase, snapshot_id: str, on_line=None) -> Stage:
     """Custom format, uncompressed (zstd downstream is faster than pg_dump's gzip), verbose for progress."""
+    # A lock held by a migration must fail the backup loudly, not hang it until morning.
     argv = [tool("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--verbose",
-            "--no-password"]
+            "--no-password", "--lock-wait-timeout=10min"]
     return Stage("pg_dump", argv, db.libpq_env(), secrets=_secret(db), on_stderr_line=on_line)
 
 

@@ -107,6 +107,12 @@ class _LocalWriter:
         os.fsync(self.handle.fileno())
         self.handle.close()
         os.replace(self.partial, self.path)
+        # The rename is durable only once the folder itself is synced ("manifest last" relies on it).
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def abort(self) -> None:
         self.handle.close()
@@ -211,17 +217,23 @@ class _S3Writer:
 
     def __init__(self, repo: S3Repository, key: str):
         self.repo, self.key = repo, key
-        self.buffer = bytearray()
+        self.pending: list[bytes] = []   # chunks not yet sent; joined once per part (one copy)
+        self.pending_size = 0
         self.parts: list[dict] = []
         created = with_retries(f"start of upload {key}", lambda: repo.client.create_multipart_upload(
             Bucket=repo.bucket, Key=key, **repo._extra()), repo.attempts)
         self.upload_id = created["UploadId"]
 
     def write(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        while len(self.buffer) >= self.repo.part_size:
-            self._send(bytes(self.buffer[:self.repo.part_size]))
-            del self.buffer[:self.repo.part_size]
+        self.pending.append(chunk)
+        self.pending_size += len(chunk)
+        if self.pending_size >= self.repo.part_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self.pending)
+        self.pending, self.pending_size = [], 0
+        self._send(data)
 
     def _send(self, data: bytes) -> None:
         number = len(self.parts) + 1
@@ -231,15 +243,14 @@ class _S3Writer:
         self.parts.append({"PartNumber": number, "ETag": reply["ETag"]})
 
     def commit(self) -> None:
-        if self.buffer or not self.parts:
-            self._send(bytes(self.buffer))
-            self.buffer.clear()
+        if self.pending or not self.parts:
+            self._flush()
         with_retries(f"completion of {self.key}", lambda: self.repo.client.complete_multipart_upload(
             Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id,
             MultipartUpload={"Parts": self.parts}), self.repo.attempts)
 
     def abort(self) -> None:
-        self.buffer.clear()
+        self.pending, self.pending_size = [], 0
         try:
             with_retries(f"abort of {self.key}", lambda: self.repo.client.abort_multipart_upload(
                 Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id), self.repo.attempts)
