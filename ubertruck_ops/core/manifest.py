@@ -28,7 +28,7 @@ class StoredObject:
 @dataclass
 class Manifest:
     backup_id: str
-    kind: str                                  # "logical" (pg_dump); later kinds add "base"/"incremental"
+    kind: str                                  # "logical" (pg_dump), "base" or "incremental" (pg_basebackup)
     started_at: str                            # ISO 8601 UTC
     finished_at: str
     database: dict                             # name, host, port, server_version
@@ -38,6 +38,7 @@ class Manifest:
     row_counts: dict[str, int] = field(default_factory=dict)
     parent: str | None = None
     missing_paths: list[str] = field(default_factory=list)
+    physical: dict = field(default_factory=dict)   # start/end LSN, system identifier, timeline (physical kinds)
     format: int = FORMAT_VERSION
 
     def to_json(self) -> bytes:

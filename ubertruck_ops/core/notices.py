@@ -11,13 +11,16 @@ def _payload(text: str, lines: list[str]) -> dict:
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join([f"*{text}*", *lines])}}]}
 
 
-def backup_succeeded(environment: str, manifest: Manifest, duration: float) -> dict:
+def backup_succeeded(environment: str, manifest: Manifest, duration: float, what: str = "nightly backup") -> dict:
     sizes = ", ".join(f"{o.role} {human_bytes(o.size)}" for o in manifest.objects)
-    lines = [f"backup id: `{manifest.backup_id}`", f"stored: {sizes}", f"duration: {human_seconds(duration)}",
-             f"tables: {len(manifest.row_counts)}, rows: {sum(manifest.row_counts.values()):,}"]
+    lines = [f"backup id: `{manifest.backup_id}`", f"stored: {sizes}", f"duration: {human_seconds(duration)}"]
+    if manifest.row_counts:
+        lines.append(f"tables: {len(manifest.row_counts)}, rows: {sum(manifest.row_counts.values()):,}")
+    if manifest.parent:
+        lines.append(f"parent: `{manifest.parent}`")
     if manifest.missing_paths:
         lines.append("not archived (missing): " + ", ".join(manifest.missing_paths))
-    return _payload(f":white_check_mark: [{environment}] nightly backup completed", lines)
+    return _payload(f":white_check_mark: [{environment}] {what} completed", lines)
 
 
 def operation_failed(operation: str, environment: str, step: str, error: str, extra: list[str] | None = None) -> dict:

@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("flow", help="flow name, e.g. nightly-backup")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="flow parameter; VALUE is JSON when it parses as JSON, else a string")
+    push = commands.add_parser("wal-push", help="archive one WAL file (PostgreSQL's archive_command: wal-push %%p)")
+    push.add_argument("path", help="the WAL file, as PostgreSQL's %%p")
+    push.add_argument("--environment", default="production", help="environment whose repository and key to use")
+    archive = commands.add_parser("wal-archive", help="stream WAL continuously into the repository (pg_receivewal)")
+    archive.add_argument("--environment", default="production", help="environment to archive")
     args = parser.parse_args(argv)
     _quiet_defaults()
 
@@ -64,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return run_flow(args.flow, parse_params(args.param))
+        if args.command == "wal-push":
+            return wal_push(args.path, args.environment)
+        if args.command == "wal-archive":
+            return wal_archive(args.environment)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -86,6 +95,45 @@ def run_flow(name: str, params: dict) -> int:
         return 0
     print(f"{name}: {state.type.value}: {state.message}", file=sys.stderr)
     return 1
+
+
+def wal_archive(environment: str) -> int:
+    """Run continuous WAL archiving until SIGINT or SIGTERM."""
+    import signal
+    import threading
+
+    from ubertruck_ops.blocks.environment import load_environment
+    from ubertruck_ops.tasks.repository import open_repository
+    from ubertruck_ops.tasks.wal import WalStreamer
+
+    env = load_environment(environment)
+    streamer = WalStreamer(env, open_repository(env.repository))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: streamer.stop())
+    worker = threading.Thread(target=streamer.run)
+    worker.start()
+    print(f"archiving WAL of {env.database.describe()} into {env.repository.url} (Ctrl-C stops)")
+    while worker.is_alive():
+        worker.join(timeout=1)
+    streamer.remove_spool()
+    print(f"stopped after archiving {streamer.archived} WAL file(s)")
+    return 1 if streamer.error else 0
+
+
+def wal_push(path: str, environment: str) -> int:
+    """Archive one WAL file; exit non-zero on any failure so PostgreSQL keeps it and retries."""
+    from ubertruck_ops.blocks.environment import load_environment
+    from ubertruck_ops.tasks.repository import open_repository
+    from ubertruck_ops.tasks.wal import push_segment
+
+    try:
+        env = load_environment(environment)
+        outcome = push_segment(env, path, open_repository(env.repository))
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL only sees the exit status; the log gets the reason
+        print(f"wal-push {os.path.basename(path)}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wal-push {os.path.basename(path)}: {outcome}")
+    return 0
 
 
 if __name__ == "__main__":

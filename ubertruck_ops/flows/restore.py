@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.environment import load_environment
+from ubertruck_ops.flows.physical_restore import restore_physical
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.manifest import Manifest
 from ubertruck_ops.core.steps import Steps, compare_counts
@@ -39,13 +41,21 @@ class RestoreMismatch(RuntimeError):
 
 @flow(name="restore", description="Restore a backup (default: the latest complete) into a target environment's database.")
 def restore(environment: str = "production", backup_id: str | None = None, target_environment: str | None = None,
-            confirm: str | None = None, target_time: str | None = None, files_to: str | None = None) -> dict:
-    """Restore a backup of `environment` into `target_environment`'s database (default: the same).
+            confirm: str | None = None, target_time: str | None = None, files_to: str | None = None,
+            method: Literal["logical", "physical"] = "logical", data_directory: str | None = None,
+            keep_running: bool = False) -> dict:
+    """Restore a backup of `environment`.
 
-    Overwriting an existing database requires `confirm` equal to its name. `target_time`
-    (ISO 8601) picks the newest backup finished at or before it. `files_to` extracts the
-    app and config archives into that folder (never / : extract, inspect, then copy).
+    logical (default): into `target_environment`'s database (default: the same); overwriting an
+    existing database requires `confirm` equal to its name; `target_time` (ISO 8601) picks the
+    newest backup finished at or before it; `files_to` extracts the app and config archives into
+    that folder (never /).
+    physical: rebuild a new cluster in `data_directory` (default: a new temporary folder) from the
+    incremental chain and archived WAL, replayed up to `target_time` (default: all archived WAL),
+    start it on a port of its own and verify it; it keeps running when `keep_running`.
     """
+    if method == "physical":
+        return _restore_physical(environment, target_time, data_directory, keep_running)
     log = logger()
     step = Steps(log)
     source = load_environment(environment)
@@ -159,3 +169,27 @@ def _parse_time(text: str | None) -> datetime | None:
     except ValueError:
         raise ValueError(f"target_time {text!r} is not ISO 8601, e.g. 2026-11-24T17:00:00+05:30") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _restore_physical(environment: str, target_time: str | None, data_directory: str | None, keep_running: bool) -> dict:
+    env = load_environment(environment)
+    step = Steps(logger())
+    clock = time.monotonic()
+    try:
+        step("restore the physical chain")
+        with gpg_session(env.encryption, for_restore=True) as gpg:
+            result = restore_physical(open_repository(env.repository), gpg, _parse_time(target_time),
+                                      data_directory, keep_running)
+    except Exception as exc:
+        notify(env.slack, notices.operation_failed("point-in-time restore", environment, step.current,
+                                                   f"{type(exc).__name__}: {exc}"))
+        raise
+    result.pop("server")
+    duration = time.monotonic() - clock
+    create_markdown_artifact(key="restore-report", description="physical restore", markdown=(
+        f"# Physical restore\n\n- chain: {' -> '.join(result['chain'])}\n- target time: {target_time or 'latest'}\n"
+        f"- WAL files replayed: {result['wal_files']}\n- data directory: {result['data_directory']}\n"
+        f"- server: {'running on 127.0.0.1:' + str(result['port']) if keep_running else 'stopped'}\n"
+        f"- duration: {human_seconds(duration)}\n"))
+    notify(env.slack, notices.restore_succeeded(environment, result["data_directory"], result["chain"][-1], duration, None))
+    return {**result, "duration_seconds": round(duration, 2)}

@@ -96,3 +96,37 @@ def apply_retention(repo, block: BackupRepository, now: datetime) -> dict:
         logger().info("retention: %d expired, %d incomplete leftovers, %d stale uploads aborted",
                       len(expired), len(leftovers), aborted)
     return {"expired": sorted(expired), "incomplete_removed": leftovers, "uploads_aborted": aborted}
+
+
+PHYSICAL_KINDS = ("base", "incremental")
+
+
+@task(name="find-physical-chain", cache_policy=NO_CACHE)
+def find_physical_chain(repo, before: datetime | None = None) -> list[Manifest]:
+    """Return the chain (base first) of the newest physical backup finished at or before `before`.
+
+    Raise BackupNotFound when there is none, ChainBroken when a link is missing.
+    """
+    from ubertruck_ops.core.physical import resolve_chain
+
+    physical = [m for m in list_manifests(repo) if m.kind in PHYSICAL_KINDS]
+    candidates = [m for m in physical if before is None or m.finished <= before]
+    if not candidates:
+        when = f" finished before {before.isoformat()}" if before else ""
+        raise BackupNotFound(f"no complete physical backup{when} in {repo.description}")
+    return resolve_chain({m.backup_id: m for m in physical}, candidates[-1].backup_id)
+
+
+def latest_physical(repo) -> tuple[Manifest | None, Manifest | None]:
+    """Return (the newest physical backup, its chain's base), or (None, None); a broken chain counts as none."""
+    from ubertruck_ops.core.physical import ChainBroken, resolve_chain
+
+    physical = [m for m in list_manifests(repo) if m.kind in PHYSICAL_KINDS]
+    if not physical:
+        return None, None
+    try:
+        chain = resolve_chain({m.backup_id: m for m in physical}, physical[-1].backup_id)
+    except ChainBroken as exc:
+        logger().warning("%s", exc)
+        return None, None
+    return chain[-1], chain[0]

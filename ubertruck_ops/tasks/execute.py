@@ -121,6 +121,17 @@ def run(
     return proc
 
 
+def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+          secrets: Iterable[str] = ()) -> subprocess.Popen:
+    """Start a long-running helper (output discarded) and return it; the caller stops it."""
+    logger().info("starting %s: %s", name, display(argv, secrets))
+    try:
+        return subprocess.Popen(list(map(str, argv)), env=child_env(env), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH") from None
+
+
 @dataclass
 class Stage:
     """One command of a pipeline."""

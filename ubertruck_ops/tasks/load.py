@@ -47,20 +47,28 @@ def verify_objects(repo, manifest: Manifest) -> None:
     logger().info("all %d objects of %s match their checksums", len(manifest.objects), manifest.backup_id)
 
 
-@task(name="read-roles", cache_policy=NO_CACHE)
-def read_roles(repo, manifest: Manifest, gpg: GpgSession) -> dict:
-    """Decrypt the small roles object: this proves the key works before the target is touched.
+def read_object(repo, manifest: Manifest, role: str, gpg: GpgSession) -> bytes:
+    """Decrypt a small object of a backup into memory.
 
-    Raise DecryptionKeyError saying what to fix when it does not decrypt.
+    Raise DecryptionKeyError saying what to fix when the key does not decrypt it.
     """
-    obj = manifest.object("roles")
+    obj = manifest.object(role)
+    if obj is None:
+        raise BackupCorrupt(f"backup {manifest.backup_id} has no {role} object")
     try:
-        data = load_stream(repo, _key(manifest, obj.name), obj.sha256, [gpg.decrypt_stage(), zstd_decompress_stage()],
+        return load_stream(repo, _key(manifest, obj.name), obj.sha256, [gpg.decrypt_stage(), zstd_decompress_stage()],
                            capture=True, timeout=300)
     except CommandFailed as exc:
         raise DecryptionKeyError(f"cannot decrypt backup {manifest.backup_id}: "
                                  f"{explain_decrypt_failure(exc.stderr, gpg.block)}") from None
-    return json.loads(data)
+    except ChecksumMismatch as exc:
+        raise BackupCorrupt(str(exc)) from None
+
+
+@task(name="read-roles", cache_policy=NO_CACHE)
+def read_roles(repo, manifest: Manifest, gpg: GpgSession) -> dict:
+    """Decrypt the small roles object: this proves the key works before the target is touched."""
+    return json.loads(read_object(repo, manifest, "roles", gpg))
 
 
 @task(name="restore-database-stream", cache_policy=NO_CACHE)
@@ -71,6 +79,18 @@ def restore_database(repo, manifest: Manifest, gpg: GpgSession, db: PostgresData
     stages = [gpg.decrypt_stage(), zstd_decompress_stage(), *postgres.pg_restore_stages(db, database, server_version_num)]
     try:
         load_stream(repo, _key(manifest, obj.name), obj.sha256, stages)
+    except ChecksumMismatch as exc:
+        raise BackupCorrupt(str(exc)) from None
+
+
+@task(name="extract-backup", cache_policy=NO_CACHE)
+def extract_object(repo, manifest: Manifest, role: str, gpg: GpgSession, destination: Path) -> None:
+    """Stream one tar object of a backup into `destination`: decrypt | unzstd | tar -x."""
+    obj = manifest.object(role)
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        load_stream(repo, _key(manifest, obj.name), obj.sha256,
+                    [gpg.decrypt_stage(), zstd_decompress_stage(), archive.extract_stage(str(destination))])
     except ChecksumMismatch as exc:
         raise BackupCorrupt(str(exc)) from None
 

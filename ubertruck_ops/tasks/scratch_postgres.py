@@ -47,7 +47,7 @@ class LocalServer:
     """A PostgreSQL cluster in its own folder, listening on 127.0.0.1 with password auth."""
 
     def __init__(self, bin_dir: Path | str, base_dir: Path | str | None = None, *, durable: bool = False,
-                 port: int | None = None):
+                 port: int | None = None, settings: dict[str, str] | None = None):
         self.bin_dir = Path(bin_dir)
         if not (self.bin_dir / "postgres").exists():
             raise FileNotFoundError(f"no PostgreSQL server binaries in {self.bin_dir}")
@@ -56,6 +56,7 @@ class LocalServer:
         self.data = self.base / "data"
         self.port = port or free_port()
         self.durable = durable
+        self.settings = dict(settings or {})
         self.user = _server_user()
         self.password = secrets.token_urlsafe(18)
         self.started = False
@@ -64,23 +65,30 @@ class LocalServer:
         return PostgresDatabase(host="127.0.0.1", port=self.port, database=name, user="postgres",
                                 password=SecretStr(self.password))
 
-    def start(self) -> "LocalServer":
+    def start(self, set_password: bool = True) -> "LocalServer":
         """Create the cluster when new, start it and set a fresh superuser password. Raise CommandFailed
         with the server log when it does not start."""
         self.base.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o755)
         self._check_reachable()
         fresh = not (self.data / "PG_VERSION").exists()
+        if not fresh:
+            self.data.chmod(0o700)   # postgres refuses a data directory others can read
         if fresh:
             self.data.mkdir(exist_ok=True)
             self._chown(self.data)
             run([self.bin_dir / "initdb", "-D", self.data, "-U", "postgres", "--auth-local=trust",
                  "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync"],
                 user=self.user, timeout=180)
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.data}"
+        sockets = self.base / "run"
+        sockets.mkdir(exist_ok=True)
+        self._chown(sockets)
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={sockets}"
         if not self.durable:
             # Scratch servers hold copies: durability only costs time here.
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        for name, value in self.settings.items():
+            options += f" -c {name}={value}"
         try:
             run([self.bin_dir / "pg_ctl", "-D", self.data, "-l", self.data / "server.log", "-w", "-t", "60",
                  "-o", options, "start"], user=self.user, timeout=120)
@@ -88,10 +96,17 @@ class LocalServer:
             log = (self.data / "server.log").read_text(errors="replace")[-2000:] if (self.data / "server.log").exists() else ""
             raise CommandFailed(exc.command, exc.returncode, exc.stderr + "\n" + log) from None
         self.started = True
-        with psycopg.connect(host=str(self.data), port=self.port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("ALTER ROLE postgres PASSWORD {}").format(psycopg.sql.Literal(self.password)))
+        if set_password:
+            self.set_password()
         return self
+
+    def set_password(self) -> None:
+        with self.local_connection() as conn:
+            conn.execute(psycopg.sql.SQL("ALTER ROLE postgres PASSWORD {}").format(psycopg.sql.Literal(self.password)))
+
+    def local_connection(self, user: str = "postgres") -> psycopg.Connection:
+        """Return an autocommit connection over the Unix socket (trust auth), as the bootstrap superuser."""
+        return psycopg.connect(host=str(self.base / "run"), port=self.port, user=user, dbname="postgres", autocommit=True)
 
     def stop(self) -> None:
         if self.started:
@@ -115,10 +130,14 @@ class LocalServer:
                 raise PermissionError(f"PostgreSQL runs as user {self.user} (we are root) and cannot enter {folder}: "
                                       f"chmod o+x {folder}, or put the server's folder elsewhere")
 
-    def _chown(self, path: Path) -> None:
+    def _chown(self, path: Path, recursive: bool = False) -> None:
         if self.user:
             entry = pwd.getpwnam(self.user)
             os.chown(path, entry.pw_uid, entry.pw_gid)
+            if recursive:
+                for root, dirs, files in os.walk(path):
+                    for name in dirs + files:
+                        os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
     def __enter__(self) -> "LocalServer":
         return self.start()

@@ -32,18 +32,23 @@ class ChecksumMismatch(RuntimeError):
 
 
 def store_stream(repo, key: str, stages: Sequence[Stage], *, feed: bytes | None = None,
+                 source: Sequence[Stage] | None = None, tap: Callable[[bytes], None] | None = None,
                  on_progress: Callable[[int], None] | None = None, cwd=None,
                  timeout: float = DEFAULT_TIMEOUT) -> Written:
     """Run `stages`, store the last stage's output under `key`, return its size and SHA-256.
 
+    Their input is `feed`, or the output of the `source` stages passed through `tap` (which
+    sees the plaintext stream in memory, e.g. to pick a member out of a tar stream).
     Raise CommandFailed (and leave no object) when any stage fails.
     """
     writer = repo.writer(key)
     digest, size = hashlib.sha256(), 0
     last_report = 0.0
+    producer = Pipeline(source) if source else None
     try:
-        with Pipeline(stages, feed_stdin=feed is not None, cwd=cwd) as pipe:
-            feeder = _start_feeder(pipe, [feed] if feed is not None else None)
+        with Pipeline(stages, feed_stdin=feed is not None or producer is not None, cwd=cwd) as pipe:
+            chunks = [feed] if feed is not None else _tapped(producer.stdout, tap) if producer else None
+            feeder = _start_feeder(pipe, chunks)
             stdout = pipe.stdout
             while chunk := stdout.read(CHUNK):
                 digest.update(chunk)
@@ -54,12 +59,29 @@ def store_stream(repo, key: str, stages: Sequence[Stage], *, feed: bytes | None 
                     on_progress(size)
             if feeder:
                 feeder.join()
+                if feeder.error:
+                    raise feeder.error
+            if producer:
+                # The producer first: a source that died mid-stream still gave the rest a clean EOF.
+                producer.wait(timeout)
             pipe.wait(timeout)
         writer.commit()
     except BaseException:
+        if producer:
+            producer.kill()
         writer.abort()
         raise
+    finally:
+        if producer:
+            producer.__exit__(None, None, None)
     return Written(size, digest.hexdigest())
+
+
+def _tapped(stream, tap: Callable[[bytes], None] | None):
+    while chunk := stream.read(CHUNK):
+        if tap:
+            tap(chunk)
+        yield chunk
 
 
 def load_stream(repo, key: str, expected_sha256: str, stages: Sequence[Stage], *, capture: bool = False,

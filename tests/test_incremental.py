@@ -1,0 +1,204 @@
+"""Incremental backups, WAL archiving and point-in-time restore on a real PostgreSQL 18
+that archives through `ubertruck-ops wal-push`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ubertruck_ops.blocks.environment import load_environment
+from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.flows.incremental_backup import incremental_backup
+from ubertruck_ops.flows.restore import restore
+from ubertruck_ops.sandbox import data
+from ubertruck_ops.tasks.postgres import client_bin_dir
+from ubertruck_ops.tasks.repository import open_repository
+from ubertruck_ops.tasks.wal import WalStreamer
+from ubertruck_ops.tasks.scratch_postgres import LocalServer
+
+from tests.conftest import PG15_BIN, make_database, new_env_name, require, save_env
+from tests.parts import table_checksums
+
+PHYSICAL = {"summarize_wal": "on", "wal_level": "replica", "max_wal_senders": "4", "max_replication_slots": "4"}
+
+
+class ArchivingServer:
+    """A PostgreSQL 18 ready for incremental backups, its WAL streamed into the repository."""
+
+    def __init__(self, tmp_path: Path):
+        self.env_name = new_env_name()
+        self.repo_dir = tmp_path / "repository"
+        self.server = LocalServer(client_bin_dir(), durable=True, settings=PHYSICAL).start()
+        self.db = make_database(self.server, size_mb=12)
+        with self.server.local_connection() as conn:
+            conn.execute(f'ALTER ROLE "{self.db.user}" REPLICATION')
+        save_env(self.db, BackupRepository(url=str(self.repo_dir)), name=self.env_name)
+        env = load_environment(self.env_name)
+        self.streamer = WalStreamer(env, open_repository(env.repository), poll_seconds=0.3)
+        self.thread = threading.Thread(target=self.streamer.run, daemon=True)
+        self.thread.start()
+
+    def switch_and_wait_archived(self, timeout: float = 60) -> str:
+        """Close the current WAL segment and wait until the repository holds it."""
+        with self.server.local_connection() as conn:
+            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.repo_dir / "wal" / f"{segment}.json").exists():
+                return segment
+            assert self.streamer.error is None, self.streamer.error
+            time.sleep(0.2)
+        raise AssertionError(f"segment {segment} not archived within {timeout} s")
+
+    def destroy(self) -> None:
+        self.streamer.stop()
+        self.thread.join(timeout=30)
+        self.streamer.remove_spool()
+        self.server.destroy()
+
+
+@pytest.fixture
+def archiving(tmp_path):
+    server = ArchivingServer(tmp_path)
+    yield server
+    server.destroy()
+
+
+class Restored:
+    """A cluster left running by restore(keep_running=True): reach it over its socket, stop it, remove it."""
+
+    def __init__(self, result: dict):
+        self.data = Path(result["data_directory"])
+        self.port = result["port"]
+
+    def checksums(self, database: str) -> dict:
+        from ubertruck_ops.blocks.database import PostgresDatabase
+
+        db = PostgresDatabase(host=str(self.data.parent / "run"), port=self.port, database=database, user="postgres")
+        return table_checksums(db)
+
+    def stop_and_remove(self) -> None:
+        user = "ubertruck-pg" if os.geteuid() == 0 else None
+        subprocess.run([client_bin_dir() / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop"], user=user,
+                       capture_output=True, timeout=120)
+        shutil.rmtree(self.data.parent, ignore_errors=True)
+
+
+def physical_restore(env: str, **params) -> Restored:
+    return Restored(restore(environment=env, method="physical", keep_running=True, **params))
+
+
+def test_full_then_two_incrementals_restore_to_identical_content(archiving):
+    env, db = archiving.env_name, archiving.db
+    first = incremental_backup(environment=env)
+    with psycopg.connect(**db.connect_kwargs()) as conn:
+        data.add_activity(conn, bookings=200)
+    second = incremental_backup(environment=env)
+    with psycopg.connect(**db.connect_kwargs()) as conn:
+        data.add_activity(conn, bookings=200)
+        conn.execute("DELETE FROM admin.audit_log WHERE id % 7 = 0")
+    third = incremental_backup(environment=env)
+    assert (first["kind"], second["kind"], third["kind"]) == ("base", "incremental", "incremental")
+    assert second["parent"] == first["backup_id"] and third["parent"] == second["backup_id"]
+    assert third["objects"]["base.tar.zst.gpg"] < first["objects"]["base.tar.zst.gpg"]
+    expected = table_checksums(db)
+    archiving.switch_and_wait_archived()
+
+    restored = physical_restore(env)
+    try:
+        assert restored.checksums(db.database) == expected
+    finally:
+        restored.stop_and_remove()
+
+
+def test_point_in_time_restore_lands_between_two_commits(archiving):
+    env, db = archiving.env_name, archiving.db
+    incremental_backup(environment=env)
+    with psycopg.connect(**db.connect_kwargs(), autocommit=True) as conn:
+        conn.execute("INSERT INTO admin.audit_log (action, entity) VALUES ('pitr-first', 'test')")
+        time.sleep(1.5)
+        between = datetime.now(timezone.utc)
+        time.sleep(1.5)
+        conn.execute("INSERT INTO admin.audit_log (action, entity) VALUES ('pitr-second', 'test')")
+    archiving.switch_and_wait_archived()
+
+    restored = Restored(restore(environment=env, method="physical", keep_running=True, target_time=between.isoformat()))
+    try:
+        from ubertruck_ops.blocks.database import PostgresDatabase
+
+        socket_db = PostgresDatabase(host=str(restored.data.parent / "run"), port=restored.port,
+                                     database=db.database, user="postgres")
+        with psycopg.connect(**socket_db.connect_kwargs()) as conn:
+            actions = {r[0] for r in conn.execute("SELECT action FROM admin.audit_log WHERE action LIKE 'pitr-%'")}
+        assert actions == {"pitr-first"}
+    finally:
+        restored.stop_and_remove()
+
+
+def test_broken_chain_is_refused_naming_the_missing_or_damaged_link(archiving):
+    env = archiving.env_name
+    incremental_backup(environment=env)
+    middle = incremental_backup(environment=env)
+    incremental_backup(environment=env)
+    [middle_dir] = list(archiving.repo_dir.rglob(middle["backup_id"]))
+    data_file = middle_dir / "base.tar.zst.gpg"
+    blob = bytearray(data_file.read_bytes())
+    blob[len(blob) // 3] ^= 0xFF
+    data_file.write_bytes(bytes(blob))
+
+    corrupted = restore(environment=env, method="physical", return_state=True)
+    assert corrupted.is_failed() and "base.tar.zst.gpg: stored bytes do not match" in str(corrupted.message)
+
+    shutil.rmtree(middle_dir)
+    missing = restore(environment=env, method="physical", return_state=True)
+    assert missing.is_failed() and f"needs {middle['backup_id']}, which is missing" in str(missing.message)
+
+
+def test_wal_gap_before_the_target_time_is_refused_with_the_gap_named(archiving):
+    env, db = archiving.env_name, archiving.db
+    incremental_backup(environment=env)
+    for _ in range(3):
+        with psycopg.connect(**db.connect_kwargs()) as conn:
+            data.add_activity(conn, bookings=20)
+        gap_candidate = archiving.switch_and_wait_archived()
+    target = datetime.now(timezone.utc)
+    time.sleep(1)
+    with psycopg.connect(**db.connect_kwargs()) as conn:
+        data.add_activity(conn, bookings=5)
+    archiving.switch_and_wait_archived()
+    wal_files = sorted(p.name for p in (archiving.repo_dir / "wal").glob("*.zst.gpg"))
+    victim = wal_files[-3].removesuffix(".zst.gpg")
+    (archiving.repo_dir / "wal" / f"{victim}.json").unlink()
+
+    state = restore(environment=env, method="physical", target_time=target.isoformat(), return_state=True)
+
+    assert state.is_failed()
+    assert "WAL missing between backup" in str(state.message) and victim in str(state.message)
+    assert gap_candidate
+
+
+def test_incremental_after_a_server_restart_still_works(archiving):
+    env = archiving.env_name
+    incremental_backup(environment=env)
+    archiving.server.stop()
+    archiving.server.start()
+    after = incremental_backup(environment=env)
+    assert after["kind"] == "incremental"
+
+
+def test_servers_that_cannot_do_it_are_refused_clearly_and_nothing_is_written(pg15, pg18, tmp_path):
+    old = save_env(make_database(pg15), BackupRepository(url=str(tmp_path / "r15")))
+    off = save_env(make_database(pg18), BackupRepository(url=str(tmp_path / "r18")))   # summarize_wal off
+    for env, expected in [(old, "PostgreSQL 15 has no incremental backup"), (off, "summarize_wal is off")]:
+        state = incremental_backup(environment=env, return_state=True)
+        assert state.is_failed() and expected in str(state.message)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    require((PG15_BIN / "postgres").exists(), "apt-get install -y postgresql-15")

@@ -1,0 +1,127 @@
+"""Physical backups: when they can run, when a chain starts anew, WAL segment arithmetic.
+Pure functions, unit-tested."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ubertruck_ops.core.manifest import Manifest
+
+_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    version_num: int
+    summarize_wal: bool
+    wal_level: str
+    can_replicate: bool
+    managed_by: str | None        # "Amazon RDS", ... when the provider forbids physical access
+    system_identifier: str
+    timeline: int
+    wal_segment_size: int
+
+
+def refusal(facts: ServerFacts) -> str | None:
+    """Given the server's facts, return why a physical incremental backup cannot run, or None."""
+    if facts.managed_by:
+        return (f"{facts.managed_by} gives no physical access (no pg_basebackup, no WAL archive): use the nightly "
+                "logical backup (nightly-backup) and the provider's snapshots and point-in-time recovery")
+    if facts.version_num < 170000:
+        major = facts.version_num // 10000
+        return (f"PostgreSQL {major} has no incremental backup (it needs 17 or later): upgrade the server, or rely "
+                "on nightly-backup (logical) meanwhile")
+    if facts.wal_level not in ("replica", "logical"):
+        return f"wal_level is {facts.wal_level}: set wal_level = replica in postgresql.conf and restart the server"
+    if not facts.summarize_wal:
+        return "summarize_wal is off: run ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();"
+    if not facts.can_replicate:
+        return ("the backup role lacks the REPLICATION privilege: ALTER ROLE <backup role> REPLICATION; and allow "
+                "it in pg_hba.conf for the 'replication' database")
+    return None
+
+
+def plan_backup(last: Manifest | None, base: Manifest | None, facts: ServerFacts, now: datetime,
+                max_chain_age: timedelta, force_full: bool) -> tuple[str, str]:
+    """Return ("base" | "incremental", reason) for the next backup of the chain."""
+    if force_full:
+        return "base", "a full base backup was requested"
+    if last is None or base is None:
+        return "base", "no complete physical backup yet"
+    if last.physical.get("system_identifier") != facts.system_identifier:
+        return "base", "the server is a different cluster than the chain's (system identifier changed)"
+    if last.physical.get("timeline") != facts.timeline:
+        return "base", f"the server moved to timeline {facts.timeline} (failover or restore) since the last backup"
+    if now - base.finished > max_chain_age:
+        return "base", f"the chain's base backup is older than {max_chain_age.days} days"
+    return "incremental", f"incremental on top of {last.backup_id}"
+
+
+def parse_lsn(lsn: str) -> int:
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def segment_of(lsn: str, segment_size: int) -> int:
+    return parse_lsn(lsn) // segment_size
+
+
+def segment_name(timeline: int, segno: int, segment_size: int) -> str:
+    per_id = 0x100000000 // segment_size
+    return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
+
+
+def parse_segment(name: str, segment_size: int) -> tuple[int, int] | None:
+    """Given a WAL file name, return (timeline, segment number), or None for other files (.history ...)."""
+    match = _SEGMENT.match(name)
+    if not match:
+        return None
+    per_id = 0x100000000 // segment_size
+    return int(match.group(1), 16), int(match.group(2), 16) * per_id + int(match.group(3), 16)
+
+
+def contiguous_run(available: set[int], first: int) -> int | None:
+    """Return the last segment number of the unbroken run starting at `first`, or None when `first` is missing."""
+    if first not in available:
+        return None
+    last = first
+    while last + 1 in available:
+        last += 1
+    return last
+
+
+def wal_to_delete(segments: dict[str, datetime], protected: list[tuple[int, int]], now: datetime,
+                  keep: timedelta, segment_size: int) -> list[str]:
+    """Given archived WAL files with their archive times and the segment ranges kept backups need
+    to be consistent, return the files to delete: older than `keep` and needed by no kept backup."""
+    doomed = []
+    for name, archived in segments.items():
+        if archived >= now - keep:
+            continue
+        parsed = parse_segment(name, segment_size)
+        if parsed and any(low <= parsed[1] <= high for low, high in protected):
+            continue
+        doomed.append(name)
+    return sorted(doomed)
+
+
+class ChainBroken(LookupError):
+    """A backup's chain misses a link: it cannot be restored."""
+
+
+def resolve_chain(manifests: dict[str, Manifest], last_id: str) -> list[Manifest]:
+    """Given complete physical backups by id, return the chain ending at `last_id`, base first.
+
+    Raise ChainBroken naming the first missing link.
+    """
+    chain = [manifests[last_id]]
+    while chain[-1].parent is not None:
+        parent = chain[-1].parent
+        if parent not in manifests:
+            raise ChainBroken(f"backup {chain[-1].backup_id} needs {parent}, which is missing or incomplete: "
+                              f"the chain cannot be restored past {parent}; take a new base backup "
+                              "(incremental-backup with force_full=true)")
+        chain.append(manifests[parent])
+    return list(reversed(chain))

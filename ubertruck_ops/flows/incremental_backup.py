@@ -1,0 +1,120 @@
+"""incremental-backup: the six-hourly physical backup, as a chain of PostgreSQL 17+ incrementals.
+
+The story: take the backup lock; refuse clearly when the server cannot do it; decide
+between a new base backup and an incremental on top of the last one; stream
+pg_basebackup through zstd and gpg into the repository; write the manifest (parent,
+WAL range, system identifier, timeline) last; apply chain-aware retention to backups
+and to the WAL archive; report.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import timedelta
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
+
+from ubertruck_ops.blocks.environment import load_environment
+from ubertruck_ops.core import notices
+from ubertruck_ops.core.limits import BACKUP_LOCK
+from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
+from ubertruck_ops.core.physical import plan_backup, refusal, segment_of
+from ubertruck_ops.core.steps import Steps
+from ubertruck_ops.core.text import human_bytes, human_seconds
+from ubertruck_ops.log import logger
+from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
+from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
+from ubertruck_ops.tasks.execute import CommandFailed
+from ubertruck_ops.tasks.notify import notify
+from ubertruck_ops.tasks.repository import open_repository
+
+
+class PhysicalBackupRefused(RuntimeError):
+    """The server cannot take physical incremental backups; the message says what to do."""
+
+
+@flow(name="incremental-backup", description="Physical backup chain: a base, then PostgreSQL 17+ incrementals.")
+def incremental_backup(environment: str = "production", force_full: bool = False, max_chain_age_days: int = 7,
+                       keep_wal_days: int = 3) -> dict:
+    """Take the next backup of `environment`'s physical chain; return its id, kind and why."""
+    log = logger()
+    step = Steps(log)
+    env = load_environment(environment)
+    repo = open_repository(env.repository)
+    backup_id = None
+    try:
+        step("wait for the backup lock")
+        with concurrency(BACKUP_LOCK, occupy=1, strict=True, timeout_seconds=4 * 3600):
+            step("check the server")
+            with postgres.connect(env.database) as conn:
+                facts = physical.server_facts(conn)
+            reason = refusal(facts)
+            if reason:
+                raise PhysicalBackupRefused(f"{env.database.describe()}: {reason}")
+
+            clock, started = time.monotonic(), utc_now()
+            last, base = catalog.latest_physical(repo)
+            kind, why = plan_backup(last, base, facts, started, timedelta(days=max_chain_age_days), force_full)
+            log.info("%s backup: %s", kind, why)
+            with gpg_session(env.encryption, for_restore=kind == "incremental") as gpg:
+                previous = None
+                if kind == "incremental":
+                    step("read the previous backup's manifest")
+                    previous = load.read_object(repo, last, "backup_manifest", gpg)
+                backup_id = new_backup_id(started, kind, secrets.token_hex(3))
+                folder = backup_folder(backup_id)
+                step(f"stream the {kind} backup")
+                try:
+                    objects, wal_range = physical.take_basebackup(env.database, gpg, repo, folder, previous)
+                except CommandFailed as exc:
+                    if kind != "incremental":
+                        raise
+                    # e.g. WAL summaries gone after a crash: a fresh chain is the safe answer.
+                    log.warning("incremental backup failed (%s); starting a new chain with a base backup", exc)
+                    catalog.discard_backup(repo, backup_id)
+                    kind, why, last = "base", f"the incremental failed ({str(exc)[:200]}), so a new chain starts", None
+                    backup_id = new_backup_id(utc_now(), kind, secrets.token_hex(3))
+                    folder = backup_folder(backup_id)
+                    objects, wal_range = physical.take_basebackup(env.database, gpg, repo, folder, None)
+                tools = {"pg_basebackup": postgres.tool_version("pg_basebackup"), "gpg": gpg.version(),
+                         "zstd": zstd_version()}
+
+            step("write the manifest")
+            manifest = Manifest(
+                backup_id=backup_id, kind=kind, started_at=iso(started), finished_at=iso(utc_now()),
+                database={"name": env.database.database, "host": env.database.host, "port": env.database.port,
+                          "server_version": str(facts.version_num)},
+                tools=tools, encryption={"mode": env.encryption.mode, "cipher": "AES256",
+                                         "recipients": env.encryption.recipients},
+                objects=objects, parent=last.backup_id if kind == "incremental" else None,
+                physical={**wal_range, "system_identifier": facts.system_identifier,
+                          "wal_segment_size": facts.wal_segment_size})
+            catalog.write_manifest(repo, manifest)
+            duration = time.monotonic() - clock
+
+            step("apply retention")
+            retention = catalog.apply_retention(repo, env.repository, utc_now())
+            kept = [m for m in catalog.list_manifests(repo) if m.physical]
+            protected = [(segment_of(m.physical["start_lsn"], facts.wal_segment_size),
+                          segment_of(m.physical["end_lsn"], facts.wal_segment_size)) for m in kept]
+            retention["wal_deleted"] = wal.apply_wal_retention(repo, protected, utc_now(), timedelta(days=keep_wal_days),
+                                                               facts.wal_segment_size)
+    except Exception as exc:
+        if backup_id:
+            catalog.discard_backup(repo, backup_id)
+        notify(env.slack, notices.operation_failed("incremental backup", environment, step.current,
+                                                   f"{type(exc).__name__}: {exc}"))
+        raise
+
+    sizes = ", ".join(f"{o.name} {human_bytes(o.size)}" for o in objects)
+    create_markdown_artifact(key="incremental-backup-summary", description=f"{kind} backup {backup_id}", markdown=(
+        f"# {kind.title()} backup `{backup_id}`\n\n- why: {why}\n- parent: {manifest.parent or 'none (new chain)'}\n"
+        f"- WAL {wal_range['start_lsn']} to {wal_range['end_lsn']}, timeline {wal_range['timeline']}\n"
+        f"- stored: {sizes}\n- duration: {human_seconds(duration)}\n"))
+    notify(env.slack, notices.backup_succeeded(environment, manifest, duration, what=f"{kind} backup"))
+    return {"backup_id": backup_id, "kind": kind, "why": why, "parent": manifest.parent,
+            "duration_seconds": round(duration, 2), "objects": {o.name: o.size for o in objects},
+            "retention": retention}

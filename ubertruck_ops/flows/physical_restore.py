@@ -1,0 +1,133 @@
+"""Physical (point-in-time) restore: the steps `restore(method="physical")` and the drill share.
+
+The story: pick the chain that ends before the target time; verify every object of it;
+refuse when the WAL between the chain's end and the target time has a gap; extract the
+chain, rebuild one data directory with pg_combinebackup, stage the WAL it needs; start a
+server of its own on its own port that replays WAL up to the target and promotes; verify
+it answers and is out of recovery.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from ubertruck_ops.core.manifest import Manifest
+from ubertruck_ops.core.physical import contiguous_run, parse_segment, segment_name, segment_of
+from ubertruck_ops.log import logger
+from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
+from ubertruck_ops.tasks.crypto import GpgSession
+from ubertruck_ops.tasks.scratch_postgres import LocalServer
+
+
+class WalGap(LookupError):
+    """The WAL archive misses segments the restore needs."""
+
+
+def plan_wal(chain_end: Manifest, archived: dict[str, datetime], target_time: datetime | None) -> list[str]:
+    """Return the WAL files to replay after the chain's last backup, up to `target_time` (or all
+    contiguous ones). Raise WalGap naming the missing segments."""
+    size, timeline = chain_end.physical["wal_segment_size"], chain_end.physical["timeline"]
+    first = segment_of(chain_end.physical["end_lsn"], size)
+    on_timeline = {parse_segment(n, size)[1]: (n, t) for n, t in archived.items()
+                   if parse_segment(n, size) and parse_segment(n, size)[0] == timeline}
+    later = sorted(s for s in on_timeline if s >= first)
+    if target_time is None:
+        last = contiguous_run(set(later), first)
+        return [] if last is None else [on_timeline[s][0] for s in range(first, last + 1)]
+    reaching = [s for s in later if on_timeline[s][1] >= target_time]
+    if not reaching:
+        newest = max((on_timeline[s][1] for s in later), default=None)
+        raise WalGap(f"the WAL archive ends at {newest.isoformat() if newest else chain_end.finished_at}, before "
+                     f"target_time {target_time.isoformat()}: nothing archived reaches it yet")
+    missing = [segment_name(timeline, s, size) for s in range(first, reaching[0] + 1) if s not in on_timeline]
+    if missing:
+        raise WalGap(f"WAL missing between backup {chain_end.backup_id} and the target time: "
+                     f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} segment(s))")
+    return [on_timeline[s][0] for s in range(first, reaching[0] + 1)]
+
+
+def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdir: Path | None,
+                     keep_running: bool) -> dict:
+    """Rebuild and start a cluster from the physical chain; return where it is and what it holds."""
+    log = logger()
+    chain = catalog.find_physical_chain(repo, target_time)
+    last = chain[-1]
+    major = int(last.database["server_version"]) // 10000
+    bin_dir = postgres.client_bin_dir()
+    shipped = int(postgres.tool_version("postgres").split()[-1].split(".")[0])
+    if major != shipped:
+        raise RuntimeError(f"the chain comes from PostgreSQL {major}; its data directory needs PostgreSQL {major} "
+                           f"binaries, and this host ships {shipped}")
+    log.info("restoring chain %s", " -> ".join(m.backup_id for m in chain))
+    for manifest in chain:
+        load.verify_objects(repo, manifest)
+    wal_files = plan_wal(last, wal.archived_files(repo), target_time)
+
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ubertruck-restore-"))
+    if workdir.exists() and any(workdir.iterdir()):
+        raise FileExistsError(f"{workdir} is not empty: give an empty or new folder as data_directory")
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)
+    data = workdir / "data"
+    parts = []
+    for index, manifest in enumerate(chain):
+        part = workdir / "chain" / f"{index:02d}-{manifest.kind}"
+        load.extract_object(repo, manifest, "data", gpg, part)
+        parts.append(part)
+    if len(parts) == 1:
+        parts[0].rename(data)
+    else:
+        physical.combine(bin_dir, parts, data)
+    shutil.rmtree(workdir / "chain", ignore_errors=True)
+    fetched = wal.fetch_segments(repo, wal_files, gpg, workdir / "wal")
+    _configure_recovery(data, workdir / "wal", target_time)
+
+    server = LocalServer(bin_dir, workdir, durable=True)
+    server._chown(workdir, recursive=True)
+    started = time.monotonic()
+    server.start(set_password=False)
+    try:
+        with server.local_connection() as conn:
+            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                if time.monotonic() - started > 3600:
+                    raise TimeoutError("recovery did not finish within an hour")
+                time.sleep(0.5)
+        server.set_password()
+        with postgres.connect(server.database(), last.database["name"]) as conn:
+            counts = postgres.row_counts(conn)
+    except BaseException:
+        server.stop()
+        raise
+    if not keep_running:
+        server.stop()
+    log.info("restored cluster in %s (%s WAL files, %d bytes replayed)", data, len(wal_files), fetched)
+    return {"chain": [m.backup_id for m in chain], "data_directory": str(data), "port": server.port,
+            "running": keep_running, "wal_files": len(wal_files), "row_counts": counts, "server": server}
+
+
+def _configure_recovery(data: Path, wal_dir: Path, target_time: datetime | None) -> None:
+    settings = {
+        "restore_command": f'cp "{wal_dir}/%f" "%p"',
+        "recovery_target_action": "promote",
+        # The restored copy must never push WAL into production's archive.
+        "archive_mode": "off",
+    }
+    if target_time is not None:
+        settings["recovery_target_time"] = target_time.isoformat()
+    with open(data / "postgresql.auto.conf", "a") as conf:
+        conf.write("\n# ubertruck-ops restore\n")
+        for name, value in settings.items():
+            conf.write(f"{name} = '{value}'\n")
+    (data / "recovery.signal").touch()
+    hba = data / "pg_hba.conf"
+    if hba.exists():
+        os.replace(hba, data / "pg_hba.conf.from-backup")
+    # Local socket trust lets the restore verify it; TCP still needs a password.
+    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+    for leftover in ("postmaster.pid", "postmaster.opts"):
+        (data / leftover).unlink(missing_ok=True)

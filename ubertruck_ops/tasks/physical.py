@@ -1,0 +1,152 @@
+"""Physical backups of the PostgreSQL cluster: facts, pg_basebackup (full and incremental),
+and rebuilding a data directory with pg_combinebackup.
+
+pg_basebackup writes one tar stream to stdout (`-D - -Ft -X fetch`: the WAL needed for
+consistency travels inside it, and its backup_manifest is the stream's last member).
+The manifest is picked out of the stream in memory on its way to zstd and gpg, since the
+next incremental backup needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.core.manifest import StoredObject
+from ubertruck_ops.core.physical import ServerFacts
+from ubertruck_ops.tasks import postgres
+from ubertruck_ops.tasks.crypto import GpgSession, zstd_compress_stage
+from ubertruck_ops.tasks.execute import Stage, run
+from ubertruck_ops.tasks.stream import store_stream
+
+DATA_OBJECT = "base.tar.zst.gpg"
+BACKUP_MANIFEST_OBJECT = "backup_manifest.zst.gpg"
+
+_MANAGED = [("rds_superuser", "Amazon RDS"), ("cloudsqlsuperuser", "Google Cloud SQL"),
+            ("azure_pg_admin", "Azure Database for PostgreSQL")]
+
+
+def server_facts(conn: psycopg.Connection) -> ServerFacts:
+    """Return what decides whether and how a physical backup can run."""
+    def show(name: str) -> str | None:
+        row = conn.execute("SELECT setting FROM pg_settings WHERE name = %s", (name,)).fetchone()
+        return row[0] if row else None
+
+    roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+    managed = next((provider for role, provider in _MANAGED if role in roles), None)
+    can_replicate = conn.execute(
+        "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+    identifier = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+    timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
+    return ServerFacts(version_num=int(show("server_version_num")), summarize_wal=show("summarize_wal") == "on",
+                       wal_level=show("wal_level"), can_replicate=bool(can_replicate), managed_by=managed,
+                       system_identifier=identifier, timeline=int(timeline),
+                       wal_segment_size=int(show("wal_segment_size")))   # in bytes (unit B) since PostgreSQL 11
+
+
+class TarMemberCapture:
+    """Feeds on a tar stream chunk by chunk and keeps the bytes of one member (ustar headers)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.captured = bytearray()
+        self.found = False
+        self._header = bytearray()
+        self._remaining = 0
+        self._padding = 0
+        self._capturing = False
+
+    def __call__(self, chunk: bytes) -> None:
+        view, index = memoryview(chunk), 0
+        while index < len(view):
+            if self._remaining:
+                take = view[index:index + self._remaining]
+                if self._capturing:
+                    self.captured += take
+                self._remaining -= len(take)
+                index += len(take)
+            elif self._padding:
+                take = min(self._padding, len(view) - index)
+                self._padding -= take
+                index += take
+            else:
+                take = view[index:index + 512 - len(self._header)]
+                self._header += take
+                index += len(take)
+                if len(self._header) == 512:
+                    self._read_header(bytes(self._header))
+                    self._header.clear()
+
+    def _read_header(self, header: bytes) -> None:
+        if header == bytes(512):
+            return
+        name = header[0:100].split(b"\0")[0].decode(errors="replace")
+        prefix = header[345:500].split(b"\0")[0].decode(errors="replace")
+        size_field = header[124:136]
+        size = int.from_bytes(size_field[1:], "big") if size_field[0] & 0x80 else int(size_field.split(b"\0")[0].strip() or b"0", 8)
+        full = f"{prefix}/{name}" if prefix else name
+        self._capturing = full == self.name
+        self.found = self.found or self._capturing
+        self._remaining = size
+        self._padding = (-size) % 512
+
+
+def basebackup_stage(db: PostgresDatabase, incremental_manifest: str | None) -> Stage:
+    argv = [postgres.tool("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
+            "--checkpoint=fast", "--no-password", "--label=ubertruck-ops"]
+    if incremental_manifest:
+        argv.append(f"--incremental={incremental_manifest}")
+    return Stage("pg_basebackup", argv, db.libpq_env(), secrets=[db.password.get_secret_value()] if db.password else [])
+
+
+@contextmanager
+def previous_manifest_file(data: bytes) -> Iterator[str]:
+    """Yield a private temporary file holding the previous backup's backup_manifest (file names,
+    sizes and checksums: no row data), removed afterwards."""
+    folder = tempfile.mkdtemp(prefix="ubertruck-manifest-")
+    path = os.path.join(folder, "backup_manifest")
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as handle:
+            handle.write(data)
+        yield path
+    finally:
+        Path(path).unlink(missing_ok=True)
+        os.rmdir(folder)
+
+
+@task(name="physical-backup", cache_policy=NO_CACHE)
+def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo, folder: str,
+                    previous_manifest: bytes | None) -> tuple[list[StoredObject], dict]:
+    """Stream pg_basebackup (incremental when `previous_manifest` is given) through zstd and gpg into
+    the repository; store its backup_manifest too. Return the objects and the WAL range it covers."""
+    capture = TarMemberCapture("backup_manifest")
+    if previous_manifest is not None:
+        with previous_manifest_file(previous_manifest) as path:
+            written = store_stream(repo, f"{folder}/{DATA_OBJECT}", [zstd_compress_stage(), gpg.encrypt_stage()],
+                                   source=[basebackup_stage(db, path)], tap=capture)
+    else:
+        written = store_stream(repo, f"{folder}/{DATA_OBJECT}", [zstd_compress_stage(), gpg.encrypt_stage()],
+                               source=[basebackup_stage(db, None)], tap=capture)
+    if not capture.found:
+        raise RuntimeError("pg_basebackup's stream held no backup_manifest")
+    manifest_bytes = bytes(capture.captured)
+    stored = store_stream(repo, f"{folder}/{BACKUP_MANIFEST_OBJECT}", [zstd_compress_stage(), gpg.encrypt_stage()],
+                          feed=manifest_bytes)
+    ranges = json.loads(manifest_bytes)["WAL-Ranges"]
+    wal = {"start_lsn": ranges[0]["Start-LSN"], "end_lsn": ranges[-1]["End-LSN"], "timeline": ranges[-1]["Timeline"]}
+    return [StoredObject(DATA_OBJECT, "data", written.size, written.sha256),
+            StoredObject(BACKUP_MANIFEST_OBJECT, "backup_manifest", stored.size, stored.sha256)], wal
+
+
+def combine(bin_dir: Path, backups: list[Path], output: Path) -> None:
+    """Rebuild one full data directory from a base backup and its incrementals, oldest first."""
+    run([bin_dir / "pg_combinebackup", *backups, "--output", output], timeout=6 * 3600)

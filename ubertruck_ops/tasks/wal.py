@@ -1,0 +1,206 @@
+"""The WAL archive in the repository: push one segment (PostgreSQL's archive_command), list,
+fetch for a point-in-time restore, retention.
+
+Layout: wal/<file>.zst.gpg plus wal/<file>.json (sizes, SHA-256 of the plaintext and of the
+stored bytes, archive time), the sidecar written last: a segment is archived only with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ubertruck_ops.blocks.environment import Environment
+from ubertruck_ops.core.manifest import iso, parse_time, utc_now
+from ubertruck_ops.core.physical import parse_segment, segment_name, wal_to_delete
+from ubertruck_ops.log import logger
+from ubertruck_ops.tasks.crypto import GpgSession, gpg_session, zstd_compress_stage, zstd_decompress_stage
+from ubertruck_ops.tasks.stream import load_stream, store_stream
+
+PREFIX = "wal/"
+
+
+class WalArchiveError(RuntimeError):
+    """A segment cannot be archived or fetched as asked."""
+
+
+def _keys(name: str) -> tuple[str, str]:
+    if "/" in name or name.startswith("."):
+        raise WalArchiveError(f"not a WAL file name: {name!r}")
+    return f"{PREFIX}{name}.zst.gpg", f"{PREFIX}{name}.json"
+
+
+def push_segment(env: Environment, path: str, repo) -> str:
+    """Archive the WAL file at `path`. Archiving the same content again succeeds (PostgreSQL retries
+    after a crash); different content under an archived name is refused, as archive_command must."""
+    name = os.path.basename(path)
+    data_key, meta_key = _keys(name)
+    data = Path(path).read_bytes()
+    plain_sha = hashlib.sha256(data).hexdigest()
+    try:
+        existing = json.loads(repo.get_bytes(meta_key))
+    except Exception:  # noqa: BLE001 - absent: the normal case
+        existing = None
+    if existing is not None:
+        if existing["plain_sha256"] == plain_sha:
+            return "already archived"
+        raise WalArchiveError(f"{name} is already archived with different content: refusing to overwrite it")
+    with gpg_session(env.encryption) as gpg:
+        written = store_stream(repo, data_key, [zstd_compress_stage(1), gpg.encrypt_stage()], feed=data, timeout=600)
+    meta = {"name": name, "size": len(data), "plain_sha256": plain_sha, "stored_size": written.size,
+            "stored_sha256": written.sha256, "archived_at": iso(utc_now())}
+    repo.put_bytes(meta_key, json.dumps(meta).encode())
+    return "archived"
+
+
+def archived_files(repo) -> dict[str, datetime]:
+    """Return every archived WAL file name with the time its sidecar was written."""
+    found = {}
+    for item in repo.list(PREFIX):
+        name = item.key[len(PREFIX):]
+        if name.endswith(".json"):
+            found[name[:-len(".json")]] = item.modified
+    return found
+
+
+@task(name="fetch-wal", cache_policy=NO_CACHE)
+def fetch_segments(repo, names: list[str], gpg: GpgSession, destination: Path) -> int:
+    """Decrypt the named WAL files into `destination` (the restore's private folder), checking both
+    checksums. Return the bytes fetched."""
+    destination.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for name in names:
+        data_key, meta_key = _keys(name)
+        meta = json.loads(repo.get_bytes(meta_key))
+        plain = load_stream(repo, data_key, meta["stored_sha256"], [gpg.decrypt_stage(), zstd_decompress_stage()],
+                            capture=True, timeout=600)
+        if hashlib.sha256(plain).hexdigest() != meta["plain_sha256"]:
+            raise WalArchiveError(f"WAL file {name} decrypts to different bytes than were archived")
+        (destination / name).write_bytes(plain)
+        total += len(plain)
+    return total
+
+
+@task(name="wal-retention", cache_policy=NO_CACHE)
+def apply_wal_retention(repo, protected: list[tuple[int, int]], now: datetime, keep: timedelta,
+                        segment_size: int) -> int:
+    """Delete archived WAL older than `keep` that no kept backup needs; return how many files went."""
+    doomed = wal_to_delete(archived_files(repo), protected, now, keep, segment_size)
+    keys = [k for name in doomed for k in reversed(_keys(name))]   # sidecar first
+    if keys:
+        repo.delete(keys)
+        logger().info("WAL retention: %d file(s) deleted", len(doomed))
+    return len(doomed)
+
+
+def parse_archived_at(meta: bytes) -> datetime:
+    return parse_time(json.loads(meta)["archived_at"])
+
+
+class WalStreamer:
+    """Continuous WAL archiving from the backup host: pg_receivewal streams WAL over a replication
+    slot into a private spool in RAM (/dev/shm), and every completed file is encrypted into the
+    repository and deleted from the spool at once.
+
+    Chosen over archive_command because it needs nothing installed or configured on the
+    database host beyond the REPLICATION privilege the incremental backups already need, and
+    the slot makes the server keep WAL while the archiver is briefly down (bound it with
+    max_slot_wal_keep_size). See the README.
+    """
+
+    def __init__(self, env: Environment, repo, slot: str = "ubertruck_wal", spool: Path | None = None,
+                 poll_seconds: float = 1.0):
+        from ubertruck_ops.tasks import postgres
+
+        self.env, self.repo, self.slot, self.poll = env, repo, slot, poll_seconds
+        base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+        self.spool = spool or Path(tempfile.mkdtemp(prefix="ubertruck-wal-", dir=base))
+        self.spool.chmod(0o700)
+        self.receivewal = postgres.tool("pg_receivewal")
+        self.archived = 0
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self.error: BaseException | None = None
+
+    def _argv(self) -> list[str]:
+        return [self.receivewal, f"--directory={self.spool}", f"--slot={self.slot}", "--no-password",
+                "--no-loop", "--status-interval=5"]
+
+    def _ensure_slot(self) -> None:
+        from ubertruck_ops.tasks import postgres
+
+        with postgres.connect(self.env.database, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone()
+            if not exists:
+                conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (self.slot,))
+                logger().info("created replication slot %s (the server keeps WAL until it is archived)", self.slot)
+
+    def drain(self) -> int:
+        """Archive and remove every completed file in the spool; return how many."""
+        done = 0
+        for path in sorted(self.spool.iterdir()):
+            if path.name.endswith(".partial") or path.name.startswith("."):
+                continue
+            push_segment(self.env, str(path), self.repo)
+            path.unlink()
+            done += 1
+        self.archived += done
+        return done
+
+    def run(self) -> None:
+        """Stream and archive until stop(); restart pg_receivewal when it exits (server restart...)."""
+        from ubertruck_ops.tasks.execute import spawn
+
+        try:
+            self._ensure_slot()
+            while not self._stop.is_set():
+                if self._proc is None or self._proc.poll() is not None:
+                    if self._proc is not None:
+                        logger().warning("pg_receivewal exited (%s); restarting", self._proc.returncode)
+                        time.sleep(self.poll)
+                    db = self.env.database
+                    self._proc = spawn("pg_receivewal", self._argv(), env=db.libpq_env(),
+                                       secrets=[db.password.get_secret_value()] if db.password else [])
+                self.drain()
+                self._stop.wait(self.poll)
+            self.drain()
+        except BaseException as exc:  # noqa: BLE001 - kept for the caller; the thread must not die silently
+            self.error = exc
+            logger().error("WAL archiving stopped: %s", exc)
+        finally:
+            self._terminate()
+
+    def _terminate(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def remove_spool(self) -> None:
+        shutil.rmtree(self.spool, ignore_errors=True)
+
+
+def find_wal_gaps(archived: dict[str, datetime], from_segment: int, timeline: int, segment_size: int) -> list[str]:
+    """Return the names of segments missing from the archive between `from_segment` and the newest archived."""
+    on_timeline = {parse_segment(n, segment_size)[1] for n in archived
+                   if parse_segment(n, segment_size) and parse_segment(n, segment_size)[0] == timeline}
+    later = [s for s in on_timeline if s >= from_segment]
+    if not later:
+        return []
+    return [segment_name(timeline, s, segment_size) for s in range(from_segment, max(later)) if s not in on_timeline]
