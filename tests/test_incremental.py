@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.incremental_backup import incremental_backup
 from ubertruck_ops.flows.restore import restore
+from ubertruck_ops.flows.restore_drill import restore_drill
 from ubertruck_ops.sandbox import data
 from ubertruck_ops.tasks.postgres import client_bin_dir
 from ubertruck_ops.tasks.repository import open_repository
@@ -49,6 +51,7 @@ class ArchivingServer:
     def switch_and_wait_archived(self, timeout: float = 60) -> str:
         """Close the current WAL segment and wait until the repository holds it."""
         with self.server.local_connection() as conn:
+            conn.execute("SELECT txid_current()")   # some WAL, or there is nothing to switch away from
             segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -202,3 +205,19 @@ def test_servers_that_cannot_do_it_are_refused_clearly_and_nothing_is_written(pg
         assert state.is_failed() and expected in str(state.message)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
     require((PG15_BIN / "postgres").exists(), "apt-get install -y postgresql-15")
+
+
+def test_physical_drill_rebuilds_the_chain_and_cleans_up(archiving):
+    env = archiving.env_name
+    incremental_backup(environment=env)
+    with psycopg.connect(**archiving.db.connect_kwargs()) as conn:
+        data.add_activity(conn, bookings=30)
+    incremental_backup(environment=env)
+    archiving.switch_and_wait_archived()
+    before = set(Path(tempfile.gettempdir()).glob("ubertruck-restore-*"))
+
+    report = restore_drill(environment=env, mode="physical")
+
+    assert report["passed"] and len(report["chain"]) == 2 and report["tables"] == 6
+    assert report["wal_files"] >= 1
+    assert set(Path(tempfile.gettempdir()).glob("ubertruck-restore-*")) == before

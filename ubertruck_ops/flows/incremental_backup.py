@@ -102,6 +102,18 @@ def incremental_backup(environment: str = "production", force_full: bool = False
                           segment_of(m.physical["end_lsn"], facts.wal_segment_size)) for m in kept]
             retention["wal_deleted"] = wal.apply_wal_retention(repo, protected, utc_now(), timedelta(days=keep_wal_days),
                                                                facts.wal_segment_size)
+            step("check the WAL archive for gaps")
+            chain_base = base if kind == "incremental" else manifest
+            gaps = wal.find_wal_gaps(wal.archived_files(repo),
+                                     segment_of(chain_base.physical["start_lsn"], facts.wal_segment_size),
+                                     facts.timeline, facts.wal_segment_size)
+            if gaps:
+                log.warning("WAL archive gap: %d segment(s) missing, first %s: point-in-time restore cannot "
+                            "cross it; is `ubertruck-ops wal-archive` running?", len(gaps), gaps[0])
+                notify(env.slack, notices.operation_failed(
+                    "WAL archiving", environment, "gap check",
+                    f"{len(gaps)} WAL segment(s) missing from the archive, first {gaps[0]}",
+                    ["point-in-time restore cannot cross the gap; check `ubertruck-ops wal-archive`"]))
     except Exception as exc:
         if backup_id:
             catalog.discard_backup(repo, backup_id)
@@ -113,8 +125,9 @@ def incremental_backup(environment: str = "production", force_full: bool = False
     create_markdown_artifact(key="incremental-backup-summary", description=f"{kind} backup {backup_id}", markdown=(
         f"# {kind.title()} backup `{backup_id}`\n\n- why: {why}\n- parent: {manifest.parent or 'none (new chain)'}\n"
         f"- WAL {wal_range['start_lsn']} to {wal_range['end_lsn']}, timeline {wal_range['timeline']}\n"
-        f"- stored: {sizes}\n- duration: {human_seconds(duration)}\n"))
+        f"- stored: {sizes}\n- duration: {human_seconds(duration)}\n"
+        f"- WAL archive gaps since the chain's base: {', '.join(gaps[:5]) or 'none'}\n"))
     notify(env.slack, notices.backup_succeeded(environment, manifest, duration, what=f"{kind} backup"))
     return {"backup_id": backup_id, "kind": kind, "why": why, "parent": manifest.parent,
             "duration_seconds": round(duration, 2), "objects": {o.name: o.size for o in objects},
-            "retention": retention}
+            "retention": retention, "wal_gaps": gaps}

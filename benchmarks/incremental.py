@@ -1,0 +1,313 @@
+"""Benchmark: incremental-backup chain size and speed, WAL-archiving RPO, point-in-time restore time.
+
+One run builds an embedded PostgreSQL 18 on 127.0.0.1 started for physical backups (summarize_wal,
+wal_level=replica, wal senders and slots; the database owner gets REPLICATION) holding ~--size-mb MB
+of Ubertruck data (as Sandbox.start does, which takes no server settings), VACUUMs it (hint bits
+set, as in a database that has lived), starts a WalStreamer (pg_receivewal into the repository)
+in a thread, saves the blocks as environment `bench` in a throwaway Prefect API
+(prefect_test_harness) and measures:
+  (1) the incremental-backup flow: a base backup; then UPDATE of 5% of the rows of every table,
+      spread evenly (`id % 20 = 0`), CHECKPOINT, an incremental. Stored size (sum of the result's
+      `objects`) and wall time of the flow, and of its physical-backup step alone (timed by wrapping
+      `tasks.physical.take_basebackup`), against the base's. Goals: size <= 15%, wall <= 30%.
+      (1') for information, a second incremental after changing the newest 5% of rows of every table.
+  (2) RPO: archive_timeout = '30s' (ALTER SYSTEM + pg_reload_conf; PostgreSQL switches segments on
+      archive_timeout even with archive_mode off, so no archive_command is configured; the table
+      shows the observed switch interval). A thread commits one small INSERT every 0.5 s for
+      --load-seconds; after each commit it notes pg_walfile_name(pg_current_wal_insert_lsn()); the
+      main thread polls <repo>/wal/<segment>.json every 0.1 s. RPO of a commit = time from its
+      commit to the sidecar's appearance. Goal: max <= 60 s.
+  (3) restore time: after a final segment switch is archived and the streamer stopped,
+      restore(method="physical") of the whole chain plus archived WAL into a new data directory
+      (rebuild, replay, start, verify, stop); then one nightly-backup run and restore_into of it
+      into a new database on the same server (as benchmarks/backup.py times it). Information.
+Prints a Markdown table with PASS/FAIL per goal; a step that fails is reported, the rest still run.
+Exit status 0 whatever the verdicts. All it starts (servers, streamer, folders) is removed at exit.
+
+    .venv/bin/python benchmarks/incremental.py [--size-mb 450] [--load-seconds 180] [--workdir DIR]   # 30: smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+MB, MIB, ENV = 1_000_000, 1 << 20, "bench"
+SIZE_GOAL, TIME_GOAL, RPO_GOAL = 0.15, 0.30, 60.0
+PHYSICAL = {"summarize_wal": "on", "wal_level": "replica", "max_wal_senders": "4", "max_replication_slots": "4"}
+CHANGES = {"core.users": "is_active = NOT is_active", "fleet.trucks": "model_year = model_year + 1",
+           "booking.bookings": "notes = coalesce(notes, '') || ' (amended)'",
+           "payment.payments": "gateway_ref = coalesce(gateway_ref, '') || 'x'",
+           "tracking.tracking_events": "accuracy_m = accuracy_m + 1",
+           "admin.audit_log": "details = details || '{\"amended\": true}'"}
+PATTERNS = {"spread": "id % 20 = 0", "newest": "id > (SELECT max(id) * 0.95 FROM {table})"}
+
+
+def build(root: Path, size_mb: int):
+    """Sandbox.start's database, on a server started with PHYSICAL settings; return (server, Environment)."""
+    import psycopg
+    from psycopg import sql
+    from pydantic import SecretStr
+    from ubertruck_ops.blocks.archive import ArchiveSources
+    from ubertruck_ops.blocks.database import PostgresDatabase
+    from ubertruck_ops.blocks.encryption import BackupEncryption
+    from ubertruck_ops.blocks.environment import Environment
+    from ubertruck_ops.blocks.repository import BackupRepository
+    from ubertruck_ops.blocks.slack import SlackNotices
+    from ubertruck_ops.sandbox import data
+    from ubertruck_ops.sandbox.environment import DATABASE, OWNER
+    from ubertruck_ops.tasks.postgres import client_bin_dir
+    from ubertruck_ops.tasks.scratch_postgres import LocalServer
+    server = LocalServer(client_bin_dir(), root / "postgres", durable=True, settings=PHYSICAL).start()
+    password = secrets.token_urlsafe(18)
+    with psycopg.connect(**server.database().connect_kwargs(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE REPLICATION PASSWORD {}").format(
+            sql.Identifier(OWNER), sql.Literal(password)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE), sql.Identifier(OWNER)))
+    db = PostgresDatabase(host="127.0.0.1", port=server.port, database=DATABASE, user=OWNER,
+                          password=SecretStr(password))
+    with psycopg.connect(**db.connect_kwargs()) as conn:
+        data.apply_schema(conn)
+        data.generate(conn, size_mb)
+    with psycopg.connect(**db.connect_kwargs(), autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    (root / "repository").mkdir()
+    return server, Environment(database=db, encryption=BackupEncryption(passphrase=SecretStr(secrets.token_urlsafe(32))),
+                               repository=BackupRepository(url=str(root / "repository")), slack=SlackNotices(),
+                               archive=ArchiveSources(app_root=None, config_files=[]))
+
+
+def timed(call, *args, **kwargs):
+    clock = time.monotonic()
+    result = call(*args, **kwargs)
+    return time.monotonic() - clock, result
+
+
+def change_rows(server, db, pattern: str) -> int:
+    """UPDATE 5% of every table's rows (PATTERNS[pattern]), then CHECKPOINT; return the rows changed."""
+    import psycopg
+    changed = 0
+    with psycopg.connect(**db.connect_kwargs()) as conn:
+        for table, assignment in CHANGES.items():
+            changed += conn.execute(f"UPDATE {table} SET {assignment} WHERE "
+                                    + PATTERNS[pattern].format(table=table)).rowcount
+    with server.local_connection() as conn:
+        conn.execute("CHECKPOINT")
+    return changed
+
+
+def backup(steps: list) -> dict:
+    """One incremental-backup flow run: its result plus flow and step wall times."""
+    from ubertruck_ops.flows.incremental_backup import incremental_backup
+    steps.clear()
+    wall, result = timed(incremental_backup, ENV)  # raises on failure
+    return {"kind": result["kind"], "flow": wall, "step": steps[-1], "size": sum(result["objects"].values())}
+
+
+def rpo_probe(db, repo_dir: Path, seconds: float, streamer) -> dict:
+    """Commit an INSERT every 0.5 s for `seconds`; return per-commit seconds until its WAL segment is archived."""
+    import psycopg
+    commits, stop = [], threading.Event()
+
+    def write() -> None:
+        with psycopg.connect(**db.connect_kwargs(), autocommit=True) as conn:
+            while not stop.wait(0.5):
+                conn.execute("INSERT INTO admin.audit_log (action, entity) VALUES ('rpo-probe', 'bench')")
+                committed = time.monotonic()
+                commits.append((committed, conn.execute(
+                    "SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()[0]))
+
+    writer, seen = threading.Thread(target=write, daemon=True), {}
+    writer.start()
+    end = time.monotonic() + seconds
+    deadline = end + 3 * RPO_GOAL
+    while time.monotonic() < deadline:
+        if time.monotonic() >= end and not stop.is_set():
+            stop.set()
+            writer.join(timeout=30)
+        for segment in {s for _, s in commits} - set(seen):
+            if (repo_dir / "wal" / f"{segment}.json").exists():
+                seen[segment] = time.monotonic()
+        if stop.is_set() and all(s in seen for _, s in commits):
+            break
+        if streamer.error is not None:
+            raise RuntimeError(f"WAL streamer stopped: {streamer.error}")
+        time.sleep(0.1)
+    stop.set()
+    lags = [seen[s] - t if s in seen else float("inf") for t, s in commits]
+    order = sorted(seen.values())
+    return {"lags": lags, "segments": len(seen), "missing": sum(s not in seen for _, s in commits),
+            "interval": statistics.median(b - a for a, b in zip(order, order[1:])) if len(order) > 2 else None}
+
+
+def measure(root: Path, args, m: dict) -> None:
+    """Run every phase; record results in m, and a phase's error under m['errors'] (later phases still run)."""
+    import psycopg
+    from prefect.testing.utilities import prefect_test_harness
+    from ubertruck_ops.blocks.environment import save_environment
+    from ubertruck_ops.deployments.setup import ensure_concurrency_limits
+    from ubertruck_ops.flows.nightly_backup import nightly_backup
+    from ubertruck_ops.flows.restore import restore, restore_into
+    from ubertruck_ops.tasks import catalog, load, physical, postgres
+    from ubertruck_ops.tasks.crypto import gpg_session
+    from ubertruck_ops.tasks.repository import open_repository
+    from ubertruck_ops.tasks.wal import WalStreamer
+    errors, steps, original = m.setdefault("errors", {}), [], physical.take_basebackup
+
+    def attempt(name: str, call, *args, **kwargs):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported in the table, the next phase still runs
+            errors[name] = f"{type(exc).__name__}: {str(exc)[:600]}"
+            traceback.print_exc()
+            return None
+
+    def timed_step(*a, **k):
+        clock = time.monotonic()
+        try:
+            return original(*a, **k)
+        finally:
+            steps.append(time.monotonic() - clock)
+
+    print(f"building a ~{args.size_mb} MB database in {root}", flush=True)
+    server, env = build(root, args.size_mb)
+    m["cleanup"].append(server.destroy)
+    with psycopg.connect(**env.database.connect_kwargs()) as conn:
+        m["db_mb"] = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / MB
+    repo = open_repository(env.repository)
+    streamer = WalStreamer(env, repo)
+    thread = threading.Thread(target=streamer.run, daemon=True)
+    thread.start()
+    m["cleanup"].append(lambda: (streamer.stop(), thread.join(timeout=60), streamer.remove_spool()))
+    with prefect_test_harness(server_startup_timeout=120):
+        save_environment(env, ENV)
+        ensure_concurrency_limits()
+        physical.take_basebackup = timed_step  # this process only: the flow looks it up at call time
+        try:
+            print(f"(1) {m['db_mb']:.0f} MB database: base backup, 5% spread update, incremental", flush=True)
+            m["base"] = attempt("(1) base backup", backup, steps)
+            for pattern in PATTERNS:
+                m[f"rows_{pattern}"] = attempt(f"(1) {pattern} update", change_rows, server, env.database, pattern)
+                m[pattern] = attempt(f"(1) incremental after the {pattern} update", backup, steps)
+        finally:
+            physical.take_basebackup = original
+        with server.local_connection() as conn:
+            conn.execute("ALTER SYSTEM SET archive_timeout = '30s'")
+            conn.execute("SELECT pg_reload_conf()")
+        print(f"(2) RPO: one INSERT every 0.5 s for {args.load_seconds} s, archive_timeout 30 s", flush=True)
+        m["rpo"] = attempt("(2) RPO", rpo_probe, env.database, root / "repository", args.load_seconds, streamer)
+        with server.local_connection() as conn:
+            last = conn.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()[0]
+            conn.execute("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 120
+        while not (root / "repository" / "wal" / f"{last}.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        streamer.stop()
+        thread.join(timeout=60)
+        with psycopg.connect(**env.database.connect_kwargs()) as conn:
+            source_counts = postgres.row_counts(conn)
+        print("(3) physical restore of the chain, then nightly-backup and restore_into", flush=True)
+        pitr = attempt("(3) physical restore", timed, restore, environment=ENV, method="physical",
+                       data_directory=str(root / "pitr"))
+        if pitr:
+            m["pitr"] = {"wall": pitr[0], "wal_files": pitr[1]["wal_files"], "chain": len(pitr[1]["chain"]),
+                         "counts_match": pitr[1]["row_counts"] == source_counts}
+        shutil.rmtree(root / "pitr", ignore_errors=True)
+        nightly = attempt("(3) nightly-backup", nightly_backup, ENV)
+        if nightly:
+            manifest = catalog.find_backup(repo, nightly["backup_id"])
+            with gpg_session(env.encryption, for_restore=True) as gpg:
+                roles = load.read_roles(repo, manifest, gpg)
+                logical = attempt("(3) restore_into", timed, restore_into, server.database(), "bench_logical",
+                                  manifest, repo, gpg, roles)
+            m["logical"] = logical and {"wall": logical[0], "size": sum(o.size for o in manifest.objects)}
+
+
+def report(m: dict, args) -> str:
+    rows = ["| measurement | value | goal | result |", "|---|---|---|---|"]
+    errors = m.get("errors", {})
+
+    def row(what, value, goal="information", ok=None):
+        verdict = "-" if ok is None else ("PASS" if ok else "**FAIL**")
+        rows.append(f"| {what} | {value} | {goal} | {verdict} |")
+
+    base = m.get("base")
+    if base:
+        row("(1) base backup (flow / physical-backup step / stored)",
+            f"{base['flow']:.1f} s / {base['step']:.1f} s / {base['size'] / MIB:.1f} MiB", "reference")
+    for pattern, label in (("spread", "(1) incremental after 5% of rows changed, spread (`id % 20 = 0`)"),
+                           ("newest", "(1') incremental after the newest 5% of rows changed")):
+        inc, info = m.get(pattern), pattern == "newest"
+        if not (base and inc):
+            continue
+        size, flow, step = inc["size"] / base["size"], inc["flow"] / base["flow"], inc["step"] / base["step"]
+        if inc["kind"] != "incremental":
+            row(label, f"the flow took a {inc['kind']} backup", "an incremental", False)
+        row(f"{label}: stored", f"{inc['size'] / MIB:.1f} MiB = {100 * size:.1f}% of base",
+            *(("information",) if info else (f"<= {100 * SIZE_GOAL:.0f}%", size <= SIZE_GOAL)))
+        row(f"{label}: flow wall", f"{inc['flow']:.1f} s = {100 * flow:.1f}% of base",
+            *(("information",) if info else (f"<= {100 * TIME_GOAL:.0f}%", flow <= TIME_GOAL)))
+        row(f"{label}: step wall", f"{inc['step']:.1f} s = {100 * step:.1f}% of base",
+            *(("information",) if info else (f"<= {100 * TIME_GOAL:.0f}%", step <= TIME_GOAL)))
+    rpo = m.get("rpo")
+    if rpo and rpo["lags"]:
+        worst, finite = max(rpo["lags"]), [x for x in rpo["lags"] if x != float("inf")]
+        interval = f"{rpo['interval']:.1f} s" if rpo["interval"] else "n/a"
+        row(f"(2) RPO over {len(rpo['lags'])} commits in {args.load_seconds} s (archive_timeout 30 s)",
+            f"max {worst:.1f} s, median {statistics.median(finite) if finite else float('inf'):.1f} s; "
+            f"{rpo['segments']} segments, median switch interval {interval}, {rpo['missing']} never archived",
+            f"max <= {RPO_GOAL:.0f} s", worst <= RPO_GOAL)
+    pitr, logical = m.get("pitr"), m.get("logical")
+    if pitr:
+        row("(3) physical restore of the chain + WAL (`restore(method=\"physical\")`)",
+            f"{pitr['wall']:.1f} s ({pitr['chain']} backups, {pitr['wal_files']} WAL files; row counts "
+            f"{'match' if pitr['counts_match'] else 'DIFFER from'} the source)")
+    if logical:
+        row("(3) logical: restore_into of a nightly-backup of the same database",
+            f"{logical['wall']:.1f} s (backup {logical['size'] / MIB:.1f} MiB)"
+            + (f"; physical/logical = {pitr['wall'] / logical['wall']:.2f}x" if pitr else ""))
+    rows += [f"| {name} | not measured | - | **ERROR**: {text.replace('|', '/')} |" for name, text in errors.items()]
+    notes = [f"--size-mb {args.size_mb}: database {m.get('db_mb', 0):.0f} MB (pg_database_size); rows changed: "
+             f"spread {m.get('rows_spread')}, newest {m.get('rows_newest')}. Base and incrementals hold the whole "
+             "cluster. Stored = every object of the backup. MB = 10^6 bytes, MiB = 2^20."]
+    return "\n".join(rows + [""] + notes)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=450, help="database size (default 450)")
+    parser.add_argument("--load-seconds", type=float, default=180, help="RPO write load duration (default 180)")
+    parser.add_argument("--workdir", help="parent of the scratch folder (default: the system temp folder); under "
+                        "root it must be traversable by all, as PostgreSQL runs unprivileged")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="ubertruck-bench-incr-", dir=args.workdir))
+    root.chmod(0o755)  # the PostgreSQL server runs as an unprivileged user under root
+    os.environ["PREFECT_HOME"] = str(root / "prefect")  # keep the operator's Prefect home untouched
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    m, clock = {"cleanup": []}, time.monotonic()
+    try:
+        measure(root, args, m)
+    finally:  # the streamer (before its server), the server, every file
+        for undo in reversed(m.pop("cleanup")):
+            try:
+                undo()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning
+                print(f"cleanup: {exc}", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"\nbenchmark finished in {time.monotonic() - clock:.0f} s\n")
+    print(report(m, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
