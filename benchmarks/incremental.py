@@ -1,29 +1,26 @@
 """Benchmark: incremental-backup chain size and speed, WAL-archiving RPO, point-in-time restore time.
 
 One run builds an embedded PostgreSQL 18 on 127.0.0.1 started for physical backups (summarize_wal,
-wal_level=replica, wal senders and slots; the database owner gets REPLICATION) holding ~--size-mb MB
-of Ubertruck data (as Sandbox.start does, which takes no server settings), VACUUMs it (hint bits
-set, as in a database that has lived), starts a WalStreamer (pg_receivewal into the repository)
-in a thread, saves the blocks as environment `bench` in a throwaway Prefect API
-(prefect_test_harness) and measures:
+wal_level=replica, wal senders, slots; the owner gets REPLICATION) holding ~--size-mb MB of Ubertruck
+data (as Sandbox.start, which takes no server settings, does), VACUUMed (hint bits set, as in a
+database that has lived); starts a WalStreamer in a thread, saves the blocks as environment `bench`
+in a throwaway Prefect API (prefect_test_harness) and measures:
   (1) the incremental-backup flow: a base backup; (1') UPDATE of the newest 5% of the rows of every
       table, CHECKPOINT, an incremental (information); (1) UPDATE of 5% of the rows of every table
-      spread evenly (`id % 20 = 0`), CHECKPOINT, an incremental (goals). In this order, as (1)'s
+      spread evenly (`id % 20 = 0`), CHECKPOINT, an incremental (goals); in this order, as (1)'s
       aftermath (pruning, hint bits on every page at the next scan) would land in (1') otherwise.
-      Stored size (sum of the result's `objects`) and wall time of the flow, and of its
-      physical-backup step alone (timed by wrapping `tasks.physical.take_basebackup`), against the
-      base's. Goals: size <= 15%, wall <= 30%.
+      Stored size (sum of the result's `objects`), wall time of the flow and of its physical-backup
+      step (wrapping `tasks.physical.take_basebackup`) against the base's: goals <= 15%, <= 30%.
   (2) RPO: archive_timeout = '30s' (ALTER SYSTEM + pg_reload_conf; PostgreSQL switches segments on
       archive_timeout even with archive_mode off, so no archive_command is configured; the table
       shows the observed switch interval). A thread commits one small INSERT every 0.5 s for
-      --load-seconds; after each commit it notes pg_walfile_name(pg_current_wal_insert_lsn()); the
-      main thread polls <repo>/wal/<segment>.json every 0.1 s. RPO of a commit = time from its
-      commit to the sidecar's appearance. Goal: max <= 60 s.
+      --load-seconds, noting pg_walfile_name(pg_current_wal_insert_lsn()) after each; the main thread
+      polls <repo>/wal/<segment>.json every 0.1 s. RPO of a commit: until its sidecar exists; max <= 60 s.
   (3) restore time: after a final segment switch is archived and the streamer stopped,
       restore(method="physical") of the whole chain plus archived WAL into a new data directory
       (rebuild, replay, start, verify, stop); then one nightly-backup run and restore_into of it
       into a new database on the same server (as benchmarks/backup.py times it). Information.
-Prints a Markdown table with PASS/FAIL per goal; a step that fails is reported, the rest still run.
+Prints a Markdown table with PASS/FAIL per goal; a failing phase is reported and the rest still run.
 Exit status 0 whatever the verdicts. All it starts (servers, streamer, folders) is removed at exit.
 
     .venv/bin/python benchmarks/incremental.py [--size-mb 450] [--load-seconds 180] [--workdir DIR]   # 30: smoke
@@ -32,6 +29,7 @@ Exit status 0 whatever the verdicts. All it starts (servers, streamer, folders) 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import secrets
 import shutil
@@ -55,7 +53,7 @@ PATTERNS = {"newest": "id > (SELECT max(id) * 0.95 FROM {table})", "spread": "id
 
 
 def build(root: Path, size_mb: int):
-    """Sandbox.start's database, on a server started with PHYSICAL settings; return (server, Environment)."""
+    """Sandbox.start's database, on a server started with PHYSICAL settings; return (server, bytes, Environment)."""
     import psycopg
     from psycopg import sql
     from pydantic import SecretStr
@@ -76,10 +74,12 @@ def build(root: Path, size_mb: int):
         data.generate(conn, size_mb)
     with psycopg.connect(**db.connect_kwargs(), autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE)")
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     (root / "repository").mkdir()
-    return server, Environment(database=db, encryption=BackupEncryption(passphrase=SecretStr(secrets.token_urlsafe(32))),
-                               repository=BackupRepository(url=str(root / "repository")), slack=SlackNotices(),
-                               archive=ArchiveSources(app_root=None, config_files=[]))
+    return server, size, Environment(
+        database=db, encryption=BackupEncryption(passphrase=SecretStr(secrets.token_urlsafe(32))),
+        repository=BackupRepository(url=str(root / "repository")), slack=SlackNotices(),
+        archive=ArchiveSources(app_root=None, config_files=[]))
 
 
 def timed(call, *args, **kwargs):
@@ -91,11 +91,10 @@ def timed(call, *args, **kwargs):
 def change_rows(server, db, pattern: str) -> int:
     """UPDATE 5% of every table's rows (PATTERNS[pattern]), then CHECKPOINT; return the rows changed."""
     import psycopg
-    changed = 0
     with psycopg.connect(**db.connect_kwargs()) as conn:
-        for table, assignment in CHANGES.items():
-            changed += conn.execute(f"UPDATE {table} SET {assignment} WHERE "
-                                    + PATTERNS[pattern].format(table=table)).rowcount
+        changed = sum(conn.execute(f"UPDATE {table} SET {assignment} WHERE "
+                                   + PATTERNS[pattern].format(table=table)).rowcount
+                      for table, assignment in CHANGES.items())
     with server.local_connection() as conn:
         conn.execute("CHECKPOINT")
     return changed
@@ -116,17 +115,15 @@ def rpo_probe(db, repo_dir: Path, seconds: float, streamer) -> dict:
 
     def write() -> None:
         with psycopg.connect(**db.connect_kwargs(), autocommit=True) as conn:
-            while not stop.wait(0.5):
+            while not stop.wait(0.5) and streamer.error is None:
                 conn.execute("INSERT INTO admin.audit_log (action, entity) VALUES ('rpo-probe', 'bench')")
-                committed = time.monotonic()
-                commits.append((committed, conn.execute(
-                    "SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()[0]))
+                commits.append((time.monotonic(),  # committed; then where that commit's WAL is
+                                conn.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()[0]))
 
     writer, seen = threading.Thread(target=write, daemon=True), {}
     writer.start()
     end = time.monotonic() + seconds
-    deadline = end + 3 * RPO_GOAL
-    while time.monotonic() < deadline:
+    while time.monotonic() < end + 3 * RPO_GOAL:  # then give the last segments time to arrive
         if time.monotonic() >= end and not stop.is_set():
             stop.set()
             writer.join(timeout=30)
@@ -142,7 +139,7 @@ def rpo_probe(db, repo_dir: Path, seconds: float, streamer) -> dict:
     lags = [seen[s] - t if s in seen else float("inf") for t, s in commits]
     order = sorted(seen.values())
     return {"lags": lags, "segments": len(seen), "missing": sum(s not in seen for _, s in commits),
-            "interval": statistics.median(b - a for a, b in zip(order, order[1:])) if len(order) > 2 else None}
+            "interval": statistics.median(b - a for a, b in itertools.pairwise(order)) if len(order) > 2 else None}
 
 
 def measure(root: Path, args, m: dict) -> None:
@@ -157,7 +154,7 @@ def measure(root: Path, args, m: dict) -> None:
     from ubertruck_ops.tasks.crypto import gpg_session
     from ubertruck_ops.tasks.repository import open_repository
     from ubertruck_ops.tasks.wal import WalStreamer
-    errors, steps, original = m.setdefault("errors", {}), [], physical.take_basebackup
+    errors, steps, original = m["errors"], [], physical.take_basebackup
 
     def attempt(name: str, call, *args, **kwargs):
         try:
@@ -175,10 +172,9 @@ def measure(root: Path, args, m: dict) -> None:
             steps.append(time.monotonic() - clock)  # the last call counts (the flow may retry as a base)
 
     print(f"building a ~{args.size_mb} MB database in {root}", flush=True)
-    server, env = build(root, args.size_mb)
+    server, size, env = build(root, args.size_mb)
     m["cleanup"].append(server.destroy)
-    with psycopg.connect(**env.database.connect_kwargs()) as conn:
-        m["db_mb"] = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / MB
+    m["db_mb"] = size / MB
     repo = open_repository(env.repository)
     streamer = WalStreamer(env, repo)
     thread = threading.Thread(target=streamer.run, daemon=True)
@@ -189,8 +185,7 @@ def measure(root: Path, args, m: dict) -> None:
         ensure_concurrency_limits()
         physical.take_basebackup = timed_step  # this process only: the flow looks it up at call time
         try:
-            print(f"(1) {m['db_mb']:.0f} MB database: base backup; 5% newest, incremental; 5% spread, incremental",
-                  flush=True)
+            print(f"(1) {m['db_mb']:.0f} MB: base; newest 5% changed, incremental; spread 5%, incremental", flush=True)
             m["base"] = attempt("(1) base backup", backup, steps)
             for pattern in PATTERNS:
                 m[f"rows_{pattern}"] = attempt(f"(1) {pattern} update", change_rows, server, env.database, pattern)
@@ -202,9 +197,8 @@ def measure(root: Path, args, m: dict) -> None:
             conn.execute("SELECT pg_reload_conf()")
         print(f"(2) RPO: one INSERT every 0.5 s for {args.load_seconds} s, archive_timeout 30 s", flush=True)
         m["rpo"] = attempt("(2) RPO", rpo_probe, env.database, root / "repository", args.load_seconds, streamer)
-        with server.local_connection() as conn:
-            last = conn.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()[0]
-            conn.execute("SELECT pg_switch_wal()")
+        with server.local_connection() as conn:  # close the last segment: the restore replays all archived WAL
+            last = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
         deadline = time.monotonic() + 120
         while not (root / "repository" / "wal" / f"{last}.json").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -215,9 +209,8 @@ def measure(root: Path, args, m: dict) -> None:
         print("(3) physical restore of the chain, then nightly-backup and restore_into", flush=True)
         pitr = attempt("(3) physical restore", timed, restore, environment=ENV, method="physical",
                        data_directory=str(root / "pitr"))
-        if pitr:
-            m["pitr"] = {"wall": pitr[0], "wal_files": pitr[1]["wal_files"], "chain": len(pitr[1]["chain"]),
-                         "counts_match": pitr[1]["row_counts"] == source_counts}
+        m["pitr"] = pitr and {"wall": pitr[0], "wal_files": pitr[1]["wal_files"], "chain": len(pitr[1]["chain"]),
+                              "counts_match": pitr[1]["row_counts"] == source_counts}
         shutil.rmtree(root / "pitr", ignore_errors=True)
         nightly = attempt("(3) nightly-backup", nightly_backup, ENV)
         if nightly:
@@ -230,8 +223,7 @@ def measure(root: Path, args, m: dict) -> None:
 
 
 def report(m: dict, args) -> str:
-    rows = ["| measurement | value | goal | result |", "|---|---|---|---|"]
-    errors = m.get("errors", {})
+    rows, errors = ["| measurement | value | goal | result |", "|---|---|---|---|"], m["errors"]
 
     def row(what, value, goal="information", ok=None):
         verdict = "-" if ok is None else ("PASS" if ok else "**FAIL**")
@@ -246,13 +238,12 @@ def report(m: dict, args) -> str:
         inc, info = m.get(pattern), pattern == "newest"
         if not (base and inc):
             continue
-        size, flow, step = inc["size"] / base["size"], inc["flow"] / base["flow"], inc["step"] / base["step"]
         if inc["kind"] != "incremental":
             row(label, f"the flow took a {inc['kind']} backup", "an incremental", False)
-        for what, ratio, value, goal in (("stored", size, f"{inc['size'] / MIB:.1f} MiB", SIZE_GOAL),
-                                         ("flow wall", flow, f"{inc['flow']:.1f} s", TIME_GOAL),
-                                         ("physical-backup step wall", step, f"{inc['step']:.1f} s", TIME_GOAL)):
-            row(f"{label}: {what}", f"{value} = {100 * ratio:.1f}% of base",
+        for what, key, unit, goal in (("stored", "size", "MiB", SIZE_GOAL), ("flow wall", "flow", "s", TIME_GOAL),
+                                      ("physical-backup step wall", "step", "s", TIME_GOAL)):
+            ratio, value = inc[key] / base[key], inc[key] / (MIB if key == "size" else 1)
+            row(f"{label}: {what}", f"{value:.1f} {unit} = {100 * ratio:.1f}% of base",
                 *(("information",) if info else (f"<= {100 * goal:.0f}%", ratio <= goal)))
     rpo = m.get("rpo")
     if rpo and rpo["lags"]:
@@ -272,25 +263,24 @@ def report(m: dict, args) -> str:
             f"{logical['wall']:.1f} s (backup {logical['size'] / MIB:.1f} MiB)"
             + (f"; physical/logical = {pitr['wall'] / logical['wall']:.2f}x" if pitr else ""))
     rows += [f"| {name} | not measured | - | **ERROR**: {text.replace('|', '/')} |" for name, text in errors.items()]
-    notes = [f"--size-mb {args.size_mb}: database {m.get('db_mb', 0):.0f} MB (pg_database_size); rows changed: "
+    notes = (f"--size-mb {args.size_mb}: database {m.get('db_mb', 0):.0f} MB (pg_database_size); rows changed: "
              f"spread {m.get('rows_spread')}, newest {m.get('rows_newest')}. Base and incrementals hold the whole "
-             "cluster. Stored = every object of the backup. MB = 10^6 bytes, MiB = 2^20."]
-    return "\n".join(rows + [""] + notes)
+             "cluster. Stored = every object of the backup. MB = 10^6 bytes, MiB = 2^20.")
+    return "\n".join(rows + ["", notes])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=450, help="database size (default 450)")
     parser.add_argument("--load-seconds", type=float, default=180, help="RPO write load duration (default 180)")
-    parser.add_argument("--workdir", help="parent of the scratch folder (default: the system temp folder); under "
-                        "root it must be traversable by all, as PostgreSQL runs unprivileged")
+    parser.add_argument("--workdir", help="parent of the scratch folder (default: system temp), traversable by all")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ubertruck-bench-incr-", dir=args.workdir))
     root.chmod(0o755)  # the PostgreSQL server runs as an unprivileged user under root
     os.environ["PREFECT_HOME"] = str(root / "prefect")  # keep the operator's Prefect home untouched
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    m, clock = {"cleanup": []}, time.monotonic()
+    m, clock = {"cleanup": [], "errors": {}}, time.monotonic()
     try:
         measure(root, args, m)
     finally:  # the streamer (before its server), the server, every file

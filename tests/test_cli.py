@@ -94,3 +94,23 @@ def test_demo_brings_up_the_sandbox_backs_up_and_drills(open_dir):
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "drill passed: 6 tables" in demo.stdout and "Where to look" in demo.stdout
     assert len(list((open_dir / "sandbox" / "repository").rglob("manifest.json"))) == 1
+
+
+def test_wal_push_archives_once_accepts_a_retry_and_refuses_different_content(tmp_path):
+    from ubertruck_ops.blocks.repository import BackupRepository
+    from tests.conftest import save_env
+
+    name = save_env(PostgresDatabase(database="d", user="u"), BackupRepository(url=str(tmp_path / "repo")))
+    segment = tmp_path / "000000010000000000000042"
+    segment.write_bytes(os.urandom(1 << 20))
+
+    first = cli("wal-push", str(segment), "--environment", name)
+    again = cli("wal-push", str(segment), "--environment", name)
+    segment.write_bytes(os.urandom(1 << 20))
+    different = cli("wal-push", str(segment), "--environment", name)
+
+    assert first.returncode == 0 and "archived" in first.stdout, first.stderr[-2000:]
+    assert again.returncode == 0 and "already archived" in again.stdout
+    assert different.returncode == 1 and "refusing to overwrite" in different.stderr
+    stored = (tmp_path / "repo" / "wal" / f"{segment.name}.zst.gpg").read_bytes()
+    assert stored[0] in (0x8C, 0xC3) and len(list((tmp_path / "repo" / "wal").iterdir())) == 2

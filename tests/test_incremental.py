@@ -221,3 +221,41 @@ def test_physical_drill_rebuilds_the_chain_and_cleans_up(archiving):
     assert report["passed"] and len(report["chain"]) == 2 and report["tables"] == 6
     assert report["wal_files"] >= 1
     assert set(Path(tempfile.gettempdir()).glob("ubertruck-restore-*")) == before
+
+
+def test_a_backup_taken_while_writes_go_on_restores_consistent(archiving):
+    env, db = archiving.env_name, archiving.db
+    incremental_backup(environment=env)
+    stop = threading.Event()
+    written = []
+
+    def writer():
+        with psycopg.connect(**db.connect_kwargs()) as conn:
+            while not stop.is_set():
+                data.add_activity(conn, bookings=5)
+                written.append(1)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        during = incremental_backup(environment=env)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert during["kind"] == "incremental" and len(written) > 1
+    expected = table_checksums(db)
+    archiving.switch_and_wait_archived()
+
+    restored = physical_restore(env)
+    try:
+        assert restored.checksums(db.database) == expected
+        from ubertruck_ops.blocks.database import PostgresDatabase
+
+        socket_db = PostgresDatabase(host=str(restored.data.parent / "run"), port=restored.port,
+                                     database=db.database, user="postgres")
+        with psycopg.connect(**socket_db.connect_kwargs()) as conn:
+            orphans = conn.execute("SELECT count(*) FROM payment.payments p LEFT JOIN booking.bookings b "
+                                   "ON b.id = p.booking_id WHERE b.id IS NULL").fetchone()[0]
+        assert orphans == 0
+    finally:
+        restored.stop_and_remove()
