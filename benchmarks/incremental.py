@@ -52,7 +52,7 @@ CHANGES = {"core.users": "is_active = NOT is_active", "fleet.trucks": "model_yea
 PATTERNS = {"newest": "id > (SELECT max(id) * 0.95 FROM {table})", "spread": "id % 20 = 0"}  # in this order
 
 
-def build(root: Path, size_mb: int):
+def build(root: Path, size_mb: int, cleanup: list):
     """Sandbox.start's database, on a server started with PHYSICAL settings; return (server, bytes, Environment)."""
     import psycopg
     from psycopg import sql
@@ -62,6 +62,7 @@ def build(root: Path, size_mb: int):
         DATABASE, OWNER, ArchiveSources, BackupEncryption, BackupRepository, Environment, LocalServer,
         PostgresDatabase, SlackNotices, client_bin_dir)
     server = LocalServer(client_bin_dir(), root / "postgres", durable=True, settings=PHYSICAL).start()
+    cleanup.append(server.destroy)
     password = secrets.token_urlsafe(18)
     with psycopg.connect(**server.database().connect_kwargs(), autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE REPLICATION PASSWORD {}").format(
@@ -172,8 +173,7 @@ def measure(root: Path, args, m: dict) -> None:
             steps.append(time.monotonic() - clock)  # the last call counts (the flow may retry as a base)
 
     print(f"building a ~{args.size_mb} MB database in {root}", flush=True)
-    server, size, env = build(root, args.size_mb)
-    m["cleanup"].append(server.destroy)
+    server, size, env = build(root, args.size_mb, m["cleanup"])
     m["db_mb"] = size / MB
     repo = open_repository(env.repository)
     streamer = WalStreamer(env, repo)
