@@ -101,6 +101,22 @@ def change_rows(server, db, pattern: str) -> int:
     return changed
 
 
+def append_rows(server, db) -> int:
+    """Add new bookings with their payments, GPS pings and audit rows (how the app really changes)
+    until about 5% more rows exist, then CHECKPOINT; return the rows added."""
+    import psycopg
+    from ubertruck_ops.sandbox import data
+    from ubertruck_ops.tasks import postgres
+    with psycopg.connect(**db.connect_kwargs()) as conn:
+        before = sum(postgres.row_counts(conn).values())
+        while sum(postgres.row_counts(conn).values()) < before * 1.05:
+            data.add_activity(conn, bookings=2000)
+        added = sum(postgres.row_counts(conn).values()) - before
+    with server.local_connection() as conn:
+        conn.execute("CHECKPOINT")
+    return added
+
+
 def backup(steps: list) -> dict:
     """One incremental-backup flow run: its result plus flow and step wall times."""
     from ubertruck_ops.flows.incremental_backup import incremental_backup
@@ -187,6 +203,8 @@ def measure(root: Path, args, m: dict) -> None:
         try:
             print(f"(1) {m['db_mb']:.0f} MB: base; newest 5% changed, incremental; spread 5%, incremental", flush=True)
             m["base"] = attempt("(1) base backup", backup, steps)
+            m["rows_appended"] = attempt("(1'') 5% new rows", append_rows, server, env.database)
+            m["appended"] = attempt("(1'') incremental after 5% new rows", backup, steps)
             for pattern in PATTERNS:
                 m[f"rows_{pattern}"] = attempt(f"(1) {pattern} update", change_rows, server, env.database, pattern)
                 m[pattern] = attempt(f"(1) incremental after the {pattern} update", backup, steps)
@@ -234,8 +252,9 @@ def report(m: dict, args) -> str:
         row("(1) base backup (flow / physical-backup step / stored)",
             f"{base['flow']:.1f} s / {base['step']:.1f} s / {base['size'] / MIB:.1f} MiB", "reference")
     for pattern, label in (("spread", "(1) incremental after 5% of rows changed, spread (`id % 20 = 0`)"),
-                           ("newest", "(1') incremental after the newest 5% of rows changed")):
-        inc, info = m.get(pattern), pattern == "newest"
+                           ("newest", "(1') incremental after the newest 5% of rows changed"),
+                           ("appended", "(1'') incremental after 5% new rows (bookings, payments, pings)")):
+        inc, info = m.get(pattern), pattern != "spread"
         if not (base and inc):
             continue
         if inc["kind"] != "incremental":
