@@ -185,6 +185,9 @@ class Pipeline:
                 self._threads.append(thread)
         except BaseException:
             self.kill()
+            for stage in self.stages[len(self.procs) + 1:]:   # never started: their passphrase pipes must close
+                for fd in stage.pass_fds:
+                    _close_quietly(fd)
             raise
 
     @property
