@@ -42,7 +42,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:
-        pass
+        """Keep the test output free of one line per request."""
 
     def _forward(self) -> None:
         proxy: FaultyProxy = self.server.owner
@@ -111,7 +111,7 @@ class FaultyProxy(_Server):
 
 class _SlackHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
-        pass
+        """Keep the test output free of one line per request."""
 
     def do_POST(self) -> None:
         receiver: SlackReceiver = self.server.owner
@@ -120,7 +120,7 @@ class _SlackHandler(BaseHTTPRequestHandler):
         try:
             receiver.posts.append(json.loads(body))
         except json.JSONDecodeError:
-            pass
+            receiver.unparsable += 1
         status = receiver.status
         reply = b"ok" if status == 200 else b"rate_limited" if status == 429 else b"error"
         self.send_response(status)
@@ -140,6 +140,7 @@ class SlackReceiver(_Server):
         self.status = status
         self.posts: list[dict] = []
         self.raw: list[bytes] = []
+        self.unparsable = 0
 
     def webhook(self, token: str = "T000/B000/XXXX") -> str:
         return f"{self.url}/services/{token}"
