@@ -16,6 +16,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ubertruck-test-prefect-"))
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+os.environ.setdefault("UBERTRUCK_STATE_DIR", tempfile.mkdtemp(prefix="ubertruck-test-state-"))
 
 import boto3  # noqa: E402
 import psycopg  # noqa: E402

@@ -259,3 +259,27 @@ def test_a_backup_taken_while_writes_go_on_restores_consistent(archiving):
         assert orphans == 0
     finally:
         restored.stop_and_remove()
+
+
+def test_public_key_backup_host_chains_incrementals_from_its_local_manifest_copy(archiving, tmp_path, monkeypatch):
+    import gnupg
+
+    from ubertruck_ops.blocks.encryption import BackupEncryption
+
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = gnupg.GPG(gnupghome=str(home))
+    key = gpg.gen_key(gpg.gen_key_input(key_type="RSA", key_length=2048, name_email="pk@ubertruck.test",
+                                        no_protection=True))
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(home)})
+    public_only = BackupEncryption(recipients=[key.fingerprint], public_keys=gpg.export_keys(key.fingerprint))
+    env = save_env(archiving.db, BackupRepository(url=str(tmp_path / "pk-repo")), encryption=public_only)
+    monkeypatch.setenv("UBERTRUCK_STATE_DIR", str(tmp_path / "state"))
+
+    first = incremental_backup(environment=env)
+    second = incremental_backup(environment=env)
+    assert (first["kind"], second["kind"]) == ("base", "incremental")
+
+    monkeypatch.setenv("UBERTRUCK_STATE_DIR", str(tmp_path / "a-new-worker"))
+    third = incremental_backup(environment=env)
+    assert third["kind"] == "base" and "holds only public keys" in third["why"]

@@ -26,7 +26,7 @@ from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import human_bytes, human_seconds
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
-from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
+from ubertruck_ops.tasks.crypto import DecryptionKeyError, gpg_session, zstd_version
 from ubertruck_ops.tasks.execute import CommandFailed
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.repository import open_repository
@@ -63,12 +63,21 @@ def incremental_backup(environment: str = "production", force_full: bool = False
                 previous = None
                 if kind == "incremental":
                     step("read the previous backup's manifest")
-                    previous = load.read_object(repo, last, "backup_manifest", gpg)
+                    previous = physical.recalled_manifest(environment, last.backup_id)
+                    if previous is None:
+                        try:
+                            previous = load.read_object(repo, last, "backup_manifest", gpg)
+                        except DecryptionKeyError:
+                            kind, last = "base", None
+                            why = ("this host holds only public keys and no local copy of the previous backup's "
+                                   "manifest, so a new chain starts")
+                            log.warning("%s", why)
                 backup_id = new_backup_id(started, kind, secrets.token_hex(3))
                 folder = backup_folder(backup_id)
                 step(f"stream the {kind} backup")
                 try:
-                    objects, wal_range = physical.take_basebackup(env.database, gpg, repo, folder, previous)
+                    objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder,
+                                                                                   previous)
                 except CommandFailed as exc:
                     if kind != "incremental":
                         raise
@@ -78,7 +87,8 @@ def incremental_backup(environment: str = "production", force_full: bool = False
                     kind, why, last = "base", f"the incremental failed ({str(exc)[:200]}), so a new chain starts", None
                     backup_id = new_backup_id(utc_now(), kind, secrets.token_hex(3))
                     folder = backup_folder(backup_id)
-                    objects, wal_range = physical.take_basebackup(env.database, gpg, repo, folder, None)
+                    objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder,
+                                                                                   None)
                 tools = {"pg_basebackup": postgres.tool_version("pg_basebackup"), "gpg": gpg.version(),
                          "zstd": zstd_version()}
 
@@ -93,6 +103,7 @@ def incremental_backup(environment: str = "production", force_full: bool = False
                 physical={**wal_range, "system_identifier": facts.system_identifier,
                           "wal_segment_size": facts.wal_segment_size})
             catalog.write_manifest(repo, manifest)
+            physical.remember_manifest(environment, backup_id, backup_manifest)
             duration = time.monotonic() - clock
 
             step("apply retention")

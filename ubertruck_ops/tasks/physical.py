@@ -123,11 +123,34 @@ def previous_manifest_file(data: bytes) -> Iterator[str]:
         os.rmdir(folder)
 
 
+def _state_dir(environment: str) -> Path:
+    default = Path.home() / ".local" / "state" / "ubertruck-ops"
+    return Path(os.environ.get("UBERTRUCK_STATE_DIR") or default) / environment
+
+
+def remember_manifest(environment: str, backup_id: str, data: bytes, keep: int = 3) -> None:
+    """Keep a private local copy of a backup's backup_manifest: with public-key encryption this host
+    cannot decrypt the stored one, and the next incremental needs it. Only the newest few are kept."""
+    folder = _state_dir(environment)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"{backup_id}.backup_manifest"
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+        handle.write(data)
+    for old in sorted(folder.glob("*.backup_manifest"))[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def recalled_manifest(environment: str, backup_id: str) -> bytes | None:
+    path = _state_dir(environment) / f"{backup_id}.backup_manifest"
+    return path.read_bytes() if path.is_file() else None
+
+
 @task(name="physical-backup", cache_policy=NO_CACHE)
 def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo, folder: str,
-                    previous_manifest: bytes | None) -> tuple[list[StoredObject], dict]:
+                    previous_manifest: bytes | None) -> tuple[list[StoredObject], dict, bytes]:
     """Stream pg_basebackup (incremental when `previous_manifest` is given) through zstd and gpg into
-    the repository; store its backup_manifest too. Return the objects and the WAL range it covers."""
+    the repository; store its backup_manifest too. Return the objects, the WAL range it covers and
+    the backup_manifest."""
     capture = TarMemberCapture("backup_manifest")
     if previous_manifest is not None:
         with previous_manifest_file(previous_manifest) as path:
@@ -144,7 +167,7 @@ def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo, folder: str,
     ranges = json.loads(manifest_bytes)["WAL-Ranges"]
     wal = {"start_lsn": ranges[0]["Start-LSN"], "end_lsn": ranges[-1]["End-LSN"], "timeline": ranges[-1]["Timeline"]}
     return [StoredObject(DATA_OBJECT, "data", written.size, written.sha256),
-            StoredObject(BACKUP_MANIFEST_OBJECT, "backup_manifest", stored.size, stored.sha256)], wal
+            StoredObject(BACKUP_MANIFEST_OBJECT, "backup_manifest", stored.size, stored.sha256)], wal, manifest_bytes
 
 
 def combine(bin_dir: Path, backups: list[Path], output: Path) -> None:
