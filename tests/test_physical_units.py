@@ -75,6 +75,8 @@ def test_wal_plan_replays_to_the_target_and_names_a_gap():
     archived = {segment_name(1, s, SEG): NOW - timedelta(minutes=60 - s) for s in (5, 6, 8, 9)}
     assert plan_wal(last, archived, None) == [segment_name(1, 5, SEG), segment_name(1, 6, SEG)]
     assert plan_wal(last, archived, NOW - timedelta(minutes=54.5)) == [segment_name(1, 5, SEG), segment_name(1, 6, SEG)]
+    # Segment 5 was archived after the target but may end before it: 6 comes along too.
+    assert plan_wal(last, archived, NOW - timedelta(minutes=55.5)) == [segment_name(1, 5, SEG), segment_name(1, 6, SEG)]
     with pytest.raises(WalGap, match="000000010000000000000007"):
         plan_wal(last, archived, NOW - timedelta(minutes=51.5))
     with pytest.raises(WalGap, match="before target_time"):

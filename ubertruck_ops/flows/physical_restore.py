@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ubertruck_ops.core.manifest import Manifest
@@ -22,6 +22,9 @@ from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
 from ubertruck_ops.tasks.crypto import GpgSession
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
+
+
+ARCHIVE_LAG = timedelta(hours=1)
 
 
 class WalGap(LookupError):
@@ -48,7 +51,13 @@ def plan_wal(chain_end: Manifest, archived: dict[str, datetime], target_time: da
     if missing:
         raise WalGap(f"WAL missing between backup {chain_end.backup_id} and the target time: "
                      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} segment(s))")
-    return [on_timeline[s][0] for s in range(first, reaching[0] + 1)]
+    # A file is archived some time after its last record was written, so the first one archived after
+    # the target may still end before it: keep going until one archived well after the target (or the
+    # unbroken run ends). PostgreSQL stops replaying at the target whatever it is given.
+    end, run_end = reaching[0], contiguous_run(set(later), first)
+    while end < run_end and on_timeline[end][1] < target_time + ARCHIVE_LAG:
+        end += 1
+    return [on_timeline[s][0] for s in range(first, end + 1)]
 
 
 def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdir: Path | None,
