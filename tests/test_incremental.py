@@ -283,3 +283,21 @@ def test_public_key_backup_host_chains_incrementals_from_its_local_manifest_copy
     monkeypatch.setenv("UBERTRUCK_STATE_DIR", str(tmp_path / "a-new-worker"))
     third = incremental_backup(environment=env)
     assert third["kind"] == "base" and "holds only public keys" in third["why"]
+
+
+def test_a_physical_restore_that_fails_half_way_leaves_nothing_behind(archiving, tmp_path, monkeypatch):
+    from ubertruck_ops.tasks import wal
+
+    env = archiving.env_name
+    incremental_backup(environment=env)
+    archiving.switch_and_wait_archived()
+
+    def broken_fetch(*args, **kwargs):
+        raise OSError("disk full while staging WAL")
+
+    monkeypatch.setattr(wal, "fetch_segments", broken_fetch)
+    target = tmp_path / "pitr"
+    state = restore(environment=env, method="physical", data_directory=str(target), return_state=True)
+
+    assert state.is_failed() and "disk full while staging WAL" in str(state.message)
+    assert target.exists() and list(target.iterdir()) == []

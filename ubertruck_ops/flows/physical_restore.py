@@ -82,6 +82,19 @@ def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdi
         raise FileExistsError(f"{workdir} is not empty: give an empty or new folder as data_directory")
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
+    try:
+        return _rebuild_and_start(repo, gpg, chain, wal_files, workdir, bin_dir, target_time, keep_running)
+    except BaseException:
+        # Nothing half-restored stays behind: the folder was empty or new, so all in it is ours.
+        for item in workdir.iterdir():
+            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+        raise
+
+
+def _rebuild_and_start(repo, gpg: GpgSession, chain: list[Manifest], wal_files: list[str], workdir: Path,
+                       bin_dir: Path, target_time: datetime | None, keep_running: bool) -> dict:
+    log = logger()
+    last = chain[-1]
     data = workdir / "data"
     parts = []
     for index, manifest in enumerate(chain):
