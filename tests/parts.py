@@ -105,9 +105,6 @@ class FaultyProxy(_Server):
                     return True
         return False
 
-    def failures_injected(self) -> int:
-        return sum(1 for _ in self.requests)
-
 
 class _SlackHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import subprocess
 import tempfile
 import threading
@@ -301,3 +302,39 @@ def test_a_physical_restore_that_fails_half_way_leaves_nothing_behind(archiving,
 
     assert state.is_failed() and "disk full while staging WAL" in str(state.message)
     assert target.exists() and list(target.iterdir()) == []
+
+
+def test_wal_archive_command_streams_until_sigterm(tmp_path):
+    import signal
+
+    from prefect.settings import PREFECT_API_URL
+
+    server = LocalServer(client_bin_dir(), durable=True, settings=PHYSICAL).start()
+    try:
+        db = make_database(server, size_mb=12)
+        with server.local_connection() as conn:
+            conn.execute(f'ALTER ROLE "{db.user}" REPLICATION')
+        env = save_env(db, BackupRepository(url=str(tmp_path / "repository")))
+        archiver = subprocess.Popen(
+            [sys.executable, "-m", "ubertruck_ops.deployments.cli", "wal-archive", "--environment", env],
+            env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            segment = None
+            while time.monotonic() < deadline:
+                with server.local_connection() as conn:
+                    conn.execute("SELECT txid_current()")
+                    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+                if (tmp_path / "repository" / "wal" / f"{segment}.json").exists():
+                    break
+                time.sleep(2)
+            archiver.send_signal(signal.SIGTERM)
+            out, err = archiver.communicate(timeout=60)
+        finally:
+            if archiver.poll() is None:
+                archiver.kill()
+        assert (tmp_path / "repository" / "wal" / f"{segment}.json").exists(), err[-2000:]
+        assert archiver.returncode == 0 and "stopped after archiving" in out, err[-2000:]
+    finally:
+        server.destroy()

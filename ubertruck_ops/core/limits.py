@@ -4,3 +4,6 @@ BACKUP_LOCK = "ubertruck-backup"   # nightly, incremental and restore-drill back
 DEPLOY_LOCK = "ubertruck-deploy"   # one deploy or rollback at a time
 
 ALL_LOCKS = {BACKUP_LOCK: 1, DEPLOY_LOCK: 1}
+
+# A backup waiting longer than this for another one is itself a problem worth a failure notice.
+BACKUP_LOCK_WAIT_SECONDS = 4 * 3600

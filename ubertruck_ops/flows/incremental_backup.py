@@ -19,7 +19,7 @@ from prefect.concurrency.sync import concurrency
 
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.limits import BACKUP_LOCK
+from ubertruck_ops.core.limits import BACKUP_LOCK, BACKUP_LOCK_WAIT_SECONDS
 from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
 from ubertruck_ops.core.physical import plan_backup, refusal, segment_of
 from ubertruck_ops.core.steps import Steps
@@ -47,7 +47,7 @@ def incremental_backup(environment: str = "production", force_full: bool = False
     backup_id = None
     try:
         step("wait for the backup lock")
-        with concurrency(BACKUP_LOCK, occupy=1, strict=True, timeout_seconds=4 * 3600):
+        with concurrency(BACKUP_LOCK, occupy=1, strict=True, timeout_seconds=BACKUP_LOCK_WAIT_SECONDS):
             step("check the server")
             with postgres.connect(env.database) as conn:
                 facts = physical.server_facts(conn)
@@ -127,7 +127,7 @@ def incremental_backup(environment: str = "production", force_full: bool = False
                     ["point-in-time restore cannot cross the gap; check `ubertruck-ops wal-archive`"]))
     except Exception as exc:
         if backup_id:
-            catalog.discard_backup(repo, backup_id)
+            catalog.discard_backup_quietly(repo, backup_id)
         notify(env.slack, notices.operation_failed("incremental backup", environment, step.current,
                                                    f"{type(exc).__name__}: {exc}"))
         raise

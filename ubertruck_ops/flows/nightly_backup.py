@@ -17,7 +17,7 @@ from prefect.concurrency.sync import concurrency
 
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.limits import BACKUP_LOCK
+from ubertruck_ops.core.limits import BACKUP_LOCK, BACKUP_LOCK_WAIT_SECONDS
 from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
 from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import human_bytes, human_seconds
@@ -26,8 +26,6 @@ from ubertruck_ops.tasks import catalog, dump, postgres
 from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.repository import open_repository
-
-LOCK_WAIT_SECONDS = 4 * 3600
 
 
 @flow(name="nightly-backup", description="Encrypted logical backup of the database plus app and config archives.")
@@ -40,7 +38,7 @@ def nightly_backup(environment: str = "production") -> dict:
     backup_id = None
     try:
         step("wait for the backup lock")
-        with concurrency(BACKUP_LOCK, occupy=1, strict=True, timeout_seconds=LOCK_WAIT_SECONDS):
+        with concurrency(BACKUP_LOCK, occupy=1, strict=True, timeout_seconds=BACKUP_LOCK_WAIT_SECONDS):
             clock = time.monotonic()
             started = utc_now()
             backup_id = new_backup_id(started, "logical", secrets.token_hex(3))
@@ -77,7 +75,7 @@ def nightly_backup(environment: str = "production") -> dict:
             retention = catalog.apply_retention(repo, env.repository, utc_now())
     except Exception as exc:
         if backup_id:
-            _discard_quietly(repo, backup_id)
+            catalog.discard_backup_quietly(repo, backup_id)
         notify(env.slack, notices.operation_failed("nightly backup", environment, step.current, _one_line(exc)))
         raise
 
@@ -115,13 +113,6 @@ Missing optional paths (not archived):
 Retention: expired {len(retention['expired'])}, incomplete leftovers removed {len(retention['incomplete_removed'])},
 stale multipart uploads aborted {retention['uploads_aborted']}.
 """
-
-
-def _discard_quietly(repo, backup_id: str) -> None:
-    try:
-        catalog.discard_backup(repo, backup_id)
-    except Exception as exc:  # noqa: BLE001 - retention removes leftovers later; the original error matters
-        logger().warning("could not remove the failed backup's objects (%s); retention will", exc)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,10 +9,8 @@ it answers and is out of recovery.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -107,18 +105,13 @@ def _rebuild_and_start(repo, gpg: GpgSession, chain: list[Manifest], wal_files: 
         physical.combine(bin_dir, parts, data)
     shutil.rmtree(workdir / "chain", ignore_errors=True)
     fetched = wal.fetch_segments(repo, wal_files, gpg, workdir / "wal")
-    _configure_recovery(data, workdir / "wal", target_time)
+    physical.configure_recovery(data, workdir / "wal", target_time)
 
     server = LocalServer(bin_dir, workdir, durable=True)
     server._chown(workdir, recursive=True)
-    started = time.monotonic()
     server.start(set_password=False)
     try:
-        with server.local_connection() as conn:
-            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                if time.monotonic() - started > 3600:
-                    raise TimeoutError("recovery did not finish within an hour")
-                time.sleep(0.5)
+        server.wait_until_promoted(timeout=3600)
         server.set_password()
         with postgres.connect(server.database(), last.database["name"]) as conn:
             counts = postgres.row_counts(conn)
@@ -130,26 +123,3 @@ def _rebuild_and_start(repo, gpg: GpgSession, chain: list[Manifest], wal_files: 
     log.info("restored cluster in %s (%s WAL files, %d bytes replayed)", data, len(wal_files), fetched)
     return {"chain": [m.backup_id for m in chain], "data_directory": str(data), "port": server.port,
             "running": keep_running, "wal_files": len(wal_files), "row_counts": counts, "server": server}
-
-
-def _configure_recovery(data: Path, wal_dir: Path, target_time: datetime | None) -> None:
-    settings = {
-        "restore_command": f'cp "{wal_dir}/%f" "%p"',
-        "recovery_target_action": "promote",
-        # The restored copy must never push WAL into production's archive.
-        "archive_mode": "off",
-    }
-    if target_time is not None:
-        settings["recovery_target_time"] = target_time.isoformat()
-    with open(data / "postgresql.auto.conf", "a") as conf:
-        conf.write("\n# ubertruck-ops restore\n")
-        for name, value in settings.items():
-            conf.write(f"{name} = '{value}'\n")
-    (data / "recovery.signal").touch()
-    hba = data / "pg_hba.conf"
-    if hba.exists():
-        os.replace(hba, data / "pg_hba.conf.from-backup")
-    # Local socket trust lets the restore verify it; TCP still needs a password.
-    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
-    for leftover in ("postmaster.pid", "postmaster.opts"):
-        (data / leftover).unlink(missing_ok=True)

@@ -71,6 +71,14 @@ def discard_backup(repo, backup_id: str) -> None:
         logger().info("removed %d object(s) of failed backup %s", len(keys), backup_id)
 
 
+def discard_backup_quietly(repo, backup_id: str) -> None:
+    """discard_backup for error paths: a failure to clean up is logged, never raised over the real error."""
+    try:
+        discard_backup(repo, backup_id)
+    except Exception as exc:  # noqa: BLE001 - retention removes leftovers later; the original error matters
+        logger().warning("could not remove the failed backup's objects (%s); retention will", exc)
+
+
 @task(name="apply-retention", cache_policy=NO_CACHE)
 def apply_retention(repo, block: BackupRepository, now: datetime) -> dict:
     """Delete expired backups and stale leftovers per core/retention.py; return what went."""

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -173,3 +174,27 @@ def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo, folder: str,
 def combine(bin_dir: Path, backups: list[Path], output: Path) -> None:
     """Rebuild one full data directory from a base backup and its incrementals, oldest first."""
     run([bin_dir / "pg_combinebackup", *backups, "--output", output], timeout=6 * 3600)
+
+
+def configure_recovery(data: Path, wal_dir: Path, target_time: datetime | None) -> None:
+    """Make a rebuilt data directory replay the staged WAL up to `target_time` and promote."""
+    settings = {
+        "restore_command": f'cp "{wal_dir}/%f" "%p"',
+        "recovery_target_action": "promote",
+        # The restored copy must never push WAL into production's archive.
+        "archive_mode": "off",
+    }
+    if target_time is not None:
+        settings["recovery_target_time"] = target_time.isoformat()
+    with open(data / "postgresql.auto.conf", "a") as conf:
+        conf.write("\n# ubertruck-ops restore\n")
+        for name, value in settings.items():
+            conf.write(f"{name} = '{value}'\n")
+    (data / "recovery.signal").touch()
+    hba = data / "pg_hba.conf"
+    if hba.exists():
+        os.replace(hba, data / "pg_hba.conf.from-backup")
+    # Local socket trust lets the restore verify it; TCP still needs a password.
+    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+    for leftover in ("postmaster.pid", "postmaster.opts"):
+        (data / leftover).unlink(missing_ok=True)

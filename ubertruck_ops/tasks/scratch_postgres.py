@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -99,6 +100,15 @@ class LocalServer:
         if set_password:
             self.set_password()
         return self
+
+    def wait_until_promoted(self, timeout: float) -> None:
+        """Wait until the server has finished recovery. Raise TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.local_connection() as conn:
+            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"recovery did not finish within {timeout:.0f} s")
+                time.sleep(0.5)
 
     def set_password(self) -> None:
         with self.local_connection() as conn:

@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.environment import Environment
-from ubertruck_ops.core.manifest import iso, parse_time, utc_now
+from ubertruck_ops.core.manifest import iso, utc_now
 from ubertruck_ops.core.physical import parse_segment, segment_name, wal_to_delete
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.crypto import GpgSession, gpg_session, zstd_compress_stage, zstd_decompress_stage
@@ -102,10 +102,6 @@ def apply_wal_retention(repo, protected: list[tuple[int, int]], now: datetime, k
         repo.delete(keys)
         logger().info("WAL retention: %d file(s) deleted", len(doomed))
     return len(doomed)
-
-
-def parse_archived_at(meta: bytes) -> datetime:
-    return parse_time(json.loads(meta)["archived_at"])
 
 
 class WalStreamer:
