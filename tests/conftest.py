@@ -23,6 +23,7 @@ import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
+from ubertruck_ops.blocks.app import AppHost  # noqa: E402
 from ubertruck_ops.blocks.archive import ArchiveSources  # noqa: E402
 from ubertruck_ops.blocks.database import PostgresDatabase  # noqa: E402
 from ubertruck_ops.blocks.encryption import BackupEncryption  # noqa: E402
@@ -120,7 +121,8 @@ def new_env_name() -> str:
 
 def save_env(db: PostgresDatabase, repo: BackupRepository, *, app_root: Path | None = None,
              passphrase: str | None = None, encryption: BackupEncryption | None = None,
-             slack_url: str | None = None, drill: PostgresDatabase | None = None, name: str | None = None) -> str:
+             slack_url: str | None = None, drill: PostgresDatabase | None = None, name: str | None = None,
+             app: AppHost | None = None) -> str:
     """Save a test environment's blocks; return its name."""
     name = name or new_env_name()
     env = Environment(
@@ -130,7 +132,7 @@ def save_env(db: PostgresDatabase, repo: BackupRepository, *, app_root: Path | N
         slack=SlackNotices(webhook_url=SecretStr(slack_url) if slack_url else None, timeout_seconds=3),
         archive=ArchiveSources(app_root=str(app_root) if app_root else None,
                                config_files=[str(app_root / "shared" / ".env.production")] if app_root else []),
-        drill_database=drill)
+        drill_database=drill, app=app)
     save_environment(env, name)
     return name
 
@@ -178,3 +180,41 @@ def s3_repository(endpoint: str, s3_client, secret_key: str = "test", part_mib: 
                                  aws_client_parameters=AwsClientParameters(endpoint_url=endpoint))
     return BackupRepository(url=f"s3://{bucket}/backups", s3_bucket=S3Bucket(bucket_name=bucket, credentials=credentials),
                             part_size_mib=part_mib)
+
+
+@pytest.fixture(scope="session")
+def pm2_path() -> str:
+    require(shutil.which("node") is not None and shutil.which("npm") is not None,
+            "Node.js and npm are missing: apt-get install -y nodejs npm")
+    from ubertruck_ops.sandbox.app import project_pm2
+
+    found = project_pm2()
+    require(found is not None, "pm2 is missing: run ./ops test (it installs pm2 into .tools/) or npm install -g pm2@7")
+    return found
+
+
+@pytest.fixture(scope="session")
+def app_repository(tmp_path_factory) -> Path:
+    from ubertruck_ops.sandbox.app import create_app_repository
+
+    return create_app_repository(tmp_path_factory.mktemp("app-repo") / "ubertruck.git")
+
+
+@pytest.fixture
+def app_host(pm2_path, app_repository):
+    """A fresh application host: its own folders, ports and PM2 daemon (killed afterwards)."""
+    from ubertruck_ops.sandbox.app import SERVICES
+    from ubertruck_ops.tasks import pm2
+
+    # PM2's sockets live in PM2_HOME and a unix socket path must stay short: not under pytest's tmp_path.
+    base = Path(tempfile.mkdtemp(prefix="ut-host-"))
+    ports: set[int] = set()
+    while len(ports) < len(SERVICES):
+        ports.add(free_port())
+    app = AppHost(app_root=str(base / "app"), repo_url=str(app_repository), services=dict(zip(SERVICES, sorted(ports))),
+                  web_root=str(base / "www" / "html"), log_dir=None, pm2_home=str(base / "pm2"),
+                  pm2_command=pm2_path, nginx_reload_command=f"touch {base / 'nginx-reloaded'}",
+                  health_timeout_seconds=8, deploy_lock_wait_seconds=300)
+    yield app
+    pm2.kill_daemon(app)
+    shutil.rmtree(base, ignore_errors=True)

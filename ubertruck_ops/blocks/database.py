@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit, parse_qs
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
@@ -52,6 +52,15 @@ class PostgresDatabase(Block):
         if self.sslmode:
             env["PGSSLMODE"] = self.sslmode
         return env
+
+    def url(self) -> str:
+        """Return the postgresql:// URL of this database, password included: for a child's
+        environment (DATABASE_URL), never for argv or logs."""
+        auth = quote(self.user, safe="")
+        if self.password is not None:
+            auth += ":" + quote(self.password.get_secret_value(), safe="")
+        query = f"?sslmode={quote(self.sslmode)}" if self.sslmode else ""
+        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}{query}"
 
     def connect_kwargs(self, database: str | None = None) -> dict:
         """Return keyword arguments for psycopg.connect."""

@@ -15,6 +15,7 @@ from prefect_aws import AwsCredentials, S3Bucket
 from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import SecretStr
 
+from ubertruck_ops.blocks.app import AppHost, parse_services
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
@@ -22,6 +23,8 @@ from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
 
 DEFAULT_APP_ROOT = "/opt/ubertruck"
+_DEFAULT_SERVICES = ("user-service:3001,fleet-service:3002,booking-service:3003,route-service:3004,"
+                     "payment-service:3005,admin-service:3006")
 
 
 @dataclass
@@ -34,9 +37,10 @@ class Environment:
     slack: SlackNotices
     archive: ArchiveSources
     drill_database: PostgresDatabase | None = None
+    app: AppHost | None = None
 
 
-_OPTIONAL = {"drill_database"}
+_OPTIONAL = {"drill_database", "app"}
 
 
 def block_name(environment: str, part: str) -> str:
@@ -78,7 +82,8 @@ def save_environment(env: Environment, environment: str) -> list[str]:
 
 def _block_class(part: str):
     return {"database": PostgresDatabase, "encryption": BackupEncryption, "repository": BackupRepository,
-            "slack": SlackNotices, "archive": ArchiveSources, "drill_database": PostgresDatabase}[part]
+            "slack": SlackNotices, "archive": ArchiveSources, "drill_database": PostgresDatabase,
+            "app": AppHost}[part]
 
 
 def environment_from_variables(variables: Mapping[str, str]) -> Environment:
@@ -133,9 +138,15 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
     archive = ArchiveSources(app_root=app_root,
                              config_files=[p for p in optional("BACKUP_CONFIG_FILES", config_default).split(":") if p])
 
+    app = AppHost(app_root=app_root, repo_url=optional("APP_REPO_URL"),
+                  services=parse_services(optional("APP_SERVICES", _DEFAULT_SERVICES)),
+                  web_root=optional("WEB_ROOT", "/var/www/html"), log_dir=optional("LOG_DIR", "/var/log/ubertruck"),
+                  pm2_home=optional("PM2_HOME"), pm2_command=optional("PM2_COMMAND", "pm2"),
+                  nginx_reload_command=optional("NGINX_RELOAD_COMMAND"))
+
     drill = optional("DRILL_DATABASE_URL")
     return Environment(database=database, encryption=encryption, repository=repository, slack=slack,
-                       archive=archive, drill_database=PostgresDatabase.from_url(drill) if drill else None)
+                       archive=archive, drill_database=PostgresDatabase.from_url(drill) if drill else None, app=app)
 
 
 def _missing_key():

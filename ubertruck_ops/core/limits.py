@@ -7,3 +7,7 @@ ALL_LOCKS = {BACKUP_LOCK: 1, DEPLOY_LOCK: 1}
 
 # A backup waiting longer than this for another one is itself a problem worth a failure notice.
 BACKUP_LOCK_WAIT_SECONDS = 4 * 3600
+
+# A deploy lock whose holder was killed is freed by the Prefect server when its lease runs out
+# (the server's minimum lease); a live holder renews it in the background.
+DEPLOY_LOCK_LEASE_SECONDS = 60

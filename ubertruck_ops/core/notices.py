@@ -42,3 +42,25 @@ def drill_report(environment: str, backup_id: str, passed: bool, rto_seconds: fl
              f"RPO at drill time (backup age): {human_seconds(rpo_seconds)}"]
     lines += [f"mismatch: {m}" for m in mismatches[:20]]
     return _payload(f"{icon} [{environment}] restore drill {verdict}", lines)
+
+
+def deploy_started(environment: str, tag: str, live: str | None) -> dict:
+    return _payload(f":rocket: [{environment}] deploy of {tag} started", [f"live now: {live or 'nothing yet'}"])
+
+
+def deploy_succeeded(environment: str, tag: str, previous: str | None, duration: float,
+                     migrations: list[str], backup_id: str | None) -> dict:
+    lines = [f"live: *{tag}* (was {previous or 'nothing'})", f"duration: {human_seconds(duration)}"]
+    if migrations:
+        lines.append(f"migrations applied: {', '.join(migrations)} (database backed up first: `{backup_id}`)")
+    return _payload(f":white_check_mark: [{environment}] deploy of {tag} succeeded", lines)
+
+
+def deploy_rolled_back(environment: str, tag: str, restored: str, step: str, error: str) -> dict:
+    return _payload(f":rewind: [{environment}] deploy of {tag} ROLLED BACK at step '{step}'",
+                    [f"serving again: *{restored}* (health gate passed)", f"error: {error[:1500]}"])
+
+
+def rollback_succeeded(environment: str, from_release: str | None, to_release: str, duration: float) -> dict:
+    return _payload(f":rewind: [{environment}] rolled back to {to_release}",
+                    [f"was: {from_release or 'nothing'}", f"duration: {human_seconds(duration)} (health gate passed)"])

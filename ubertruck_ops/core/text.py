@@ -17,3 +17,8 @@ def human_seconds(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def one_line(exc: BaseException) -> str:
+    """Return an exception as one line for notices and logs: 'Type: message', at most 1500 characters."""
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:1500]

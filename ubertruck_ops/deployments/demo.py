@@ -13,19 +13,22 @@ def run_demo(directory: str, size_mb: int) -> int:
     os.environ.setdefault("PREFECT_HOME", str(base.parent / (base.name + "-prefect")))
     from ubertruck_ops.core.text import human_bytes, human_seconds
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
+    from ubertruck_ops.flows.deploy import deploy
     from ubertruck_ops.flows.nightly_backup import nightly_backup
+    from ubertruck_ops.flows.rollback import rollback
     from ubertruck_ops.flows.restore_drill import restore_drill
     from ubertruck_ops.sandbox.environment import Sandbox
 
-    print(f"[1/3] sandbox: embedded PostgreSQL 18 with a ~{size_mb} MB Ubertruck database in {base}")
+    print(f"[1/4] sandbox: embedded PostgreSQL 18 with a ~{size_mb} MB Ubertruck database, the sample "
+          f"application's git repository and an application host under PM2, in {base}")
     clock = time.monotonic()
-    sandbox = Sandbox(base, size_mb, slack_webhook=os.environ.get("SLACK_WEBHOOK_URL"))
+    sandbox = Sandbox(base, size_mb, slack_webhook=os.environ.get("SLACK_WEBHOOK_URL"), with_app=True)
     try:
         sandbox.start(save_as="sandbox")
         ensure_concurrency_limits()
         print(f"      ready in {human_seconds(time.monotonic() - clock)}: "
               f"{sum(sandbox.row_counts.values()):,} rows in {len(sandbox.row_counts)} tables")
-        print("[2/3] nightly-backup (environment=sandbox)")
+        print("[2/4] nightly-backup (environment=sandbox)")
         backup = nightly_backup(environment="sandbox", return_state=True)
         if not backup.is_completed():
             print(f"nightly-backup failed: {backup.message}")
@@ -35,7 +38,7 @@ def run_demo(directory: str, size_mb: int) -> int:
               ", ".join(f"{name} {human_bytes(size)}" for name, size in result["objects"].items()))
         if result["missing_paths"]:
             print("      not archived (missing, reported not fatal): " + ", ".join(result["missing_paths"]))
-        print("[3/3] restore-drill into a throwaway PostgreSQL")
+        print("[3/4] restore-drill into a throwaway PostgreSQL")
         drill = restore_drill(environment="sandbox", return_state=True)
         if not drill.is_completed():
             print(f"restore-drill failed: {drill.message}")
@@ -43,11 +46,24 @@ def run_demo(directory: str, size_mb: int) -> int:
         report = drill.result()
         print(f"      drill passed: {report['tables']} tables, {report['rows']:,} rows match the manifest; "
               f"RTO {human_seconds(report['rto_seconds'])}, RPO {human_seconds(report['rpo_seconds'])}")
+        print("[4/4] deploy v1.1.0, deploy v1.2.0 (zero-downtime hand-over), deploy the broken v1.3.0 "
+              "(rolled back by itself), rollback to v1.1.0")
+        for tag in ("v1.1.0", "v1.2.0"):
+            result = deploy(tag=tag, environment="sandbox")
+            extra = f", migrations {', '.join(result['migrations'])} after backup {result['backup_id']}" \
+                if result["migrations"] else ""
+            print(f"      {tag} live in {human_seconds(result['duration_seconds'])}{extra}")
+        broken = deploy(tag="v1.3.0", environment="sandbox", return_state=True)
+        print(f"      v1.3.0: {broken.type.value}, rolled back by itself: {broken.message[:150]}...")
+        back = rollback(environment="sandbox")
+        print(f"      rollback to {back['tag']} in {human_seconds(back['duration_seconds'])}; services: "
+              + ", ".join(f"{name}:{port}" for name, port in sandbox.env.app.services.items()))
     finally:
         sandbox.stop()
     print(f"""
 Where to look:
   backups (encrypted, manifest.json last): {sandbox.repository_dir}
+  application host: {sandbox.env.app.app_root} (releases/, current, shared/deploy-history.jsonl)
   Prefect runs, logs and artifacts (nightly-backup-summary, restore-drill-report):
       PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent / 'prefect'} server start   # then open http://127.0.0.1:4200
   sandbox database data (stopped): {sandbox.base / 'postgres'}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from prefect import Flow
 
+from ubertruck_ops.flows.deploy import deploy
 from ubertruck_ops.flows.incremental_backup import incremental_backup
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.flows.restore_drill import restore_drill
+from ubertruck_ops.flows.rollback import rollback
 
-FLOWS: dict[str, Flow] = {f.name: f for f in (nightly_backup, incremental_backup, restore, restore_drill)}
+FLOWS: dict[str, Flow] = {f.name: f for f in (nightly_backup, incremental_backup, restore, restore_drill, deploy, rollback)}
 
 
 def get_flow(name: str) -> Flow:

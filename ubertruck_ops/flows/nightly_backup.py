@@ -20,7 +20,7 @@ from ubertruck_ops.core import notices
 from ubertruck_ops.core.limits import BACKUP_LOCK, BACKUP_LOCK_WAIT_SECONDS
 from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
 from ubertruck_ops.core.steps import Steps
-from ubertruck_ops.core.text import human_bytes, human_seconds
+from ubertruck_ops.core.text import human_bytes, human_seconds, one_line
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, dump, postgres
 from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
@@ -76,7 +76,7 @@ def nightly_backup(environment: str = "production") -> dict:
     except Exception as exc:
         if backup_id:
             catalog.discard_backup_quietly(repo, backup_id)
-        notify(env.slack, notices.operation_failed("nightly backup", environment, step.current, _one_line(exc)))
+        notify(env.slack, notices.operation_failed("nightly backup", environment, step.current, one_line(exc)))
         raise
 
     create_markdown_artifact(key="nightly-backup-summary", markdown=_summary(manifest, duration, retention, repo),
@@ -113,7 +113,3 @@ Missing optional paths (not archived):
 Retention: expired {len(retention['expired'])}, incomplete leftovers removed {len(retention['incomplete_removed'])},
 stale multipart uploads aborted {retention['uploads_aborted']}.
 """
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:1500]

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
+from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
@@ -23,8 +24,10 @@ from ubertruck_ops.blocks.environment import Environment, save_environment
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
 from ubertruck_ops.sandbox import data
+from ubertruck_ops.sandbox.app import SERVICES as APP_SERVICES
+from ubertruck_ops.sandbox.app import create_app_repository, project_pm2
 from ubertruck_ops.tasks.postgres import client_bin_dir
-from ubertruck_ops.tasks.scratch_postgres import LocalServer
+from ubertruck_ops.tasks.scratch_postgres import LocalServer, free_port, port_is_free
 
 DATABASE = "ubertruck_prod"
 OWNER = "ubertruck_admin"
@@ -35,7 +38,7 @@ class Sandbox:
     """Embedded production stand-in under `base` (wiped and rebuilt on start)."""
 
     def __init__(self, base: Path | str, size_mb: int = 50, bin_dir: Path | str | None = None,
-                 slack_webhook: str | None = None):
+                 slack_webhook: str | None = None, with_app: bool = False):
         self.base = Path(base).resolve()
         self.size_mb = size_mb
         self.bin_dir = Path(bin_dir) if bin_dir else client_bin_dir()
@@ -43,6 +46,7 @@ class Sandbox:
         self.server: LocalServer | None = None
         self.env: Environment | None = None
         self.row_counts: dict[str, int] = {}
+        self.with_app = with_app
 
     @property
     def repository_dir(self) -> Path:
@@ -80,9 +84,26 @@ class Sandbox:
                 "/etc/nginx/sites-available/ubertruck",
                 str(self.app_root / "shared" / ".env.production"), str(self.app_root / "ecosystem.config.js")]),
         )
+        if self.with_app:
+            self.env.app = self._app_host()
         if save_as:
             save_environment(self.env, save_as)
         return self.env
+
+    def _app_host(self) -> AppHost:
+        """The sample application's repository and an application host for it, with its own
+        PM2 daemon; the guide's ports 3001-3006 where free, else free ones."""
+        repository = create_app_repository(self.base / "app-repository")
+        wanted = dict(APP_SERVICES)
+        ports = {name: port if port_is_free(port) else free_port() for name, port in wanted.items()}
+        pm2 = project_pm2()
+        if pm2 is None:
+            raise RuntimeError("pm2 is not installed: run ./ops demo (it installs pm2 into .tools/) "
+                               "or npm install -g pm2@7")
+        return AppHost(app_root=str(self.base / "host"), repo_url=str(repository), services=ports,
+                       web_root=str(self.base / "www" / "html"), log_dir=None, pm2_home=str(self.base / "pm2"),
+                       pm2_command=pm2, nginx_reload_command=f"touch {self.base / 'www' / 'nginx-reloaded'}",
+                       health_timeout_seconds=20)
 
     def _write_app_files(self) -> None:
         root = self.app_root
@@ -96,6 +117,10 @@ class Sandbox:
         (root / "ecosystem.config.js").write_text("module.exports = { apps: [] };\n")
 
     def stop(self) -> None:
+        if self.env is not None and self.env.app is not None:
+            from ubertruck_ops.tasks.pm2 import kill_daemon
+
+            kill_daemon(self.env.app)
         if self.server is not None:
             self.server.stop()
 

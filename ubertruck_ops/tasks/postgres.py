@@ -231,3 +231,14 @@ def _secret(db: PostgresDatabase) -> list[str]:
 
 def roles_to_json(described: dict) -> bytes:
     return json.dumps(described, sort_keys=True).encode()
+
+
+def applied_migrations(db: PostgresDatabase, table: str) -> set[str]:
+    """Return the names recorded in the migrations `table` ('name' column); empty when the table
+    does not exist yet. Raise DatabaseUnreachable when the database does not answer."""
+    with connect(db) as conn:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+        if not exists:
+            return set()
+        query = sql.SQL("SELECT name FROM {}").format(sql.Identifier(*table.split(".")))
+        return {row[0] for row in conn.execute(query)}

@@ -1,0 +1,106 @@
+"""Release policy without Prefect, PM2 or Node: tags, previous release, pruning, gates, migrations."""
+
+from __future__ import annotations
+
+import pytest
+
+from ubertruck_ops.blocks.app import AppHost, parse_services
+from ubertruck_ops.core.releases import (HistoryEntry, Probe, app_name, check_tag, ecosystem_apps, judge_gate,
+                                         pending_migrations, previous_release, releases_to_prune, service_of)
+
+
+def entry(action, frm, to, outcome):
+    return HistoryEntry(at="2026-11-24T10:00:00Z", action=action, from_release=frm, to_release=to, outcome=outcome)
+
+
+@pytest.mark.parametrize("tag", ["v1.0.0", "v1.10.0", "v2.0.0-rc.1"])
+def test_release_tags_are_accepted(tag):
+    assert check_tag(tag) == tag
+
+
+@pytest.mark.parametrize("tag", ["1.10", 1.1, "v1.0", "v1.0.0/../../etc", "main", "", None, "v1.0.0 "])
+def test_anything_else_is_refused_with_the_expected_form(tag):
+    with pytest.raises(ValueError, match="vMAJOR.MINOR.PATCH"):
+        check_tag(tag)
+
+
+def test_previous_release_is_what_was_live_before_even_after_an_interrupted_switch():
+    history = [entry("deploy", None, "v1.0.0", "started"), entry("deploy", None, "v1.0.0", "succeeded"),
+               entry("deploy", "v1.0.0", "v1.1.0", "started"), entry("deploy", "v1.0.0", "v1.1.0", "succeeded"),
+               entry("deploy", "v1.1.0", "v1.2.0", "started")]       # killed after the switch
+    available = ["v1.0.0", "v1.1.0", "v1.2.0"]
+    assert previous_release(history, "v1.2.0", available) == "v1.1.0"
+    assert previous_release(history, "v1.1.0", available) == "v1.0.0"
+    # a rollback makes the release it left the previous one: rolling back twice toggles
+    history.append(entry("rollback", "v1.2.0", "v1.1.0", "succeeded"))
+    assert previous_release(history, "v1.1.0", available) == "v1.2.0"
+    # a deploy that failed and came back by itself is never the rollback target
+    history += [entry("deploy", "v1.1.0", "v1.3.0", "started"), entry("auto-rollback", "v1.3.0", "v1.1.0", "succeeded")]
+    assert previous_release(history, "v1.1.0", available + ["v1.3.0"]) == "v1.2.0"
+
+
+def test_previous_release_falls_back_to_the_newest_other_release_only_without_history():
+    assert previous_release([], "v1.2.0", ["v1.0.0", "v1.1.0", "v1.2.0"]) == "v1.1.0"
+    # the history knows: v1.2.0 came from a release no longer on the host, or from nothing
+    assert previous_release([entry("deploy", "v0.9.0", "v1.2.0", "succeeded")], "v1.2.0", ["v1.1.0", "v1.2.0"]) is None
+    assert previous_release([entry("deploy", None, "v1.2.0", "succeeded")], "v1.2.0", ["v1.1.0", "v1.2.0"]) is None
+    assert previous_release([], "v1.0.0", ["v1.0.0"]) is None
+    assert previous_release([], None, []) is None
+
+
+def test_pruning_keeps_the_newest_and_never_the_live_or_previous_release():
+    releases = [f"v1.{i}.0" for i in range(8)]
+    assert releases_to_prune(releases, "v1.7.0", "v1.6.0", 5) == ["v1.0.0", "v1.1.0", "v1.2.0"]
+    # rolled back to an old release: it and the one it replaced stay whatever their age
+    assert releases_to_prune(releases, "v1.0.0", "v1.7.0", 5) == ["v1.1.0", "v1.2.0"]
+    assert releases_to_prune(releases, "v1.1.0", "v1.0.0", 2) == [f"v1.{i}.0" for i in range(2, 6)]
+    for keep in range(0, 10):
+        pruned = releases_to_prune(releases, "v1.3.0", "v1.2.0", keep)
+        assert "v1.3.0" not in pruned and "v1.2.0" not in pruned
+
+
+def test_the_health_gate_names_every_failing_check():
+    good = Probe("user-service", health=200, version="v1.1.0", ready=200, live=200)
+    assert judge_gate([good], "v1.1.0").passed
+    verdict = judge_gate([
+        good,
+        Probe("fleet-service", health=200, version="v1.0.0", ready=200, live=200),
+        Probe("booking-service", error="ConnectError: refused"),
+        Probe("payment-service", health=200, version="v1.1.0", ready=503, live=200),
+        Probe("admin-service", health=500, version=None, ready=200, live=None),
+    ], "v1.1.0")
+    assert not verdict.passed
+    text = "\n".join(verdict.problems)
+    assert "fleet-service: reports version 'v1.0.0', expected 'v1.1.0'" in text
+    assert "booking-service: no answer (ConnectError: refused)" in text
+    assert "payment-service: /health/ready answered 503" in text
+    assert "admin-service: /health answered 500" in text and "admin-service: /health/live answered None" in text
+    assert "user-service" not in text
+
+
+def test_pending_migrations_are_the_unapplied_ones_in_name_order():
+    files = ["002_b.sql", "001_a.sql", "003_c.sql"]
+    assert pending_migrations(files, set()) == ["001_a.sql", "002_b.sql", "003_c.sql"]
+    assert pending_migrations(files, {"001_a.sql", "002_b.sql"}) == ["003_c.sql"]
+    assert pending_migrations(files, set(files)) == []
+
+
+def test_pm2_runs_each_release_from_its_real_folder_under_its_own_name():
+    apps = ecosystem_apps({"user-service": 3001, "fleet-service": 3002}, "v1.1.0", "/opt/ubertruck/releases/v1.1.0",
+                          "/var/log/ubertruck", instances=2)
+    assert [a["name"] for a in apps] == ["user-service@v1.1.0", "fleet-service@v1.1.0"]
+    assert apps[0]["script"] == "/opt/ubertruck/releases/v1.1.0/user-service/dist/main.js"
+    assert all("current" not in a["script"] and "current" not in a["cwd"] for a in apps)
+    assert apps[1]["env"]["PORT"] == "3002" and apps[0]["exec_mode"] == "cluster" and apps[0]["instances"] == 2
+    assert apps[0]["wait_ready"] and apps[0]["error_file"] == "/var/log/ubertruck/user-service-error.log"
+    assert service_of(app_name("user-service", "v1.1.0")) == "user-service"
+
+
+def test_app_host_refuses_credentials_in_the_repository_url_and_reads_app_services():
+    with pytest.raises(ValueError, match="deploy key"):
+        AppHost(repo_url="https://bot:ghp_secret@github.com/ubertruck/mvp.git")
+    assert AppHost(repo_url="git@github.com:ubertruck/mvp.git").repo_url
+    assert parse_services("user-service:3001, fleet-service:3002") == {"user-service": 3001, "fleet-service": 3002}
+    for bad in ["user-service", "user-service:http", "user-service:70000", ""]:
+        with pytest.raises(ValueError, match="APP_SERVICES"):
+            parse_services(bad)

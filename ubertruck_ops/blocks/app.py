@@ -1,0 +1,89 @@
+"""The application host: where releases live, how PM2 runs them, where the frontend goes."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from prefect.blocks.core import Block
+from pydantic import Field, field_validator
+
+DEFAULT_SERVICES = {"user-service": 3001, "fleet-service": 3002, "booking-service": 3003, "route-service": 3004,
+                    "payment-service": 3005, "admin-service": 3006}
+
+
+class AppHost(Block):
+    """The host that runs Ubertruck's services under PM2 (DESIGN.md's application host contract)."""
+
+    _block_type_name = "Ubertruck App Host"
+    _block_type_slug = "ubertruck-app-host"
+    _description = "Releases folder, services and ports, PM2, web root and nginx reload of the application host."
+
+    app_root: str = Field(default="/opt/ubertruck", title="App root",
+                          description="Holds releases/<tag>, current (the live release) and shared/.")
+    repo_url: str | None = Field(default=None, title="Repository URL",
+                                 description="Git URL of the application (tags vX.Y.Z). Use a deploy key, not a "
+                                             "token in the URL.")
+    services: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_SERVICES), title="Services",
+                                     description="Service folder -> port; PM2 runs <folder>/dist/main.js with PORT.")
+    instances: int = Field(default=1, ge=1, title="Instances per service", description="PM2 cluster instances.")
+    web_root: str | None = Field(default="/var/www/html", title="Web root",
+                                 description="Where nginx serves the frontend from; managed as a symlink to the "
+                                             "release's frontend/dist. Empty: no frontend.")
+    log_dir: str | None = Field(default="/var/log/ubertruck", title="Log folder",
+                                description="PM2 writes <service>-out.log and <service>-error.log here; "
+                                            "empty: APP_ROOT/shared/logs.")
+    pm2_home: str | None = Field(default=None, title="PM2_HOME", description="PM2's home (default ~/.pm2).")
+    pm2_command: str = Field(default="pm2", title="pm2 command", description="pm2 on PATH, or its full path.")
+    nginx_reload_command: str | None = Field(default=None, title="nginx reload command",
+                                             description="Run after the frontend is published, e.g. "
+                                                         "'sudo systemctl reload nginx'. Empty: skipped.")
+    keep_releases: int = Field(default=5, ge=2, title="Releases kept",
+                               description="Newest releases kept on the host; the live and previous never go.")
+    health_timeout_seconds: float = Field(default=60, gt=0, title="Health gate deadline (s)",
+                                          description="How long every service has to pass /health, /health/ready "
+                                                      "and /health/live reporting the new version.")
+    deploy_lock_wait_seconds: float = Field(default=900, ge=0, title="Deploy lock wait (s)",
+                                            description="How long a deploy or rollback waits for another one "
+                                                        "before it is refused.")
+    migrations_dir: str = Field(default="user-service/migrations", title="Migrations folder",
+                                description="Folder of *.sql migrations inside a release; a release 'brings new "
+                                            "migrations' when one of them is not in the migrations table.")
+    migrations_table: str = Field(default="schema_migrations", title="Migrations table",
+                                  description="Table (column name) recording applied migrations.")
+
+    @field_validator("repo_url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).password:
+            raise ValueError("APP_REPO_URL must not carry a password or token (it would show in logs and process "
+                             "lists); use an SSH deploy key or a git credential helper")
+        return value
+
+    @property
+    def releases_dir(self) -> str:
+        return f"{self.app_root.rstrip('/')}/releases"
+
+    @property
+    def current_link(self) -> str:
+        return f"{self.app_root.rstrip('/')}/current"
+
+    @property
+    def shared_dir(self) -> str:
+        return f"{self.app_root.rstrip('/')}/shared"
+
+    @property
+    def logs(self) -> str:
+        return self.log_dir or f"{self.shared_dir}/logs"
+
+
+def parse_services(text: str) -> dict[str, int]:
+    """Given APP_SERVICES ('name:port,name:port'), return name -> port. Raise ValueError on a bad item."""
+    services = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, port = item.partition(":")
+        if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"APP_SERVICES item {item!r} must be name:port")
+        services[name] = int(port)
+    if not services:
+        raise ValueError("APP_SERVICES names no service")
+    return services

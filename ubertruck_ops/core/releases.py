@@ -1,0 +1,152 @@
+"""Release policy: which tags are valid, what 'previous' means, what to prune, how PM2 runs
+a release, and whether a health gate passed. Pure functions, tested without Prefect."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+TAG_PATTERN = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z][0-9A-Za-z.-]*)?$")
+
+
+def check_tag(tag: object) -> str:
+    """Given a deploy parameter, return it as a release tag. Raise ValueError unless it is vX.Y.Z[-suffix]."""
+    if not isinstance(tag, str) or not TAG_PATTERN.match(tag):
+        raise ValueError(f"tag {tag!r} is not a release tag: expected vMAJOR.MINOR.PATCH such as v1.10.0 "
+                         "(from the CLI pass it as a string: --param tag=v1.10.0)")
+    return tag
+
+
+def app_name(service: str, tag: str) -> str:
+    """Return the PM2 app name of `service` running release `tag`.
+
+    The tag is part of the name because PM2 never changes the script path of an app on
+    reload (measured on PM2 7: `pm2 reload ecosystem.config.js --update-env` keeps the old
+    path), so a new release is a new app that takes over the port, then the old one goes.
+    """
+    return f"{service}@{tag}"
+
+
+def service_of(app: str) -> str:
+    """Return the service of a PM2 app name made by app_name (or the name itself)."""
+    return app.rsplit("@", 1)[0]
+
+
+def ecosystem_apps(services: dict[str, int], tag: str, release_dir: str, log_dir: str, instances: int,
+                   node_env: str = "production") -> list[dict]:
+    """Return PM2 ecosystem entries running release `tag` from its real folder (never through
+    the `current` symlink, which PM2 would resolve once and keep)."""
+    apps = []
+    for service, port in services.items():
+        apps.append({
+            "name": app_name(service, tag),
+            "namespace": service,
+            "script": f"{release_dir}/{service}/dist/main.js",
+            "cwd": f"{release_dir}/{service}",
+            "exec_mode": "cluster",
+            "instances": instances,
+            "wait_ready": True,          # the app sends 'ready' once listening
+            "listen_timeout": 15000,
+            "kill_timeout": 8000,        # time to drain in-flight requests on SIGINT
+            "max_restarts": 3,
+            "min_uptime": 10000,
+            "max_memory_restart": "500M",
+            "autorestart": True,
+            "merge_logs": True,
+            "log_date_format": "YYYY-MM-DD HH:mm:ss Z",
+            "out_file": f"{log_dir}/{service}-out.log",
+            "error_file": f"{log_dir}/{service}-error.log",
+            "env": {"NODE_ENV": node_env, "PORT": str(port), "UBERTRUCK_RELEASE": tag},
+        })
+    return apps
+
+
+@dataclass
+class HistoryEntry:
+    """One line of the host's deploy history."""
+
+    at: str
+    action: str                  # deploy | rollback | auto-rollback
+    from_release: str | None
+    to_release: str
+    outcome: str                 # started | succeeded | failed | rolled-back
+    flow_run: str | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"at": self.at, "action": self.action, "from": self.from_release, "to": self.to_release,
+                "outcome": self.outcome, "flow_run": self.flow_run, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HistoryEntry":
+        return cls(at=data["at"], action=data["action"], from_release=data.get("from"), to_release=data["to"],
+                   outcome=data["outcome"], flow_run=data.get("flow_run"), detail=data.get("detail", ""))
+
+
+def previous_release(history: list[HistoryEntry], current: str | None, available: list[str]) -> str | None:
+    """Given the history (oldest first), the live release and the releases on the host, return
+    the release that was live before the current one, or None.
+
+    A switch that started but never finished (its process was killed) still counts: its
+    `from` is what was live before. An automatic rollback does not: it came back from a
+    release that failed its deploy. When the history does not know the current release (a
+    host deployed by hand before), the newest other release on the host is the answer.
+    """
+    for entry in reversed(history):
+        if entry.action == "auto-rollback":
+            continue
+        if entry.to_release == current and entry.outcome in ("started", "succeeded"):
+            found = entry.from_release
+            return found if found in available and found != current else None
+    others = [r for r in available if r != current]
+    return others[-1] if others else None
+
+
+def releases_to_prune(releases: list[str], live: str | None, previous: str | None, keep: int) -> list[str]:
+    """Given the releases on the host oldest first, return those to delete: all but the newest
+    `keep`, never the live or the previous one."""
+    protected = {live, previous}
+    newest = set(releases[-keep:]) if keep > 0 else set()
+    return [r for r in releases if r not in newest and r not in protected]
+
+
+@dataclass
+class Probe:
+    """What one service answered during a health gate."""
+
+    service: str
+    health: int | None = None          # HTTP status, None when no answer
+    version: str | None = None
+    ready: int | None = None
+    live: int | None = None
+    error: str = ""
+
+
+@dataclass
+class GateVerdict:
+    passed: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def judge_gate(probes: list[Probe], expected_version: str) -> GateVerdict:
+    """Given one probe per service, return whether each passed /health (reporting the expected
+    version), /health/ready and /health/live, with one line per problem."""
+    problems = []
+    for probe in probes:
+        if probe.health is None:
+            problems.append(f"{probe.service}: no answer ({probe.error or 'connection failed'})")
+            continue
+        if probe.health != 200:
+            problems.append(f"{probe.service}: /health answered {probe.health}")
+        elif probe.version != expected_version:
+            problems.append(f"{probe.service}: reports version {probe.version!r}, expected {expected_version!r}")
+        if probe.ready is None or not 200 <= probe.ready < 300:
+            problems.append(f"{probe.service}: /health/ready answered {probe.ready}")
+        if probe.live is None or not 200 <= probe.live < 300:
+            problems.append(f"{probe.service}: /health/live answered {probe.live}")
+    return GateVerdict(passed=not problems, problems=problems)
+
+
+def pending_migrations(files: list[str], applied: set[str]) -> list[str]:
+    """Given a release's migration files and the names already applied, return those to apply, in order."""
+    return sorted(f for f in files if f not in applied)

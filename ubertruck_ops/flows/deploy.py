@@ -1,0 +1,206 @@
+"""deploy: put release `tag` live on the application host with zero downtime.
+
+The story: check the tag and the tools; take the deploy lock; build the exact tag into
+its own release folder (nothing live changes until this succeeds); when the release
+brings new migrations, back up the database and apply them; switch `current`, hand each
+service over to the new release, pass the health gate, publish the frontend. Any failure
+after the switch puts the previous release back by itself and ends the run Failed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.runtime import flow_run
+
+from ubertruck_ops.blocks.app import AppHost
+from ubertruck_ops.blocks.environment import Environment, load_environment
+from ubertruck_ops.core import notices
+from ubertruck_ops.core.limits import DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS
+from ubertruck_ops.core.releases import check_tag, pending_migrations, previous_release, releases_to_prune
+from ubertruck_ops.core.steps import Steps
+from ubertruck_ops.core.text import human_seconds, one_line
+from ubertruck_ops.flows.go_live import go_live, is_serving
+from ubertruck_ops.flows.nightly_backup import nightly_backup
+from ubertruck_ops.log import logger
+from ubertruck_ops.tasks import git, npm, pm2, postgres, release
+from ubertruck_ops.tasks.locks import host_deploy_lock
+from ubertruck_ops.tasks.notify import notify
+
+
+class MigrationFailed(RuntimeError):
+    """A migration of the new release failed; nothing was switched."""
+
+
+@flow(name="deploy", description="Build a release tag, migrate (after a backup), switch with zero downtime, "
+                                 "health-gate, and roll back by itself on failure.")
+def deploy(tag: str, environment: str = "production") -> dict:
+    """Deploy release `tag` (vX.Y.Z) to `environment`'s application host; return what happened."""
+    log = logger()
+    step = Steps(log)
+    clock = time.monotonic()
+    env = load_environment(environment)
+    app = require_app_host(env, environment, needs_repo=True)
+    tag = check_tag(tag)
+    run_id = str(flow_run.get_id() or "")
+
+    step("check the tools and the tag")
+    pm2.pm2_command(app)          # node, npm and pm2, each named with its install command when missing
+    tags = git.remote_tags(app.repo_url)
+    if tag not in tags:
+        newest = ", ".join(sorted(tags, key=_version_key)[-5:]) or "none"
+        raise ValueError(f"tag {tag} does not exist in {app.repo_url} (newest tags: {newest}); nothing was changed")
+
+    step("wait for the deploy lock")
+    release.prepare_host(app)
+    with host_deploy_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
+                          holder=f"deploy of {tag}, flow run {run_id}"):
+        live = release.live_release(app)
+        if live == tag and is_serving(app, tag):
+            log.info("%s is already live and healthy: nothing to do", tag)
+            return {"status": "already-live", "tag": tag}
+        previous = live if live != tag else previous_release(release.read_history(app), live, release.releases(app))
+        notify(env.slack, notices.deploy_started(environment, tag, live))
+        progress = create_progress_artifact(0.0, key="deploy-progress", description=f"deploy {tag}")
+        migrations: list[str] = []
+        backup_id = None
+        try:
+            step(f"build {tag}")
+            commit = _build(app, tag, tags[tag])
+            update_progress_artifact(progress, 40.0)
+
+            step("check for new migrations")
+            migrations = pending_migrations(release.migration_files(app, tag),
+                                            postgres.applied_migrations(env.database, app.migrations_table))
+            if migrations:
+                step("back up the database before migrating")
+                backup_id = nightly_backup(environment=environment)["backup_id"]
+                step(f"apply migrations {', '.join(migrations)}")
+                _migrate(env, app, tag, migrations, backup_id)
+            update_progress_artifact(progress, 55.0)
+        except Exception as exc:
+            notify(env.slack, notices.operation_failed(f"deploy of {tag}", environment, step.current, one_line(exc),
+                                                       ["nothing live was changed"]))
+            raise
+
+        release.record(app, "deploy", live, tag, "started", run_id)
+        try:
+            go_live(app, tag, step, on_service=lambda n, total: update_progress_artifact(progress, 55.0 + 35.0 * n / total))
+        except Exception as exc:
+            failed_at, error = step.current, one_line(exc)
+            _put_back(env, app, environment, tag, previous, failed_at, error, run_id, step)
+            raise
+
+        step("save the PM2 process list")
+        pm2.save(app)
+        release.record(app, "deploy", live, tag, "succeeded", run_id, detail=f"commit {commit}")
+        step("prune old releases")
+        pruned = release.remove_releases(app, releases_to_prune(release.releases(app), tag, live, app.keep_releases))
+        update_progress_artifact(progress, 100.0)
+
+    duration = time.monotonic() - clock
+    create_markdown_artifact(key="deploy-summary", markdown=_summary(app, tag, commit, live, migrations, backup_id,
+                                                                     pruned, duration), description=f"deploy {tag}")
+    notify(env.slack, notices.deploy_succeeded(environment, tag, live, duration, migrations, backup_id))
+    log.info("deploy of %s complete in %s", tag, human_seconds(duration))
+    return {"status": "deployed", "tag": tag, "commit": commit, "previous": live, "migrations": migrations,
+            "backup_id": backup_id, "pruned": pruned, "duration_seconds": round(duration, 2)}
+
+
+def require_app_host(env: Environment, environment: str, needs_repo: bool = False) -> AppHost:
+    """Return the environment's app host block. Raise ValueError saying how to configure it."""
+    if env.app is None:
+        raise ValueError(f"block ubertruck-app-host/{environment}-app not found: set APP_ROOT, APP_REPO_URL, "
+                         f"WEB_ROOT ... and run `ubertruck-ops blocks init --name {environment}`")
+    if needs_repo and not env.app.repo_url:
+        raise ValueError(f"block {environment}-app has no repository URL: set APP_REPO_URL and run "
+                         f"`ubertruck-ops blocks init --name {environment}`")
+    return env.app
+
+
+def _build(app: AppHost, tag: str, remote_commit: str) -> str:
+    """Make releases/<tag> a complete build of the tag; return its commit. A complete build of
+    the same commit already on the host is reused (a redeploy or roll-forward costs no build)."""
+    if release.is_complete(app, tag):
+        built = release.release_info(app, tag)
+        if built.get("commit") == remote_commit:
+            logger().info("releases/%s is already built from %s; reusing it", tag, remote_commit[:12])
+            return remote_commit
+    for leftover in release.remove_leftovers(app):
+        logger().warning("removed %s, left by a build that never finished", leftover)
+    staging = release.new_staging_dir(app, tag)
+    try:
+        commit = git.check_out(app.repo_url, tag, staging)
+        for folder in [*app.services, "frontend"]:
+            if (staging / folder / "package.json").is_file():
+                # The frontend's build needs its dev dependencies; the services run without them.
+                npm.install_and_build(staging / folder, omit_dev=folder != "frontend")
+            elif folder != "frontend":
+                raise RuntimeError(f"release {tag} has no {folder}/package.json")
+        release.finish_release(app, staging, tag, commit)
+        return commit
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _migrate(env: Environment, app: AppHost, tag: str, pending: list[str], backup_id: str) -> None:
+    service_folder = release.release_dir(app, tag) / app.migrations_dir.split("/")[0]
+    try:
+        npm.run_migrations(service_folder, env.database)
+    except Exception as exc:
+        applied = postgres.applied_migrations(env.database, app.migrations_table)
+        failing = next((m for m in pending if m not in applied), pending[-1])
+        raise MigrationFailed(f"migration {failing} failed ({one_line(exc)[:600]}); nothing was switched; "
+                              f"backup {backup_id} holds the database as it was before the migrations") from None
+
+
+def _put_back(env: Environment, app: AppHost, environment: str, tag: str, previous: str | None, failed_at: str,
+              error: str, run_id: str, step: Steps) -> None:
+    """After a failure past the switch: put `previous` back live (switch, hand over, gate) and say so."""
+    log = logger()
+    if previous is None or not release.is_complete(app, previous):
+        release.record(app, "deploy", None, tag, "failed", run_id, detail=error)
+        notify(env.slack, notices.operation_failed(f"deploy of {tag}", environment, failed_at, error,
+                                                   ["no previous release on the host to roll back to"]))
+        return
+    log.error("deploy of %s failed at '%s': %s; rolling back to %s", tag, failed_at, error, previous)
+    try:
+        go_live(app, previous, step)
+        pm2.save(app)
+    except Exception as again:  # noqa: BLE001 - report both; the original failure is what the run raises
+        release.record(app, "auto-rollback", tag, previous, "failed", run_id, detail=one_line(again))
+        notify(env.slack, notices.operation_failed(
+            f"deploy of {tag}", environment, failed_at, error,
+            [f":rotating_light: the automatic rollback to {previous} ALSO FAILED at '{step.current}': "
+             f"{one_line(again)} - run `ubertruck-ops run rollback` or act by hand"]))
+        return
+    release.record(app, "auto-rollback", tag, previous, "succeeded", run_id, detail=error)
+    notify(env.slack, notices.deploy_rolled_back(environment, tag, previous, failed_at, error))
+
+
+def _summary(app: AppHost, tag: str, commit: str, previous: str | None, migrations: list[str], backup_id: str | None,
+             pruned: list[str], duration: float) -> str:
+    history = release.read_history(app)[-10:]
+    rows = "\n".join(f"| {h.at[:19]} | {h.action} | {h.from_release or '-'} | {h.to_release} | {h.outcome} |"
+                     for h in reversed(history))
+    return f"""# Deploy `{tag}`
+
+- commit: `{commit}`
+- previous release: {previous or 'none'}
+- duration: {human_seconds(duration)}
+- services: {', '.join(f'{s}:{p}' for s, p in app.services.items())} (PM2 cluster mode, handed over one by one)
+- migrations: {', '.join(migrations) or 'none new'}{f' (backup `{backup_id}` first)' if backup_id else ''}
+- releases pruned: {', '.join(pruned) or 'none'}
+
+| at (UTC) | action | from | to | outcome |
+|---|---|---|---|---|
+{rows}
+"""
+
+
+def _version_key(tag: str) -> tuple:
+    parts = tag.lstrip("v").split("-")[0].split(".")
+    return tuple(int(p) if p.isdigit() else 0 for p in parts)

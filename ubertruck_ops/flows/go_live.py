@@ -1,0 +1,44 @@
+"""The part deploy, its automatic rollback and rollback share: put a built release live.
+
+Switch `current`, hand every service over to the release one by one, pass the health
+gate, publish the frontend. Called from a flow; raises on the first failure and leaves
+undoing it to the caller, which knows what was live before.
+"""
+
+from __future__ import annotations
+
+from ubertruck_ops.blocks.app import AppHost
+from ubertruck_ops.core.steps import Steps
+from ubertruck_ops.tasks import health, pm2, release, web_server
+
+
+def go_live(app: AppHost, tag: str, step: Steps, on_service=None) -> None:
+    step(f"switch current to {tag}")
+    ecosystem = release.switch_current(app, tag)
+    for number, service in enumerate(app.services, 1):
+        step(f"hand over {service} to {tag}")
+        pm2.hand_over(app, service, tag, ecosystem)
+        if on_service:
+            on_service(number, len(app.services))
+    baseline = pm2.restart_counts(app)
+    step(f"health gate for {tag}")
+    health.health_gate(app, tag)
+    problems = pm2.running_problems(app, tag, baseline)
+    if problems:
+        raise health.HealthGateFailed(f"PM2 after the health gate for {tag}: " + "; ".join(problems))
+    step(f"publish the frontend of {tag}")
+    if release.publish_frontend(app, tag):
+        web_server.reload_web_server(app)
+
+
+def is_serving(app: AppHost, tag: str) -> bool:
+    """Return True when `tag` is live and every service passes its checks reporting it."""
+    if release.live_release(app) != tag:
+        return False
+    try:
+        if pm2.running_problems(app, tag):
+            return False
+        health.health_gate.fn(app, tag, deadline_seconds=0.01)
+    except Exception:  # noqa: BLE001 - any doubt means "not serving": do the work again
+        return False
+    return True

@@ -1,0 +1,48 @@
+"""Git: find a release tag in the application repository and check out exactly that tag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ubertruck_ops.tasks.execute import CommandFailed, require_tool, run
+
+_INSTALL = "apt-get install -y git"
+
+
+def _git() -> list[str]:
+    # No prompt may ever wait for a human at 02:00: fail instead of asking for credentials.
+    return [require_tool("git", _INSTALL), "-c", "advice.detachedHead=false", "-c", "credential.interactive=false"]
+
+
+_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+
+
+def remote_tags(repo_url: str) -> dict[str, str]:
+    """Return tag -> commit of every tag in the repository at `repo_url`.
+
+    Raise RuntimeError naming the repository when it cannot be read.
+    """
+    try:
+        out = run([*_git(), "ls-remote", "--tags", repo_url], env=_ENV, timeout=120).stdout.decode()
+    except CommandFailed as exc:
+        raise RuntimeError(f"cannot read the application repository {repo_url}: {exc.stderr.strip()[-500:]}") from None
+    tags: dict[str, str] = {}
+    for line in out.splitlines():
+        commit, _, ref = line.partition("\t")
+        name = ref.removeprefix("refs/tags/")
+        if name.endswith("^{}"):          # the commit an annotated tag points at
+            tags[name[:-3]] = commit
+        else:
+            tags.setdefault(name, commit)
+    return tags
+
+
+@task(name="fetch-release", cache_policy=NO_CACHE)
+def check_out(repo_url: str, tag: str, destination: Path) -> str:
+    """Clone exactly `tag` of `repo_url` into `destination` (which must not exist); return its commit."""
+    run([*_git(), "clone", "--quiet", "--depth", "1", "--branch", tag, "--", repo_url, str(destination)],
+        env=_ENV, timeout=600)
+    return run([*_git(), "-C", str(destination), "rev-parse", "HEAD"], env=_ENV).stdout.decode().strip()

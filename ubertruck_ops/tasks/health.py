@@ -1,0 +1,53 @@
+"""HTTP health checks of the services: /health (status and version), /health/ready, /health/live."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ubertruck_ops.blocks.app import AppHost
+from ubertruck_ops.core.releases import GateVerdict, Probe, judge_gate
+from ubertruck_ops.log import logger
+
+
+class HealthGateFailed(RuntimeError):
+    """Services did not all pass their health checks with the expected version in time."""
+
+
+def probe(service: str, port: int, host: str = "127.0.0.1", timeout: float = 3) -> Probe:
+    """Ask one service its three health endpoints; return what it answered."""
+    result = Probe(service=service)
+    headers = {"Connection": "close"}
+    try:
+        with httpx.Client(base_url=f"http://{host}:{port}", timeout=timeout, headers=headers) as client:
+            health = client.get("/health")
+            result.health = health.status_code
+            try:
+                result.version = health.json().get("version")
+            except ValueError:
+                result.version = None
+            result.ready = client.get("/health/ready").status_code
+            result.live = client.get("/health/live").status_code
+    except httpx.HTTPError as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+    return result
+
+
+@task(name="health-gate", cache_policy=NO_CACHE)
+def health_gate(app: AppHost, version: str, deadline_seconds: float | None = None) -> GateVerdict:
+    """Probe every service until all pass reporting `version`, or the deadline passes.
+
+    Return the passing verdict. Raise HealthGateFailed listing what failed at the deadline.
+    """
+    deadline = time.monotonic() + (deadline_seconds or app.health_timeout_seconds)
+    while True:
+        verdict = judge_gate([probe(name, port) for name, port in app.services.items()], version)
+        if verdict.passed:
+            logger().info("health gate passed: %d services report %s", len(app.services), version)
+            return verdict
+        if time.monotonic() >= deadline:
+            raise HealthGateFailed(f"health gate for {version} failed: " + "; ".join(verdict.problems))
+        time.sleep(0.5)
