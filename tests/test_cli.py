@@ -85,7 +85,7 @@ def open_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_demo_brings_up_the_sandbox_backs_up_and_drills(open_dir):
+def test_demo_brings_up_the_sandbox_backs_up_drills_and_deploys(open_dir):
     environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     environment["PREFECT_HOME"] = str(open_dir / "prefect")
     demo = subprocess.run([sys.executable, "-m", "ubertruck_ops.deployments.cli", "demo", "--size-mb", "15",
@@ -93,7 +93,10 @@ def test_demo_brings_up_the_sandbox_backs_up_and_drills(open_dir):
                           timeout=600)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "drill passed: 6 tables" in demo.stdout and "Where to look" in demo.stdout
-    assert len(list((open_dir / "sandbox" / "repository").rglob("manifest.json"))) == 1
+    assert "v1.2.0 live in" in demo.stdout and "rolled back by itself" in demo.stdout
+    assert "rollback to v1.1.0 in" in demo.stdout
+    # the nightly backup and the one deploy took before applying the migrations of v1.1.0
+    assert len(list((open_dir / "sandbox" / "repository").rglob("manifest.json"))) == 2
 
 
 def test_wal_push_archives_once_accepts_a_retry_and_refuses_different_content(tmp_path):
