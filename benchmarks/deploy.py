@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="ut-bench-deploy-"))
+    root.chmod(0o755)   # the embedded PostgreSQL runs as an unprivileged user when we are root
     os.environ["PREFECT_HOME"] = str(root / "prefect")      # keep the operator's Prefect home untouched
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
