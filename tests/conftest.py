@@ -200,21 +200,31 @@ def app_repository(tmp_path_factory) -> Path:
     return create_app_repository(tmp_path_factory.mktemp("app-repo") / "ubertruck.git")
 
 
-@pytest.fixture
-def app_host(pm2_path, app_repository):
-    """A fresh application host: its own folders, ports and PM2 daemon (killed afterwards)."""
+def make_app_host(pm2_path: str, repository: Path) -> AppHost:
+    """A fresh application host: its own folders, ports and PM2 daemon (stop it with stop_app_host)."""
     from ubertruck_ops.sandbox.app import SERVICES
-    from ubertruck_ops.tasks import pm2
 
     # PM2's sockets live in PM2_HOME and a unix socket path must stay short: not under pytest's tmp_path.
     base = Path(tempfile.mkdtemp(prefix="ut-host-"))
     ports: set[int] = set()
     while len(ports) < len(SERVICES):
         ports.add(free_port())
-    app = AppHost(app_root=str(base / "app"), repo_url=str(app_repository), services=dict(zip(SERVICES, sorted(ports))),
-                  web_root=str(base / "www" / "html"), log_dir=None, pm2_home=str(base / "pm2"),
-                  pm2_command=pm2_path, nginx_reload_command=f"touch {base / 'nginx-reloaded'}",
-                  health_timeout_seconds=8, deploy_lock_wait_seconds=300)
-    yield app
+    return AppHost(app_root=str(base / "app"), repo_url=str(repository), services=dict(zip(SERVICES, sorted(ports))),
+                   web_root=str(base / "www" / "html"), log_dir=None, pm2_home=str(base / "pm2"),
+                   pm2_command=pm2_path, nginx_reload_command=f"touch {base / 'nginx-reloaded'}",
+                   health_timeout_seconds=8, deploy_lock_wait_seconds=300)
+
+
+def stop_app_host(app: AppHost) -> None:
+    from ubertruck_ops.tasks import pm2
+
     pm2.kill_daemon(app)
-    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(Path(app.app_root).parent, ignore_errors=True)
+
+
+@pytest.fixture
+def app_host(pm2_path, app_repository):
+    app = make_app_host(pm2_path, app_repository)
+    cleanup = app.model_copy()     # tests may break app's pm2 command on purpose
+    yield app
+    stop_app_host(cleanup)

@@ -110,6 +110,7 @@ def test_bad_input_and_failed_builds_or_migrations_change_nothing_live(pg18, app
     assert list(local_repo.glob(f"*/*/*/{backup_id}/manifest.json"))
     assert any("003_driver_ratings.sql" in json.dumps(p) and backup_id in json.dumps(p) for p in slack.posts)
     assert {p.name for p in Path(app.releases_dir).iterdir()} - before <= {"v1.3.3"}
+    assert db.password.get_secret_value() not in json.dumps(slack.posts) + message   # DATABASE_URL went by env only
 
     app.pm2_command = "/nonexistent/pm2"
     app.save(f"{env}-app", overwrite=True)
