@@ -267,3 +267,143 @@ class LoadGenerator:
         self._stop.set()
         for worker in self._workers:
             worker.join(timeout=10)
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 and a free port, with a password, no persistence."""
+
+    def __init__(self, password: str = "redis-test-secret"):
+        import shutil as _shutil
+
+        self.binary = _shutil.which("redis-server")
+        self.password = password
+        self.process = None
+
+    def start(self) -> "RedisServer":
+        import subprocess
+
+        if self.binary is None:
+            raise RuntimeError("redis-server is missing: apt-get install -y redis-server")
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--requirepass", self.password, "--daemonize", "no", "--logfile", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port, password=self.password).ping()
+                return self
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port, password=self.password)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never answers: a hung endpoint."""
+
+    def start(self) -> "SilentServer":
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(50)
+        self.port = self.sock.getsockname()[1]
+        self.held: list = []
+        self._stop = threading.Event()
+
+        def accept():
+            self.sock.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                    self.held.append(conn)
+                except OSError:
+                    continue
+        threading.Thread(target=accept, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/health"
+
+    def stop(self) -> None:
+        self._stop.set()
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+def serve_tls_certificate(days_valid: int):
+    """Context manager: a TLS server on 127.0.0.1 with a self-signed certificate valid `days_valid`
+    more days; yields 'host:port'."""
+    import contextlib
+    import datetime as dt
+    import socket
+    import ssl
+    import tempfile
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    @contextlib.contextmanager
+    def serving():
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ubertruck.test")])
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=days_valid)).sign(key, hashes.SHA256()))
+        with tempfile.TemporaryDirectory() as folder:
+            cert_path, key_path = f"{folder}/cert.pem", f"{folder}/key.pem"
+            with open(cert_path, "wb") as handle:
+                handle.write(cert.public_bytes(serialization.Encoding.PEM))
+            with open(key_path, "wb") as handle:
+                handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert_path, key_path)
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(5)
+            listener.settimeout(0.2)
+            stop = threading.Event()
+
+            def serve():
+                while not stop.is_set():
+                    try:
+                        conn, _ = listener.accept()
+                    except OSError:
+                        continue
+                    try:
+                        with context.wrap_socket(conn, server_side=True) as tls:
+                            tls.recv(1)
+                    except (OSError, ssl.SSLError):
+                        pass
+            thread = threading.Thread(target=serve, daemon=True)
+            thread.start()
+            try:
+                yield f"127.0.0.1:{listener.getsockname()[1]}"
+            finally:
+                stop.set()
+                thread.join(timeout=5)
+                listener.close()
+    return serving()

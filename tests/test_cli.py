@@ -95,6 +95,7 @@ def test_demo_brings_up_the_sandbox_backs_up_drills_and_deploys(open_dir):
     assert "drill passed: 6 tables" in demo.stdout and "Where to look" in demo.stdout
     assert "v1.2.0 live in" in demo.stdout and "rolled back by itself" in demo.stdout
     assert "rollback to v1.1.0 in" in demo.stdout
+    assert "[5/5] morning-checklist" in demo.stdout and " ok (the full table" in demo.stdout
     # the nightly backup and the one deploy took before applying the migrations of v1.1.0
     assert len(list((open_dir / "sandbox" / "repository").rglob("manifest.json"))) == 2
 

@@ -19,6 +19,7 @@ from ubertruck_ops.blocks.app import AppHost, parse_services
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
+from ubertruck_ops.blocks.monitoring import BusinessQueries, CheckThresholds, RedisCache
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
 
@@ -38,9 +39,12 @@ class Environment:
     archive: ArchiveSources
     drill_database: PostgresDatabase | None = None
     app: AppHost | None = None
+    thresholds: CheckThresholds | None = None
+    queries: BusinessQueries | None = None
+    redis: RedisCache | None = None
 
 
-_OPTIONAL = {"drill_database", "app"}
+_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis"}
 
 
 def block_name(environment: str, part: str) -> str:
@@ -67,6 +71,10 @@ def load_environment(environment: str) -> Environment:
     return Environment(**loaded)
 
 
+# Tuned by operators in the UI, not set from variables: `blocks init` creates them once, never resets them.
+_KEEP_IF_PRESENT = {"thresholds", "queries"}
+
+
 def save_environment(env: Environment, environment: str) -> list[str]:
     """Save every block of `env` under `environment`; return the saved block names."""
     saved = []
@@ -75,6 +83,12 @@ def save_environment(env: Environment, environment: str) -> list[str]:
         if block is None:
             continue
         name = block_name(environment, item.name)
+        if item.name in _KEEP_IF_PRESENT:
+            try:
+                type(block).load(name)
+                continue
+            except ValueError:
+                pass
         block.save(name, overwrite=True)
         saved.append(f"{block.get_block_type_slug()}/{name}")
     return saved
@@ -83,7 +97,7 @@ def save_environment(env: Environment, environment: str) -> list[str]:
 def _block_class(part: str):
     return {"database": PostgresDatabase, "encryption": BackupEncryption, "repository": BackupRepository,
             "slack": SlackNotices, "archive": ArchiveSources, "drill_database": PostgresDatabase,
-            "app": AppHost}[part]
+            "app": AppHost, "thresholds": CheckThresholds, "queries": BusinessQueries, "redis": RedisCache}[part]
 
 
 def environment_from_variables(variables: Mapping[str, str]) -> Environment:
@@ -144,9 +158,14 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
                   pm2_home=optional("PM2_HOME"), pm2_command=optional("PM2_COMMAND", "pm2"),
                   nginx_reload_command=optional("NGINX_RELOAD_COMMAND"))
 
+    redis_url = optional("REDIS_URL")
+    redis = RedisCache(url=redis_url, password=SecretStr(optional("REDIS_PASSWORD")) if optional("REDIS_PASSWORD")
+                       else None) if redis_url else None
+
     drill = optional("DRILL_DATABASE_URL")
     return Environment(database=database, encryption=encryption, repository=repository, slack=slack,
-                       archive=archive, drill_database=PostgresDatabase.from_url(drill) if drill else None, app=app)
+                       archive=archive, drill_database=PostgresDatabase.from_url(drill) if drill else None, app=app,
+                       thresholds=CheckThresholds(), queries=BusinessQueries(), redis=redis)
 
 
 def _missing_key():

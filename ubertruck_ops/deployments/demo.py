@@ -13,13 +13,16 @@ def run_demo(directory: str, size_mb: int) -> int:
     os.environ.setdefault("PREFECT_HOME", str(base.parent / (base.name + "-prefect")))
     from ubertruck_ops.core.text import human_bytes, human_seconds
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
+    from ubertruck_ops.core.checks import OK
+    from ubertruck_ops.flows.checklists import morning_checklist
     from ubertruck_ops.flows.deploy import deploy
     from ubertruck_ops.flows.nightly_backup import nightly_backup
     from ubertruck_ops.flows.rollback import rollback
+    from ubertruck_ops.tasks.checks.orchestration import checklist_rows
     from ubertruck_ops.flows.restore_drill import restore_drill
     from ubertruck_ops.sandbox.environment import Sandbox
 
-    print(f"[1/4] sandbox: embedded PostgreSQL 18 with a ~{size_mb} MB Ubertruck database, the sample "
+    print(f"[1/5] sandbox: embedded PostgreSQL 18 with a ~{size_mb} MB Ubertruck database, the sample "
           f"application's git repository and an application host under PM2, in {base}")
     clock = time.monotonic()
     sandbox = Sandbox(base, size_mb, slack_webhook=os.environ.get("SLACK_WEBHOOK_URL"), with_app=True)
@@ -28,7 +31,7 @@ def run_demo(directory: str, size_mb: int) -> int:
         ensure_concurrency_limits()
         print(f"      ready in {human_seconds(time.monotonic() - clock)}: "
               f"{sum(sandbox.row_counts.values()):,} rows in {len(sandbox.row_counts)} tables")
-        print("[2/4] nightly-backup (environment=sandbox)")
+        print("[2/5] nightly-backup (environment=sandbox)")
         backup = nightly_backup(environment="sandbox", return_state=True)
         if not backup.is_completed():
             print(f"nightly-backup failed: {backup.message}")
@@ -38,7 +41,7 @@ def run_demo(directory: str, size_mb: int) -> int:
               ", ".join(f"{name} {human_bytes(size)}" for name, size in result["objects"].items()))
         if result["missing_paths"]:
             print("      not archived (missing, reported not fatal): " + ", ".join(result["missing_paths"]))
-        print("[3/4] restore-drill into a throwaway PostgreSQL")
+        print("[3/5] restore-drill into a throwaway PostgreSQL")
         drill = restore_drill(environment="sandbox", return_state=True)
         if not drill.is_completed():
             print(f"restore-drill failed: {drill.message}")
@@ -46,7 +49,7 @@ def run_demo(directory: str, size_mb: int) -> int:
         report = drill.result()
         print(f"      drill passed: {report['tables']} tables, {report['rows']:,} rows match the manifest; "
               f"RTO {human_seconds(report['rto_seconds'])}, RPO {human_seconds(report['rpo_seconds'])}")
-        print("[4/4] deploy v1.1.0, deploy v1.2.0 (zero-downtime hand-over), deploy the broken v1.3.0 "
+        print("[4/5] deploy v1.1.0, deploy v1.2.0 (zero-downtime hand-over), deploy the broken v1.3.0 "
               "(rolled back by itself), rollback to v1.1.0")
         for tag in ("v1.1.0", "v1.2.0"):
             result = deploy(tag=tag, environment="sandbox")
@@ -58,6 +61,15 @@ def run_demo(directory: str, size_mb: int) -> int:
         back = rollback(environment="sandbox")
         print(f"      rollback to {back['tag']} in {human_seconds(back['duration_seconds'])}; services: "
               + ", ".join(f"{name}:{port}" for name, port in sandbox.env.app.services.items()))
+        print("[5/5] morning-checklist (9:00) against the sandbox")
+        checklist = morning_checklist(environment="sandbox", return_state=True)
+        rows = checklist_rows(checklist.state_details.flow_run_id)
+        for row in rows:
+            if row["status"] != OK:
+                print(f"      {row['status']:>8} {row['severity'] or '':<6} {row['name']}: {row['detail'][:110]}")
+        tally = {status: sum(r["status"] == status for r in rows) for status in ("critical", "error", "warn", "ok")}
+        print(f"      {checklist.type.value}: " + ", ".join(f"{n} {s}" for s, n in tally.items())
+              + " (the full table and report are artifacts morning-checklist-results / -report)")
     finally:
         sandbox.stop()
     print(f"""
@@ -69,3 +81,4 @@ Where to look:
   sandbox database data (stopped): {sandbox.base / 'postgres'}
 Demo finished in {human_seconds(time.monotonic() - clock)}.""")
     return 0
+

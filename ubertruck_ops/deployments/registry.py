@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from prefect import Flow
 
+from ubertruck_ops.flows.checklists import afternoon_checklist, evening_checklist, morning_checklist
 from ubertruck_ops.flows.deploy import deploy
 from ubertruck_ops.flows.incremental_backup import incremental_backup
+from ubertruck_ops.flows.maintenance import monthly_maintenance, weekly_maintenance
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.flows.restore_drill import restore_drill
 from ubertruck_ops.flows.rollback import rollback
 
-FLOWS: dict[str, Flow] = {f.name: f for f in (nightly_backup, incremental_backup, restore, restore_drill, deploy, rollback)}
+FLOWS: dict[str, Flow] = {f.name: f for f in (nightly_backup, incremental_backup, restore, restore_drill, deploy, rollback,
+                                         morning_checklist, afternoon_checklist, evening_checklist,
+                                         weekly_maintenance, monthly_maintenance)}
 
 
 def get_flow(name: str) -> Flow:

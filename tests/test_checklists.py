@@ -1,0 +1,235 @@
+"""The daily checklists and the maintenance flows against real PostgreSQL, Redis, PM2-run services,
+HTTP endpoints and a Slack receiver."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from tests.conftest import make_app_host, make_database, require, save_env, stop_app_host
+from tests.parts import RedisServer, SilentServer, SlackReceiver, flow_run_artifacts
+from ubertruck_ops.blocks.monitoring import CheckThresholds, RedisCache
+from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.flows.checklists import afternoon_checklist, evening_checklist, morning_checklist
+from ubertruck_ops.flows.deploy import deploy
+from ubertruck_ops.flows.maintenance import monthly_maintenance, weekly_maintenance
+from ubertruck_ops.tasks import pm2
+from ubertruck_ops.tasks.checks.orchestration import checklist_rows
+from ubertruck_ops.tasks.checks.reports import record_day
+
+
+@pytest.fixture(scope="module")
+def live(pg18, pm2_path, app_repository, tmp_path_factory):
+    """An environment with six services live under PM2 (v1.2.0, deployed by the deploy flow, which
+    also took a backup before its migrations), a real Redis, and a Slack receiver."""
+    import shutil
+
+    require(shutil.which("redis-server") is not None, "redis-server is missing: apt-get install -y redis-server")
+    redis_server = RedisServer().start()
+    slack = SlackReceiver().start()
+    app = make_app_host(pm2_path, app_repository)
+    db = make_database(pg18)     # below ~10 MB the generator adds no rows to an empty database's ~8 MB
+    repo = tmp_path_factory.mktemp("checklist-repo")
+    env = save_env(db, BackupRepository(url=str(repo)), app=app, slack_url=slack.webhook())
+    CheckThresholds(check_timeout_seconds=4, auth_log=None, cache_cleanup_patterns=["cache:tmp:*"],
+                    queue_keys=["bull:jobs:wait"], vacuum_dead_tuples=100).save(f"{env}-thresholds", overwrite=True)
+    RedisCache(url=redis_server.url, password=SecretStr(redis_server.password)).save(f"{env}-redis", overwrite=True)
+    assert deploy(tag="v1.2.0", environment=env)["backup_id"]
+    yield {"env": env, "app": app, "db": db, "repo": repo, "redis": redis_server, "slack": slack}
+    stop_app_host(app)
+    slack.stop()
+    redis_server.stop()
+
+
+def results_of(state) -> dict[str, dict]:
+    rows = checklist_rows(state.state_details.flow_run_id)
+    assert rows, "no table artifact published"
+    return {row["name"]: row for row in rows}
+
+
+def test_morning_checklist_on_a_healthy_system_then_new_error_lines_then_a_service_down(live):
+    env, app, slack = live["env"], live["app"], live["slack"]
+    state = morning_checklist(environment=env, return_state=True)
+    assert state.is_completed(), state.message
+    results = results_of(state)
+    for service in app.services:
+        assert results[f"health {service}"]["status"] == "ok"
+        assert results[f"pm2 {service}"]["status"] == "ok"
+    for name in ("last night's backup", "database reachable", "response times", "error logs", "scheduled jobs late"):
+        assert results[name]["status"] == "ok", results[name]
+    assert "match their manifest" in results["last night's backup"]["detail"]
+    assert any(a.type == "markdown" for a in flow_run_artifacts(state))
+
+    # New lines in an error log since the last run: reported once, with the line itself.
+    log = Path(app.logs) / "booking-service-error.log"
+    with open(log, "a") as handle:
+        handle.write("2026-11-24 09:01:02 +05:30: TypeError: cannot read properties of undefined (reading 'id')\n")
+    results = results_of(morning_checklist(environment=env, return_state=True))
+    assert results["error logs"]["status"] == "warn" and "cannot read properties" in results["error logs"]["detail"]
+    assert results_of(morning_checklist(environment=env, return_state=True))["error logs"]["status"] == "ok"
+
+    # A service down: critical, the run Failed, Slack lists the critical items first.
+    booking = next(a for a in pm2.list_apps(app) if a.service == "booking-service")
+    pm2._pm2(app, "delete", str(booking.pm_id))
+    try:
+        state = morning_checklist(environment=env, return_state=True)
+        assert state.is_failed() and "booking-service" in state.message
+        results = results_of(state)
+        assert results["health booking-service"]["status"] == "critical"
+        assert results["pm2 booking-service"]["status"] == "critical"
+        assert results["health user-service"]["status"] == "ok"
+        summary = slack.posts[-1]["blocks"][0]["text"]["text"]
+        first_item = summary.splitlines()[1]
+        assert ":red_circle:" in first_item and "booking-service" in first_item
+    finally:
+        pm2.hand_over.fn(app, "booking-service", "v1.2.0", Path(app.app_root) / "ecosystem.config.js")
+
+
+def test_one_endpoint_that_never_answers_costs_only_its_timeout(live):
+    env = live["env"]
+    silent = SilentServer().start()
+    limits = CheckThresholds.load(f"{env}-thresholds")
+    try:
+        limits.endpoints = [silent.url]
+        limits.save(f"{env}-thresholds", overwrite=True)
+        clock = time.monotonic()
+        state = morning_checklist(environment=env, return_state=True)
+        wall = time.monotonic() - clock
+    finally:
+        limits.endpoints = []
+        limits.save(f"{env}-thresholds", overwrite=True)
+        silent.stop()
+    assert state.is_failed()
+    results = results_of(state)
+    assert results[f"endpoint {silent.url}"]["status"] == "critical"
+    assert results["health user-service"]["status"] == "ok"
+    assert wall < limits.check_timeout_seconds + 8, f"the checklist took {wall:.1f} s"
+
+
+def test_database_unreachable_is_critical_and_the_rest_still_reports(live, pg18):
+    db = live["db"].model_copy(update={"port": pg18.port + 1 if pg18.port < 65000 else pg18.port - 1})
+    env = save_env(db, BackupRepository(url=str(live["repo"])), app=live["app"])
+    state = morning_checklist(environment=env, return_state=True)
+    assert state.is_failed()
+    results = results_of(state)
+    unreachable = results["database reachable"]
+    assert unreachable["status"] == "critical" and db.database in unreachable["detail"]
+    assert db.password.get_secret_value() not in json.dumps(results)
+    assert results["health user-service"]["status"] == "ok"
+    assert results["last night's backup"]["status"] == "ok"
+
+
+def test_afternoon_checklist_with_redis_up_then_stopped(live):
+    env, redis_server = live["env"], live["redis"]
+    client = redis_server.client()
+    for number in range(50):
+        client.set(f"cache:user:{number}", "x")
+        client.get(f"cache:user:{number}")
+    client.get("cache:missing")
+    state = afternoon_checklist(environment=env, return_state=True)
+    results = results_of(state)
+    for name in ("active users", "booking success rate", "database connections", "postgres cache hit rate",
+                 "redis cache hit rate", "queue backlog", "response times"):
+        assert results[name]["status"] in ("ok", "warn"), results[name]
+    assert results["redis cache hit rate"]["status"] == "ok"
+
+    redis_server.stop()
+    try:
+        state = afternoon_checklist(environment=env, return_state=True)
+        results = results_of(state)
+        assert state.is_failed()
+        assert results["redis cache hit rate"]["status"] == "critical"
+        assert results["database connections"]["status"] in ("ok", "warn")
+        assert results["active users"]["status"] == "ok"
+        assert redis_server.password not in json.dumps(results)
+    finally:
+        redis_server.start()
+        RedisCache(url=redis_server.url, password=SecretStr(redis_server.password)).save(f"{env}-redis", overwrite=True)
+
+
+def test_slack_down_still_publishes_the_report(live):
+    down = SlackReceiver(status=500).start()
+    try:
+        env = save_env(live["db"], BackupRepository(url=str(live["repo"])), app=live["app"], slack_url=down.webhook())
+        state = morning_checklist(environment=env, return_state=True)
+    finally:
+        down.stop()
+    assert state.is_completed(), state.message
+    assert down.posts, "the summary was not even attempted"
+    assert results_of(state)["health user-service"]["status"] == "ok"
+
+
+def test_evening_report_compares_the_day_with_yesterday_and_draws_it(live):
+    env, repo = live["env"], live["repo"]
+    state = evening_checklist(environment=env, return_state=True)
+    results = results_of(state)
+    assert results["daily metrics"]["status"] == "ok" and "bookings" in results["daily metrics"]["detail"]
+    assert results["backup schedules" if "backup schedules" in results else "schedule nightly-backup"]
+    report = next(a for a in flow_run_artifacts(state) if a.type == "markdown")
+    assert "data:image/png;base64," in report.data and "| bookings |" in report.data
+    charts = list(Path(repo).glob(f"reports/{env}/*/*/*/status.png"))
+    assert charts and charts[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((Path(repo) / "reports" / env / "daily-figures.json").read_text())
+    assert any("bookings" in figures and "disk used bytes" in figures for figures in history.values())
+    assert any("daily chart" in json.dumps(post) for post in live["slack"].posts)
+
+
+def test_weekly_maintenance_vacuums_cleans_the_cache_and_checks_logs(live):
+    env, db, redis_server = live["env"], live["db"], live["redis"]
+    with psycopg.connect(**db.connect_kwargs(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE booking.bookings SET (autovacuum_enabled = false)")
+        conn.execute("UPDATE booking.bookings SET notes = coalesce(notes, '') || '.'")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    time.sleep(1.2)
+    client = redis_server.client()
+    for number in range(30):
+        client.set(f"cache:tmp:{number}", "x")
+    client.set("session:keep", "x")
+    state = weekly_maintenance(environment=env, return_state=True)
+    results = results_of(state)
+    assert "booking.bookings" in results["vacuum analyze"]["detail"]
+    assert "cache:tmp:*: 30 key(s) removed" in results["cache clean-up"]["detail"]
+    assert client.exists("session:keep") and not client.keys("cache:tmp:*")
+    assert results["log rotation"]["status"] == "ok"
+    assert results["pending updates"]["status"] in ("ok", "warn", "error")
+    with psycopg.connect(**db.connect_kwargs()) as conn:
+        dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'bookings'").fetchone()[0]
+    assert dead < 100
+
+
+def test_monthly_maintenance_drills_reviews_and_plans_capacity(live, tmp_path):
+    import datetime as dt
+
+    from tests.parts import serve_tls_certificate
+    from ubertruck_ops.tasks.repository import open_repository
+
+    env, repo = live["env"], live["repo"]
+    today = dt.datetime.now(dt.timezone.utc).date()
+    gib = 2**30
+    local = open_repository(BackupRepository(url=str(repo)))
+    for days_ago, used, seconds in ((20, 100 * gib, 0.05), (10, 110 * gib, 0.08), (0, 120 * gib, 0.06)):
+        record_day(local, env, today - dt.timedelta(days=days_ago),
+                   {"disk used bytes": used, "disk total bytes": 200 * gib, "response seconds": seconds,
+                    "database MiB": 10 + days_ago})
+    with serve_tls_certificate(days_valid=10) as target:
+        limits = CheckThresholds.load(f"{env}-thresholds")
+        limits.tls_hosts = [target]
+        limits.save(f"{env}-thresholds", overwrite=True)
+        try:
+            state = monthly_maintenance(environment=env, return_state=True)
+        finally:
+            limits.tls_hosts = []
+            limits.save(f"{env}-thresholds", overwrite=True)
+    assert state.is_completed(), state.message
+    results = results_of(state)
+    assert results[f"tls {target}"]["status"] == "warn" and results[f"tls {target}"]["severity"] == "low"
+    assert results["restore drill"]["status"] == "ok"
+    assert "response median" in results["performance review"]["detail"]
+    # 1 GiB a day, 60 GiB left until 90% of 200 GiB: about 60 days, inside the 90-day warning
+    capacity = results["capacity planning"]
+    assert capacity["status"] == "warn" and "60 days until 90% full" in capacity["detail"]

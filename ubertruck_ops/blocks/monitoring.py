@@ -1,0 +1,100 @@
+"""What the checklists measure against: the guide's alert thresholds, the business queries,
+and the Redis cache. Operators tune them in the Prefect UI."""
+
+from __future__ import annotations
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+# The sandbox schema's answers to the checklists' business questions. The real schema may
+# differ: the queries live in a block so they can be changed without a release.
+DEFAULT_QUERIES = {
+    "active_users": "SELECT count(DISTINCT customer_id) FROM booking.bookings "
+                    "WHERE created_at > now() - interval '24 hours'",
+    "booking_success_rate": "SELECT coalesce(100.0 * count(*) FILTER (WHERE status <> 'cancelled') "
+                            "/ nullif(count(*), 0), 100) FROM booking.bookings "
+                            "WHERE created_at > now() - interval '24 hours'",
+    "pending_settlements": "SELECT count(*) FROM payment.payments WHERE status = 'captured' AND settled_at IS NULL "
+                           "AND created_at < now() - interval '2 days'",
+    "failed_background_jobs": "SELECT count(*) FROM payment.payments WHERE status = 'failed' "
+                              "AND created_at > now() - interval '24 hours'",
+    "bookings_day": "SELECT count(*) FROM booking.bookings WHERE created_at >= %(day)s::date "
+                    "AND created_at < %(day)s::date + 1",
+    "revenue_day": "SELECT coalesce(sum(amount), 0) FROM payment.payments WHERE status = 'captured' "
+                   "AND created_at >= %(day)s::date AND created_at < %(day)s::date + 1",
+    "truck_utilization_day": "SELECT coalesce(100.0 * count(DISTINCT b.truck_id) / nullif((SELECT count(*) FROM "
+                             "fleet.trucks WHERE status = 'active'), 0), 0) FROM booking.bookings b "
+                             "WHERE b.truck_id IS NOT NULL AND b.scheduled_at >= %(day)s::date "
+                             "AND b.scheduled_at < %(day)s::date + 1",
+    "new_users_day": "SELECT count(*) FROM core.users WHERE created_at >= %(day)s::date "
+                     "AND created_at < %(day)s::date + 1",
+    "failed_logins": "SELECT count(*) FROM admin.audit_log WHERE action = 'login_failed' "
+                     "AND created_at > now() - interval '24 hours'",
+}
+
+
+class CheckThresholds(Block):
+    """The guide's alert rules (section 7.3) and what each check looks at."""
+
+    _block_type_name = "Ubertruck Check Thresholds"
+    _block_type_slug = "ubertruck-check-thresholds"
+    _description = "Thresholds of the daily checklists and the maintenance flows (the guide's alert rules)."
+
+    check_timeout_seconds: float = Field(default=10, gt=0, title="Per-check timeout (s)",
+                                         description="A check that does not finish in time is reported and the "
+                                                     "checklist moves on.")
+    response_time_critical_s: float = Field(default=5, title="Response time critical (s)")
+    response_time_medium_s: float = Field(default=2, title="Response time medium (s)")
+    error_rate_critical_pct: float = Field(default=10, title="Error rate critical (%)")
+    error_rate_high_pct: float = Field(default=5, title="Error rate high (%)")
+    cpu_high_pct: float = Field(default=90, title="CPU high (%)")
+    cpu_medium_pct: float = Field(default=80, title="CPU medium (%)")
+    memory_high_pct: float = Field(default=90, title="Memory high (%)")
+    disk_free_critical_pct: float = Field(default=10, title="Disk free critical (%)")
+    disk_used_low_pct: float = Field(default=70, title="Disk used low priority (%)")
+    queue_backlog_high: int = Field(default=1000, title="Queue backlog high")
+    cache_hit_medium_pct: float = Field(default=90, title="Cache hit rate medium below (%)")
+    connections_high_pct: float = Field(default=80, title="Database connections high (% of max_connections)")
+    tls_expiry_days: int = Field(default=30, title="TLS certificate expiry low priority (days)")
+    failed_jobs_medium: int = Field(default=0, title="Failed background jobs medium (above)")
+    failed_logins_high: int = Field(default=20, title="Failed logins per day high (above)")
+    restarts_medium: int = Field(default=0, title="PM2 restarts since the last run, medium (above)")
+    backup_max_age_hours: float = Field(default=26, title="Newest nightly backup max age (h)")
+    disk_paths: list[str] = Field(default_factory=lambda: ["/"], title="Disks (mount points) to check")
+    endpoints: list[str] = Field(default_factory=list, title="Extra endpoints",
+                                 description="URLs checked besides every service's /health (e.g. the public site).")
+    tls_hosts: list[str] = Field(default_factory=list, title="TLS hosts", description="host[:port] whose "
+                                                                                       "certificate expiry is checked.")
+    auth_log: str | None = Field(default="/var/log/auth.log", title="Auth log",
+                                 description="Read for failed logins where readable.")
+    queue_keys: list[str] = Field(default_factory=list, title="Queue keys",
+                                  description="Redis lists whose length is the queue backlog (e.g. bull:jobs:wait).")
+    cache_cleanup_patterns: list[str] = Field(default_factory=lambda: ["cache:tmp:*"], title="Cache clean-up patterns",
+                                              description="Redis keys removed by the weekly maintenance.")
+    vacuum_dead_tuples: int = Field(default=10000, title="VACUUM ANALYZE above dead tuples")
+    vacuum_dead_ratio_pct: float = Field(default=10, title="... or above dead tuple ratio (%)")
+    log_max_size_mb: float = Field(default=100, title="Log file max size (MB)")
+    log_max_age_days: float = Field(default=14, title="Log file max age (days)")
+
+
+class BusinessQueries(Block):
+    """SQL answering the checklists' business questions; each returns one number."""
+
+    _block_type_name = "Ubertruck Business Queries"
+    _block_type_slug = "ubertruck-business-queries"
+    _description = "SQL for active users, booking success, settlements and the daily metrics; one number each."
+
+    queries: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_QUERIES), title="Queries",
+                                    description="name -> SQL returning one number; %(day)s is the day reported on.")
+
+
+class RedisCache(Block):
+    """The Redis server the services use as cache and queue."""
+
+    _block_type_name = "Ubertruck Redis"
+    _block_type_slug = "ubertruck-redis"
+    _description = "Redis URL and password (a secret)."
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", title="URL", description="redis://host:port/db, no password.")
+    password: SecretStr | None = Field(default=None, title="Password")
+    timeout_seconds: float = Field(default=5, title="Timeout (s)")

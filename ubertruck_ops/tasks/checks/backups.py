@@ -1,0 +1,47 @@
+"""Checks on the backup repository: last night's backup complete, recent and restorable by its
+manifest (every object's size and SHA-256); backup sizes and durations per day."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+
+from ubertruck_ops.blocks.monitoring import CheckThresholds
+from ubertruck_ops.core import checks
+from ubertruck_ops.core.checks import CRITICAL, CheckResult
+from ubertruck_ops.core.text import human_bytes
+from ubertruck_ops.tasks import catalog, load
+
+
+def last_backup(repo, limits: CheckThresholds) -> CheckResult:
+    """The newest complete nightly backup is younger than the limit and every object matches its
+    manifest: critical otherwise (no backup means no recovery)."""
+    name = "last night's backup"
+    try:
+        manifest = catalog.find_backup.fn(repo)
+    except catalog.BackupNotFound:
+        return CheckResult(name, CRITICAL, "none", "a complete backup", f"no complete backup in {repo.description}",
+                           "critical")
+    age_hours = (datetime.now(timezone.utc) - manifest.finished).total_seconds() / 3600
+    if age_hours > limits.backup_max_age_hours:
+        return CheckResult(name, CRITICAL, f"{age_hours:.0f} h old", f"<= {limits.backup_max_age_hours} h",
+                           f"newest backup {manifest.backup_id} is {age_hours:.0f} h old", "critical")
+    try:
+        load.verify_objects.fn(repo, manifest)
+    except load.BackupCorrupt as exc:
+        return CheckResult(name, CRITICAL, "damaged", "checksums match", str(exc)[:300], "critical")
+    size = sum(o.size for o in manifest.objects)
+    return checks.ok(name, manifest.backup_id, f"<= {limits.backup_max_age_hours} h, checksums match",
+                     f"{manifest.backup_id}: {age_hours:.1f} h old, {len(manifest.objects)} objects "
+                     f"({human_bytes(size)}) match their manifest")
+
+
+def backups_per_day(repo) -> dict[str, dict]:
+    """Return {YYYY-MM-DD: {count, bytes, seconds}} of complete backups by the day they finished (UTC)."""
+    days: dict[str, dict] = defaultdict(lambda: {"count": 0, "bytes": 0, "seconds": 0.0})
+    for manifest in catalog.list_manifests(repo):
+        day = days[manifest.finished.date().isoformat()]
+        day["count"] += 1
+        day["bytes"] += sum(o.size for o in manifest.objects)
+        day["seconds"] += (manifest.finished - manifest.started).total_seconds()
+    return dict(days)

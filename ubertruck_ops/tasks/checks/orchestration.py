@@ -1,0 +1,112 @@
+"""Checks against the Prefect API: failed and late flow runs, the backup deployments' schedules;
+and the small state checklists keep between runs (Prefect variables, so any worker has it)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, FlowRunFilter,
+                                            FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateName,
+                                            FlowRunFilterStateType)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.variables import Variable
+
+from ubertruck_ops.core import checks
+from ubertruck_ops.core.checks import CheckResult
+
+BACKUP_FLOWS = ("nightly-backup", "incremental-backup")
+
+
+def failed_runs(since: datetime, name: str = "overnight alerts") -> CheckResult:
+    """Flow runs that failed or crashed since `since` (high when any)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED])),
+            start_time=FlowRunFilterStartTime(after_=since)), limit=200)
+        flows = {f.id: f.name for f in client.read_flows(limit=200)}
+    if runs:
+        listed = ", ".join(f"{flows.get(r.flow_id, '?')}/{r.name} ({r.state_name})" for r in runs[:5])
+        return CheckResult(name, checks.WARN, len(runs), "0", f"{len(runs)} since {since:%d %b %H:%M} UTC: {listed}",
+                           "high")
+    return checks.ok(name, 0, "0", f"no failed or crashed flow runs since {since:%d %b %H:%M} UTC")
+
+
+def late_runs() -> CheckResult:
+    """Scheduled flow runs that are late (nobody picked them up): high when any."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late"]))), limit=100)
+    if runs:
+        return CheckResult("scheduled jobs late", checks.WARN, len(runs), "0",
+                           f"{len(runs)} late run(s): " + ", ".join(r.name for r in runs[:5]) +
+                           " - is a worker or `ubertruck-ops serve` running?", "high")
+    return checks.ok("scheduled jobs late", 0, "0", "no late runs")
+
+
+def backup_schedules() -> list[CheckResult]:
+    """The backup deployments exist, are not paused, have an active schedule and a next run."""
+    results = []
+    with get_client(sync_client=True) as client:
+        for flow_name in BACKUP_FLOWS:
+            name = f"schedule {flow_name}"
+            deployments = [d for d in client.read_deployments(limit=200)
+                           if d.name and (d.name == flow_name or d.name.startswith(flow_name))]
+            if not deployments:
+                results.append(CheckResult(name, checks.WARN, "missing", "scheduled",
+                                           f"no deployment of {flow_name}: run `prefect deploy --all` or "
+                                           "`ubertruck-ops serve`", "high"))
+                continue
+            deployment = deployments[0]
+            active = [s for s in (deployment.schedules or []) if s.active]
+            if deployment.paused or not active:
+                results.append(CheckResult(name, checks.WARN, "paused", "active", f"{deployment.name} has no active "
+                                           "schedule (paused)", "high"))
+                continue
+            upcoming = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id={"any_": [deployment.id]}),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1)
+            if not upcoming:
+                results.append(CheckResult(name, checks.WARN, "no next run", "scheduled",
+                                           f"{deployment.name}: active schedule but no run scheduled", "high"))
+                continue
+            when = upcoming[0].expected_start_time
+            results.append(checks.ok(name, f"{when:%d %b %H:%M} UTC", "scheduled", f"{deployment.name}: next run "
+                                     f"{when:%Y-%m-%d %H:%M} UTC"))
+    return results
+
+
+def checklist_rows(flow_run_id) -> list[dict]:
+    """Return the rows of a checklist run's table artifact (one per check), or [] without one."""
+    import json
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["table"])))
+    if not artifacts:
+        return []
+    data = artifacts[0].data
+    return data if isinstance(data, list) else json.loads(data)
+
+
+def remembered(key: str, environment: str) -> dict:
+    """Return what the checklists stored under `key` for `environment` (empty the first time)."""
+    value = Variable.get(_name(key, environment), default=None)
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def remember(key: str, environment: str, value: dict) -> None:
+    Variable.set(_name(key, environment), value, overwrite=True)
+
+
+def _name(key: str, environment: str) -> str:
+    return f"ubertruck_{environment}_{key}".replace("-", "_")
+
+
+def since_hours(hours: float) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(hours=hours)

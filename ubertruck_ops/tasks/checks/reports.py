@@ -1,0 +1,41 @@
+"""Reports kept in the backup repository beside the backups (under reports/, which retention
+of backups never touches): the daily chart and the daily figures history that the monthly
+review and capacity planning read. A new worker finds them there; no local state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+HISTORY_DAYS = 400
+
+
+def _prefix(environment: str) -> str:
+    return f"reports/{environment}"
+
+
+def store_report_file(repo, environment: str, day: dt.date, name: str, data: bytes) -> str:
+    """Store a report file for `day`; return where to see it (a 7-day link on S3, a path locally)."""
+    key = f"{_prefix(environment)}/{day:%Y/%m/%d}/{name}"
+    repo.put_bytes(key, data)
+    if hasattr(repo, "client"):
+        return repo.client.generate_presigned_url("get_object", Params={"Bucket": repo.bucket, "Key": repo._key(key)},
+                                                  ExpiresIn=7 * 86400)
+    return str(repo._path(key))
+
+
+def read_history(repo, environment: str) -> dict[str, dict]:
+    """Return {YYYY-MM-DD: figures} recorded by earlier runs (empty the first time)."""
+    try:
+        return json.loads(repo.get_bytes(f"{_prefix(environment)}/daily-figures.json"))
+    except Exception:  # noqa: BLE001 - no history yet (or unreadable): start a new one
+        return {}
+
+
+def record_day(repo, environment: str, day: dt.date, figures: dict) -> dict[str, dict]:
+    """Merge `figures` into the history for `day`, keep the newest HISTORY_DAYS days; return the history."""
+    history = read_history(repo, environment)
+    history[day.isoformat()] = {**history.get(day.isoformat(), {}), **figures}
+    kept = dict(sorted(history.items())[-HISTORY_DAYS:])
+    repo.put_bytes(f"{_prefix(environment)}/daily-figures.json", json.dumps(kept, indent=1).encode())
+    return kept

@@ -1,0 +1,31 @@
+"""Check of a TLS certificate's expiry (the guide's 'SSL certificate expiry < 30 days')."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import datetime, timezone
+
+from cryptography import x509
+
+from ubertruck_ops.core import checks
+from ubertruck_ops.core.checks import CRITICAL, CheckResult
+
+
+def certificate_expiry(target: str, warn_days: int, timeout: float = 10) -> CheckResult:
+    """Days until `target`'s (host[:port]) certificate expires: low priority within `warn_days`,
+    critical once expired; error when no certificate could be read."""
+    host, _, port = target.partition(":")
+    name = f"tls {target}"
+    try:
+        pem = ssl.get_server_certificate((host, int(port or 443)), timeout=timeout)
+    except (OSError, ValueError) as exc:
+        return checks.error(name, f"cannot read the certificate of {target}: {exc}")
+    expires = x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
+    days = (expires - datetime.now(timezone.utc)).total_seconds() / 86400
+    if days < 0:
+        return CheckResult(name, CRITICAL, f"{days:.0f} days", f">= {warn_days} days", f"expired {expires:%Y-%m-%d}",
+                           "critical")
+    if days < warn_days:
+        return CheckResult(name, checks.WARN, f"{days:.0f} days", f">= {warn_days} days",
+                           f"expires {expires:%Y-%m-%d} (in {days:.0f} days): renew it", "low")
+    return checks.ok(name, f"{days:.0f} days", f">= {warn_days} days", f"expires {expires:%Y-%m-%d}")
