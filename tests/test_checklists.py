@@ -233,3 +233,26 @@ def test_monthly_maintenance_drills_reviews_and_plans_capacity(live, tmp_path):
     # 1 GiB a day, 60 GiB left until 90% of 200 GiB: about 60 days, inside the 90-day warning
     capacity = results["capacity planning"]
     assert capacity["status"] == "warn" and "60 days until 90% full" in capacity["detail"]
+
+
+def test_a_missing_or_damaged_backup_is_critical(live, tmp_path):
+    import shutil
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = save_env(live["db"], BackupRepository(url=str(empty)), app=live["app"])
+    results = results_of(morning_checklist(environment=env, return_state=True))
+    assert results["last night's backup"]["status"] == "critical" and "no complete backup" in \
+        results["last night's backup"]["detail"]
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(live["repo"], damaged)
+    dump = next(damaged.glob("*/*/*/*/database.dump.zst.gpg"))
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    env = save_env(live["db"], BackupRepository(url=str(damaged)), app=live["app"])
+    state = morning_checklist(environment=env, return_state=True)
+    assert state.is_failed()
+    backup = results_of(state)["last night's backup"]
+    assert backup["status"] == "critical" and "database.dump.zst.gpg" in backup["detail"]
