@@ -221,7 +221,7 @@ def test_monthly_maintenance_drills_reviews_and_plans_capacity(live, tmp_path):
         limits.tls_hosts = [target]
         limits.save(f"{env}-thresholds", overwrite=True)
         try:
-            state = monthly_maintenance(environment=env, return_state=True)
+            state = monthly_maintenance(environment=env, drill_mode="logical", return_state=True)
         finally:
             limits.tls_hosts = []
             limits.save(f"{env}-thresholds", overwrite=True)

@@ -1,4 +1,4 @@
-"""The `ubertruck-ops` command: demo, blocks init, run."""
+"""The `ubertruck-ops` command: demo, serve, blocks init, run, wal-archive, wal-push, deployments-yaml."""
 
 from __future__ import annotations
 
@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--environment", default="production", help="environment whose repository and key to use")
     archive = commands.add_parser("wal-archive", help="stream WAL continuously into the repository (pg_receivewal)")
     archive.add_argument("--environment", default="production", help="environment to archive")
+    serve = commands.add_parser("serve", help="serve every deployment with its schedule (starts a local Prefect "
+                                              "server when PREFECT_API_URL is unset)")
+    serve.add_argument("--environment", default="production", help="environment the deployments act on")
+    serve.add_argument("--host", default="127.0.0.1", help="local server's address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=4200, help="local server's port (default 4200)")
+    render = commands.add_parser("deployments-yaml", help="print prefect.yaml, rendered from deployments/schedules.py")
+    render.add_argument("--environment", default="production", help="environment the deployments act on")
     args = parser.parse_args(argv)
     _quiet_defaults()
 
@@ -73,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             return wal_push(args.path, args.environment)
         if args.command == "wal-archive":
             return wal_archive(args.environment)
+        if args.command == "serve":
+            from ubertruck_ops.deployments.serve import serve_everything
+
+            return serve_everything(args.environment, args.host, args.port)
+        if args.command == "deployments-yaml":
+            from ubertruck_ops.deployments.schedules import render_prefect_yaml
+
+            print(render_prefect_yaml(args.environment), end="")
+            return 0
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,7 +41,11 @@ def business(name: str, env: Environment, queries: dict[str, str], judge) -> Che
 @flow(name="morning-checklist", description="9:00: service health, overnight alerts, backup, error logs, disk, "
                                             "PM2, response times, scheduled jobs.")
 def morning_checklist(environment: str = "production") -> dict:
-    """Run the guide's morning checks on `environment`; fail when any is critical."""
+    """Run the guide's morning checks on `environment`; fail when any is critical.
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+    """
     env, limits, _ = settings(environment)
     state = orchestration.remembered("checklist_state", environment)
     learned: dict = {}
@@ -81,7 +85,11 @@ def morning_checklist(environment: str = "production") -> dict:
 @flow(name="afternoon-checklist", description="14:00: active users, booking success, settlements, response times, "
                                               "database connections, cache hit rates, queue backlog.")
 def afternoon_checklist(environment: str = "production") -> dict:
-    """Run the guide's afternoon checks on `environment`; fail when any is critical."""
+    """Run the guide's afternoon checks on `environment`; fail when any is critical.
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+    """
     env, limits, queries = settings(environment)
     plan: dict = {
         "active users": lambda: business("active_users", env, queries, lambda n: checks.ok(
@@ -119,7 +127,12 @@ METRICS = {"bookings": "bookings_day", "revenue (INR)": "revenue_day", "truck ut
 @flow(name="evening-checklist", description="18:00: the day's metrics against yesterday (with a chart), security "
                                             "alerts, backup schedules, resources, pending updates, status report.")
 def evening_checklist(environment: str = "production", day: str | None = None) -> dict:
-    """Run the guide's evening checks and the daily status report for `day` (default today, UTC)."""
+    """Run the guide's evening checks and the daily status report for `day` (default today, UTC).
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+        day: The day to report on (YYYY-MM-DD, UTC); empty: today.
+    """
     env, limits, queries = settings(environment)
     today = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.timezone.utc).date()
     yesterday = today - dt.timedelta(days=1)

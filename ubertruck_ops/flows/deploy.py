@@ -38,7 +38,12 @@ class MigrationFailed(RuntimeError):
 @flow(name="deploy", description="Build a release tag, migrate (after a backup), switch with zero downtime, "
                                  "health-gate, and roll back by itself on failure.")
 def deploy(tag: str, environment: str = "production") -> dict:
-    """Deploy release `tag` (vX.Y.Z) to `environment`'s application host; return what happened."""
+    """Deploy release `tag` (vX.Y.Z) to `environment`'s application host; return what happened.
+
+    Args:
+        tag: The release tag to deploy, e.g. v1.10.0 (it must exist in the application repository).
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+    """
     log = logger()
     step = Steps(log)
     clock = time.monotonic()

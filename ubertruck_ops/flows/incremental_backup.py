@@ -39,7 +39,14 @@ class PhysicalBackupRefused(RuntimeError):
 @flow(name="incremental-backup", description="Physical backup chain: a base, then PostgreSQL 17+ incrementals.")
 def incremental_backup(environment: str = "production", force_full: bool = False, max_chain_age_days: int = 7,
                        keep_wal_days: int = 3) -> dict:
-    """Take the next backup of `environment`'s physical chain; return its id, kind and why."""
+    """Take the next backup of `environment`'s physical chain; return its id, kind and why.
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+        force_full: Start a new chain with a base backup even when the current one could continue.
+        max_chain_age_days: A chain whose base is older than this starts anew.
+        keep_wal_days: Archived WAL is kept this long (longer where a kept backup needs it).
+    """
     log = logger()
     step = Steps(log)
     env = load_environment(environment)

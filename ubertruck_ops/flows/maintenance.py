@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from typing import Literal
 
 from prefect import flow
 
@@ -33,7 +34,11 @@ def tables_to_vacuum(stats: list[dict], min_dead: int, min_ratio_pct: float) -> 
 @flow(name="weekly-maintenance", description="Sunday: VACUUM ANALYZE where needed, Redis clean-up, log rotation, "
                                              "updates review.")
 def weekly_maintenance(environment: str = "production") -> dict:
-    """Run the weekly maintenance of `environment`; fail when any step finds something critical."""
+    """Run the weekly maintenance of `environment`; fail when any step finds something critical.
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+    """
     env, limits, _ = settings(environment)
     results: list[CheckResult] = []
 
@@ -102,12 +107,18 @@ def capacity_planning(history: dict[str, dict]) -> CheckResult:
 
 @flow(name="monthly-maintenance", description="1st of the month: TLS certificates, restore drill, performance "
                                               "review, capacity planning.")
-def monthly_maintenance(environment: str = "production") -> dict:
-    """Run the monthly maintenance of `environment`; fail when any item is critical (a failed drill is)."""
+def monthly_maintenance(environment: str = "production",
+                        drill_mode: Literal["logical", "physical", "both"] = "both") -> dict:
+    """Run the monthly maintenance of `environment`; fail when any item is critical (a failed drill is).
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+        drill_mode: The restore drill's mode: both (the guide's monthly DR drill), logical or physical.
+    """
     env, limits, _ = settings(environment)
     results: list[CheckResult] = [tls.certificate_expiry(target, limits.tls_expiry_days, limits.check_timeout_seconds)
                                   for target in limits.tls_hosts]
-    drill = restore_drill(environment=environment, return_state=True)
+    drill = restore_drill(environment=environment, mode=drill_mode, return_state=True)
     if drill.is_completed():
         report = drill.result()
         results.append(checks.ok("restore drill", report["backup_id"], "row counts match",

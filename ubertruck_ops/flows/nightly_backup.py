@@ -30,7 +30,11 @@ from ubertruck_ops.tasks.repository import open_repository
 
 @flow(name="nightly-backup", description="Encrypted logical backup of the database plus app and config archives.")
 def nightly_backup(environment: str = "production") -> dict:
-    """Back up `environment`'s database and files; return the backup id and sizes."""
+    """Back up `environment`'s database and files; return the backup id and sizes.
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+    """
     log = logger()
     step = Steps(log)
     env = load_environment(environment)

@@ -53,6 +53,17 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
     physical: rebuild a new cluster in `data_directory` (default: a new temporary folder) from the
     incremental chain and archived WAL, replayed up to `target_time` (default: all archived WAL),
     start it on a port of its own and verify it; it keeps running when `keep_running`.
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+        backup_id: The backup to restore; empty: the latest complete one (or the newest before target_time).
+        target_environment: Whose database receives the restore; empty: environment's own.
+        confirm: Required to overwrite an existing database: its exact name.
+        target_time: ISO 8601 moment to restore to, e.g. 2026-11-24T17:00:00+05:30.
+        files_to: Folder to extract the app and config archives into (never /); empty: not extracted.
+        method: logical (nightly dump) or physical (incremental chain + WAL, point in time).
+        data_directory: Physical only: where to build the restored cluster; empty: a new temporary folder.
+        keep_running: Physical only: leave the restored server running after verifying it.
     """
     if method == "physical":
         return _restore_physical(environment, target_time, data_directory, keep_running)

@@ -43,6 +43,11 @@ def restore_drill(environment: str = "production", backup_id: str | None = None,
 
     mode physical rebuilds the latest incremental chain plus archived WAL in a scratch folder
     instead; both runs the two drills (the monthly schedule does).
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+        backup_id: The backup to drill; empty: the latest complete one.
+        mode: logical (the nightly dump), physical (the incremental chain and WAL) or both.
     """
     report = {}
     if mode in ("logical", "both"):

@@ -32,7 +32,12 @@ from ubertruck_ops.tasks.notify import notify
 @flow(name="rollback", description="Put the previous release (or a named one still on the host) back live: "
                                    "switch, graceful hand-over, health gate.")
 def rollback(to: str | None = None, environment: str = "production") -> dict:
-    """Roll `environment`'s application back to `to` (default: the release live before the current one)."""
+    """Roll `environment`'s application back to `to` (default: the release live before the current one).
+
+    Args:
+        to: A release tag still on the host; empty: the release live before the current one.
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+    """
     log = logger()
     step = Steps(log)
     clock = time.monotonic()

@@ -1,0 +1,233 @@
+"""Deployments, schedules, serve and `prefect deployment run` from CI, against a real
+`prefect server start` and a real process worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import make_database, save_env
+from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.deployments.registry import FLOWS
+from ubertruck_ops.deployments.schedules import DEPLOYMENTS, TIMEZONE, WORK_POOL, render_prefect_yaml
+from ubertruck_ops.tasks.scratch_postgres import free_port
+
+PROJECT = Path(__file__).resolve().parents[1]
+IST = ZoneInfo(TIMEZONE)
+
+
+def test_prefect_yaml_is_rendered_from_the_one_source_of_schedules():
+    assert (PROJECT / "prefect.yaml").read_text() == render_prefect_yaml(), \
+        "prefect.yaml drifted: run `ubertruck-ops deployments-yaml > prefect.yaml`"
+    assert {spec.flow for spec in DEPLOYMENTS} == set(FLOWS)
+    crons = {spec.flow: spec.cron for spec in DEPLOYMENTS}
+    assert crons["nightly-backup"] == "0 2 * * *" and crons["incremental-backup"] == "0 */6 * * *"
+    assert (crons["morning-checklist"], crons["afternoon-checklist"], crons["evening-checklist"]) == \
+        ("0 9 * * *", "0 14 * * *", "0 18 * * *")
+    assert crons["weekly-maintenance"].endswith("* * 0") and crons["monthly-maintenance"].endswith(" 1 * *")
+    assert crons["deploy"] is crons["rollback"] is crons["restore"] is None
+
+
+def test_every_parameter_has_a_type_a_description_and_no_secret():
+    for name, flow in FLOWS.items():
+        schema = flow.parameters
+        for parameter, spec in schema.properties.items():
+            assert spec.get("description"), f"{name}.{parameter} has no description"
+            assert "type" in spec or "anyOf" in spec or "allOf" in spec or "enum" in spec or "$ref" in spec, \
+                f"{name}.{parameter} has no type"
+            assert not any(word in parameter for word in ("password", "secret", "token", "key")), parameter
+        required = set(schema.required or [])
+        assert required <= {"tag"}, f"{name} requires {required}"
+
+
+def _cli_env(api: str | None, home: Path) -> dict:
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_CLI_PROMPT": "false"}
+    env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
+    return env
+
+
+def _wait_for_api(api: str, process: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the Prefect server exited"
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no Prefect API on {api}")
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    log = open(home / "server.log", "wb")
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=_cli_env(None, home), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_api(api, server)
+        yield {"api": api, "home": home}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def _prefect(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "prefect", *args], cwd=PROJECT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server):
+    env = _cli_env(prefect_server["api"], prefect_server["home"])
+    created = _prefect("work-pool", "create", WORK_POOL, "--type", "process", env=env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    result = _prefect("--no-prompt", "deploy", "--all", env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return prefect_server
+
+
+def _read(api: str, call):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        with get_client(sync_client=True) as client:
+            return call(client)
+
+
+def _schedules(api: str) -> dict[str, tuple]:
+    def collect(client):
+        flows = {f.id: f.name for f in client.read_flows(limit=200)}
+        return {flows[d.flow_id]: (d.name, tuple((s.schedule.cron, s.schedule.timezone, s.active)
+                                                 for s in d.schedules)) for d in client.read_deployments(limit=200)}
+    return _read(api, collect)
+
+
+def _yaml_schedules() -> dict[str, tuple]:
+    document = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
+    flows = {spec.entrypoint: spec.flow for spec in DEPLOYMENTS}
+    return {flows[d["entrypoint"]]: (d["name"], tuple((s["cron"], s["timezone"], s["active"]) for s in d["schedules"]))
+            for d in document["deployments"]}
+
+
+def test_prefect_deploy_all_creates_every_deployment_with_next_runs_in_india_time(deployed):
+    api = deployed["api"]
+    assert _schedules(api) == _yaml_schedules()
+    details = _read(api, lambda client: {d.name + "/" + str(d.flow_id): d for d in client.read_deployments(limit=200)})
+    assert all(d.work_pool_name == WORK_POOL and d.enforce_parameter_schema for d in details.values())
+
+    from prefect.client.schemas.filters import DeploymentFilter, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    def next_runs(client):
+        flows = {f.id: f.name for f in client.read_flows(limit=200)}
+        found = {}
+        for deployment in client.read_deployments(limit=200):
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id={"any_": [deployment.id]}),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                    any_=[StateType.SCHEDULED]))), limit=20)
+            found[flows[deployment.flow_id]] = sorted(r.expected_start_time.astimezone(IST) for r in runs)
+        return found
+
+    deadline = time.monotonic() + 90
+    runs = _read(api, next_runs)
+    while not all(runs.get(name) for name in ("nightly-backup", "morning-checklist", "weekly-maintenance")) \
+            and time.monotonic() < deadline:
+        time.sleep(2)
+        runs = _read(api, next_runs)
+    assert runs["nightly-backup"] and all((r.hour, r.minute) == (2, 0) for r in runs["nightly-backup"])
+    assert all((r.hour, r.minute) == (9, 0) for r in runs["morning-checklist"])
+    assert all((r.hour, r.minute) == (14, 0) for r in runs["afternoon-checklist"])
+    assert all((r.hour, r.minute) == (18, 0) for r in runs["evening-checklist"])
+    assert all(r.hour % 6 == 0 and r.minute == 0 for r in runs["incremental-backup"])
+    assert all(r.weekday() == 6 for r in runs["weekly-maintenance"])       # Sunday
+    assert all(r.day == 1 for r in runs.get("monthly-maintenance", []))
+    assert not runs.get("deploy") and not runs.get("rollback") and not runs.get("restore")
+
+
+def test_a_worker_runs_a_deployment_and_a_failed_run_makes_the_cli_exit_non_zero(deployed, pg18, local_repo):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ubertruck_ops.deployments.setup import ensure_concurrency_limits
+
+    api = deployed["api"]
+    db = make_database(pg18)
+    with temporary_settings({PREFECT_API_URL: api}):
+        env_name = save_env(db, BackupRepository(url=str(local_repo)))
+        ensure_concurrency_limits()
+    env = _cli_env(api, deployed["home"])
+    log = open(deployed["home"] / "worker.log", "wb")
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
+                               "--type", "process"], cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        good = _prefect("deployment", "run", "nightly-backup/production", "--param", f"environment={env_name}",
+                        "--watch", "--watch-timeout", "400", env=env, timeout=500)
+        assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-2000:]
+        assert list(local_repo.glob("*/*/*/*/manifest.json")), "the worker's run stored no backup"
+        bad = _prefect("deployment", "run", "nightly-backup/production", "--param", "environment=no-such-env",
+                       "--watch", "--watch-timeout", "400", env=env, timeout=500)
+        assert bad.returncode != 0
+        assert "Failed" in bad.stdout + bad.stderr
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+
+
+def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect_yaml(tmp_path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = _cli_env(None, tmp_path / "prefect-home")
+    log = open(tmp_path / "serve.log", "wb")
+    serving = subprocess.Popen([sys.executable, "-m", "ubertruck_ops.deployments.cli", "serve", "--port", str(port)],
+                               cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_api(api, serving)
+        deadline = time.monotonic() + 120
+        schedules = _schedules(api)
+        while len(schedules) < len(DEPLOYMENTS) and time.monotonic() < deadline:
+            time.sleep(1)
+            schedules = _schedules(api)
+        assert schedules == _yaml_schedules()
+        limits = _read(api, lambda client: {g.name for g in client.read_global_concurrency_limits(limit=50)})
+        assert {"ubertruck-backup", "ubertruck-deploy"} <= limits
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.wait(timeout=60)
+        log.close()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{api}/health", timeout=2)          # the server it started is gone too
+
+
+def test_the_ci_workflow_runs_the_deploy_deployment_on_v_tags_and_waits():
+    workflow = yaml.safe_load((PROJECT / ".github" / "workflows" / "deploy.yml").read_text())
+    triggers = workflow[True] if True in workflow else workflow["on"]      # YAML 1.1 reads `on` as true
+    assert triggers["push"]["tags"] == ["v*"]
+    steps = workflow["jobs"]["deploy"]["steps"]
+    command = next(s["run"] for s in steps if "deployment run" in s.get("run", ""))
+    assert "prefect deployment run 'deploy/production'" in command
+    assert '--param "tag=${TAG}"' in command and "--watch" in command
+    names = {f"{spec.flow}/production" for spec in DEPLOYMENTS}
+    assert "deploy/production" in names
