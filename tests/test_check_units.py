@@ -53,7 +53,8 @@ def test_day_over_day_change_and_days_until_full():
 
 def test_a_hung_check_costs_only_its_deadline_and_a_raising_one_is_error():
     def hangs():
-        time.sleep(60)
+        time.sleep(4)
+        return checks.ok("hangs")
 
     def raises():
         raise ConnectionError("refused")

@@ -175,16 +175,14 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
 def _remember_day(env: Environment, environment: str, today: dt.date, figures: dict, results: list[CheckResult],
                   limits: CheckThresholds) -> None:
     """Keep today's figures in the repository for the monthly review and capacity planning."""
-    import shutil
-
     from ubertruck_ops.tasks.checks.reports import record_day
 
     kept = {label: now for label, (_, now) in figures.items()}
     timing = next((r for r in results if r.name == "response times" and isinstance(r.value, float)), None)
     if timing:
         kept["response seconds"] = timing.value
-    usage = shutil.disk_usage(limits.disk_paths[0] if limits.disk_paths else "/")
-    kept.update({"disk used bytes": usage.used, "disk total bytes": usage.total})
+    used, total = host.disk_bytes(limits.disk_paths[0] if limits.disk_paths else "/")
+    kept.update({"disk used bytes": used, "disk total bytes": total})
     record_day(open_repository(env.repository), environment, today, kept)
 
 

@@ -32,6 +32,8 @@ def run_checks(checks: dict[str, Check], timeout: float, timeouts: dict[str, flo
             outcome = error(name, one_line(exc))
         spent = time.monotonic() - clock
         results = outcome if isinstance(outcome, list) else [outcome]
+        if not results or not all(isinstance(r, CheckResult) for r in results):
+            results = [error(name, "the check returned no result")]
         for result in results:
             result.seconds = spent
         answers.put((name, results))

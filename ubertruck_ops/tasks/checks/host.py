@@ -22,6 +22,12 @@ def disk(path: str, limits: CheckThresholds) -> CheckResult:
     return checks.disk(f"disk {path}", usage.percent, limits.disk_free_critical_pct, limits.disk_used_low_pct)
 
 
+def disk_bytes(path: str) -> tuple[int, int]:
+    """Return (used, total) bytes of the file system holding `path`."""
+    usage = psutil.disk_usage(path)
+    return usage.used, usage.total
+
+
 def cpu(limits: CheckThresholds) -> CheckResult:
     percent = psutil.cpu_percent(interval=1.0)
     return checks.above("cpu", percent, [(limits.cpu_high_pct, checks.WARN, "high"),
