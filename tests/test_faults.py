@@ -184,3 +184,39 @@ def test_missing_blocks_fail_with_the_command_that_creates_them(pg18):
     state = nightly_backup(environment="never-initialised", return_state=True)
     assert state.is_failed()
     assert "ubertruck-ops blocks init --name never-initialised" in str(state.message)
+
+
+def test_a_backup_killed_while_holding_the_lock_does_not_block_the_next_one(source_db, local_repo):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = save_env(source_db, BackupRepository(url=str(local_repo)))
+    lock = Path(os.environ["UBERTRUCK_STATE_DIR"]) / env / "ubertruck-backup.lock"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ubertruck_ops.deployments.cli", "run", "nightly-backup", "--param", f"environment={env}"],
+        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            if lock.exists() and "lease_id" in lock.read_text():
+                break
+            time.sleep(0.02)
+        assert child.poll() is None and "lease_id" in json.loads(lock.read_text()), "never saw the lock taken"
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+
+    # Under the test API (no lease reaper) the killed run's slot would stay taken for good without
+    # the lock file; the next backup finds it, releases that lease and runs at once.
+    clock = time.monotonic()
+    state = nightly_backup(environment=env, return_state=True)
+    assert state.is_completed(), state.message
+    assert time.monotonic() - clock < 120
+    assert "left by nightly backup" in flow_run_logs(state)
+    assert json.loads(lock.read_text()) == {}

@@ -11,3 +11,7 @@ BACKUP_LOCK_WAIT_SECONDS = 4 * 3600
 # A deploy lock whose holder was killed is freed by the Prefect server when its lease runs out
 # (the server's minimum lease); a live holder renews it in the background.
 DEPLOY_LOCK_LEASE_SECONDS = 60
+
+# A backup holder renews its lease in the background; one killed is reclaimed by the next backup on
+# its host (tasks/locks.py) or, under a Prefect server, when the lease runs out.
+BACKUP_LOCK_LEASE_SECONDS = 300

@@ -27,7 +27,7 @@ from ubertruck_ops.flows.go_live import go_live, is_serving
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import git, npm, pm2, postgres, release
-from ubertruck_ops.tasks.locks import host_deploy_lock
+from ubertruck_ops.tasks.locks import host_lock
 from ubertruck_ops.tasks.notify import notify
 
 
@@ -61,8 +61,8 @@ def deploy(tag: str, environment: str = "production") -> dict:
 
     step("wait for the deploy lock")
     release.prepare_host(app)
-    with host_deploy_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
-                          holder=f"deploy of {tag}, flow run {run_id}"):
+    with host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
+                   holder=f"deploy of {tag}, flow run {run_id}"):
         live = release.live_release(app)
         if live == tag and is_serving(app, tag):
             log.info("%s is already live and healthy: nothing to do", tag)

@@ -25,7 +25,7 @@ from ubertruck_ops.flows.deploy import require_app_host
 from ubertruck_ops.flows.go_live import go_live, is_serving
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import pm2, release
-from ubertruck_ops.tasks.locks import host_deploy_lock
+from ubertruck_ops.tasks.locks import host_lock
 from ubertruck_ops.tasks.notify import notify
 
 
@@ -50,8 +50,8 @@ def rollback(to: str | None = None, environment: str = "production") -> dict:
 
     step("wait for the deploy lock")
     release.prepare_host(app)
-    with host_deploy_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
-                          holder=f"rollback, flow run {run_id}"):
+    with host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
+                   holder=f"rollback, flow run {run_id}"):
         live = release.live_release(app)
         available = release.releases(app)
         target = to or previous_release(release.read_history(app), live, available)

@@ -1,12 +1,12 @@
-"""The deploy lock: Prefect's global concurrency limit, plus a lock file on the app host that
-lets the next run give back a slot whose holder was killed.
+"""The project's locks (deploy, backup): Prefect's global concurrency limit, plus a lock file on
+the host that lets the next run give back a slot whose holder was killed.
 
-Why both: the Prefect limit (strict) is what keeps deploys on every host apart and what
-the UI shows. But a flow process killed while holding it leaves the slot taken until a
-`prefect server` reclaims the lease (a minute or so), and forever under the ephemeral
-API, which keeps leases in the memory of the process that died. The lock file is held
-with flock(2), which the kernel drops when its process dies; it names the lease, so the
-next run on the host knows the holder is gone and releases exactly that lease.
+Why both: the Prefect limit (strict) is what keeps runs on every host apart and what the
+UI shows. But a flow process killed while holding it leaves the slot taken until a
+`prefect server` reclaims the lease (minutes), and forever under the ephemeral API, which
+keeps leases in the memory of the process that died. The lock file is held with flock(2),
+which the kernel drops when its process dies; it names the lease, so the next run on the
+host knows the holder is gone and releases exactly that lease.
 """
 
 from __future__ import annotations
@@ -26,19 +26,17 @@ from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, rele
 
 from ubertruck_ops.log import logger
 
-LOCK_FILE = "deploy.lock"
-
-
 @contextmanager
-def host_deploy_lock(shared_dir: str, limit: str, wait_seconds: float, lease_seconds: float,
-                     holder: str) -> Iterator[None]:
-    """Hold the host's lock file and one slot of global concurrency limit `limit` (strict).
+def host_lock(lock_dir: str | os.PathLike, limit: str, wait_seconds: float, lease_seconds: float, holder: str,
+              what: str = "deploy or rollback") -> Iterator[None]:
+    """Hold `lock_dir`/<limit>.lock and one slot of global concurrency limit `limit` (strict).
 
     Raise TimeoutError saying who holds it when either is not free within `wait_seconds`.
     """
     log = logger()
     deadline = time.monotonic() + wait_seconds
-    path = Path(shared_dir) / LOCK_FILE
+    Path(lock_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(lock_dir) / f"{limit}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         while True:
@@ -47,14 +45,14 @@ def host_deploy_lock(shared_dir: str, limit: str, wait_seconds: float, lease_sec
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(f"another deploy or rollback is running on this host "
+                    raise TimeoutError(f"another {what} is running on this host "
                                        f"({_read(fd).get('holder', 'unknown')}); waited {wait_seconds:.0f} s, "
                                        "refused; nothing was changed") from None
                 time.sleep(1)
         stale = _read(fd)
         if stale.get("lease_id"):
-            log.warning("the deploy lock was left by %s, which ended without releasing it; releasing its slot",
-                        stale.get("holder", "a run"))
+            log.warning("the %s lock was left by %s, which ended without releasing it; releasing its slot",
+                        limit, stale.get("holder", "a run"))
             try:
                 release_concurrency_slots_with_lease(UUID(stale["lease_id"]))
             except Exception as exc:  # noqa: BLE001 - already expired and reclaimed by the server is fine
@@ -64,7 +62,7 @@ def host_deploy_lock(shared_dir: str, limit: str, wait_seconds: float, lease_sec
                 [limit], 1, timeout_seconds=max(1.0, deadline - time.monotonic()), strict=True,
                 lease_duration=lease_seconds, suppress_warnings=True)
         except TimeoutError:
-            raise TimeoutError(f"the global concurrency limit {limit} stayed taken by another deploy or rollback "
+            raise TimeoutError(f"the global concurrency limit {limit} stayed taken by another {what} "
                                f"(another host?) for {wait_seconds:.0f} s; refused, nothing was changed") from None
         _write(fd, {"lease_id": str(acquired.lease_id), "holder": holder, "pid": os.getpid()})
         try:

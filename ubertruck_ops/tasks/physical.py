@@ -124,7 +124,7 @@ def previous_manifest_file(data: bytes) -> Iterator[str]:
         os.rmdir(folder)
 
 
-def _state_dir(environment: str) -> Path:
+def state_dir(environment: str) -> Path:
     default = Path.home() / ".local" / "state" / "ubertruck-ops"
     return Path(os.environ.get("UBERTRUCK_STATE_DIR") or default) / environment
 
@@ -132,7 +132,7 @@ def _state_dir(environment: str) -> Path:
 def remember_manifest(environment: str, backup_id: str, data: bytes, keep: int = 3) -> None:
     """Keep a private local copy of a backup's backup_manifest: with public-key encryption this host
     cannot decrypt the stored one, and the next incremental needs it. Only the newest few are kept."""
-    folder = _state_dir(environment)
+    folder = state_dir(environment)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / f"{backup_id}.backup_manifest"
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
@@ -142,7 +142,7 @@ def remember_manifest(environment: str, backup_id: str, data: bytes, keep: int =
 
 
 def recalled_manifest(environment: str, backup_id: str) -> bytes | None:
-    path = _state_dir(environment) / f"{backup_id}.backup_manifest"
+    path = state_dir(environment) / f"{backup_id}.backup_manifest"
     return path.read_bytes() if path.is_file() else None
 
 
