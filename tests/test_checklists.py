@@ -169,7 +169,9 @@ def test_evening_report_compares_the_day_with_yesterday_and_draws_it(live):
     state = evening_checklist(environment=env, return_state=True)
     results = results_of(state)
     assert results["daily metrics"]["status"] == "ok" and "bookings" in results["daily metrics"]["detail"]
-    assert results["backup schedules" if "backup schedules" in results else "schedule nightly-backup"]
+    # the test API has no deployments: the schedules check says so instead of passing
+    assert results["schedule nightly-backup"]["status"] == "warn" and "no deployment nightly-backup/" in \
+        results["schedule nightly-backup"]["detail"]
     report = next(a for a in flow_run_artifacts(state) if a.type == "markdown")
     assert "data:image/png;base64," in report.data and "| bookings |" in report.data
     charts = list(Path(repo).glob(f"reports/{env}/*/*/*/status.png"))

@@ -163,6 +163,19 @@ def test_prefect_deploy_all_creates_every_deployment_with_next_runs_in_india_tim
     assert all(r.day == 1 for r in runs.get("monthly-maintenance", []))
     assert not runs.get("deploy") and not runs.get("rollback") and not runs.get("restore")
 
+    # The evening checklist's check of the backup schedules sees them, with their next runs.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ubertruck_ops.tasks.checks.orchestration import backup_schedules
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        seen = {r.name: r for r in backup_schedules("production")}
+    assert seen["schedule nightly-backup"].status == "ok", seen["schedule nightly-backup"]
+    assert "nightly-backup/production: next run" in seen["schedule nightly-backup"].detail
+    assert seen["schedule incremental-backup"].status == "ok"
+    with temporary_settings({PREFECT_API_URL: api}):
+        assert [r.status for r in backup_schedules("staging")] == ["warn", "warn"]     # no staging deployments
+
 
 def test_a_worker_runs_a_deployment_and_a_failed_run_makes_the_cli_exit_non_zero(deployed, pg18, local_repo):
     from prefect.settings import PREFECT_API_URL, temporary_settings

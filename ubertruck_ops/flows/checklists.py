@@ -154,7 +154,7 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
         "daily metrics": daily_metrics,
         "failed logins": lambda: business("failed_logins", env, queries, lambda n: checks.above(
             "failed logins", n, [(limits.failed_logins_high, checks.WARN, "high")], "", f"{int(n)} in 24 h (audit log)")),
-        "backup schedules": orchestration.backup_schedules,
+        "backup schedules": lambda: orchestration.backup_schedules(environment),
         "cpu": lambda: host.cpu(limits),
         "memory": lambda: host.memory(limits),
         "pending updates": host.pending_updates,

@@ -45,24 +45,26 @@ def late_runs() -> CheckResult:
     return checks.ok("scheduled jobs late", 0, "0", "no late runs")
 
 
-def backup_schedules() -> list[CheckResult]:
-    """The backup deployments exist, are not paused, have an active schedule and a next run."""
+def backup_schedules(environment: str) -> list[CheckResult]:
+    """The backup deployments of `environment` exist, are not paused, have an active schedule and a next run."""
     results = []
     with get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows(limit=200)}
+        every = client.read_deployments(limit=200)
         for flow_name in BACKUP_FLOWS:
             name = f"schedule {flow_name}"
-            deployments = [d for d in client.read_deployments(limit=200)
-                           if d.name and (d.name == flow_name or d.name.startswith(flow_name))]
+            # deployments are named after the environment they act on (deployments/schedules.py)
+            deployments = [d for d in every if flows.get(d.flow_id) == flow_name and d.name == environment]
             if not deployments:
                 results.append(CheckResult(name, checks.WARN, "missing", "scheduled",
-                                           f"no deployment of {flow_name}: run `prefect deploy --all` or "
+                                           f"no deployment {flow_name}/{environment}: run `prefect deploy --all` or "
                                            "`ubertruck-ops serve`", "high"))
                 continue
             deployment = deployments[0]
             active = [s for s in (deployment.schedules or []) if s.active]
             if deployment.paused or not active:
-                results.append(CheckResult(name, checks.WARN, "paused", "active", f"{deployment.name} has no active "
-                                           "schedule (paused)", "high"))
+                results.append(CheckResult(name, checks.WARN, "paused", "active", f"{flow_name}/{deployment.name} "
+                                           "has no active schedule (paused)", "high"))
                 continue
             upcoming = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id={"any_": [deployment.id]}),
@@ -71,11 +73,12 @@ def backup_schedules() -> list[CheckResult]:
                 sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1)
             if not upcoming:
                 results.append(CheckResult(name, checks.WARN, "no next run", "scheduled",
-                                           f"{deployment.name}: active schedule but no run scheduled", "high"))
+                                           f"{flow_name}/{deployment.name}: active schedule but no run scheduled",
+                                           "high"))
                 continue
             when = upcoming[0].expected_start_time
-            results.append(checks.ok(name, f"{when:%d %b %H:%M} UTC", "scheduled", f"{deployment.name}: next run "
-                                     f"{when:%Y-%m-%d %H:%M} UTC"))
+            results.append(checks.ok(name, f"{when:%d %b %H:%M} UTC", "scheduled",
+                                     f"{flow_name}/{deployment.name}: next run {when:%Y-%m-%d %H:%M} UTC"))
     return results
 
 
