@@ -74,7 +74,7 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     goal = args.timeout + 5
-    print(f"\n| case | runs | median | max | final states | goal | result |\n|---|---|---|---|---|---|---|")
+    print("\n| case | runs | median | max | final states | goal | result |\n|---|---|---|---|---|---|---|")
     for case, values in timings.items():
         if not values:
             continue

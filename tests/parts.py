@@ -350,9 +350,18 @@ class SilentServer:
         self.sock.close()
 
 
+class TlsServed:
+    """What a test TLS server saw: its address, completed handshakes, failed ones."""
+
+    def __init__(self):
+        self.target = ""
+        self.handshakes = 0
+        self.failures: list[str] = []
+
+
 def serve_tls_certificate(days_valid: int):
     """Context manager: a TLS server on 127.0.0.1 with a self-signed certificate valid `days_valid`
-    more days; yields 'host:port'."""
+    more days; yields a TlsServed (`.target` is 'host:port')."""
     import contextlib
     import datetime as dt
     import socket
@@ -386,22 +395,27 @@ def serve_tls_certificate(days_valid: int):
             listener.listen(5)
             listener.settimeout(0.2)
             stop = threading.Event()
+            served = TlsServed()
+            served.target = f"127.0.0.1:{listener.getsockname()[1]}"
 
             def serve():
                 while not stop.is_set():
                     try:
-                        conn, _ = listener.accept()
-                    except OSError:
+                        conn, _ = listener.accept()     # times out every 0.2 s to look at `stop`
+                    except TimeoutError:
                         continue
                     try:
-                        with context.wrap_socket(conn, server_side=True) as tls:
-                            tls.recv(1)
-                    except (OSError, ssl.SSLError):
-                        pass
+                        tls = context.wrap_socket(conn, server_side=True)
+                    except (OSError, ssl.SSLError) as exc:
+                        served.failures.append(f"{type(exc).__name__}: {exc}")
+                        conn.close()
+                        continue
+                    served.handshakes += 1
+                    tls.close()         # the client only wants the certificate
             thread = threading.Thread(target=serve, daemon=True)
             thread.start()
             try:
-                yield f"127.0.0.1:{listener.getsockname()[1]}"
+                yield served
             finally:
                 stop.set()
                 thread.join(timeout=5)

@@ -89,3 +89,9 @@ def test_reviews_say_when_they_have_nothing_to_go_on():
 
     assert performance_review({}, dt.date(2026, 11, 30), 2).status == ERROR
     assert capacity_planning({"2026-11-01": {"disk used bytes": 1, "disk total bytes": 10}}).status == ERROR
+
+
+@pytest.mark.parametrize("days, status, severity", [(-1, CRITICAL, "critical"), (10, WARN, "low"), (90, OK, "")])
+def test_certificates_are_low_within_30_days_and_critical_once_expired(days, status, severity):
+    result = checks.expiry("tls ubertruck.in", days, 30, "2026-12-04")
+    assert (result.status, result.severity) == (status, severity)

@@ -218,7 +218,8 @@ def test_monthly_maintenance_drills_reviews_and_plans_capacity(live, tmp_path):
         record_day(local, env, today - dt.timedelta(days=days_ago),
                    {"disk used bytes": used, "disk total bytes": 200 * gib, "response seconds": seconds,
                     "database MiB": 10 + days_ago})
-    with serve_tls_certificate(days_valid=10) as target:
+    with serve_tls_certificate(days_valid=10) as served:
+        target = served.target
         limits = CheckThresholds.load(f"{env}-thresholds")
         limits.tls_hosts = [target]
         limits.save(f"{env}-thresholds", overwrite=True)
@@ -230,6 +231,8 @@ def test_monthly_maintenance_drills_reviews_and_plans_capacity(live, tmp_path):
     assert state.is_completed(), state.message
     results = results_of(state)
     assert results[f"tls {target}"]["status"] == "warn" and results[f"tls {target}"]["severity"] == "low"
+    assert "renew it" in results[f"tls {target}"]["detail"]
+    assert served.handshakes >= 1 and served.failures == [], served.failures   # read from our server
     assert results["restore drill"]["status"] == "ok"
     assert "response median" in results["performance review"]["detail"]
     # 1 GiB a day, 60 GiB left until 90% of 200 GiB: about 60 days, inside the 90-day warning

@@ -19,6 +19,7 @@ from tests.conftest import make_database, save_env
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.deployments.registry import FLOWS
 from ubertruck_ops.deployments.schedules import DEPLOYMENTS, TIMEZONE, WORK_POOL, render_prefect_yaml
+from ubertruck_ops.deployments.serve import wait_for_api
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -59,19 +60,6 @@ def _cli_env(api: str | None, home: Path) -> dict:
     return env
 
 
-def _wait_for_api(api: str, process: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the Prefect server exited"
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"no Prefect API on {api}")
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server-home")
@@ -81,7 +69,7 @@ def prefect_server(tmp_path_factory):
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=_cli_env(None, home), stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_api(api, server)
+        wait_for_api(api, server, 180)
         yield {"api": api, "home": home}
     finally:
         server.terminate()
@@ -217,7 +205,7 @@ def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect
     serving = subprocess.Popen([sys.executable, "-m", "ubertruck_ops.deployments.cli", "serve", "--port", str(port)],
                                cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_api(api, serving)
+        wait_for_api(api, serving, 180)
         deadline = time.monotonic() + 120
         schedules = _schedules(api)
         while len(schedules) < len(DEPLOYMENTS) and time.monotonic() < deadline:

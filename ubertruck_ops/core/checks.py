@@ -83,6 +83,17 @@ def disk(name: str, used_pct: float, critical_free_pct: float, low_used_pct: flo
     return ok(name, round(used_pct, 1), f"used <= {low_used_pct}%", f"{used_pct:.1f}% used, {free:.1f}% free")
 
 
+def expiry(name: str, days_left: float, warn_days: int, expires: str) -> CheckResult:
+    """A certificate: critical once expired, low priority within `warn_days` of expiring."""
+    if days_left < 0:
+        return CheckResult(name, CRITICAL, f"{days_left:.0f} days", f">= {warn_days} days", f"expired {expires}",
+                           "critical")
+    if days_left < warn_days:
+        return CheckResult(name, WARN, f"{days_left:.0f} days", f">= {warn_days} days",
+                           f"expires {expires} (in {days_left:.0f} days): renew it", "low")
+    return ok(name, f"{days_left:.0f} days", f">= {warn_days} days", f"expires {expires}")
+
+
 def worst(results: list[CheckResult]) -> str:
     """Return the worst status among results (ok for none)."""
     return min((r.status for r in results), key=_ORDER.__getitem__, default=OK)

@@ -24,19 +24,32 @@ def start_local_server(host: str, port: int):
     process = spawn("Prefect server", [sys.executable, "-m", "prefect", "server", "start", "--host", host,
                                        "--port", str(port)], env=env)
     api = f"http://{host}:{port}/api"
-    deadline = time.monotonic() + SERVER_START_SECONDS
+    try:
+        wait_for_api(api, process, SERVER_START_SECONDS)
+    except RuntimeError:
+        process.terminate()
+        raise
+    return process, api
+
+
+def wait_for_api(api: str, process, seconds: float) -> None:
+    """Return once the Prefect API at `api` answers its health check. Raise RuntimeError when
+    `process` (the server) exits first or `seconds` pass, with the last connection error."""
+    deadline = time.monotonic() + seconds
+    last = "no answer yet"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the Prefect server exited with status {process.returncode} "
-                               f"(is port {port} already in use? try --port)")
+                               f"(is its port already in use? try --port)")
         try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return process, api
-        except httpx.HTTPError:
-            pass
+            reply = httpx.get(f"{api}/health", timeout=2)
+            if reply.status_code == 200:
+                return
+            last = f"HTTP {reply.status_code}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"     # refused while it starts: try again
         time.sleep(0.5)
-    process.terminate()
-    raise RuntimeError(f"the Prefect server did not answer on {api} within {SERVER_START_SECONDS} s")
+    raise RuntimeError(f"the Prefect server did not answer on {api} within {seconds:.0f} s ({last})")
 
 
 def _interrupt(*_) -> None:

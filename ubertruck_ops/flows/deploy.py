@@ -9,7 +9,6 @@ after the switch puts the previous release back by itself and ends the run Faile
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from prefect import flow
@@ -148,7 +147,7 @@ def _build(app: AppHost, tag: str, remote_commit: str) -> str:
         release.finish_release(app, staging, tag, commit)
         return commit
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        release.discard_staging(staging)
 
 
 def _migrate(env: Environment, app: AppHost, tag: str, pending: list[str], backup_id: str) -> None:

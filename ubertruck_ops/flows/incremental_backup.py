@@ -18,7 +18,6 @@ from prefect.artifacts import create_markdown_artifact
 
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.limits import BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS
 from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
 from ubertruck_ops.core.physical import plan_backup, refusal, segment_of
 from ubertruck_ops.core.steps import Steps
@@ -27,7 +26,7 @@ from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
 from ubertruck_ops.tasks.crypto import DecryptionKeyError, gpg_session, zstd_version
 from ubertruck_ops.tasks.execute import CommandFailed
-from ubertruck_ops.tasks.locks import host_lock
+from ubertruck_ops.tasks.locks import backup_lock
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.repository import open_repository
 
@@ -54,8 +53,7 @@ def incremental_backup(environment: str = "production", force_full: bool = False
     backup_id = None
     try:
         step("wait for the backup lock")
-        with host_lock(physical.state_dir(environment), BACKUP_LOCK, BACKUP_LOCK_WAIT_SECONDS, BACKUP_LOCK_LEASE_SECONDS,
-                       holder=f"incremental backup of {environment}", what="backup"):
+        with backup_lock(environment, holder=f"incremental backup of {environment}"):
             step("check the server")
             with postgres.connect(env.database) as conn:
                 facts = physical.server_facts(conn)

@@ -16,14 +16,13 @@ from prefect.artifacts import create_markdown_artifact
 
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.limits import BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS
 from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
 from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import human_bytes, human_seconds, one_line
 from ubertruck_ops.log import logger
-from ubertruck_ops.tasks import catalog, dump, physical, postgres
+from ubertruck_ops.tasks import catalog, dump, postgres
 from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
-from ubertruck_ops.tasks.locks import host_lock
+from ubertruck_ops.tasks.locks import backup_lock
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.repository import open_repository
 
@@ -42,8 +41,7 @@ def nightly_backup(environment: str = "production") -> dict:
     backup_id = None
     try:
         step("wait for the backup lock")
-        with host_lock(physical.state_dir(environment), BACKUP_LOCK, BACKUP_LOCK_WAIT_SECONDS, BACKUP_LOCK_LEASE_SECONDS,
-                       holder=f"nightly backup of {environment}", what="backup"):
+        with backup_lock(environment, holder=f"nightly backup of {environment}"):
             clock = time.monotonic()
             started = utc_now()
             backup_id = new_backup_id(started, "logical", secrets.token_hex(3))

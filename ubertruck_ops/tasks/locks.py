@@ -24,7 +24,9 @@ from uuid import UUID
 from prefect.concurrency._leases import maintain_concurrency_lease
 from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
 
+from ubertruck_ops.core.limits import BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS
 from ubertruck_ops.log import logger
+from ubertruck_ops.tasks.physical import state_dir
 
 @contextmanager
 def host_lock(lock_dir: str | os.PathLike, limit: str, wait_seconds: float, lease_seconds: float, holder: str,
@@ -88,3 +90,9 @@ def _write(fd: int, data: dict) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps(data).encode())
     os.fsync(fd)
+
+
+def backup_lock(environment: str, holder: str):
+    """The lock every backup of `environment` holds (nightly and incremental never overlap)."""
+    return host_lock(state_dir(environment), BACKUP_LOCK, BACKUP_LOCK_WAIT_SECONDS, BACKUP_LOCK_LEASE_SECONDS,
+                     holder=holder, what="backup")

@@ -25,7 +25,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.app import AppHost
-from ubertruck_ops.core.releases import app_name
+from ubertruck_ops.core.releases import app_name, service_of
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.execute import CommandFailed, ToolMissing, run
 from ubertruck_ops.tasks.npm import require_node
@@ -76,7 +76,8 @@ def list_apps(app: AppHost) -> list[Pm2App]:
     apps = []
     for item in json.loads(lines[-1] if lines else "[]"):
         env = item.get("pm2_env", {})
-        service = env.get("namespace") if env.get("namespace") in app.services else item.get("name")
+        # our apps carry the service as namespace; apps started by hand may be named after it
+        service = env.get("namespace") if env.get("namespace") in app.services else service_of(item.get("name", ""))
         if service not in app.services:
             continue
         apps.append(Pm2App(name=item["name"], pm_id=item["pm_id"], service=service, status=env.get("status", "?"),
@@ -159,14 +160,6 @@ def _delete(app: AppHost, ids: list[int]) -> None:
 def save(app: AppHost) -> None:
     """`pm2 save`: what runs now is what `pm2 resurrect` brings back after a reboot."""
     _pm2(app, "save", "--force")
-
-
-def stop_all(app: AppHost) -> None:
-    """Delete every app of this host's services (tests and the sandbox clean up with this)."""
-    try:
-        _delete(app, [a.pm_id for a in list_apps(app)])
-    except (CommandFailed, ToolMissing):
-        pass
 
 
 def restart_counts(app: AppHost) -> dict[str, int]:

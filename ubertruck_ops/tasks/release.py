@@ -69,6 +69,11 @@ def new_staging_dir(app: AppHost, tag: str) -> Path:
     return Path(app.releases_dir) / f".{tag}.partial-{secrets.token_hex(3)}"
 
 
+def discard_staging(staging: Path) -> None:
+    """Remove a staging folder (a failed build's, or what a finished build left)."""
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def remove_leftovers(app: AppHost) -> list[str]:
     """Remove staging folders of builds that never finished (a killed run's); return their names."""
     removed = []

@@ -23,9 +23,10 @@ def last_backup(repo, limits: CheckThresholds) -> CheckResult:
         return CheckResult(name, CRITICAL, "none", "a complete backup", f"no complete backup in {repo.description}",
                            "critical")
     age_hours = (datetime.now(timezone.utc) - manifest.finished).total_seconds() / 3600
-    if age_hours > limits.backup_max_age_hours:
-        return CheckResult(name, CRITICAL, f"{age_hours:.0f} h old", f"<= {limits.backup_max_age_hours} h",
-                           f"newest backup {manifest.backup_id} is {age_hours:.0f} h old", "critical")
+    too_old = checks.above(name, age_hours, [(limits.backup_max_age_hours, CRITICAL, "critical")], " h",
+                           f"newest backup {manifest.backup_id} is {age_hours:.0f} h old")
+    if too_old.status != checks.OK:
+        return too_old
     try:
         load.verify_objects.fn(repo, manifest)
     except load.BackupCorrupt as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, FlowRunFilter,
+from prefect.client.schemas.filters import (DeploymentFilter, FlowRunFilter,
                                             FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateName,
                                             FlowRunFilterStateType)
 from prefect.client.schemas.objects import StateType

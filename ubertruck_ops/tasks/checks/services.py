@@ -77,10 +77,6 @@ def pm2_status(app: AppHost, limits: CheckThresholds, restarts_before: dict[str,
             results.append(CheckResult(name, CRITICAL, state, "online", f"{service}: {state}", "critical"))
             continue
         new = sum(a.restarts - restarts_before.get(a.name, 0) for a in mine if a.restarts > restarts_before.get(a.name, 0))
-        if new > limits.restarts_medium:
-            results.append(CheckResult(name, checks.WARN, new, f"<= {limits.restarts_medium} restarts",
-                                       f"{service} restarted {new} time(s) since the last check", "medium"))
-        else:
-            results.append(checks.ok(name, "online", "online", f"{', '.join(a.name for a in mine)} online, "
-                                                                f"{new} new restart(s)"))
+        results.append(checks.above(name, new, [(limits.restarts_medium, checks.WARN, "medium")], " restarts",
+                                    f"{', '.join(a.name for a in mine)} online, {new} restart(s) since the last check"))
     return results, now

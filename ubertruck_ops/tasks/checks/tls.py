@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from cryptography import x509
 
 from ubertruck_ops.core import checks
-from ubertruck_ops.core.checks import CRITICAL, CheckResult
+from ubertruck_ops.core.checks import CheckResult
 
 
 def certificate_expiry(target: str, warn_days: int, timeout: float = 10) -> CheckResult:
@@ -22,10 +22,4 @@ def certificate_expiry(target: str, warn_days: int, timeout: float = 10) -> Chec
         return checks.error(name, f"cannot read the certificate of {target}: {exc}")
     expires = x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
     days = (expires - datetime.now(timezone.utc)).total_seconds() / 86400
-    if days < 0:
-        return CheckResult(name, CRITICAL, f"{days:.0f} days", f">= {warn_days} days", f"expired {expires:%Y-%m-%d}",
-                           "critical")
-    if days < warn_days:
-        return CheckResult(name, checks.WARN, f"{days:.0f} days", f">= {warn_days} days",
-                           f"expires {expires:%Y-%m-%d} (in {days:.0f} days): renew it", "low")
-    return checks.ok(name, f"{days:.0f} days", f">= {warn_days} days", f"expires {expires:%Y-%m-%d}")
+    return checks.expiry(name, days, warn_days, f"{expires:%Y-%m-%d}")
