@@ -61,6 +61,10 @@ def test_stored_objects_are_encrypted_not_plaintext(pg18, source_db, local_repo,
         blob = path.read_bytes()
         # An OpenPGP symmetric-key session packet (tag 3) opens every object; no pg_dump or tar header shows.
         assert blob[0] in (0x8C, 0xC3), f"{path.name} does not start with an OpenPGP packet"
+        # Its body (RFC 4880 5.3, 3.7.1.3): version 4, AES256 (9), iterated+salted S2K (3) over
+        # SHA512 (10), 8 salt bytes, then the coded count: 255, the strongest stretching there is.
+        body = blob[2:]
+        assert (body[0], body[1], body[2], body[3], body[12]) == (4, 9, 3, 10, 255), f"{path.name}: {body[:13].hex()}"
         assert b"PGDMP" not in blob and phone.encode() not in blob and b"NODE_ENV" not in blob
         assert b"ustar" not in blob
 
