@@ -338,3 +338,25 @@ def test_wal_archive_command_streams_until_sigterm(tmp_path):
         assert archiver.returncode == 0 and "stopped after archiving" in out, err[-2000:]
     finally:
         server.destroy()
+
+
+def test_a_physical_backup_that_fails_stores_neither_its_data_nor_its_manifest(archiving):
+    from pydantic import SecretStr
+
+    from ubertruck_ops.tasks import physical
+    from ubertruck_ops.tasks.crypto import gpg_session
+    from ubertruck_ops.tasks.execute import CommandFailed
+
+    env = load_environment(archiving.env_name)
+    refused = env.database.model_copy(update={"password": SecretStr("not-the-password")})
+    repo = open_repository(env.repository)
+    with gpg_session(env.encryption) as gpg, pytest.raises(CommandFailed, match="pg_basebackup"):
+        physical.take_basebackup.fn(refused, gpg, repo, "2026/11/24/failed-backup", None)
+    assert not [p for p in archiving.repo_dir.rglob("*") if p.is_file() and "wal" not in p.parts]
+
+    # and the same task with the right password stores both, the manifest decodable by the next incremental
+    with gpg_session(env.encryption) as gpg:
+        objects, wal_range, manifest = physical.take_basebackup.fn(env.database, gpg, repo, "2026/11/24/good", None)
+    assert [o.name for o in objects] == [physical.DATA_OBJECT, physical.BACKUP_MANIFEST_OBJECT]
+    assert b'"WAL-Ranges"' in manifest and wal_range["start_lsn"]
+    assert sorted(p.name for p in (archiving.repo_dir / "2026/11/24/good").iterdir()) == sorted(o.name for o in objects)

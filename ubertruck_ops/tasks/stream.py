@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ubertruck_ops.tasks.execute import CommandFailed, Pipeline, Stage
 from ubertruck_ops.tasks.repository import CHUNK
@@ -31,14 +31,15 @@ class ChecksumMismatch(RuntimeError):
     """A stored object's bytes do not match the manifest."""
 
 
-def store_stream(repo, key: str, stages: Sequence[Stage], *, feed: bytes | None = None,
+def store_stream(repo, key: str, stages: Sequence[Stage], *, feed: bytes | Iterable[bytes] | None = None,
                  source: Sequence[Stage] | None = None, tap: Callable[[bytes], None] | None = None,
                  on_progress: Callable[[int], None] | None = None, cwd=None,
                  timeout: float = DEFAULT_TIMEOUT) -> Written:
     """Run `stages`, store the last stage's output under `key`, return its size and SHA-256.
 
-    Their input is `feed`, or the output of the `source` stages passed through `tap` (which
-    sees the plaintext stream in memory, e.g. to pick a member out of a tar stream).
+    Their input is `feed` (bytes, or chunks that may arrive later: the stages start at once),
+    or the output of the `source` stages passed through `tap` (which sees the plaintext
+    stream in memory, e.g. to pick a member out of a tar stream).
     Raise CommandFailed (and leave no object) when any stage fails.
     """
     writer = repo.writer(key)
@@ -47,7 +48,8 @@ def store_stream(repo, key: str, stages: Sequence[Stage], *, feed: bytes | None 
     producer = Pipeline(source) if source else None
     try:
         with Pipeline(stages, feed_stdin=feed is not None or producer is not None, cwd=cwd) as pipe:
-            chunks = [feed] if feed is not None else _tapped(producer.stdout, tap) if producer else None
+            chunks = ([feed] if isinstance(feed, bytes) else feed if feed is not None
+                      else _tapped(producer.stdout, tap) if producer else None)
             feeder = _start_feeder(pipe, chunks)
             stdout = pipe.stdout
             while chunk := stdout.read(CHUNK):
