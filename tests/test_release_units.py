@@ -39,6 +39,11 @@ def test_previous_release_is_what_was_live_before_even_after_an_interrupted_swit
     assert previous_release(history, "v1.1.0", available + ["v1.3.0"]) == "v1.2.0"
 
 
+def test_a_redeploy_of_the_live_tag_does_not_hide_what_was_live_before_it():
+    history = [entry("deploy", "v1.0.0", "v1.1.0", "succeeded"), entry("deploy", "v1.1.0", "v1.1.0", "succeeded")]
+    assert previous_release(history, "v1.1.0", ["v1.0.0", "v1.1.0"]) == "v1.0.0"
+
+
 def test_previous_release_falls_back_to_the_newest_other_release_only_without_history():
     assert previous_release([], "v1.2.0", ["v1.0.0", "v1.1.0", "v1.2.0"]) == "v1.1.0"
     # the history knows: v1.2.0 came from a release no longer on the host, or from nothing
@@ -99,7 +104,10 @@ def test_pm2_runs_each_release_from_its_real_folder_under_its_own_name():
 def test_app_host_refuses_credentials_in_the_repository_url_and_reads_app_services():
     with pytest.raises(ValueError, match="deploy key"):
         AppHost(repo_url="https://bot:ghp_secret@github.com/ubertruck/mvp.git")
+    with pytest.raises(ValueError, match="deploy key"):   # a token alone, as the user name
+        AppHost(repo_url="https://ghp_secret@github.com/ubertruck/mvp.git")
     assert AppHost(repo_url="git@github.com:ubertruck/mvp.git").repo_url
+    assert AppHost(repo_url="ssh://git@github.com/ubertruck/mvp.git").repo_url
     assert parse_services("user-service:3001, fleet-service:3002") == {"user-service": 3001, "fleet-service": 3002}
     for bad in ["user-service", "user-service:http", "user-service:70000", ""]:
         with pytest.raises(ValueError, match="APP_SERVICES"):

@@ -93,8 +93,8 @@ def previous_release(history: list[HistoryEntry], current: str | None, available
     host deployed by hand before), the newest other release on the host is the answer.
     """
     for entry in reversed(history):
-        if entry.action == "auto-rollback":
-            continue
+        if entry.action == "auto-rollback" or entry.from_release == entry.to_release:
+            continue  # a redeploy of the live tag says nothing about what came before it
         if entry.to_release == current and entry.outcome in ("started", "succeeded"):
             found = entry.from_release
             return found if found in available and found != current else None

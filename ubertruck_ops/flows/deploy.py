@@ -90,7 +90,8 @@ def deploy(tag: str, environment: str = "production") -> dict:
                                                        ["nothing live was changed"]))
             raise
 
-        release.record(app, "deploy", live, tag, "started", run_id)
+        # From what was live before: on a redeploy of an unhealthy live tag that is `previous`, not the tag.
+        release.record(app, "deploy", previous, tag, "started", run_id)
         try:
             go_live(app, tag, step, on_service=lambda n, total: update_progress_artifact(progress, 55.0 + 35.0 * n / total))
         except Exception as exc:
@@ -100,9 +101,9 @@ def deploy(tag: str, environment: str = "production") -> dict:
 
         step("save the PM2 process list")
         pm2.save(app)
-        release.record(app, "deploy", live, tag, "succeeded", run_id, detail=f"commit {commit}")
+        release.record(app, "deploy", previous, tag, "succeeded", run_id, detail=f"commit {commit}")
         step("prune old releases")
-        pruned = release.remove_releases(app, releases_to_prune(release.releases(app), tag, live, app.keep_releases))
+        pruned = release.remove_releases(app, releases_to_prune(release.releases(app), tag, previous, app.keep_releases))
         update_progress_artifact(progress, 100.0)
 
     duration = time.monotonic() - clock

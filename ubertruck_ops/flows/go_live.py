@@ -38,7 +38,7 @@ def is_serving(app: AppHost, tag: str) -> bool:
     try:
         if pm2.running_problems(app, tag):
             return False
-        health.health_gate.fn(app, tag, deadline_seconds=0.01)
+        health.health_gate.fn(app, tag, deadline_seconds=0)
     except Exception:  # noqa: BLE001 - any doubt means "not serving": do the work again
         return False
     return True

@@ -38,11 +38,11 @@ def probe(service: str, port: int, host: str = "127.0.0.1", timeout: float = 3) 
 
 @task(name="health-gate", cache_policy=NO_CACHE)
 def health_gate(app: AppHost, version: str, deadline_seconds: float | None = None) -> GateVerdict:
-    """Probe every service until all pass reporting `version`, or the deadline passes.
+    """Probe every service until all pass reporting `version`, or the deadline passes (0: probe once).
 
     Return the passing verdict. Raise HealthGateFailed listing what failed at the deadline.
     """
-    deadline = time.monotonic() + (deadline_seconds or app.health_timeout_seconds)
+    deadline = time.monotonic() + (app.health_timeout_seconds if deadline_seconds is None else deadline_seconds)
     while True:
         verdict = judge_gate([probe(name, port) for name, port in app.services.items()], version)
         if verdict.passed:

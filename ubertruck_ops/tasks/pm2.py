@@ -117,7 +117,7 @@ def hand_over(app: AppHost, service: str, tag: str, ecosystem: Path, ready_timeo
 
 
 def _restarts(app: AppHost, name: str) -> int:
-    return sum(a.restarts for a in list_apps(app) if a.name == name)
+    return restart_counts(app).get(name, 0)
 
 
 def _wait_online(app: AppHost, service: str, name: str, timeout: float, restarts_before: int) -> None:
@@ -162,9 +162,12 @@ def save(app: AppHost) -> None:
     _pm2(app, "save", "--force")
 
 
-def restart_counts(app: AppHost) -> dict[str, int]:
-    """Return PM2's restart count of every app of this host's services."""
-    return {a.name: a.restarts for a in list_apps(app)}
+def restart_counts(app: AppHost, apps: list[Pm2App] | None = None) -> dict[str, int]:
+    """Return PM2's restart count of every app of this host's services, summed over its instances."""
+    counts: dict[str, int] = {}
+    for item in list_apps(app) if apps is None else apps:
+        counts[item.name] = counts.get(item.name, 0) + item.restarts
+    return counts
 
 
 def running_problems(app: AppHost, tag: str, baseline: dict[str, int] | None = None) -> list[str]:
@@ -172,7 +175,7 @@ def running_problems(app: AppHost, tag: str, baseline: dict[str, int] | None = N
     since `baseline` (restart counts taken after the hand-over), or still sharing its port
     with another release."""
     apps = list_apps(app)
-    baseline = baseline or {}
+    baseline, now = baseline or {}, restart_counts(app, apps)
     problems = []
     for service in app.services:
         wanted = app_name(service, tag)
@@ -182,9 +185,9 @@ def running_problems(app: AppHost, tag: str, baseline: dict[str, int] | None = N
         for item in mine:
             if item.name != wanted:
                 problems.append(f"{service}: {item.name} still runs beside {wanted}")
-            elif item.status != "online" or item.restarts > baseline.get(wanted, item.restarts):
+            elif item.status != "online" or now[wanted] > baseline.get(wanted, now[wanted]):
                 problems.append(f"{service}: {wanted} is {item.status}, restarted "
-                                f"{item.restarts - baseline.get(wanted, 0)} time(s) since it took over")
+                                f"{now[wanted] - baseline.get(wanted, 0)} time(s) since it took over")
     return problems
 
 
