@@ -54,7 +54,9 @@ class AppHost(Block):
     @field_validator("repo_url")
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
-        if value and urlsplit(value).password:
+        parts = urlsplit(value) if value else None
+        # A token also works as the user name alone (https://TOKEN@host/...); ssh://git@host is a key login.
+        if parts and (parts.password or (parts.username and parts.scheme in ("http", "https"))):
             raise ValueError("APP_REPO_URL must not carry a password or token (it would show in logs and process "
                              "lists); use an SSH deploy key or a git credential helper")
         return value

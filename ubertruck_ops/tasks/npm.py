@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.log import logger
-from ubertruck_ops.tasks.execute import CommandFailed, require_tool, run
+from ubertruck_ops.tasks.execute import CommandFailed, mask, require_tool, run
 from ubertruck_ops.tasks.postgres import client_bin_dir
 
 NODE_INSTALL = "apt-get install -y nodejs npm   (Node.js 20, as the guide's init-server.sh installs)"
@@ -65,10 +65,11 @@ def run_migrations(folder: Path, database: PostgresDatabase) -> str:
     environment, never in argv); return its output. Raise CommandFailed when it fails."""
     _, npm = require_node()
     url = database.url()
+    secrets = [url, database.password.get_secret_value() if database.password else ""]
     path = f"{client_bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}"   # psql for migration runners that need it
     out = run([npm, "run", "--silent", "migrate:production"], cwd=folder, timeout=3600,
-              env=_npm_env({"DATABASE_URL": url, "PATH": path}), secrets=[url, database.password.get_secret_value()
-                                                                          if database.password else ""])
-    text = out.stdout.decode(errors="replace").strip()
+              env=_npm_env({"DATABASE_URL": url, "PATH": path}), secrets=secrets)
+    # A migration runner may echo its connection string: its output is logged and returned masked.
+    text = mask(out.stdout.decode(errors="replace").strip(), secrets)
     logger().info("migrations: %s", text or "nothing to apply")
     return text

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import redis
 
 from ubertruck_ops.blocks.monitoring import CheckThresholds, RedisCache
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CRITICAL, CheckResult
+from ubertruck_ops.core.text import one_line
 
 
 def _client(block: RedisCache) -> redis.Redis:
     return redis.Redis.from_url(block.url, password=block.password.get_secret_value() if block.password else None,
                                 socket_timeout=block.timeout_seconds, socket_connect_timeout=block.timeout_seconds)
+
+
+def _where(block: RedisCache) -> str:
+    """host:port only: a URL may carry a password (redis://:pw@host), and this text goes to Slack."""
+    parts = urlsplit(block.url)
+    return f"{parts.hostname}:{parts.port or 6379}"
 
 
 def cache_hit_rate(block: RedisCache, limits: CheckThresholds) -> CheckResult:
@@ -20,7 +29,7 @@ def cache_hit_rate(block: RedisCache, limits: CheckThresholds) -> CheckResult:
         stats = _client(block).info("stats")
     except redis.RedisError as exc:
         return CheckResult("redis cache hit rate", CRITICAL, "unreachable", "answers",
-                           f"Redis at {block.url}: {type(exc).__name__}: {exc}"[:300], "critical")
+                           f"Redis at {_where(block)}: {one_line(exc)}"[:300], "critical")
     hits, misses = stats.get("keyspace_hits", 0), stats.get("keyspace_misses", 0)
     if hits + misses == 0:
         return checks.ok("redis cache hit rate", None, None, "no lookups yet")

@@ -25,11 +25,13 @@ def store_report_file(repo, environment: str, day: dt.date, name: str, data: byt
 
 
 def read_history(repo, environment: str) -> dict[str, dict]:
-    """Return {YYYY-MM-DD: figures} recorded by earlier runs (empty the first time)."""
-    try:
-        return json.loads(repo.get_bytes(f"{_prefix(environment)}/daily-figures.json"))
-    except Exception:  # noqa: BLE001 - no history yet (or unreadable): start a new one
+    """Return {YYYY-MM-DD: figures} recorded by earlier runs (empty the first time).
+    Raise when the history exists but cannot be read: record_day would otherwise overwrite
+    months of figures with one day."""
+    key = f"{_prefix(environment)}/daily-figures.json"
+    if not any(item.key == key for item in repo.list(_prefix(environment))):
         return {}
+    return json.loads(repo.get_bytes(key))
 
 
 def record_day(repo, environment: str, day: dt.date, figures: dict) -> dict[str, dict]:
