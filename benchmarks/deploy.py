@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="ut-bench-deploy-"))
+    root = Path(tempfile.mkdtemp(prefix="ut-bench-deploy-", dir=args.workdir))   # a new folder inside --workdir
     root.chmod(0o755)   # the embedded PostgreSQL runs as an unprivileged user when we are root
     os.environ["PREFECT_HOME"] = str(root / "prefect")      # keep the operator's Prefect home untouched
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -21,7 +21,7 @@ from ubertruck_ops.core import notices
 from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
 from ubertruck_ops.core.physical import plan_backup, refusal, segment_of
 from ubertruck_ops.core.steps import Steps
-from ubertruck_ops.core.text import human_bytes, human_seconds
+from ubertruck_ops.core.text import human_bytes, human_seconds, one_line
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
 from ubertruck_ops.tasks.crypto import DecryptionKeyError, gpg_session, zstd_version
@@ -135,7 +135,7 @@ def incremental_backup(environment: str = "production", force_full: bool = False
         if backup_id:
             catalog.discard_backup_quietly(repo, backup_id)
         notify(env.slack, notices.operation_failed("incremental backup", environment, step.current,
-                                                   f"{type(exc).__name__}: {exc}"))
+                                                   one_line(exc)))
         raise
 
     sizes = ", ".join(f"{o.name} {human_bytes(o.size)}" for o in objects)

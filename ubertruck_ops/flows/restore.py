@@ -23,7 +23,7 @@ from ubertruck_ops.flows.physical_restore import restore_physical
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.manifest import Manifest
 from ubertruck_ops.core.steps import Steps, compare_counts
-from ubertruck_ops.core.text import human_seconds
+from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, postgres
 from ubertruck_ops.tasks.crypto import GpgSession, gpg_session
@@ -104,7 +104,7 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
                 extracted = load.extract_archives(repo, manifest, gpg, files_to)
     except Exception as exc:
         notify(target.slack, notices.operation_failed("restore", target_name, step.current,
-                                                      f"{type(exc).__name__}: {exc}"))
+                                                      one_line(exc)))
         raise
     duration = time.monotonic() - clock
     create_markdown_artifact(key="restore-report", description=f"restore of {manifest.backup_id}", markdown=(
@@ -193,7 +193,7 @@ def _restore_physical(environment: str, target_time: str | None, data_directory:
                                       data_directory, keep_running)
     except Exception as exc:
         notify(env.slack, notices.operation_failed("point-in-time restore", environment, step.current,
-                                                   f"{type(exc).__name__}: {exc}"))
+                                                   one_line(exc)))
         raise
     result.pop("server")
     duration = time.monotonic() - clock

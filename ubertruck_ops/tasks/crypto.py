@@ -18,8 +18,8 @@ from ubertruck_ops.tasks.execute import Stage, require_tool, run, secret_fd
 
 GPG_INSTALL = "apt-get install -y gnupg"
 # The largest passphrase-stretching count OpenPGP can encode. Without it, gpg asks a fresh
-# gpg-agent, which calibrates for ~0.8 s before every session (measured) only to answer the
-# same maximum on any recent CPU: one fixed stall that made a small incremental backup 3x slower.
+# gpg-agent, which calibrated for ~0.8 s in every session, only to answer this same maximum
+# (measured on this project's machine): one fixed stall that made a small incremental 3x slower.
 S2K_COUNT = 65011712
 ZSTD_INSTALL = "apt-get install -y zstd"
 

@@ -9,14 +9,13 @@ next incremental backup needs it.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import os
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
@@ -156,29 +155,33 @@ def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo, folder: str,
     """Stream pg_basebackup (incremental when `previous_manifest` is given) through zstd and gpg into
     the repository; store its backup_manifest too. Return the objects, the WAL range it covers and
     the backup_manifest."""
-    capture, streamed = TarMemberCapture("backup_manifest"), threading.Event()
+    capture, streamed, data_stored = TarMemberCapture("backup_manifest"), threading.Event(), []
 
     def captured_manifest() -> Iterator[bytes]:
         streamed.wait()
+        if not data_stored:
+            raise RuntimeError("the data stream failed, so its backup_manifest is not stored either")
         if not capture.found:
             raise RuntimeError("pg_basebackup's stream held no backup_manifest")
         yield bytes(capture.captured)
 
-    # The manifest's own zstd | gpg starts now, so gpg derives its key while the data streams
-    # (0.1 s, a quarter of a small incremental's step); it gets the manifest once the stream ends.
+    # The manifest's own zstd | gpg starts now, so gpg derives its key while the data streams (0.09 s
+    # for gpg alone, measured; a small incremental's step takes ~0.35 s); it gets the manifest once
+    # the data is stored.
     with ThreadPoolExecutor(max_workers=1) as pool:
         manifest_stored = pool.submit(contextvars.copy_context().run, store_stream, repo,
                                       f"{folder}/{BACKUP_MANIFEST_OBJECT}",
                                       [zstd_compress_stage(), gpg.encrypt_stage()], feed=captured_manifest())
         try:
-            with contextlib.ExitStack() as stack:
-                path = (stack.enter_context(previous_manifest_file(previous_manifest))
-                        if previous_manifest is not None else None)
-                written = store_stream(repo, f"{folder}/{DATA_OBJECT}", [zstd_compress_stage(), gpg.encrypt_stage()],
-                                       source=[basebackup_stage(db, path)], tap=capture)
+            with (previous_manifest_file(previous_manifest) if previous_manifest is not None
+                  else nullcontext()) as path:
+                data_stored.append(store_stream(repo, f"{folder}/{DATA_OBJECT}",
+                                                [zstd_compress_stage(), gpg.encrypt_stage()],
+                                                source=[basebackup_stage(db, path)], tap=capture))
         finally:
             streamed.set()  # on failure too: the manifest's pipeline then fails and stores nothing
         stored = manifest_stored.result()
+    written = data_stored[0]
     manifest_bytes = bytes(capture.captured)
     ranges = json.loads(manifest_bytes)["WAL-Ranges"]
     wal = {"start_lsn": ranges[0]["Start-LSN"], "end_lsn": ranges[-1]["End-LSN"], "timeline": ranges[-1]["Timeline"]}

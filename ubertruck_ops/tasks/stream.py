@@ -48,8 +48,12 @@ def store_stream(repo, key: str, stages: Sequence[Stage], *, feed: bytes | Itera
     producer = Pipeline(source) if source else None
     try:
         with Pipeline(stages, feed_stdin=feed is not None or producer is not None, cwd=cwd) as pipe:
-            chunks = ([feed] if isinstance(feed, bytes) else feed if feed is not None
-                      else _tapped(producer.stdout, tap) if producer else None)
+            if isinstance(feed, (bytes, bytearray, memoryview)):
+                chunks = [feed]
+            elif feed is not None:
+                chunks = feed
+            else:
+                chunks = _tapped(producer.stdout, tap) if producer else None
             feeder = _start_feeder(pipe, chunks)
             stdout = pipe.stdout
             while chunk := stdout.read(CHUNK):
