@@ -49,9 +49,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         proxy.requests.append((self.command, self.path))
-        if proxy.should_fail(self.command, self.path):
-            error = b"<Error><Code>ServiceUnavailable</Code><Message>injected by test</Message></Error>"
-            self.send_response(503)
+        failure = proxy.failure(self.command, self.path)
+        if failure:
+            error = f"<Error><Code>{failure[1]}</Code><Message>injected by test</Message></Error>".encode()
+            self.send_response(failure[0])
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(error)))
             self.end_headers()
@@ -79,7 +80,9 @@ class FaultyProxy(_Server):
     """Forwards to an S3 endpoint; answers 503 to chosen requests.
 
     `fail_next(n, method, marker)`: the next n matching requests fail. `fail_always(...)`:
-    every matching request fails, as when the endpoint is gone for writes.
+    every matching request fails, as when the endpoint is gone for writes. Both take `status`
+    and `code` (default 503 ServiceUnavailable; e.g. 403 AccessDenied for a denied DeleteObjects,
+    method POST, marker "?delete").
     """
 
     handler = _ProxyHandler
@@ -90,20 +93,26 @@ class FaultyProxy(_Server):
         self._rules: list[list] = []
         self._lock = threading.Lock()
 
-    def fail_next(self, count: int, method: str = "PUT", marker: str = "partNumber") -> None:
-        self._rules.append([method, marker, count])
+    def fail_next(self, count: int, method: str = "PUT", marker: str = "partNumber", status: int = 503,
+                  code: str = "ServiceUnavailable") -> None:
+        self._rules.append([method, marker, count, status, code])
 
-    def fail_always(self, method: str = "PUT", marker: str = "") -> None:
-        self._rules.append([method, marker, None])
+    def fail_always(self, method: str = "PUT", marker: str = "", status: int = 503,
+                    code: str = "ServiceUnavailable") -> None:
+        self._rules.append([method, marker, None, status, code])
 
     def should_fail(self, method: str, path: str) -> bool:
+        return self.failure(method, path) is not None
+
+    def failure(self, method: str, path: str) -> tuple[int, str] | None:
+        """Return (status, error code) when this request is to fail, counting it, else None."""
         with self._lock:
             for rule in self._rules:
                 if rule[0] == method and rule[1] in path and (rule[2] is None or rule[2] > 0):
                     if rule[2] is not None:
                         rule[2] -= 1
-                    return True
-        return False
+                    return rule[3], rule[4]
+        return None
 
 
 class _SlackHandler(BaseHTTPRequestHandler):

@@ -155,3 +155,126 @@ def test_params_are_json_when_they_parse_and_strings_otherwise():
         "tag": "v1.10.0", "n": 3, "flag": True, "x": 1.1, "confirm": "ubertruck_prod"}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_params(["oops"])
+
+
+def test_a_backup_id_or_release_tag_with_a_trailing_newline_is_refused():
+    from ubertruck_ops.core.releases import check_tag
+
+    with pytest.raises(ValueError, match="is not of the form"):
+        validate_backup_id("20261124T020000Z-logical-a1b2c3\n")
+    assert backup_id_of_key("2026/11/24/20261124T020000Z-logical-a1b2c3\n/manifest.json") is None
+    with pytest.raises(ValueError, match="is not a release tag"):
+        check_tag("v1.10.0\n")
+    assert check_tag("v1.10.0") == "v1.10.0"
+
+
+def _manifest_json(**changes) -> bytes:
+    import json
+
+    manifest = Manifest("20261124T020000Z-logical-a1b2c3", "logical", "2026-11-24T02:00:00+00:00",
+                        "2026-11-24T02:05:00+00:00", {"name": "ubertruck_prod"}, {}, {},
+                        [StoredObject("database.dump.zst.gpg", "database", 10, "0" * 64)])
+    raw = json.loads(manifest.to_json())
+    raw.update(changes)
+    return json.dumps(raw).encode()
+
+
+def test_a_manifest_that_is_not_an_object_or_is_truncated_or_from_a_newer_release_is_a_value_error():
+    for data, message in [(b"[1, 2]", "a JSON list, not an object"), (b'"text"', "a JSON str"),
+                          (_manifest_json()[:40], "not JSON"), (b"\xff\xfe", "not JSON"),
+                          (_manifest_json(format=2), "written by a newer release"),
+                          (_manifest_json(format="1"), "unsupported manifest format '1'"),
+                          (_manifest_json(finished_at="yesterday"), "not an ISO 8601 time"),
+                          (_manifest_json(backup_id="../../etc"), "is not of the form"),
+                          (_manifest_json(objects={"a": 1}), "objects is not a list"),
+                          (_manifest_json(kind=None), "kind is not a string")]:
+        with pytest.raises(ValueError, match=message):
+            Manifest.from_json(data)
+
+
+def test_unknown_keys_in_a_manifest_of_our_format_are_ignored():
+    import json
+
+    raw = json.loads(_manifest_json(added_later={"x": 1}))
+    raw["objects"][0]["storage_class"] = "GLACIER"
+    manifest = Manifest.from_json(json.dumps(raw).encode())
+    assert manifest.backup_id == "20261124T020000Z-logical-a1b2c3" and manifest.objects[0].size == 10
+
+
+def test_retention_never_deletes_a_folder_whose_manifest_it_cannot_read_however_old():
+    from ubertruck_ops.core.retention import plan_retention
+
+    old, newer = "20261001T020000Z-logical-aaaaaa", "20261120T020000Z-logical-bbbbbb"
+    unreadable, leftover, running = "20260901T020000Z-logical-cccccc", "20261002T020000Z-logical-dddddd", \
+        "20261124T010000Z-logical-eeeeee"
+    records = [BackupRecord(old, NOW - timedelta(days=54), kind="logical"),
+               BackupRecord(newer, NOW - timedelta(days=4), kind="logical")]
+    folders = {old: NOW - timedelta(days=54), newer: NOW - timedelta(days=4), unreadable: NOW - timedelta(days=84),
+               leftover: NOW - timedelta(days=53), running: NOW - timedelta(hours=1)}
+    plan = plan_retention(records, folders, {old, newer, unreadable}, {unreadable: "logical"}, NOW, 30,
+                          timedelta(hours=24))
+    assert plan.expired == [old] and plan.leftovers == [leftover] and plan.unreadable == [unreadable]
+
+
+def test_an_unreadable_incremental_keeps_every_physical_backup_before_it():
+    from ubertruck_ops.core.retention import plan_retention
+
+    base = BackupRecord("20261001T020000Z-base-aaaaaa", NOW - timedelta(days=54), kind="base")
+    logical = BackupRecord("20261001T030000Z-logical-bbbbbb", NOW - timedelta(days=54), kind="logical")
+    newest = BackupRecord("20261120T020000Z-base-cccccc", NOW - timedelta(days=4), kind="base")
+    lost_link = "20261002T020000Z-incremental-dddddd"
+    folders = {r.backup_id: r.finished_at for r in (base, logical, newest)} | {lost_link: NOW - timedelta(days=53)}
+    plan = plan_retention([base, logical, newest], folders, set(folders), {lost_link: "incremental"}, NOW, 30,
+                          timedelta(hours=24))
+    assert plan.expired == [logical.backup_id], "the base the unreadable incremental may build on must stay"
+
+
+def test_a_backup_that_finished_before_the_newest_in_the_repository_says_the_clock_may_be_behind():
+    from ubertruck_ops.core.retention import clock_behind
+
+    others = [BackupRecord("20261124T010000Z-logical-aaaaaa", NOW - timedelta(hours=1)),
+              BackupRecord("20261123T020000Z-logical-bbbbbb", NOW - timedelta(days=1))]
+    mine = "20261124T000000Z-logical-cccccc"
+    assert clock_behind(mine, NOW, others + [BackupRecord(mine, NOW)]) is None
+    warning = clock_behind(mine, NOW - timedelta(hours=2), others)
+    assert "is this host's clock behind?" in warning and "1h 00m before backup 20261124T010000Z-logical-aaaaaa" \
+        in warning and "Nothing was deleted because of it" in warning
+
+
+def test_failure_notices_say_a_complete_backup_is_kept_and_what_retention_freed():
+    kept = notices.backup_kept_after_failure("nightly backup", "production", "20261124T020000Z-logical-a1b2c3",
+                                             "apply retention", "RepositoryError: delete failed")
+    assert kept["text"] == (":x: [production] nightly backup FAILED at step 'apply retention' after backup "
+                            "20261124T020000Z-logical-a1b2c3 completed: the backup is complete and kept")
+    assert notices.after_failed_backup({"expired": ["x"], "bytes_freed": 3 << 20}) == [
+        "retention after the failure freed 3.0 MiB: 1 expired backup(s) deleted"]
+    assert notices.after_failed_backup({"expired": [], "bytes_freed": 0}) == []
+    assert notices.after_failed_backup({"failed_backup_removed": True}) == [
+        "retention after the failure could not run (see the run log)"]
+    unreadable = notices.unreadable_manifests("production", {"2026/10/01/x/manifest.json": "unsupported format 2"})
+    assert "retention kept 1 backup(s) whose manifest it cannot read" in unreadable["text"]
+    assert "`2026/10/01/x/manifest.json`: unsupported format 2" in str(unreadable)
+
+
+def test_no_space_left_is_recognised_through_the_errors_it_caused():
+    import errno
+
+    from ubertruck_ops.tasks.catalog import out_of_space, repository_full
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("dump failed") from inner
+    except RuntimeError as outer:
+        assert out_of_space(outer)
+    assert not out_of_space(RuntimeError("pg_dump failed (killed by signal 9)"))
+    message = str(repository_full("local folder /srv/backups", OSError(errno.ENOSPC, "No space left on device"),
+                                  {"failed_backup_removed": True, "expired": ["20261001T020000Z-logical-aaaaaa"],
+                                   "bytes_freed": 5 << 20}))
+    assert message.startswith("the backup repository local folder /srv/backups is full (no space left on device): "
+                              "the backup failed and left no manifest and no partial object; retention then freed "
+                              "5.0 MiB (1 expired backup(s): 20261001T020000Z-logical-aaaaaa)")
+    nothing = str(repository_full("x", OSError(errno.ENOSPC, "full"), {"failed_backup_removed": True, "expired": [],
+                                                                    "bytes_freed": 0}))
+    assert "retention found nothing expired to free: add space, or lower keep_full_days" in nothing

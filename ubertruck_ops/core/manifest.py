@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-_BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[a-z]+-[0-9a-f]{6}$")
+# Used with fullmatch: `$` would also accept a trailing newline.
+_BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-(?P<kind>[a-z]+)-[0-9a-f]{6}")
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,35 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> "Manifest":
-        """Given manifest bytes, return the manifest. Raise ValueError when it is not one we can read."""
+        """Given manifest bytes, return the manifest. Raise ValueError when it is not one we can read:
+        not JSON, not an object, a format number other than ours (a newer release wrote it), a
+        missing or mistyped field. Unknown keys in a manifest of our format are ignored (a later
+        release of the same format may add optional ones)."""
         try:
             raw = json.loads(data)
-            if raw.get("format") != FORMAT_VERSION:
-                raise ValueError(f"unsupported manifest format {raw.get('format')!r}")
-            raw["objects"] = [StoredObject(**o) for o in raw.get("objects", [])]
-            return cls(**raw)
-        except (TypeError, KeyError, json.JSONDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"unreadable manifest: not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"unreadable manifest: a JSON {type(raw).__name__}, not an object")
+        version = raw.get("format")
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise ValueError(f"unsupported manifest format {version}: written by a newer release "
+                             f"(this one reads format {FORMAT_VERSION})")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"unsupported manifest format {version!r} (this release reads format {FORMAT_VERSION})")
+        known = {f.name for f in fields(cls)}
+        try:
+            raw = {k: v for k, v in raw.items() if k in known}
+            objects = raw.get("objects", [])
+            if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+                raise TypeError("objects is not a list of objects")
+            stored = {f.name for f in fields(StoredObject)}
+            raw["objects"] = [StoredObject(**{k: v for k, v in o.items() if k in stored}) for o in objects]
+            manifest = cls(**raw)
+        except TypeError as exc:
             raise ValueError(f"unreadable manifest: {exc}") from None
+        _check_types(manifest)
+        return manifest
 
     def object(self, role: str) -> StoredObject | None:
         return next((o for o in self.objects if o.role == role), None)
@@ -75,7 +96,7 @@ def new_backup_id(now: datetime, kind: str, token: str) -> str:
 
 def validate_backup_id(backup_id: str) -> str:
     """Return backup_id. Raise ValueError when it is not shaped like one of ours (stops path tricks)."""
-    if not _BACKUP_ID.match(backup_id or ""):
+    if not isinstance(backup_id, str) or not _BACKUP_ID.fullmatch(backup_id):
         raise ValueError(f"backup id {backup_id!r} is not of the form YYYYMMDDTHHMMSSZ-kind-xxxxxx")
     return backup_id
 
@@ -89,9 +110,49 @@ def backup_folder(backup_id: str) -> str:
 def backup_id_of_key(key: str) -> str | None:
     """Given a repository key (relative to the prefix), return the backup id it belongs to, if any."""
     parts = key.split("/")
-    if len(parts) >= 5 and _BACKUP_ID.match(parts[3]) and backup_folder(parts[3]) == "/".join(parts[:4]):
+    if len(parts) >= 5 and _BACKUP_ID.fullmatch(parts[3]) and backup_folder(parts[3]) == "/".join(parts[:4]):
         return parts[3]
     return None
+
+
+def is_manifest_key(key: str) -> bool:
+    """Given a repository key, return True when it is a backup folder's manifest: YYYY/MM/DD/<id>/manifest.json."""
+    parts = key.split("/")
+    return len(parts) == 5 and parts[4] == MANIFEST_NAME and backup_id_of_key(key) is not None
+
+
+def kind_of_id(backup_id: str) -> str:
+    """Given a backup id, return the kind it names (logical, base, incremental), known even without a manifest."""
+    found = _BACKUP_ID.fullmatch(backup_id)
+    return found["kind"] if found else ""
+
+
+def _check_types(manifest: "Manifest") -> None:
+    """Raise ValueError when a field retention or restore relies on has the wrong shape."""
+    problems = []
+    try:
+        validate_backup_id(manifest.backup_id)
+    except ValueError as exc:
+        problems.append(str(exc))
+    for name in ("kind", "started_at", "finished_at"):
+        if not isinstance(getattr(manifest, name), str):
+            problems.append(f"{name} is not a string")
+    for name in ("started_at", "finished_at"):
+        try:
+            parse_time(getattr(manifest, name))
+        except (TypeError, ValueError):
+            problems.append(f"{name} {getattr(manifest, name)!r} is not an ISO 8601 time")
+    if manifest.parent is not None and not isinstance(manifest.parent, str):
+        problems.append("parent is not a backup id")
+    for name in ("database", "tools", "encryption", "row_counts", "physical"):
+        if not isinstance(getattr(manifest, name), dict):
+            problems.append(f"{name} is not an object")
+    for obj in manifest.objects:
+        if not (isinstance(obj.name, str) and isinstance(obj.role, str) and isinstance(obj.size, int)
+                and isinstance(obj.sha256, str)):
+            problems.append(f"object {obj.name!r} has a mistyped name, role, size or sha256")
+    if problems:
+        raise ValueError("unreadable manifest: " + "; ".join(problems))
 
 
 def parse_time(text: str) -> datetime:

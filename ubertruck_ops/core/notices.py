@@ -11,7 +11,8 @@ def _payload(text: str, lines: list[str]) -> dict:
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join([f"*{text}*", *lines])}}]}
 
 
-def backup_succeeded(environment: str, manifest: Manifest, duration: float, what: str = "nightly backup") -> dict:
+def backup_succeeded(environment: str, manifest: Manifest, duration: float, what: str = "nightly backup",
+                     warnings: list[str] | None = None) -> dict:
     sizes = ", ".join(f"{o.role} {human_bytes(o.size)}" for o in manifest.objects)
     lines = [f"backup id: `{manifest.backup_id}`", f"stored: {sizes}", f"duration: {human_seconds(duration)}"]
     if manifest.row_counts:
@@ -20,12 +21,41 @@ def backup_succeeded(environment: str, manifest: Manifest, duration: float, what
         lines.append(f"parent: `{manifest.parent}`")
     if manifest.missing_paths:
         lines.append("not archived (missing): " + ", ".join(manifest.missing_paths))
+    lines += [f":warning: {w}" for w in warnings or []]
     return _payload(f":white_check_mark: [{environment}] {what} completed", lines)
 
 
 def operation_failed(operation: str, environment: str, step: str, error: str, extra: list[str] | None = None) -> dict:
     return _payload(f":x: [{environment}] {operation} FAILED at step '{step}'",
                     [f"error: {error[:1500]}", *(extra or [])])
+
+
+def backup_kept_after_failure(operation: str, environment: str, backup_id: str, step: str, error: str) -> dict:
+    """A step after the manifest failed: the run failed, the backup did not."""
+    return _payload(f":x: [{environment}] {operation} FAILED at step '{step}' after backup {backup_id} completed: "
+                    "the backup is complete and kept",
+                    [f"backup id: `{backup_id}` (complete and kept: restore can use it)", f"error: {error[:1500]}"])
+
+
+def after_failed_backup(retention: dict) -> list[str]:
+    """Given what retention did after a failed backup, return the lines a failure notice adds."""
+    if "expired" not in retention:
+        return ["retention after the failure could not run (see the run log)"]
+    if not retention["expired"] and not retention.get("bytes_freed"):
+        return []
+    return [f"retention after the failure freed {human_bytes(retention.get('bytes_freed', 0))}: "
+            f"{len(retention['expired'])} expired backup(s) deleted"]
+
+
+def unreadable_manifests(environment: str, unreadable: dict[str, str]) -> dict:
+    """Retention kept folders whose manifest it cannot read: name each key and why."""
+    lines = [f"`{key}`: {why[:300]}" for key, why in sorted(unreadable.items())[:20]]
+    if len(unreadable) > 20:
+        lines.append(f"... and {len(unreadable) - 20} more (see the run log)")
+    lines.append("these backups are never deleted by retention and not used by restore: check them "
+                 "(a newer release may read them), then repair or remove them by hand")
+    return _payload(f":warning: [{environment}] retention kept {len(unreadable)} backup(s) whose manifest it cannot "
+                    "read", lines)
 
 
 def restore_succeeded(environment: str, target: str, backup_id: str, duration: float, kept_as: str | None) -> dict:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-TAG_PATTERN = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z][0-9A-Za-z.-]*)?$")
+# Used with fullmatch: `$` would also accept a trailing newline.
+TAG_PATTERN = re.compile(r"v\d+\.\d+\.\d+(?:-[0-9A-Za-z][0-9A-Za-z.-]*)?")
 
 
 def check_tag(tag: object) -> str:
     """Given a deploy parameter, return it as a release tag. Raise ValueError unless it is vX.Y.Z[-suffix]."""
-    if not isinstance(tag, str) or not TAG_PATTERN.match(tag):
+    if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
         raise ValueError(f"tag {tag!r} is not a release tag: expected vMAJOR.MINOR.PATCH such as v1.10.0 "
                          "(from the CLI pass it as a string: --param tag=v1.10.0)")
     return tag

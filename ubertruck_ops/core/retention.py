@@ -4,7 +4,10 @@ Rules (the guide's 9.1, made safe):
 - a full backup older than `keep_full_days` goes, except the newest complete full backup;
 - an incremental older than `keep_incremental_days` goes;
 - nothing a kept backup depends on (its parent chain) ever goes;
-- folders without a manifest (a failed or running backup) go once older than the grace.
+- folders without a manifest (a failed or running backup) go once older than the grace;
+- it fails closed: a folder whose manifest exists but cannot be read (a newer format, damaged,
+  a read error) is never deleted, and nothing it might depend on goes either (an unreadable
+  incremental keeps every physical backup before it: its parent could be any of them).
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ubertruck_ops.core.text import human_seconds
+
 
 @dataclass(frozen=True)
 class BackupRecord:
     backup_id: str
     finished_at: datetime
     parent: str | None = None
+    kind: str = ""          # logical, base, incremental ("" when unknown)
 
     @property
     def is_full(self) -> bool:
@@ -50,3 +56,43 @@ def stale_incomplete(folders: dict[str, datetime], complete: set[str], now: date
     ids of incomplete ones (no manifest) old enough that no running backup can own them."""
     return sorted(backup_id for backup_id, newest in folders.items()
                   if backup_id not in complete and newest < now - grace)
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    expired: list[str]          # complete backups read and found expired
+    leftovers: list[str]        # folders with no manifest key at all, older than the grace
+    unreadable: list[str]       # folders whose manifest exists but could not be read: kept, reported
+
+
+PHYSICAL = ("base", "incremental")
+
+
+def plan_retention(backups: list[BackupRecord], folders: dict[str, datetime], with_manifest: set[str],
+                   unreadable: dict[str, str], now: datetime, keep_full_days: int, grace: timedelta,
+                   keep_incremental_days: int = 7) -> RetentionPlan:
+    """Given the readable complete backups, every backup folder with its newest object's time, the
+    folders holding a manifest key (readable or not) and the unreadable ones ({backup id: kind named
+    by the id}), return what to delete. Only readable expired backups and folders without any
+    manifest key ever go; an unreadable folder, and what an unreadable incremental may build on, stay."""
+    expired = backups_to_delete(backups, now, keep_full_days, keep_incremental_days)
+    for backup_id, kind in unreadable.items():
+        if kind == "incremental":
+            expired -= {b.backup_id for b in backups if b.kind in PHYSICAL and b.backup_id < backup_id}
+    expired -= set(unreadable)
+    leftovers = stale_incomplete(folders, with_manifest | set(unreadable), now, grace)
+    return RetentionPlan(sorted(expired), leftovers, sorted(unreadable))
+
+
+def clock_behind(backup_id: str, finished_at: datetime, others: list[BackupRecord]) -> str | None:
+    """Given the backup just taken and the other complete backups, return a warning when it finished
+    before the newest of them (this host's clock is behind, or the other host's ahead), else None."""
+    newer = [b for b in others if b.backup_id != backup_id and b.finished_at > finished_at]
+    if not newer:
+        return None
+    newest = max(newer, key=lambda b: b.finished_at)
+    gap = human_seconds((newest.finished_at - finished_at).total_seconds())
+    return (f"backup {backup_id} finished at {finished_at.isoformat()}, {gap} before "
+            f"backup {newest.backup_id} already in the repository ({newest.finished_at.isoformat()}): is this host's "
+            "clock behind? (check NTP: timedatectl). Nothing was deleted because of it; ages are judged by this "
+            f"clock, and a restore without backup_id picks the newest by finished time, {newest.backup_id}")

@@ -6,14 +6,18 @@ either being written right now or left behind by a failure.
 
 from __future__ import annotations
 
+import errno
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.repository import BackupRepository
-from ubertruck_ops.core.manifest import MANIFEST_NAME, Manifest, backup_folder, backup_id_of_key, validate_backup_id
-from ubertruck_ops.core.retention import BackupRecord, backups_to_delete, stale_incomplete
+from ubertruck_ops.core.manifest import (MANIFEST_NAME, Manifest, backup_folder, backup_id_of_key, is_manifest_key,
+                                         kind_of_id, validate_backup_id)
+from ubertruck_ops.core.retention import BackupRecord, clock_behind, plan_retention
+from ubertruck_ops.core.text import human_bytes, one_line
 from ubertruck_ops.log import logger
 
 
@@ -21,16 +25,69 @@ class BackupNotFound(LookupError):
     """No complete backup matches the request."""
 
 
+class RepositoryFull(RuntimeError):
+    """A backup failed because the repository has no space left; the message says what retention freed."""
+
+
+class FailedAfterBackup(RuntimeError):
+    """A step after the manifest failed: the run fails, the backup is complete and kept."""
+
+    def __init__(self, backup_id: str, step: str, exc: BaseException):
+        self.backup_id = backup_id
+        super().__init__(f"backup {backup_id} is complete and kept; the run failed after it at step '{step}': "
+                         f"{one_line(exc)}")
+
+
+@dataclass
+class Scan:
+    """What a repository holds: every object, the manifests read (oldest first), and by key why the
+    others could not be read."""
+
+    listed: list
+    manifests: list[Manifest]
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def unreadable_ids(self) -> dict[str, str]:
+        """Return {backup id: the kind its id names} of the folders whose manifest could not be read."""
+        return {backup_id_of_key(key): kind_of_id(backup_id_of_key(key)) for key in self.unreadable}
+
+
+def scan(repo) -> Scan:
+    """List the repository and read every manifest. A manifest that cannot be read - it does not parse,
+    a newer release wrote it, it names another backup, or reading it failed - is logged as a warning and
+    listed in `unreadable`, never raised: whoever deletes must keep it, whoever restores must skip it."""
+    listed = repo.list("")
+    manifests, unreadable = [], {}
+    for item in listed:
+        if not is_manifest_key(item.key):
+            continue
+        try:
+            manifest = Manifest.from_json(repo.get_bytes(item.key))
+        except ValueError as exc:
+            unreadable[item.key] = str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - whatever stops us reading it, retention must keep the backup
+            unreadable[item.key] = f"could not be read: {one_line(exc)}"
+            continue
+        if manifest.backup_id != backup_id_of_key(item.key):
+            unreadable[item.key] = f"it names backup {manifest.backup_id}, not its folder's"
+            continue
+        manifests.append(manifest)
+    for key, why in unreadable.items():
+        logger().warning("manifest %s is unreadable (%s): that backup is kept, never deleted by retention, and "
+                         "not used for restores; check it (a newer release may read it)", key, why)
+    return Scan(listed, sorted(manifests, key=lambda m: m.finished), unreadable)
+
+
 def list_manifests(repo) -> list[Manifest]:
-    """Return the manifests of every complete backup, oldest first. Unreadable ones are logged and skipped."""
-    manifests = []
-    for item in repo.list(""):
-        if item.key.endswith("/" + MANIFEST_NAME) and backup_id_of_key(item.key):
-            try:
-                manifests.append(Manifest.from_json(repo.get_bytes(item.key)))
-            except ValueError as exc:
-                logger().warning("skipping %s: %s", item.key, exc)
-    return sorted(manifests, key=lambda m: m.finished_at)
+    """Return the manifests of every complete backup, oldest first. Unreadable ones are logged and left out."""
+    return scan(repo).manifests
+
+
+def newest(manifests: list[Manifest], kind: str, before: datetime | None = None) -> Manifest | None:
+    """Given manifests oldest first, return the newest of `kind` finished at or before `before`, if any."""
+    candidates = [m for m in manifests if m.kind == kind and (before is None or m.finished <= before)]
+    return candidates[-1] if candidates else None
 
 
 @task(name="find-backup", cache_policy=NO_CACHE)
@@ -48,11 +105,11 @@ def find_backup(repo, backup_id: str | None = None, before: datetime | None = No
             if "NoSuchKey" in str(exc) or "Not Found" in str(exc) or "404" in str(exc):
                 raise BackupNotFound(f"backup {backup_id} has no manifest in {repo.description}") from exc
             raise
-    candidates = [m for m in list_manifests(repo) if m.kind == kind and (before is None or m.finished <= before)]
-    if not candidates:
+    found = newest(list_manifests(repo), kind, before)
+    if found is None:
         when = f" finished before {before.isoformat()}" if before else ""
         raise BackupNotFound(f"no complete {kind} backup{when} in {repo.description}")
-    return candidates[-1]
+    return found
 
 
 @task(name="write-manifest", cache_policy=NO_CACHE)
@@ -71,39 +128,89 @@ def discard_backup(repo, backup_id: str) -> None:
         logger().info("removed %d object(s) of failed backup %s", len(keys), backup_id)
 
 
-def discard_backup_quietly(repo, backup_id: str) -> None:
-    """discard_backup for error paths: a failure to clean up is logged, never raised over the real error."""
+def discard_backup_quietly(repo, backup_id: str) -> bool:
+    """discard_backup for error paths: a failure to clean up is logged (return False), never raised over the
+    real error."""
     try:
         discard_backup(repo, backup_id)
+        return True
     except Exception as exc:  # noqa: BLE001 - retention removes leftovers later; the original error matters
         logger().warning("could not remove the failed backup's objects (%s); retention will", exc)
+        return False
 
 
 @task(name="apply-retention", cache_policy=NO_CACHE)
-def apply_retention(repo, block: BackupRepository, now: datetime) -> dict:
-    """Delete expired backups and stale leftovers per core/retention.py; return what went."""
-    listed = repo.list("")
-    manifests = list_manifests(repo)
-    records = [BackupRecord(m.backup_id, m.finished, m.parent) for m in manifests]
-    expired = backups_to_delete(records, now, block.keep_full_days)
-    newest: dict[str, datetime] = {}
-    for item in listed:
+def apply_retention(repo, block: BackupRepository, now: datetime, taken: Manifest | None = None) -> dict:
+    """Delete expired backups and stale leftovers per core/retention.py; return what went, what was
+    kept because its manifest is unreadable, and (given the backup just `taken`) a clock warning."""
+    found = scan(repo)
+    records = [BackupRecord(m.backup_id, m.finished, m.parent, m.kind) for m in found.manifests]
+    newest_object: dict[str, datetime] = {}
+    for item in found.listed:
         backup_id = backup_id_of_key(item.key)
         if backup_id:
-            newest[backup_id] = max(newest.get(backup_id, item.modified), item.modified)
+            newest_object[backup_id] = max(newest_object.get(backup_id, item.modified), item.modified)
+    with_manifest = {backup_id_of_key(item.key) for item in found.listed if is_manifest_key(item.key)}
     grace = timedelta(hours=block.incomplete_grace_hours)
-    leftovers = stale_incomplete(newest, {m.backup_id for m in manifests}, now, grace)
-    doomed = set(expired) | set(leftovers)
+    plan = plan_retention(records, newest_object, with_manifest, found.unreadable_ids(), now, block.keep_full_days,
+                          grace)
+    doomed = set(plan.expired) | set(plan.leftovers)
     # The manifest goes first: a backup is never left looking complete with objects missing.
-    keys = [item.key for item in listed if backup_id_of_key(item.key) in doomed]
-    keys.sort(key=lambda k: not k.endswith(MANIFEST_NAME))
+    doomed_items = [item for item in found.listed if backup_id_of_key(item.key) in doomed]
+    keys = sorted((item.key for item in doomed_items), key=lambda k: not k.endswith(MANIFEST_NAME))
     if keys:
         repo.delete(keys)
     aborted = repo.abort_stale_uploads(grace)
+    freed = sum(item.size for item in doomed_items)
     if doomed or aborted:
-        logger().info("retention: %d expired, %d incomplete leftovers, %d stale uploads aborted",
-                      len(expired), len(leftovers), aborted)
-    return {"expired": sorted(expired), "incomplete_removed": leftovers, "uploads_aborted": aborted}
+        logger().info("retention: %d expired, %d incomplete leftovers, %d stale uploads aborted, %s freed",
+                      len(plan.expired), len(plan.leftovers), aborted, human_bytes(freed))
+    clock = clock_behind(taken.backup_id, taken.finished, records) if taken else None
+    if clock:
+        logger().warning("%s", clock)
+    return {"expired": plan.expired, "incomplete_removed": plan.leftovers, "uploads_aborted": aborted,
+            "bytes_freed": freed, "unreadable": found.unreadable, "clock_warning": clock}
+
+
+def clean_up_failed_backup(repo, block: BackupRepository, backup_id: str | None, now: datetime) -> dict:
+    """After a backup failed before its manifest: remove what it wrote, then apply retention anyway
+    (on a full repository nothing else would ever free space). Best effort: return retention's
+    report (without its keys when it failed too: logged, never raised over the backup's own error)
+    and whether the failed backup's objects are gone."""
+    removed = discard_backup_quietly(repo, backup_id) if backup_id else True
+    try:
+        return {"failed_backup_removed": removed, **apply_retention(repo, block, now)}
+    except Exception as exc:  # noqa: BLE001 - the backup's own error is the one to report
+        logger().warning("retention after the failed backup failed too (%s)", one_line(exc))
+        return {"failed_backup_removed": removed}
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Return True when `exc`, or an error it came from, says no space is left on the device."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def repository_full(description: str, exc: BaseException, retention: dict) -> RepositoryFull:
+    """Given the out-of-space error and what retention did afterwards, return the error that says so."""
+    freed, expired = retention.get("bytes_freed", 0), retention.get("expired", [])
+    left = ("left no manifest and no partial object" if retention.get("failed_backup_removed")
+            else "left no manifest (its partial objects could not be removed yet: retention removes them later)")
+    if "expired" not in retention:
+        after = "retention could not run afterwards (see the log), so nothing was freed"
+    elif expired or freed:
+        after = (f"retention then freed {human_bytes(freed)} ({len(expired)} expired backup(s)"
+                 f"{': ' + ', '.join(expired) if expired else ''}), so the next backup has that much more room")
+    else:
+        after = ("retention found nothing expired to free: add space, or lower keep_full_days in the "
+                 "repository block")
+    return RepositoryFull(f"the backup repository {description} is full (no space left on device): the backup "
+                          f"failed and {left}; {after}. Error: {one_line(exc)}")
 
 
 PHYSICAL_KINDS = ("base", "incremental")
