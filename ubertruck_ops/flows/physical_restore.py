@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ubertruck_ops.core.manifest import Manifest
+from ubertruck_ops.core.names import shell_safe_path
 from ubertruck_ops.core.physical import contiguous_run, parse_segment, segment_name, segment_of
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
@@ -59,9 +60,17 @@ def plan_wal(chain_end: Manifest, archived: dict[str, datetime], target_time: da
 
 
 def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdir: Path | None,
-                     keep_running: bool) -> dict:
-    """Rebuild and start a cluster from the physical chain; return where it is and what it holds."""
+                     keep_running: bool, known_roles: tuple[str, ...] = ()) -> dict:
+    """Rebuild and start a cluster from the physical chain; return where it is and what it holds.
+
+    The cluster is byte-faithful: its roles, passwords and pg_hba.conf stay as backed up (the server
+    is reached through hba/ident files of its own, outside the data directory). `known_roles` are
+    roles that exist in it (the backup's login), used to find its bootstrap superuser.
+    Raise ValueError when `workdir` holds characters a shell would interpret, before anything is made.
+    """
     log = logger()
+    if workdir is not None:
+        workdir = Path(shell_safe_path(workdir, "data_directory"))
     chain = catalog.find_physical_chain(repo, target_time)
     last = chain[-1]
     major = int(last.database["server_version"]) // 10000
@@ -78,10 +87,11 @@ def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdi
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ubertruck-restore-"))
     if workdir.exists() and any(workdir.iterdir()):
         raise FileExistsError(f"{workdir} is not empty: give an empty or new folder as data_directory")
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir.chmod(0o755)
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    workdir.chmod(0o700)   # decrypted data and WAL land here: nobody else may read them
     try:
-        return _rebuild_and_start(repo, gpg, chain, wal_files, workdir, bin_dir, target_time, keep_running)
+        return _rebuild_and_start(repo, gpg, chain, wal_files, workdir, bin_dir, target_time, keep_running,
+                                  known_roles)
     except BaseException:
         # Nothing half-restored stays behind: the folder was empty or new, so all in it is ours.
         for item in workdir.iterdir():
@@ -90,7 +100,8 @@ def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdi
 
 
 def _rebuild_and_start(repo, gpg: GpgSession, chain: list[Manifest], wal_files: list[str], workdir: Path,
-                       bin_dir: Path, target_time: datetime | None, keep_running: bool) -> dict:
+                       bin_dir: Path, target_time: datetime | None, keep_running: bool,
+                       known_roles: tuple[str, ...]) -> dict:
     log = logger()
     last = chain[-1]
     data = workdir / "data"
@@ -105,14 +116,13 @@ def _rebuild_and_start(repo, gpg: GpgSession, chain: list[Manifest], wal_files: 
         physical.combine(bin_dir, parts, data)
     shutil.rmtree(workdir / "chain", ignore_errors=True)
     fetched = wal.fetch_segments(repo, wal_files, gpg, workdir / "wal")
-    physical.configure_recovery(data, workdir / "wal", target_time)
+    recovery = physical.configure_recovery(data, workdir / "wal", target_time)
 
-    server = LocalServer(bin_dir, workdir, durable=True)
+    server = LocalServer(bin_dir, workdir, durable=True, settings=recovery, restored=True, known_roles=known_roles)
     server._chown(workdir, recursive=True)
-    server.start(set_password=False)
+    server.start()
     try:
         server.wait_until_promoted(timeout=3600)
-        server.set_password()
         with postgres.connect(server.database(), last.database["name"]) as conn:
             counts = postgres.row_counts(conn)
     except BaseException:

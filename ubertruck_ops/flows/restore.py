@@ -10,8 +10,11 @@ straight into production could fail halfway and leave neither old nor new data.
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Literal
 
 from prefect import flow
@@ -20,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.flows.physical_restore import restore_physical
-from ubertruck_ops.core import notices
+from ubertruck_ops.core import names, notices
 from ubertruck_ops.core.manifest import Manifest
 from ubertruck_ops.core.steps import Steps, compare_counts
 from ubertruck_ops.core.text import human_seconds, one_line
@@ -66,18 +69,22 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
         keep_running: Physical only: leave the restored server running after verifying it.
     """
     if method == "physical":
-        return _restore_physical(environment, target_time, data_directory, keep_running)
+        logical_only = [name for name, value in (("backup_id", backup_id), ("target_environment", target_environment),
+                                                 ("confirm", confirm), ("files_to", files_to)) if value]
+        return _restore_physical(environment, target_time, data_directory, keep_running, logical_only)
     log = logger()
     step = Steps(log)
     source = load_environment(environment)
     target_name = target_environment or environment
     target = source if target_name == environment else load_environment(target_name)
     clock = time.monotonic()
+    kept_as, staging = None, None
     try:
         step("validate parameters")
         before = _parse_time(target_time)
-        if files_to is not None and files_to.rstrip("/") == "":
-            raise RestoreRefused("files_to=/ would overwrite the host's files: extract into a folder, inspect, then copy")
+        if data_directory is not None or keep_running:
+            raise ValueError("data_directory and keep_running apply to method=physical only")
+        files_folder = check_files_to(files_to)
         repo = open_repository(source.repository)
 
         step("find the backup")
@@ -94,27 +101,58 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
             step("check the key decrypts")
             roles = load.read_roles(repo, manifest, gpg)
             step("restore into a staging database")
-            staging = _staging_name(target.database.database)
-            counts = restore_into(target.database, staging, manifest, repo, gpg, roles)
-            step("swap the restored database in")
-            kept_as = swap_in(target.database, staging, roles)
-            extracted = []
-            if files_to:
-                step("extract file archives")
-                extracted = load.extract_archives(repo, manifest, gpg, files_to)
+            # One name per run: two restores at once must never drop each other's staging database.
+            staging = names.staging_name(target.database.database, secrets.token_hex(4))
+            counts = restore_into(target.database, staging, manifest, repo, gpg, roles, drop_leftover=False)
+            try:
+                extracted = []
+                if files_folder:
+                    step("extract file archives")
+                    extracted = load.extract_archives(repo, manifest, gpg, files_folder)
+                step("swap the restored database in")
+                kept_as = swap_in(target.database, staging, roles)
+            except BaseException:
+                _drop_quietly(target.database, staging)
+                raise
+        step("report")
+        duration = time.monotonic() - clock
+        create_markdown_artifact(key="restore-report", description=f"restore of {manifest.backup_id}", markdown=(
+            f"# Restore of `{manifest.backup_id}`\n\n- target: {target.database.describe()}\n"
+            f"- duration: {human_seconds(duration)}\n- tables verified: {len(counts)}, rows: {sum(counts.values()):,}\n"
+            f"- previous database kept as: {kept_as or 'none (target was new)'}\n- files extracted to: {extracted or 'not requested'}\n"))
     except Exception as exc:
-        notify(target.slack, notices.operation_failed("restore", target_name, step.current,
-                                                      one_line(exc)))
+        extra = [f"the restored database is in place; the previous one is kept as `{kept_as}`"] if kept_as else []
+        notify(target.slack, notices.operation_failed("restore", target_name, step.current, one_line(exc), extra))
         raise
-    duration = time.monotonic() - clock
-    create_markdown_artifact(key="restore-report", description=f"restore of {manifest.backup_id}", markdown=(
-        f"# Restore of `{manifest.backup_id}`\n\n- target: {target.database.describe()}\n"
-        f"- duration: {human_seconds(duration)}\n- tables verified: {len(counts)}, rows: {sum(counts.values()):,}\n"
-        f"- previous database kept as: {kept_as or 'none (target was new)'}\n- files extracted to: {extracted or 'not requested'}\n"))
     notify(target.slack, notices.restore_succeeded(target_name, target.database.describe(), manifest.backup_id,
                                                    duration, kept_as))
     return {"backup_id": manifest.backup_id, "target": target.database.describe(), "kept_as": kept_as,
             "row_counts": counts, "files": extracted, "duration_seconds": round(duration, 2)}
+
+
+def check_files_to(files_to: str | None) -> str | None:
+    """Given the files_to parameter, return the folder to extract into (absolute), or None.
+
+    Raise RestoreRefused for / and ValueError when it is relative, or is, or lies under, something
+    that is not a writable folder: checked before anything is restored or swapped.
+    """
+    if files_to is None or files_to == "":
+        return None
+    if files_to.rstrip("/") == "":
+        raise RestoreRefused("files_to=/ would overwrite the host's files: extract into a folder, inspect, then copy")
+    folder = Path(files_to)
+    if not folder.is_absolute():
+        raise ValueError(f"files_to {files_to!r} must be an absolute folder (a worker's working folder is not fixed)")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"files_to {files_to!r}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"files_to {files_to!r}: {existing} is not writable by this worker")
+    if existing == folder and any(folder.iterdir()):
+        raise ValueError(f"files_to {files_to!r} is not empty: give an empty or new folder")
+    return str(folder)
 
 
 def require_confirmation(target: PostgresDatabase, source: PostgresDatabase, confirm: str | None) -> None:
@@ -131,17 +169,20 @@ def require_confirmation(target: PostgresDatabase, source: PostgresDatabase, con
 
 
 def restore_into(server: PostgresDatabase, database: str, manifest: Manifest, repo, gpg: GpgSession,
-                 roles: dict) -> dict[str, int]:
+                 roles: dict, drop_leftover: bool = True) -> dict[str, int]:
     """Restore `manifest` into a new database `database` on `server`'s server and verify it.
 
     Return its row counts. Raise RestoreMismatch (and drop the database) when they differ
-    from the manifest's; any failure drops the half-restored database.
+    from the manifest's; any failure drops the half-restored database. With `drop_leftover`
+    an existing database of that name (an interrupted drill's) is dropped first; without it,
+    creating the database fails instead (a unique staging name is someone else's when taken).
     """
     with postgres.connect(server, "postgres", autocommit=True) as admin:
         created = postgres.create_missing_roles(admin, roles)
         if created:
             logger().info("created roles %s without passwords: set them with ALTER ROLE ... PASSWORD", created)
-        postgres.drop_database(admin, database)  # a leftover of an interrupted restore
+        if drop_leftover:
+            postgres.drop_database(admin, database)  # a leftover of an interrupted drill
         postgres.create_database(admin, database, roles.get("database_owner"))
         try:
             load.restore_database(repo, manifest, gpg, server, database, postgres.server_version_num(admin))
@@ -157,19 +198,21 @@ def restore_into(server: PostgresDatabase, database: str, manifest: Manifest, re
 
 
 def swap_in(target: PostgresDatabase, staging: str, roles: dict) -> str | None:
-    """Rename the target away (kept) and the staging database to the target's name; return the kept name."""
-    kept = None
+    """Rename the target away (kept) and the staging database to the target's name in one
+    transaction, so that either both renames happen or neither; return the kept name."""
     with postgres.connect(target, "postgres", autocommit=True) as admin:
-        if postgres.database_exists(admin, target.database):
-            kept = f"{target.database[:40]}_before_{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
-            postgres.rename_database(admin, target.database, kept)
-        postgres.rename_database(admin, staging, target.database)
-        postgres.grant_database_privileges(admin, target.database, roles)
-    return kept
+        return postgres.swap_databases(admin, target.database, staging, roles,
+                                       lambda attempt: names.kept_name(target.database, datetime.now(timezone.utc),
+                                                                       attempt, avoid=(staging,)))
 
 
-def _staging_name(database: str) -> str:
-    return f"{database[:45]}_restoring"
+def _drop_quietly(server: PostgresDatabase, database: str) -> None:
+    """Drop our own staging database after a failure; a failure to do so is logged, not raised."""
+    try:
+        with postgres.connect(server, "postgres", autocommit=True) as admin:
+            postgres.drop_database(admin, database)
+    except Exception as exc:  # noqa: BLE001 - the original failure is the one to report
+        logger().warning("could not drop the staging database %s: %s", database, one_line(exc))
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -182,15 +225,23 @@ def _parse_time(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _restore_physical(environment: str, target_time: str | None, data_directory: str | None, keep_running: bool) -> dict:
+def _restore_physical(environment: str, target_time: str | None, data_directory: str | None, keep_running: bool,
+                      logical_only: list[str]) -> dict:
     env = load_environment(environment)
     step = Steps(logger())
     clock = time.monotonic()
     try:
+        step("validate parameters")
+        if logical_only:
+            raise ValueError(f"{', '.join(logical_only)}: logical restores only (method=physical builds a new cluster)")
+        before = _parse_time(target_time)
+        # pg_ctl runs -D/-l/-o through sh, and restore_command runs through sh too: refuse here,
+        # before a folder is created or anything is fetched.
+        workdir = Path(names.shell_safe_path(data_directory, "data_directory")) if data_directory else None
         step("restore the physical chain")
         with gpg_session(env.encryption, for_restore=True) as gpg:
-            result = restore_physical(open_repository(env.repository), gpg, _parse_time(target_time),
-                                      data_directory, keep_running)
+            result = restore_physical(open_repository(env.repository), gpg, before, workdir, keep_running,
+                                      known_roles=(env.database.user,))
     except Exception as exc:
         notify(env.slack, notices.operation_failed("point-in-time restore", environment, step.current,
                                                    one_line(exc)))

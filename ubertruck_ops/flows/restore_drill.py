@@ -67,7 +67,8 @@ def _physical_drill(environment: str) -> dict:
     try:
         step("rebuild the physical chain in a scratch folder")
         with gpg_session(env.encryption, for_restore=True) as gpg:
-            result = restore_physical(repo, gpg, None, None, keep_running=False)
+            result = restore_physical(repo, gpg, None, None, keep_running=False,
+                                          known_roles=(env.database.user,))
     except Exception as exc:  # noqa: BLE001 - reported, then raised as the drill's failure
         error = exc
     finally:

@@ -92,20 +92,26 @@ def run(
     timeout: float = 300,
     cwd: str | os.PathLike | None = None,
     user: str | None = None,
+    group: str | None = None,
     secrets: Iterable[str] = (),
     pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess:
     """Run argv to completion and return its CompletedProcess (bytes output).
 
+    With `user` (root only) the child runs as that user; with `group` also as that group and
+    without our supplementary groups, so it keeps none of root's.
     Raise CommandFailed with the tool's stderr on a non-zero exit or a timeout.
     """
+    identity: dict = {"user": user} if user else {}
+    if group:
+        identity.update(group=group, extra_groups=[])
     secrets = list(secrets)
     shown = display(argv, secrets)
     logger().debug("running: %s", shown)
     try:
         proc = subprocess.run(
             list(map(str, argv)), env=child_env(env), input=input, capture_output=True,
-            timeout=timeout, cwd=cwd, user=user, pass_fds=tuple(pass_fds),
+            timeout=timeout, cwd=cwd, pass_fds=tuple(pass_fds), **identity,
             stdin=None if input is not None else subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:

@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.core.manifest import StoredObject
+from ubertruck_ops.core.names import restore_command
 from ubertruck_ops.core.physical import ServerFacts
 from ubertruck_ops.tasks import postgres
 from ubertruck_ops.tasks.crypto import GpgSession, zstd_compress_stage
@@ -194,25 +195,23 @@ def combine(bin_dir: Path, backups: list[Path], output: Path) -> None:
     run([bin_dir / "pg_combinebackup", *backups, "--output", output], timeout=6 * 3600)
 
 
-def configure_recovery(data: Path, wal_dir: Path, target_time: datetime | None) -> None:
-    """Make a rebuilt data directory replay the staged WAL up to `target_time` and promote."""
+def configure_recovery(data: Path, wal_dir: Path, target_time: datetime | None) -> dict[str, str]:
+    """Make a rebuilt data directory replay the staged WAL up to `target_time` and promote; return the
+    recovery settings to start its server with (command-line settings beat the restored
+    postgresql.auto.conf, which stays as it was, like pg_hba.conf: the restore must be byte-faithful).
+
+    Only recovery.signal is written into the data directory (PostgreSQL removes it on promotion).
+    Raise ValueError when the WAL folder's path is not shell-safe (restore_command runs through sh).
+    """
     settings = {
-        "restore_command": f'cp "{wal_dir}/%f" "%p"',
+        "restore_command": restore_command(wal_dir),
         "recovery_target_action": "promote",
         # The restored copy must never push WAL into production's archive.
         "archive_mode": "off",
     }
     if target_time is not None:
         settings["recovery_target_time"] = target_time.isoformat()
-    with open(data / "postgresql.auto.conf", "a") as conf:
-        conf.write("\n# ubertruck-ops restore\n")
-        for name, value in settings.items():
-            conf.write(f"{name} = '{value}'\n")
     (data / "recovery.signal").touch()
-    hba = data / "pg_hba.conf"
-    if hba.exists():
-        os.replace(hba, data / "pg_hba.conf.from-backup")
-    # Local socket trust lets the restore verify it; TCP still needs a password.
-    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
-    for leftover in ("postmaster.pid", "postmaster.opts"):
+    for leftover in ("postmaster.pid", "postmaster.opts"):   # never in a base backup; a copied folder may hold them
         (data / leftover).unlink(missing_ok=True)
+    return settings

@@ -12,7 +12,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psycopg
 from psycopg import sql
@@ -223,6 +223,27 @@ def rename_database(conn: psycopg.Connection, old: str, new: str) -> None:
     conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                  (old,))
     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
+def swap_databases(conn: psycopg.Connection, target: str, staging: str, described: dict,
+                   kept_name: Callable[[int], str]) -> str | None:
+    """In one transaction: rename `target` (when it exists) to a free `kept_name(attempt)`, rename
+    `staging` to `target` and apply the database-level grants; return the kept name.
+
+    Either all of it happens or none. Restores into the same target queue on an advisory lock,
+    so each keeps the previous database under its own name.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ubertruck-ops restore {target}",))
+        kept = None
+        if database_exists(conn, target):
+            attempt = 0
+            while database_exists(conn, kept := kept_name(attempt)):
+                attempt += 1
+            rename_database(conn, target, kept)
+        rename_database(conn, staging, target)
+        grant_database_privileges(conn, target, described)
+    return kept
 
 
 def _secret(db: PostgresDatabase) -> list[str]:

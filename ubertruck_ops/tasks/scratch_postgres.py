@@ -2,11 +2,13 @@
 sandbox's database and the tests' servers (any version: give its bin folder).
 
 PostgreSQL refuses to run as root, so under root the server runs as an unprivileged
-system user created on first use.
+system user with a group of its own, created on first use. No server here trusts anyone:
+see LocalServer.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import secrets
@@ -22,10 +24,12 @@ import psycopg
 from pydantic import SecretStr
 
 from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.core.names import setting_option, shell_safe_path, truncate_bytes
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.execute import CommandFailed, run
 
 SERVER_USER = "ubertruck-pg"
+IDENT_MAP = "ubertruck"
 
 
 def free_port() -> int:
@@ -43,120 +47,263 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def _server_user() -> str | None:
+def _server_identity() -> tuple[str | None, str | None]:
+    """Return (user, group) the server runs as: under root the system user SERVER_USER with a
+    group of its own (created on first use), else (None, None): the server runs as us."""
     if os.geteuid() != 0:
-        return None
+        return None, None
     try:
-        pwd.getpwnam(SERVER_USER)
+        entry = pwd.getpwnam(SERVER_USER)
     except KeyError:
-        run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER], timeout=60)
-    return SERVER_USER
+        try:
+            run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 SERVER_USER], timeout=60)
+        except CommandFailed:
+            pass   # another process created it meanwhile; checked below
+        entry = pwd.getpwnam(SERVER_USER)
+    try:
+        own = grp.getgrgid(entry.pw_gid).gr_name == SERVER_USER
+    except KeyError:
+        own = False
+    if not own:   # created by an older release with a shared primary group (root, nogroup)
+        try:
+            grp.getgrnam(SERVER_USER)
+        except KeyError:
+            run(["groupadd", "--system", SERVER_USER], timeout=60)
+        run(["usermod", "--gid", SERVER_USER, SERVER_USER], timeout=60)
+    return SERVER_USER, SERVER_USER
+
+
+def check_reachable(base: Path) -> None:
+    """Raise PermissionError when the server's user (under root) could not enter `base`: a parent
+    without o+x. The folder itself is the server user's own (0700); its parents need only o+x."""
+    if os.geteuid() != 0:
+        return
+    for folder in [*reversed(Path(base).absolute().parents)]:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            raise PermissionError(f"PostgreSQL runs as user {SERVER_USER} (we are root) and cannot enter {folder}: "
+                                  f"chmod o+x {folder}, or put the server's folder elsewhere")
+
+
+def _os_user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 class LocalServer:
-    """A PostgreSQL cluster in its own folder, listening on 127.0.0.1 with password auth."""
+    """A PostgreSQL cluster in its own folder, listening on 127.0.0.1, that authenticates every
+    connection: scram-sha-256 over TCP (the in-memory password of the bootstrap superuser for the
+    clusters it creates; a restored cluster's own passwords), and over its Unix socket - in a 0700
+    folder owned by the server user - peer authentication mapping only the OS user running the
+    project to the bootstrap superuser. The hba and ident files live outside the data directory, so
+    a restored data directory keeps its own pg_hba.conf untouched.
+
+    `restored=True` starts an existing cluster that is not ours (a rebuilt backup): no initdb, no
+    password change; its bootstrap superuser is found among "postgres" and `known_roles`.
+    """
 
     def __init__(self, bin_dir: Path | str, base_dir: Path | str | None = None, *, durable: bool = False,
-                 port: int | None = None, settings: dict[str, str] | None = None):
+                 port: int | None = None, settings: dict[str, str] | None = None, restored: bool = False,
+                 known_roles: tuple[str, ...] = ()):
         self.bin_dir = Path(bin_dir)
         if not (self.bin_dir / "postgres").exists():
             raise FileNotFoundError(f"no PostgreSQL server binaries in {self.bin_dir}")
+        if base_dir is not None:
+            shell_safe_path(base_dir, "server folder")   # before anything is created
         self.base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="ubertruck-pg-"))
+        self.base = Path(shell_safe_path(self.base, "server folder"))
         self._own_base = base_dir is None
         self.data = self.base / "data"
+        self.sockets = self.base / "run"
+        self.auth = self.base / "auth"
+        self.log_file = self.base / "server.log"
         self.port = port or free_port()
         self.durable = durable
+        self.restored = restored
         self.settings = dict(settings or {})
-        self.user = _server_user()
-        self.password = secrets.token_urlsafe(18)
+        self._options = self._server_options()   # validated now: they reach pg_ctl's shell
+        self.user, self.group = _server_identity()
+        self.superuser: str | None = None if restored else "postgres"
+        self._candidates = tuple(dict.fromkeys(("postgres", *[r for r in known_roles if r])))
+        # Kept in memory only; a restored cluster keeps its own passwords.
+        self.password: str | None = None if restored else secrets.token_urlsafe(18)
         self.started = False
 
     def database(self, name: str = "postgres") -> PostgresDatabase:
+        """Return a block for database `name` as the bootstrap superuser: over TCP with our password,
+        or for a restored cluster over the socket (peer)."""
+        if self.password is None:
+            return PostgresDatabase(host=str(self.sockets), port=self.port, database=name,
+                                    user=self.superuser or "postgres")
         return PostgresDatabase(host="127.0.0.1", port=self.port, database=name, user="postgres",
                                 password=SecretStr(self.password))
 
     def start(self, set_password: bool = True) -> "LocalServer":
-        """Create the cluster when new, start it and set a fresh superuser password. Raise CommandFailed
-        with the server log when it does not start."""
+        """Create the cluster when new, start it and (ours only) set the superuser password. Raise
+        CommandFailed with the server log when it does not start."""
         self.base.mkdir(parents=True, exist_ok=True)
-        self.base.chmod(0o755)
+        self.base.chmod(0o700)   # a copy of production inside: nobody else reads it
+        self._chown(self.base)
         self._check_reachable()
         fresh = not (self.data / "PG_VERSION").exists()
+        if fresh and self.restored:
+            raise FileNotFoundError(f"no cluster to start in {self.data}")
         if not fresh:
             self.data.chmod(0o700)   # postgres refuses a data directory others can read
         if fresh:
-            self.data.mkdir(exist_ok=True)
-            self._chown(self.data)
-            run([self.bin_dir / "initdb", "-D", self.data, "-U", "postgres", "--auth-local=trust",
-                 "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync"],
-                user=self.user, timeout=180)
-        sockets = self.base / "run"
-        sockets.mkdir(exist_ok=True)
-        self._chown(sockets)
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={sockets}"
-        if not self.durable:
-            # Scratch servers hold copies: durability only costs time here.
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        for name, value in self.settings.items():
-            options += f" -c {name}={value}"
+            self._initdb()   # the superuser gets its password here
+            set_password = False
+        self.sockets.mkdir(exist_ok=True)
+        self.sockets.chmod(0o700)
+        self._chown(self.sockets)
+        self._write_auth(self.superuser and (self.superuser,) or self._candidates)
         try:
-            run([self.bin_dir / "pg_ctl", "-D", self.data, "-l", self.data / "server.log", "-w", "-t", "60",
-                 "-o", options, "start"], user=self.user, timeout=120)
+            self._pg_ctl("-l", self.log_file, "-w", "-t", "60", "-o", self._options, "start", timeout=120)
         except CommandFailed as exc:
-            log = (self.data / "server.log").read_text(errors="replace")[-2000:] if (self.data / "server.log").exists() else ""
+            log = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
             raise CommandFailed(exc.command, exc.returncode, exc.stderr + "\n" + log) from None
         self.started = True
-        if set_password:
-            self.set_password()
+        try:
+            if self.superuser is None:
+                self._find_superuser()
+            if set_password and self.password is not None:
+                self.set_password()
+        except BaseException:
+            self.stop()   # a server we cannot reach must not stay behind
+            raise
         return self
+
+    def _initdb(self) -> None:
+        self.data.mkdir(exist_ok=True)
+        self.data.chmod(0o700)
+        self._chown(self.data)
+        pwfile = self.base / "initdb-password"
+        try:
+            with open(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(self.password + "\n")
+            self._chown(pwfile)
+            run([self.bin_dir / "initdb", "-D", self.data, "-U", "postgres", f"--pwfile={pwfile}",
+                 "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C",
+                 "--no-sync"], user=self.user, group=self.group, timeout=180)
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _server_options(self) -> str:
+        """Return pg_ctl's -o string (run through sh by pg_ctl): every value validated and quoted."""
+        settings = {"listen_addresses": "127.0.0.1", "port": str(self.port),
+                    "unix_socket_directories": shell_safe_path(self.sockets, "socket folder"),
+                    "unix_socket_permissions": "0700",
+                    "hba_file": shell_safe_path(self.auth / "pg_hba.conf", "hba file"),
+                    "ident_file": shell_safe_path(self.auth / "pg_ident.conf", "ident file"),
+                    "password_encryption": "scram-sha-256"}
+        shell_safe_path(self.data, "data folder")
+        shell_safe_path(self.log_file, "server log")
+        if not self.durable:
+            # Scratch servers hold copies: durability only costs time here.
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        settings.update(self.settings)
+        return " ".join(setting_option(name, value) for name, value in settings.items())
+
+    def _write_auth(self, superusers: tuple[str, ...]) -> None:
+        """Write the hba and ident files (outside the data directory, readable by the server only)."""
+        self.auth.mkdir(exist_ok=True)
+        self.auth.chmod(0o700)
+        self._chown(self.auth)
+        hba = "".join(f"local {db} all peer map={IDENT_MAP}\nhost {db} all 127.0.0.1/32 scram-sha-256\n"
+                      for db in ("all", "replication"))
+        files = {"pg_hba.conf": hba,
+                 "pg_ident.conf": "".join(f'{IDENT_MAP} "{_os_user()}" "{role}"\n' for role in superusers)}
+        if any(ch in "".join(superusers) for ch in '"\n\r'):
+            raise ValueError(f"role names {superusers!r} cannot go into pg_ident.conf")
+        for name, text in files.items():
+            path = self.auth / name
+            tmp = self.auth / f".{name}.new"
+            tmp.unlink(missing_ok=True)
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(text)
+            self._chown(tmp)
+            os.replace(tmp, path)
+
+    def _find_superuser(self, timeout: float = 60) -> None:
+        """Find a restored cluster's bootstrap superuser (OID 10) through a role the map allows, then
+        narrow the ident map to it. Raise RuntimeError when no candidate role can log in."""
+        errors = []
+        found = None
+        for role in self._candidates:
+            try:
+                with self.local_connection(role, "template1") as conn:
+                    found = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()[0]
+                break
+            except psycopg.OperationalError as exc:
+                errors.append(f"{role}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}")
+        if found is None:
+            raise RuntimeError("cannot reach the restored server as any of " + ", ".join(self._candidates) + ": "
+                               + "; ".join(errors))
+        self._write_auth((found,))
+        self._pg_ctl("reload", timeout=60)
+        self.superuser = found
+        deadline = time.monotonic() + timeout
+        while True:   # the reload is asynchronous; a role that was not a candidate waits for it
+            try:
+                self.local_connection(found, "template1").close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def wait_until_promoted(self, timeout: float) -> None:
         """Wait until the server has finished recovery. Raise TimeoutError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        with self.local_connection() as conn:
+        with self.local_connection(dbname="template1") as conn:
             while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"recovery did not finish within {timeout:.0f} s")
                 time.sleep(0.5)
 
     def set_password(self) -> None:
+        """Give our bootstrap superuser the in-memory password (never on a restored cluster)."""
+        if self.restored or self.password is None:
+            raise RuntimeError("a restored cluster keeps its own passwords")
         with self.local_connection() as conn:
             conn.execute(psycopg.sql.SQL("ALTER ROLE postgres PASSWORD {}").format(psycopg.sql.Literal(self.password)))
 
-    def local_connection(self, user: str = "postgres") -> psycopg.Connection:
-        """Return an autocommit connection over the Unix socket (trust auth), as the bootstrap superuser."""
-        return psycopg.connect(host=str(self.base / "run"), port=self.port, user=user, dbname="postgres", autocommit=True)
+    def local_connection(self, user: str | None = None, dbname: str = "postgres") -> psycopg.Connection:
+        """Return an autocommit connection over the Unix socket (peer, as the bootstrap superuser)."""
+        return psycopg.connect(host=str(self.sockets), port=self.port, user=user or self.superuser or "postgres",
+                               dbname=dbname, autocommit=True, connect_timeout=10)
 
     def stop(self) -> None:
         if self.started:
-            run([self.bin_dir / "pg_ctl", "-D", self.data, "-w", "-t", "60", "-m", "fast", "stop"],
-                user=self.user, timeout=120)
+            self._pg_ctl("-w", "-t", "60", "-m", "fast", "stop", timeout=120)
             self.started = False
 
     def destroy(self) -> None:
-        """Stop the server (if running) and remove its folder."""
+        """Stop the server (if running) and remove its folder (or what we made in a folder we were given)."""
         try:
             self.stop()
         finally:
-            shutil.rmtree(self.base if self._own_base else self.data, ignore_errors=True)
+            if self._own_base:
+                shutil.rmtree(self.base, ignore_errors=True)
+            else:
+                for path in (self.data, self.sockets, self.auth):
+                    shutil.rmtree(path, ignore_errors=True)
+                self.log_file.unlink(missing_ok=True)
+
+    def _pg_ctl(self, *args, timeout: float) -> None:
+        run([self.bin_dir / "pg_ctl", "-D", self.data, *args], user=self.user, group=self.group, timeout=timeout)
 
     def _check_reachable(self) -> None:
-        """Raise PermissionError when the server's user cannot reach our folder (root-only parents)."""
-        if not self.user:
-            return
-        for folder in [*reversed(self.base.resolve().parents)]:
-            if not folder.stat().st_mode & 0o001:
-                raise PermissionError(f"PostgreSQL runs as user {self.user} (we are root) and cannot enter {folder}: "
-                                      f"chmod o+x {folder}, or put the server's folder elsewhere")
+        check_reachable(self.base)
 
     def _chown(self, path: Path, recursive: bool = False) -> None:
         if self.user:
             entry = pwd.getpwnam(self.user)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+            gid = grp.getgrnam(self.group).gr_gid if self.group else entry.pw_gid
+            os.chown(path, entry.pw_uid, gid, follow_symlinks=False)
             if recursive:
                 for root, dirs, files in os.walk(path):
                     for name in dirs + files:
-                        os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+                        os.chown(os.path.join(root, name), entry.pw_uid, gid, follow_symlinks=False)
 
     def __enter__(self) -> "LocalServer":
         return self.start()
@@ -174,7 +321,8 @@ def scratch_target(drill_server: PostgresDatabase | None, label: str) -> Iterato
     """
     log = logger()
     if drill_server is not None:
-        name = f"ubertruck_drill_{label}"[:63]
+        # One name per drill: two drills at once must not drop each other's scratch database.
+        name = truncate_bytes(f"ubertruck_drill_{label}", 54) + "_" + secrets.token_hex(4)
         try:
             yield drill_server, name
         finally:
