@@ -120,11 +120,13 @@ def restored(chain):
     folder = Path(tempfile.mkdtemp(prefix="ut-trust-restore-"))
     folder.chmod(0o711)   # the server user may pass through, nobody may list it
     target = folder / "pitr"
-    result = restore(environment=chain.env_name, method="physical", keep_running=True, data_directory=str(target))
-    running = Restored(result)
-    yield running, target
-    running.stop_and_remove()
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        running = Restored(restore(environment=chain.env_name, method="physical", keep_running=True,
+                                   data_directory=str(target)))
+        yield running, target
+        running.stop_and_remove()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def authid(conn) -> list[tuple]:
