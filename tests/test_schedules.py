@@ -204,8 +204,16 @@ def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect
     log = open(tmp_path / "serve.log", "wb")
     serving = subprocess.Popen([sys.executable, "-m", "ubertruck_ops.deployments.cli", "serve", "--port", str(port)],
                                cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    from contextlib import ExitStack
+
+    from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
+
+    auth = ExitStack()
     try:
         wait_for_api(api, serving, 180)
+        # serve's API requires the auth string it keeps in PREFECT_HOME (0600)
+        secret = (tmp_path / "prefect-home" / "api-auth-string").read_text().strip()
+        auth.enter_context(temporary_settings({PREFECT_API_AUTH_STRING: secret}))
         deadline = time.monotonic() + 120
         schedules = _schedules(api)
         while len(schedules) < len(DEPLOYMENTS) and time.monotonic() < deadline:
@@ -215,6 +223,7 @@ def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect
         limits = _read(api, lambda client: {g.name for g in client.read_global_concurrency_limits(limit=50)})
         assert {"ubertruck-backup", "ubertruck-deploy"} <= limits
     finally:
+        auth.close()
         serving.send_signal(signal.SIGINT)
         serving.wait(timeout=60)
         log.close()

@@ -13,7 +13,7 @@ from typing import Mapping
 
 from prefect_aws import AwsCredentials, S3Bucket
 from prefect_aws.client_parameters import AwsClientParameters
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from ubertruck_ops.blocks.app import AppHost, parse_services
 from ubertruck_ops.blocks.archive import ArchiveSources
@@ -62,13 +62,53 @@ def load_environment(environment: str) -> Environment:
         name = block_name(environment, item.name)
         try:
             loaded[item.name] = block_cls.load(name)
-        except ValueError:
+        except Exception as exc:  # noqa: BLE001 - sorted into missing and malformed below
+            invalid = _validation_error(exc)
+            if invalid is None and not (isinstance(exc, ValueError) and "Unable to find block" in str(exc)):
+                raise
+            if invalid is not None:
+                raise ValueError(f"block {block_cls.get_block_type_slug()}/{name} is malformed ({_reasons(invalid)}): "
+                                 f"fix it in the UI or run `ubertruck-ops blocks init --name {environment}` "
+                                 "again") from None
             if item.name in _OPTIONAL:
                 loaded[item.name] = None
                 continue
             raise ValueError(f"block {block_cls.get_block_type_slug()}/{name} not found: "
                              f"run `ubertruck-ops blocks init --name {environment}` first") from None
     return Environment(**loaded)
+
+
+def _validation_error(exc: BaseException | None) -> ValidationError | None:
+    """The pydantic error behind a failed load (Prefect wraps it in a RuntimeError), or None."""
+    while exc is not None:
+        if isinstance(exc, ValidationError):
+            return exc
+        exc = exc.__cause__
+    return None
+
+
+def _reasons(error: ValidationError) -> str:
+    """What failed, by field, never the value (pydantic's own text quotes the input: a secret)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
+
+
+def _build(block_cls, variables: Mapping[str, str], **fields):
+    """Construct a block from variables (`variables`: field -> variable name); a refused value is an
+    error naming the variable, never the value."""
+    try:
+        return block_cls(**fields)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            problems.append(f"environment variable {variables.get(field, field or block_cls.__name__)} is refused: "
+                            f"{error['msg'].removeprefix('Value error, ')}")
+        raise ValueError("; ".join(problems)) from None
+
+
+_APP_VARIABLES = {"app_root": "APP_ROOT", "repo_url": "APP_REPO_URL", "services": "APP_SERVICES",
+                  "web_root": "WEB_ROOT", "log_dir": "LOG_DIR", "pm2_home": "PM2_HOME", "pm2_command": "PM2_COMMAND",
+                  "nginx_reload_command": "NGINX_RELOAD_COMMAND"}
 
 
 # Tuned by operators in the UI, not set from variables: `blocks init` creates them once, never resets them.
@@ -152,7 +192,7 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
     archive = ArchiveSources(app_root=app_root,
                              config_files=[p for p in optional("BACKUP_CONFIG_FILES", config_default).split(":") if p])
 
-    app = AppHost(app_root=app_root, repo_url=optional("APP_REPO_URL"),
+    app = _build(AppHost, _APP_VARIABLES, app_root=app_root, repo_url=optional("APP_REPO_URL"),
                   services=parse_services(optional("APP_SERVICES", _DEFAULT_SERVICES)),
                   web_root=optional("WEB_ROOT", "/var/www/html"), log_dir=optional("LOG_DIR", "/var/log/ubertruck"),
                   pm2_home=optional("PM2_HOME"), pm2_command=optional("PM2_COMMAND", "pm2"),

@@ -15,3 +15,6 @@ DEPLOY_LOCK_LEASE_SECONDS = 60
 # A backup holder renews its lease in the background; one killed is reclaimed by the next backup on
 # its host (tasks/locks.py) or, under a Prefect server, when the lease runs out.
 BACKUP_LOCK_LEASE_SECONDS = 300
+
+# A run waiting for a lock says who holds it this often (a backup may wait up to 4 hours).
+LOCK_WAIT_LOG_SECONDS = 60

@@ -61,25 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     render = commands.add_parser("deployments-yaml", help="print prefect.yaml, rendered from deployments/schedules.py")
     render.add_argument("--environment", default="production", help="environment the deployments act on")
     args = parser.parse_args(argv)
+    # Everything this process and its children write is private unless a step shares it on purpose
+    # (DESIGN.md); runs started by `serve` inherit it.
+    os.umask(0o077)
     _quiet_defaults()
 
     try:
-        if args.command == "demo":
-            from ubertruck_ops.deployments.demo import run_demo
+        if args.command in ("demo", "blocks", "run", "wal-push", "wal-archive"):
+            from ubertruck_ops.deployments.serve import private_api
 
-            return run_demo(args.dir, args.size_mb)
-        if args.command == "blocks":
-            from ubertruck_ops.deployments.setup import blocks_init
+            if args.command == "run":
+                check_run(args.flow, parse_params(args.param))     # refuse bad input before any server starts
 
-            for item in blocks_init(args.name, args.env_file):
-                print(f"saved {item}")
-            return 0
-        if args.command == "run":
-            return run_flow(args.flow, parse_params(args.param))
-        if args.command == "wal-push":
-            return wal_push(args.path, args.environment)
-        if args.command == "wal-archive":
-            return wal_archive(args.environment)
+            with private_api():
+                return _with_api(args)
         if args.command == "serve":
             from ubertruck_ops.deployments.serve import serve_everything
 
@@ -95,8 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def run_flow(name: str, params: dict) -> int:
-    """Run flow `name` with `params` in this process; return 0 only when the run completed."""
+def _with_api(args) -> int:
+    """The commands that talk to the Prefect API (given, or the private one `main` started)."""
+    if args.command == "demo":
+        from ubertruck_ops.deployments.demo import run_demo
+
+        return run_demo(args.dir, args.size_mb)
+    if args.command == "blocks":
+        from ubertruck_ops.deployments.setup import blocks_init
+
+        for item in blocks_init(args.name, args.env_file):
+            print(f"saved {item}")
+        return 0
+    if args.command == "run":
+        return run_flow(args.flow, parse_params(args.param))
+    if args.command == "wal-push":
+        return wal_push(args.path, args.environment)
+    return wal_archive(args.environment)
+
+
+def check_run(name: str, params: dict):
+    """Return flow `name`. Raise ValueError when it is unknown or does not take `params`."""
     from ubertruck_ops.deployments.registry import get_flow
 
     flow = get_flow(name)
@@ -104,6 +118,12 @@ def run_flow(name: str, params: dict) -> int:
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"flow {name} has no parameter(s) {', '.join(unknown)}; it takes: {', '.join(sorted(accepted))}")
+    return flow
+
+
+def run_flow(name: str, params: dict) -> int:
+    """Run flow `name` with `params` in this process; return 0 only when the run completed."""
+    flow = check_run(name, params)
     state = flow(**params, return_state=True)
     if state.is_completed():
         result = state.result()

@@ -1,28 +1,102 @@
-"""`ubertruck-ops serve`: the single-machine default. Without PREFECT_API_URL it starts a local
-Prefect server (SQLite under PREFECT_HOME, UI on 127.0.0.1), creates the concurrency limits and
-serves every deployment with its schedule until Ctrl-C or SIGTERM, then stops what it started."""
+"""The Prefect API servers this project starts, and `ubertruck-ops serve`.
+
+`serve` is the single-machine default: without PREFECT_API_URL it starts a local Prefect server
+(SQLite under PREFECT_HOME, UI on 127.0.0.1), creates the concurrency limits and serves every
+deployment with its schedule until Ctrl-C or SIGTERM, then stops what it started.
+
+`private_api()` is what `ubertruck-ops run` (and the other commands) use without PREFECT_API_URL,
+in place of Prefect's ephemeral API: the same server (SQLite under PREFECT_HOME, no UI, no
+services, so no schedules), but started by us as a child that the kernel stops when we die, even
+by SIGKILL - Prefect's own ephemeral server outlives a killed run (parent 1, ~220 MB each).
+
+Every server we start authenticates every request (Prefect's basic auth): a random string kept in
+PREFECT_HOME/api-auth-string (0600), handed to the server and to our clients by environment, never
+argv. Every server we start also keeps its concurrency leases on disk under PREFECT_HOME, so a lease
+outlives the API process that granted it and the next run can release a killed holder's slot.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import stat
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import httpx
 
 from ubertruck_ops.tasks.execute import spawn
 
 SERVER_START_SECONDS = 180      # the first start migrates the SQLite database
+AUTH_FILE = "api-auth-string"
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+# The API URL of the private server this process started (tasks/locks.py records it with a lease).
+PRIVATE_API_VARIABLE = "UBERTRUCK_PRIVATE_API_URL"
 
 
-def start_local_server(host: str, port: int):
-    """Start `prefect server start` on host:port; return (process, api_url) once it answers.
-    Raise RuntimeError when it does not come up."""
+def prefect_home() -> Path:
+    from prefect.settings import PREFECT_HOME
+
+    return Path(PREFECT_HOME.value()).expanduser()
+
+
+def auth_file() -> Path:
+    return prefect_home() / AUTH_FILE
+
+
+def api_auth_string() -> str:
+    """Return the auth string of the servers we start: from PREFECT_HOME/api-auth-string, created
+    (random, 0600) on first use. A file others can read is made private again and the value kept."""
+    home = prefect_home()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = home / AUTH_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            if os.fstat(fd).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                os.fchmod(fd, 0o600)
+            value = os.read(fd, 4096).decode().strip()
+        finally:
+            os.close(fd)
+        if not value:
+            raise RuntimeError(f"{path} is empty: delete it and start again (a new auth string is made)")
+        return value
+    value = f"ubertruck:{secrets.token_urlsafe(32)}"
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (value + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return value
+
+
+def server_env(auth: str) -> dict[str, str]:
+    """The environment of a Prefect server we start: our PREFECT_* settings, its auth string,
+    leases on disk; no client-side API address or credentials."""
+    from prefect.settings import get_current_settings
+
     env = {name: os.environ[name] for name in os.environ if name.startswith(("PREFECT_", "DO_NOT_TRACK"))}
-    env.pop("PREFECT_API_URL", None)
+    env.update(get_current_settings().to_environment_variables(exclude_unset=True))
+    for name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", PRIVATE_API_VARIABLE):
+        env.pop(name, None)
+    env["PREFECT_SERVER_API_AUTH_STRING"] = auth
+    env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", LEASE_STORAGE)
+    return env
+
+
+def start_local_server(host: str, port: int, auth: str):
+    """Start `prefect server start` on host:port requiring `auth`; return (process, api_url) once
+    it answers. Raise RuntimeError when it does not come up."""
     process = spawn("Prefect server", [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-                                       "--port", str(port)], env=env)
+                                       "--port", str(port)], env=server_env(auth), secrets=[auth],
+                    die_with_parent=True)
     api = f"http://{host}:{port}/api"
     try:
         wait_for_api(api, process, SERVER_START_SECONDS)
@@ -48,8 +122,99 @@ def wait_for_api(api: str, process, seconds: float) -> None:
             last = f"HTTP {reply.status_code}"
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"     # refused while it starts: try again
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise RuntimeError(f"the Prefect server did not answer on {api} within {seconds:.0f} s ({last})")
+
+
+def _use_local_auth_file() -> None:
+    """With PREFECT_API_URL on this machine and no PREFECT_API_AUTH_STRING, use the auth string
+    `serve` keeps under PREFECT_HOME (so operators' commands reach the API `serve` started)."""
+    api = os.environ.get("PREFECT_API_URL", "")
+    host = httpx.URL(api).host if api else ""
+    if host in ("127.0.0.1", "localhost", "::1") and not os.environ.get("PREFECT_API_AUTH_STRING") \
+            and auth_file().is_file():
+        os.environ["PREFECT_API_AUTH_STRING"] = api_auth_string()
+
+
+@contextmanager
+def private_api() -> Iterator[str | None]:
+    """Without PREFECT_API_URL: start a private Prefect API for this process (our own stand-in for
+    Prefect's ephemeral API) that dies with it, point this process's clients at it, stop it at the
+    end. With PREFECT_API_URL: use that (with the local auth string when it is on this machine).
+    Yield the API URL of the server started, or None."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    if os.environ.get("PREFECT_API_URL"):
+        _use_local_auth_file()
+        if os.environ.get("PREFECT_API_AUTH_STRING"):
+            with temporary_settings({PREFECT_API_AUTH_STRING: os.environ["PREFECT_API_AUTH_STRING"]}):
+                yield None
+        else:
+            yield None
+        return
+    from ubertruck_ops.tasks.scratch_postgres import free_port
+
+    auth = api_auth_string()
+    env = server_env(auth)
+    # As Prefect's ephemeral server: no UI, no services (schedules need `serve` or a worker).
+    env.update({"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"})
+    import prefect
+
+    timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", SERVER_START_SECONDS))
+    process = api = None
+    for attempt in range(3):       # a port taken between probing and binding: try another
+        port = free_port()
+        process = spawn("Prefect API", [sys.executable, "-m", "uvicorn", "--app-dir",
+                                        str(Path(prefect.__file__).parent.parent), "--factory",
+                                        "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                                        "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+                        env=env, secrets=[auth], die_with_parent=True)
+        api = f"http://127.0.0.1:{port}/api"
+        try:
+            wait_for_api(api, process, timeout)
+            break
+        except RuntimeError:
+            _stop(process)
+            if attempt == 2 or process.returncode is None:
+                raise
+    saved = {name: os.environ.get(name) for name in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING",
+                                                     PRIVATE_API_VARIABLE)}
+    os.environ.update({"PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": auth, PRIVATE_API_VARIABLE: api})
+    try:
+        with temporary_settings({PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: auth}):
+            try:
+                yield api
+            finally:
+                _flush_to_api()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _stop(process)
+
+
+def _flush_to_api() -> None:
+    """Send the run's queued logs and events while the server that takes them still runs."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    for flush in (lambda: APILogHandler().flush(), lambda: EventsWorker.drain_all(timeout=5)):
+        try:
+            flush()
+        except Exception:  # noqa: BLE001 - a lost log line must not change the run's exit status
+            pass
+
+
+def _stop(process) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except Exception:  # noqa: BLE001 - a server that will not stop is killed
+            process.kill()
+            process.wait(timeout=10)
 
 
 def _interrupt(*_) -> None:
@@ -59,7 +224,7 @@ def _interrupt(*_) -> None:
 def serve_everything(environment: str, host: str, port: int) -> int:
     """Serve every deployment of `environment` (starting a local server when PREFECT_API_URL is unset)."""
     from prefect import serve
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from ubertruck_ops.deployments.schedules import runner_deployments
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
@@ -70,9 +235,20 @@ def serve_everything(environment: str, host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if not api:
-            print(f"starting a local Prefect server on http://{host}:{port} (SQLite under PREFECT_HOME)", flush=True)
-            server, api = start_local_server(host, port)
-        with temporary_settings({PREFECT_API_URL: api}):
+            auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING") or api_auth_string()
+            print(f"starting a local Prefect server on http://{host}:{port} (SQLite under PREFECT_HOME); "
+                  f"its API and UI ask for the auth string kept in {auth_file()} "
+                  f"(clients: export PREFECT_API_AUTH_STRING=\"$(cat {auth_file()})\")", flush=True)
+            server, api = start_local_server(host, port, auth)
+            # The runs `serve` starts inherit the environment: their clients authenticate too.
+            os.environ["PREFECT_API_AUTH_STRING"] = auth
+        else:
+            os.environ["PREFECT_API_URL"] = api
+            _use_local_auth_file()
+        settings = {PREFECT_API_URL: api}
+        if os.environ.get("PREFECT_API_AUTH_STRING"):
+            settings[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
+        with temporary_settings(settings):
             ensure_concurrency_limits()
             deployments = runner_deployments(environment)
             print(f"serving {len(deployments)} deployments of {environment} against {api}; "
@@ -81,10 +257,6 @@ def serve_everything(environment: str, host: str, port: int) -> int:
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except Exception:  # noqa: BLE001 - a server that will not stop is killed
-                server.kill()
+        if server is not None:
+            _stop(server)
     return 0

@@ -7,7 +7,9 @@ passphrase reaches gpg through --passphrase-fd (a pipe), never argv or disk.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from ubertruck_ops.blocks.encryption import BackupEncryption
 from ubertruck_ops.tasks.execute import Stage, require_tool, run, secret_fd
 
 GPG_INSTALL = "apt-get install -y gnupg"
+HOME_PREFIX = "ubertruck-gnupg-"
 # The largest passphrase-stretching count OpenPGP can encode. Without it, gpg asks a fresh
 # gpg-agent, which calibrated for ~0.8 s in every session, only to answer this same maximum
 # (measured on this project's machine): one fixed stall that made a small incremental 3x slower.
@@ -81,7 +84,8 @@ def gpg_session(block: BackupEncryption, for_restore: bool = False) -> Iterator[
 
     Raise DecryptionKeyError when public keys or the private key cannot be imported.
     """
-    home = tempfile.mkdtemp(prefix="ubertruck-gnupg-")
+    remove_stale_homes()
+    home = tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
     session = GpgSession(block, home)
     try:
         if block.public_keys:
@@ -90,12 +94,55 @@ def gpg_session(block: BackupEncryption, for_restore: bool = False) -> Iterator[
             _import(session, block.private_key.get_secret_value().encode(), "the private key (BACKUP_GPG_PRIVATE_KEY)")
         yield session
     finally:
-        # gpg starts an agent per home; stop ours so no process outlives the run.
-        gpgconf = shutil.which("gpgconf")
-        if gpgconf:
+        _remove_home(home)
+
+
+def _remove_home(home: str) -> None:
+    # gpg starts an agent per home; stop it so no process outlives the session.
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf:
+        try:
             subprocess.run([gpgconf, "--kill", "gpg-agent"], env={"GNUPGHOME": home, "PATH": "/usr/bin:/bin"},
                            capture_output=True, timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def remove_stale_homes(folder: str | None = None) -> list[str]:
+    """Remove the GNUPGHOMEs (and stop the gpg-agents) left by sessions whose process is dead - a
+    run killed by SIGKILL never reaches its clean-up. Only ours: named ubertruck-gnupg-<pid>-*, owned
+    by this user, a real folder, and that pid is not running. Return the folders removed."""
+    base = folder or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(HOME_PREFIX):
+            continue
+        pid_text = entry.name[len(HOME_PREFIX):].partition("-")[0]
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not pid_text.isdigit() or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() \
+                or _alive(int(pid_text)):
+            continue
+        _remove_home(entry.path)
+        removed.append(entry.path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _import(session: GpgSession, material: bytes, what: str) -> None:

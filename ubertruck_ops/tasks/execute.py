@@ -128,14 +128,37 @@ def run(
 
 
 def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-          secrets: Iterable[str] = ()) -> subprocess.Popen:
-    """Start a long-running helper (output discarded) and return it; the caller stops it."""
+          secrets: Iterable[str] = (), die_with_parent: bool = False) -> subprocess.Popen:
+    """Start a long-running helper (output discarded) and return it; the caller stops it.
+
+    `die_with_parent`: the kernel sends the helper SIGTERM when this process dies, even by SIGKILL
+    (Linux PR_SET_PDEATHSIG; it fires when the calling thread ends, so call it from the main thread).
+    The helper also gets a session of its own: a signal to our process group (Ctrl-C, systemd's
+    stop) reaches only us, and we stop the helper once we are done with it.
+    """
     logger().info("starting %s: %s", name, display(argv, secrets))
     try:
         return subprocess.Popen(list(map(str, argv)), env=child_env(env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent() if die_with_parent else None)
     except FileNotFoundError:
         raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH") from None
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """Return a preexec hook that asks for SIGTERM when the parent dies (resolved before the fork,
+    so the child only makes the system call)."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        os.setsid()
+        prctl(1, signal.SIGTERM)        # PR_SET_PDEATHSIG
+        if os.getppid() != parent:      # the parent died before the request took effect
+            os._exit(1)
+    return hook
 
 
 @dataclass

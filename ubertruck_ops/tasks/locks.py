@@ -1,94 +1,261 @@
 """The project's locks (deploy, backup): Prefect's global concurrency limit, plus a lock file on
 the host that lets the next run give back a slot whose holder was killed.
 
-Why both: the Prefect limit (strict) is what keeps runs on every host apart and what the
-UI shows. But a flow process killed while holding it leaves the slot taken until a
-`prefect server` reclaims the lease (minutes), and forever under the ephemeral API, which
-keeps leases in the memory of the process that died. The lock file is held with flock(2),
-which the kernel drops when its process dies; it names the lease, so the next run on the
-host knows the holder is gone and releases exactly that lease.
+Why both: the Prefect limit (strict) is what keeps runs on every host apart and what the UI
+shows. But a flow process killed while holding it leaves the slot taken: until a `prefect server`
+reclaims the lease (minutes), and for good when the lease lived in an API process that is gone
+(Prefect's ephemeral API, a restarted server keeping leases in memory). The lock file is held with
+flock(2), which the kernel drops when its process dies; it names the lease, the API that granted
+it and until when it was renewed, so the next run on the host knows the holder is gone and gives
+back exactly the slot that holder took:
+
+- the API still knows the lease (a server; or one of our servers, which keep leases on disk under
+  PREFECT_HOME): release that lease;
+- the API does not know it, and it cannot have been reclaimed (it lived in another API process, or
+  it has not expired yet): the holder's one slot is given back by name;
+- otherwise (expired on the same long-lived server) the server's lease reaper gave it back.
+
+Only Prefect's public client API is used (increment/renew/release with lease, decrement).
 """
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 from uuid import UUID
 
-# Prefect 3.9's own building blocks of `concurrency()`, used directly for the lease id.
-from prefect.concurrency._leases import maintain_concurrency_lease
-from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
+import httpx
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 
-from ubertruck_ops.core.limits import BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS
+from ubertruck_ops.core.limits import (BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS,
+                                       LOCK_WAIT_LOG_SECONDS)
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.physical import state_dir
+
+PRIVATE_API_VARIABLE = "UBERTRUCK_PRIVATE_API_URL"     # set by deployments/serve.private_api
+
+
+class LockError(RuntimeError):
+    """A lock could not be taken for a reason other than another holder (a missing limit)."""
+
 
 @contextmanager
 def host_lock(lock_dir: str | os.PathLike, limit: str, wait_seconds: float, lease_seconds: float, holder: str,
               what: str = "deploy or rollback") -> Iterator[None]:
     """Hold `lock_dir`/<limit>.lock and one slot of global concurrency limit `limit` (strict).
 
-    Raise TimeoutError saying who holds it when either is not free within `wait_seconds`.
+    While waiting, log who holds it about every LOCK_WAIT_LOG_SECONDS. Raise TimeoutError saying who
+    holds it when either is not free within `wait_seconds`.
     """
     log = logger()
-    deadline = time.monotonic() + wait_seconds
+    started = time.monotonic()
+    deadline = started + wait_seconds
     Path(lock_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     path = Path(lock_dir) / f"{limit}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
+        next_report = started + LOCK_WAIT_LOG_SECONDS
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"another {what} is running on this host "
-                                       f"({_read(fd).get('holder', 'unknown')}); waited {wait_seconds:.0f} s, "
-                                       "refused; nothing was changed") from None
-                time.sleep(1)
-        stale = _read(fd)
-        if stale.get("lease_id"):
-            log.warning("the %s lock was left by %s, which ended without releasing it; releasing its slot",
-                        limit, stale.get("holder", "a run"))
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TimeoutError(f"another {what} is running on this host ({_describe(_read(fd))}); "
+                                       f"waited {wait_seconds:.0f} s, refused; nothing was changed") from None
+                if now >= next_report:
+                    log.info("waiting for the %s lock: held on this host by %s; waited %.0f s of %.0f s",
+                             limit, _describe(_read(fd)), now - started, wait_seconds)
+                    next_report = now + LOCK_WAIT_LOG_SECONDS
+                time.sleep(min(1.0, max(0.05, deadline - now)))
+        with get_client(sync_client=True) as client:
+            api = str(client.api_url).rstrip("/")
+            stale = _read(fd)
+            if stale.get("lease_id"):
+                log.warning("the %s lock was left by %s, which ended without releasing it; giving back its slot",
+                            limit, _describe(stale))
+                _give_back(client, limit, stale, api)
+            lease_id = _acquire(client, limit, lease_seconds, started, deadline, what, next_report)
+            log.info("took the %s lock after waiting %.1f s", limit, time.monotonic() - started)
+            record = {"lease_id": str(lease_id), "holder": holder, "pid": os.getpid(), "api": api,
+                      "private_api": os.environ.get(PRIVATE_API_VARIABLE, "").rstrip("/") == api,
+                      "since": time.time(), "until": time.time() + lease_seconds}
+            _write(fd, record)
+            renewal = _Renewal(fd, record, lease_seconds, limit)
             try:
-                release_concurrency_slots_with_lease(UUID(stale["lease_id"]))
-            except Exception as exc:  # noqa: BLE001 - already expired and reclaimed by the server is fine
-                log.info("its lease was already gone (%s)", type(exc).__name__)
-        try:
-            acquired = acquire_concurrency_slots_with_lease(
-                [limit], 1, timeout_seconds=max(1.0, deadline - time.monotonic()), strict=True,
-                lease_duration=lease_seconds, suppress_warnings=True)
-        except TimeoutError:
-            raise TimeoutError(f"the global concurrency limit {limit} stayed taken by another {what} "
-                               f"(another host?) for {wait_seconds:.0f} s; refused, nothing was changed") from None
-        _write(fd, {"lease_id": str(acquired.lease_id), "holder": holder, "pid": os.getpid()})
-        try:
-            with maintain_concurrency_lease(acquired.lease_id, lease_seconds, raise_on_lease_renewal_failure=True):
                 yield
-        finally:
-            release_concurrency_slots_with_lease(acquired.lease_id)
-            _write(fd, {})
+            finally:
+                renewal.stop()
+                _write(fd, {**record, "releasing": True})
+                try:
+                    client.release_concurrency_slots_with_lease(lease_id)
+                finally:
+                    _write(fd, {})
     finally:
         os.close(fd)      # also drops the flock
+
+
+def _acquire(client, limit: str, lease_seconds: float, started: float, deadline: float, what: str,
+             next_report: float) -> UUID:
+    """Take one slot of `limit` with a lease; wait (logging) while it is taken. Return the lease id."""
+    log = logger()
+    holder = _lease_holder()
+    while True:
+        try:
+            reply = client.increment_concurrency_slots_with_lease([limit], 1, "concurrency", lease_seconds,
+                                                                  holder=holder)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 423:
+                raise
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError(f"the global concurrency limit {limit} stayed taken by another {what} "
+                                   f"(another host?) for {deadline - started:.0f} s; refused, nothing was "
+                                   "changed") from None
+            if now >= next_report:
+                log.info("waiting for the global concurrency limit %s: %s; waited %.0f s of %.0f s",
+                         limit, _limit_state(client, limit), now - started, deadline - started)
+                next_report = now + LOCK_WAIT_LOG_SECONDS
+            try:
+                pause = float(exc.response.headers.get("Retry-After", 1))
+            except ValueError:
+                pause = 1.0
+            time.sleep(min(max(pause, 0.2), 5.0, max(0.05, deadline - now)))
+            continue
+        body = reply.json()
+        if not body.get("limits"):
+            raise LockError(f"the global concurrency limit {limit} does not exist: run `ubertruck-ops blocks init` "
+                            "(it creates the limits)")
+        return UUID(body["lease_id"])
+
+
+def _give_back(client, limit: str, stale: dict, api: str) -> None:
+    """Give back the one slot a dead holder on this host took (see the module's docstring)."""
+    log = logger()
+    lease_id = UUID(stale["lease_id"])
+    try:
+        client.renew_concurrency_lease(lease_id, 60)      # 204: this API knows the lease
+        known = True
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code not in (404, 410):
+            raise
+        known = False
+    client.release_concurrency_slots_with_lease(lease_id)
+    if known:
+        log.info("released its lease %s", lease_id)
+        return
+    if stale.get("releasing"):
+        log.info("it was releasing its lease when it ended; nothing left to give back")
+        return
+    elsewhere = bool(stale.get("private_api")) or stale.get("api") != api
+    unexpired = time.time() < float(stale.get("until") or 0)
+    if not (elsewhere or unexpired):
+        log.info("its lease had expired; the server gave its slot back")
+        return
+    try:
+        taken = client.read_global_concurrency_limit_by_name(limit).active_slots
+    except ObjectNotFound:
+        return
+    if taken <= 0:
+        log.info("the limit %s has no slot taken; nothing to give back", limit)
+        return
+    client.release_concurrency_slots([limit], 1, max(1.0, time.time() - float(stale.get("since") or time.time())))
+    log.warning("its lease lived in an API process that is gone; gave back its one slot of %s by name "
+                "(%d -> %d taken)", limit, taken, taken - 1)
+
+
+def _limit_state(client, limit: str) -> str:
+    try:
+        found = client.read_global_concurrency_limit_by_name(limit)
+    except Exception as exc:  # noqa: BLE001 - only for the log line
+        return f"could not read it ({type(exc).__name__})"
+    return f"{found.active_slots} of {found.limit} slot(s) taken by a run elsewhere (another host?)"
+
+
+def _lease_holder():
+    """The flow run taking the lock, for the UI's holders list (None outside a run)."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    return ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
+
+
+class _Renewal:
+    """Renews the lease in the background (every third of its duration) and records until when in
+    the lock file. A lease the server no longer knows means the slot is no longer ours: the holder
+    (when it is the main thread) is interrupted rather than overlapping another run."""
+
+    def __init__(self, fd: int, record: dict, lease_seconds: float, limit: str):
+        self.fd, self.record, self.lease_seconds, self.limit = fd, record, lease_seconds, limit
+        self.log = logger()
+        self.main = threading.current_thread() is threading.main_thread()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-renewal-{limit}")
+        self.thread.start()
+
+    def _loop(self) -> None:
+        lease_id = UUID(self.record["lease_id"])
+        failures = 0
+        with get_client(sync_client=True) as client:
+            while not self._stop.wait(self.lease_seconds / 3 if failures == 0 else 5):
+                try:
+                    client.renew_concurrency_lease(lease_id, self.lease_seconds)
+                except Exception as exc:  # noqa: BLE001 - judged below
+                    failures += 1
+                    gone = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (404, 410)
+                    if gone or time.time() > self.record["until"]:
+                        self.log.error("the %s lease is gone (%s): another run may take the slot; stopping",
+                                       self.limit, type(exc).__name__)
+                        if self.main:
+                            _thread.interrupt_main()
+                        return
+                    self.log.warning("renewing the %s lease failed (%s); retrying", self.limit, exc)
+                    continue
+                failures = 0
+                self.record["until"] = time.time() + self.lease_seconds
+                if not self._stop.is_set():
+                    _write(self.fd, self.record)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
+
+
+def _describe(record: dict) -> str:
+    if not record.get("holder"):
+        return "a run that recorded nothing"
+    since = record.get("since")
+    started = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since)) if since else ""
+    return f"{record['holder']} (pid {record.get('pid', '?')}{started})"
 
 
 def _read(fd: int) -> dict:
     os.lseek(fd, 0, os.SEEK_SET)
     try:
-        return json.loads(os.read(fd, 65536) or b"{}")
+        data = json.loads(os.read(fd, 65536) or b"{}")
     except ValueError:
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _write(fd: int, data: dict) -> None:
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, json.dumps(data).encode())
+    """Overwrite the record in place, then cut it to length (a reader never sees an empty file
+    between two records)."""
+    text = json.dumps(data).encode()
+    os.pwrite(fd, text, 0)
+    os.ftruncate(fd, len(text))
     os.fsync(fd)
 
 

@@ -51,7 +51,7 @@ class LocalRepository:
         return self.root / key
 
     def writer(self, key: str) -> ObjectWriter:
-        return _LocalWriter(self._path(key))
+        return _LocalWriter(self._path(key), self.root)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         writer = self.writer(key)
@@ -92,12 +92,34 @@ class LocalRepository:
         return 0  # a local .partial file is an object like any other: retention removes it
 
 
+def private_folders(path: Path, top: Path) -> None:
+    """Create `path` and every missing folder between it and `top` as 0700, whatever the umask
+    (Path.mkdir(parents=True) gives the parents the umask's mode)."""
+    missing = []
+    while path != top and not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    if path == top:
+        top.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        folder.chmod(0o700)
+
+
 class _LocalWriter:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    """Objects, manifests and WAL in a local repository are private (0600 in 0700 folders) whatever
+    the umask: what is inside is encrypted, but names, sizes and manifests are nobody else's."""
+
+    def __init__(self, path: Path, root: Path):
+        private_folders(path.parent, root)
         self.path = path
         self.partial = path.with_name(path.name + PARTIAL)
-        self.handle = open(self.partial, "wb")
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        self.handle = os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> None:
         self.handle.write(chunk)

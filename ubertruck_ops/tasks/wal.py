@@ -78,7 +78,8 @@ def archived_files(repo) -> dict[str, datetime]:
 def fetch_segments(repo, names: list[str], gpg: GpgSession, destination: Path) -> int:
     """Decrypt the named WAL files into `destination` (the restore's private folder), checking both
     checksums. Return the bytes fetched."""
-    destination.mkdir(parents=True, exist_ok=True)
+    destination.mkdir(parents=True, exist_ok=True, mode=0o700)
+    destination.chmod(0o700)
     total = 0
     for name in names:
         data_key, meta_key = _keys(name)
@@ -87,9 +88,17 @@ def fetch_segments(repo, names: list[str], gpg: GpgSession, destination: Path) -
                             capture=True, timeout=600)
         if hashlib.sha256(plain).hexdigest() != meta["plain_sha256"]:
             raise WalArchiveError(f"WAL file {name} decrypts to different bytes than were archived")
-        (destination / name).write_bytes(plain)
+        _write_private(destination / name, plain)
         total += len(plain)
     return total
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Plaintext WAL is the database's content: 0600 whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, 0o600)
+        handle.write(data)
 
 
 @task(name="wal-retention", cache_policy=NO_CACHE)
@@ -122,6 +131,7 @@ class WalStreamer:
         self.env, self.repo, self.slot, self.poll = env, repo, slot, poll_seconds
         base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
         self.spool = spool or Path(tempfile.mkdtemp(prefix="ubertruck-wal-", dir=base))
+        self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.spool.chmod(0o700)
         self.receivewal = postgres.tool("pg_receivewal")
         self.archived = 0
@@ -166,7 +176,7 @@ class WalStreamer:
                         logger().warning("pg_receivewal exited (%s); restarting", self._proc.returncode)
                         time.sleep(self.poll)
                     db = self.env.database
-                    self._proc = spawn("pg_receivewal", self._argv(), env=db.libpq_env(),
+                    self._proc = spawn("pg_receivewal", self._argv(), env=db.libpq_env(), die_with_parent=True,
                                        secrets=[db.password.get_secret_value()] if db.password else [])
                 self.drain()
                 self._stop.wait(self.poll)

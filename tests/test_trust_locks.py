@@ -1,0 +1,227 @@
+"""Locks and killed runs as cron sees them (issue 11, items 3 and 11): each backup is its own
+`ubertruck-ops run` process with its own PREFECT_HOME and no PREFECT_API_URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import save_env
+from tests.parts import flow_run_logs
+from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.flows.nightly_backup import nightly_backup
+
+PROJECT = Path(__file__).resolve().parents[1]
+UBERTRUCK_OPS = PROJECT / ".venv" / "bin" / "ubertruck-ops"
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found[int(name)] = (int(stat.rpartition(")")[2].split()[1]), cmdline)
+    return found
+
+
+def _environ(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _api_servers_of(home: Path) -> list[int]:
+    """Prefect API servers (ours or Prefect's ephemeral one) working on PREFECT_HOME `home`."""
+    return [pid for pid, (_, cmd) in _processes().items()
+            if ("uvicorn" in cmd or "prefect server start" in cmd.replace("-m prefect", "prefect"))
+            and f"PREFECT_HOME={home}\0" in _environ(pid)]
+
+
+def _agents_of(home: str) -> list[int]:
+    return [pid for pid, (_, cmd) in _processes().items() if "gpg-agent" in cmd and home in cmd]
+
+
+def _wait(condition, seconds: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"{what}: the run exited first ({process.returncode})")
+        time.sleep(0.05)
+    pytest.fail(f"{what}: not within {seconds:.0f} s")
+
+
+@pytest.fixture
+def cron(tmp_path, pg18, source_db, local_repo):
+    """A host as cron sees it: its own PREFECT_HOME (no PREFECT_API_URL), TMPDIR and state folder, and an
+    environment whose blocks `ubertruck-ops blocks init --env-file` saved there."""
+    base = Path(tempfile.mkdtemp(prefix="ut-cron-"))       # short: gpg-agent's socket path must fit
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING")}
+    env.update(PREFECT_HOME=str(base / "home"), TMPDIR=str(base / "tmp"), UBERTRUCK_STATE_DIR=str(base / "state"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    (base / "tmp").mkdir()
+    db = source_db
+    env_file = tmp_path / "cron.env"
+    env_file.write_text(f"DATABASE_URL=postgresql://{db.user}:{db.password.get_secret_value()}@127.0.0.1:{db.port}/"
+                        f"{db.database}\nBACKUP_ENCRYPTION_KEY=cron-passphrase\nBACKUP_REPOSITORY={local_repo}\n"
+                        f"APP_ROOT={tmp_path / 'no-app'}\n")
+    init = subprocess.run([UBERTRUCK_OPS, "blocks", "init", "--env-file", env_file, "--name", "prod"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert init.returncode == 0, init.stderr[-3000:]
+    yield {"env": env, "base": base, "home": base / "home", "tmp": base / "tmp", "db": db, "pg": pg18,
+           "lock": base / "state" / "prod" / "ubertruck-backup.lock", "repo": local_repo}
+    for pid in _api_servers_of(base / "home"):          # only if a test failed half-way
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _hold_a_table(pg18, db):
+    """Lock one of the database's tables so a backup blocks while counting rows (holding the backup
+    lock and its gpg session) until the returned connection rolls back."""
+    admin = psycopg.connect(**pg18.database().connect_kwargs(db.database))
+    table = admin.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = 'core' "
+                          "ORDER BY 1 LIMIT 1").fetchone()[0]
+    admin.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    return admin
+
+
+def test_a_cron_backup_killed_holding_the_lock_leaves_no_server_or_gnupg_home_and_the_next_one_runs_at_once(cron):
+    env, home = cron["env"], cron["home"]
+    auth = (home / "api-auth-string").read_text().strip()
+    admin = _hold_a_table(cron["pg"], cron["db"])
+    first_err = open(cron["base"] / "first.err", "wb")
+    first = subprocess.Popen([UBERTRUCK_OPS, "run", "nightly-backup", "--param", "environment=prod"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=first_err)
+    try:
+        _wait(lambda: cron["lock"].exists() and "lease_id" in cron["lock"].read_text(), 240,
+              "the first backup never took the lock", first)
+        gnupg = _wait(lambda: list(cron["tmp"].glob(f"ubertruck-gnupg-{first.pid}-*")), 60,
+                      "the first backup opened no gpg session", first)[0]
+        servers = [pid for pid, (parent, _) in _processes().items() if parent == first.pid and pid in
+                   _api_servers_of(home)]
+        assert len(servers) == 1, "the run should start exactly one API server of its own"
+        # The run's own API answers only with the auth string, and the string is on no command line.
+        port = re.search(r"--port (\d+)", _processes()[servers[0]][1]).group(1)
+        api = f"http://127.0.0.1:{port}/api"
+        assert httpx.post(f"{api}/block_documents/filter", json={}, timeout=10).status_code == 401
+        assert httpx.post(f"{api}/block_documents/filter", json={}, auth=tuple(auth.split(":", 1)),
+                          timeout=10).status_code == 200
+        assert not [pid for pid, (_, cmd) in _processes().items() if auth in cmd]
+        # The killed session's gpg-agent (one is running while a backup encrypts).
+        subprocess.run(["gpg-connect-agent", "--homedir", str(gnupg), "/bye"], env={**env, "GNUPGHOME": str(gnupg)},
+                       capture_output=True, timeout=30, check=True)
+        assert _agents_of(str(gnupg))
+
+        os.kill(first.pid, signal.SIGKILL)          # the process only, as the OOM killer would
+        first.wait(timeout=30)
+    finally:
+        admin.rollback()
+        admin.close()
+        first_err.close()
+        if first.poll() is None:
+            first.kill()
+    _wait(lambda: not _api_servers_of(home), 20, "the killed run's API server is still running")
+    record = json.loads(cron["lock"].read_text())
+    assert record["pid"] == first.pid and record["lease_id"]
+
+    clock = time.monotonic()
+    second = subprocess.run([UBERTRUCK_OPS, "run", "nightly-backup", "--param", "environment=prod"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - clock
+    assert second.returncode == 0, second.stderr[-4000:]
+    waited = float(re.search(r"took the ubertruck-backup lock after waiting ([\d.]+) s", second.stderr).group(1))
+    print(f"\nthe next backup waited {waited:.1f} s for the lock; the whole run took {elapsed:.1f} s")
+    assert waited < 30
+    assert "left by nightly backup of prod" in second.stderr
+    assert json.loads(cron["lock"].read_text()) == {}
+    assert len(list(cron["repo"].rglob("manifest.json"))) == 1
+    assert not list(cron["tmp"].glob("ubertruck-gnupg-*")), "a gnupg home of a dead run is left"
+    assert not _agents_of(str(gnupg)), "the dead run's gpg-agent still runs"
+    assert not _api_servers_of(home), "an API server outlived its run"
+
+
+READ_RUNS = """
+import json
+from prefect.client.orchestration import get_client
+from ubertruck_ops.deployments.serve import private_api
+with private_api():
+    with get_client(sync_client=True) as client:
+        print(json.dumps({str(r.id): r.state.type.value for r in client.read_flow_runs(limit=50)}))
+"""
+
+
+def test_sigterm_to_a_cron_backup_waiting_for_the_lock_ends_its_run_crashed_and_exits_non_zero(cron):
+    import fcntl
+
+    env = cron["env"]
+    cron["lock"].parent.mkdir(parents=True, exist_ok=True)
+    holder = os.open(cron["lock"], os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)            # another backup holds the lock
+    errors = open(cron["base"] / "waiting.err", "w+")
+    waiting = subprocess.Popen([UBERTRUCK_OPS, "run", "nightly-backup", "--param", "environment=prod"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
+    try:
+        _wait(lambda: "step: wait for the backup lock" in (cron["base"] / "waiting.err").read_text(), 240,
+              "the backup never started waiting", waiting)
+        time.sleep(1)
+        os.killpg(waiting.pid, signal.SIGTERM)     # as systemd or a cron timeout stops the whole group
+        waiting.wait(timeout=60)
+    finally:
+        os.close(holder)
+        errors.close()
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode != 0
+    _wait(lambda: not _api_servers_of(cron["home"]), 20, "the stopped run's API server is still running")
+    states = subprocess.run([str(PROJECT / ".venv" / "bin" / "python"), "-c", READ_RUNS], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert states.returncode == 0, states.stderr[-3000:]
+    assert list(json.loads(states.stdout.strip().splitlines()[-1]).values()) in (["CRASHED"], ["CANCELLED"]), \
+        states.stdout
+
+
+def test_a_backup_waiting_for_the_lock_says_who_holds_it_every_interval(source_db, local_repo, monkeypatch):
+    import fcntl
+
+    from ubertruck_ops.tasks import locks
+
+    monkeypatch.setattr(locks, "LOCK_WAIT_LOG_SECONDS", 1)
+    env = save_env(source_db, BackupRepository(url=str(local_repo)))
+    lock = Path(os.environ["UBERTRUCK_STATE_DIR"]) / env / "ubertruck-backup.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    os.write(holder, json.dumps({"holder": "incremental backup of the test", "pid": 4242}).encode())
+    timer = threading.Timer(3.5, os.close, args=(holder,))      # the holder finishes after 3.5 s
+    timer.start()
+    try:
+        state = nightly_backup(environment=env, return_state=True)
+    finally:
+        timer.join()
+    assert state.is_completed(), state.message
+    logs = flow_run_logs(state)
+    waiting = [line for line in logs.splitlines() if line.startswith("waiting for the ubertruck-backup lock")]
+    assert len(waiting) >= 2, logs
+    assert all("held on this host by incremental backup of the test (pid 4242" in line for line in waiting)
+    assert re.search(r"took the ubertruck-backup lock after waiting [3-9]\.\d s", logs)
