@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         proxy.requests.append((self.command, self.path))
+        if proxy.deny_batch_deletes and self.command == "POST" and "?delete" in self.path:
+            # What real S3 does when a bucket policy denies s3:DeleteObject: 200, one error per key.
+            keys = re.findall(rb"<Key>(.*?)</Key>", body)
+            errors = b"".join(b"<Error><Key>" + k + b"</Key><Code>AccessDenied</Code><Message>Access Denied</Message>"
+                              b"</Error>" for k in keys)
+            reply = b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult>' + errors + b"</DeleteResult>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
         failure = proxy.failure(self.command, self.path)
         if failure:
             error = f"<Error><Code>{failure[1]}</Code><Message>injected by test</Message></Error>".encode()
@@ -82,7 +95,8 @@ class FaultyProxy(_Server):
     `fail_next(n, method, marker)`: the next n matching requests fail. `fail_always(...)`:
     every matching request fails, as when the endpoint is gone for writes. Both take `status`
     and `code` (default 503 ServiceUnavailable; e.g. 403 AccessDenied for a denied DeleteObjects,
-    method POST, marker "?delete").
+    method POST, marker "?delete"). `deny_batch_deletes = True`: every DeleteObjects answers 200 with
+    an AccessDenied error per key, as S3 does under a bucket policy that denies s3:DeleteObject.
     """
 
     handler = _ProxyHandler
@@ -90,6 +104,7 @@ class FaultyProxy(_Server):
     def __init__(self, upstream: str):
         self.upstream = upstream
         self.requests: list[tuple[str, str]] = []
+        self.deny_batch_deletes = False
         self._rules: list[list] = []
         self._lock = threading.Lock()
 

@@ -150,6 +150,25 @@ def test_s3_denying_delete_during_retention_fails_the_run_but_keeps_the_complete
     assert not [t for t in slack.texts() if "nightly backup completed" in t]
 
 
+def test_s3_answering_a_batch_delete_with_per_key_denials_fails_retention_and_keeps_the_backup(s3_env, s3_proxy,
+                                                                                              s3_client, slack):
+    repo, env = s3_env
+    expired = put_fake_s3_backup(s3_client, repo, "20260901T020000Z-logical-aaaaaa", 60)
+    put_fake_s3_backup(s3_client, repo, "20261120T020000Z-logical-bbbbbb", 4)
+    # A bucket policy denying s3:DeleteObject: DeleteObjects answers 200 and lists an error per key.
+    s3_proxy.deny_batch_deletes = True
+
+    state = nightly_backup(environment=env, return_state=True)
+
+    assert state.is_failed()
+    assert "is complete and kept" in str(state.message) and "S3 refused to delete 2 of 2 object(s)" in str(state.message)
+    assert "AccessDenied" in str(state.message)
+    assert set(expired) <= bucket_keys(s3_client, repo)
+    new = [m for m in open_repository(repo).list("") if m.key.endswith(MANIFEST_NAME)
+           and "aaaaaa" not in m.key and "bbbbbb" not in m.key]
+    assert len(new) == 1, "the night's backup is kept"
+
+
 def test_a_manifest_s3_refuses_to_hand_out_is_kept_and_reported_never_deleted(s3_env, s3_proxy, s3_client, slack):
     repo, env = s3_env
     denied = put_fake_s3_backup(s3_client, repo, "20260901T020000Z-logical-aaaaaa", 60)

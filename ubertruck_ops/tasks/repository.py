@@ -217,8 +217,15 @@ class S3Repository:
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            with_retries("delete", lambda: self.client.delete_objects(
+            reply = with_retries("delete", lambda: self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}), self.attempts)
+            # DeleteObjects answers 200 even when it deleted nothing: a bucket policy denying
+            # s3:DeleteObject shows up only as one error per key in the reply.
+            errors = (reply or {}).get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise PermissionError(f"S3 refused to delete {len(errors)} of {len(batch)} object(s) in {self.description}, "
+                                      f"first {first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip())
 
     def abort_stale_uploads(self, older_than: timedelta) -> int:
         """Abort multipart uploads under our prefix started before `older_than` ago (a crashed run's)."""
