@@ -91,7 +91,7 @@ def main() -> int:
 
             def guide_restart():
                 for item in pm2.list_apps(app):
-                    pm2._pm2(app, "restart", str(item.pm_id))      # the guide: pm2 restart, one app after another
+                    pm2.restart_app(app, item.pm_id)      # the guide: pm2 restart, one app after another
             timed("(5) the guide's way: pm2 restart each service", guide_restart)
     finally:
         sandbox.stop()

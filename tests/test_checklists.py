@@ -75,7 +75,7 @@ def test_morning_checklist_on_a_healthy_system_then_new_error_lines_then_a_servi
 
     # A service down: critical, the run Failed, Slack lists the critical items first.
     booking = next(a for a in pm2.list_apps(app) if a.service == "booking-service")
-    pm2._pm2(app, "delete", str(booking.pm_id))
+    pm2.delete_apps(app, [booking.pm_id])
     try:
         state = morning_checklist(environment=env, return_state=True)
         assert state.is_failed() and "booking-service" in state.message

@@ -7,8 +7,15 @@ from urllib.parse import urlsplit
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
+# The guide's application host. The fields below own these defaults; everything else (blocks init,
+# the archive's sources, the sandbox) reads them from the class: `default_of(AppHost, "app_root")`.
 DEFAULT_SERVICES = {"user-service": 3001, "fleet-service": 3002, "booking-service": 3003, "route-service": 3004,
                     "payment-service": 3005, "admin-service": 3006}
+
+
+def default_of(block_cls: type, field: str):
+    """Return the default value of `field` of a block class (a fresh copy for factory defaults)."""
+    return block_cls.model_fields[field].get_default(call_default_factory=True)
 
 
 class AppHost(Block):

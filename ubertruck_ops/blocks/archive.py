@@ -5,6 +5,8 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from ubertruck_ops.blocks.app import AppHost, default_of
+
 
 class ArchiveSources(Block):
     """The application files and configuration files to archive (the guide's app_ and config_ tarballs)."""
@@ -13,7 +15,7 @@ class ArchiveSources(Block):
     _block_type_slug = "ubertruck-archive-sources"
     _description = "Application folder and config files the nightly backup archives, encrypted."
 
-    app_root: str | None = Field(default="/opt/ubertruck", title="Application root",
+    app_root: str | None = Field(default=default_of(AppHost, "app_root"), title="Application root",
                                  description="Folder archived as app.tar; empty to skip.")
     excludes: list[str] = Field(default_factory=lambda: ["node_modules", ".git"], title="Excluded names",
                                 description="File or folder names left out of the application archive.")

@@ -15,7 +15,7 @@ from prefect_aws import AwsCredentials, S3Bucket
 from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import SecretStr, ValidationError
 
-from ubertruck_ops.blocks.app import AppHost, parse_services
+from ubertruck_ops.blocks.app import AppHost, default_of, parse_services
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
@@ -23,9 +23,7 @@ from ubertruck_ops.blocks.monitoring import BusinessQueries, CheckThresholds, Re
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
 
-DEFAULT_APP_ROOT = "/opt/ubertruck"
-_DEFAULT_SERVICES = ("user-service:3001,fleet-service:3002,booking-service:3003,route-service:3004,"
-                     "payment-service:3005,admin-service:3006")
+DEFAULT_APP_ROOT = default_of(AppHost, "app_root")
 
 
 @dataclass
@@ -192,10 +190,12 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
     archive = ArchiveSources(app_root=app_root,
                              config_files=[p for p in optional("BACKUP_CONFIG_FILES", config_default).split(":") if p])
 
+    services = optional("APP_SERVICES")
     app = _build(AppHost, _APP_VARIABLES, app_root=app_root, repo_url=optional("APP_REPO_URL"),
-                  services=parse_services(optional("APP_SERVICES", _DEFAULT_SERVICES)),
-                  web_root=optional("WEB_ROOT", "/var/www/html"), log_dir=optional("LOG_DIR", "/var/log/ubertruck"),
-                  pm2_home=optional("PM2_HOME"), pm2_command=optional("PM2_COMMAND", "pm2"),
+                  services=parse_services(services) if services else default_of(AppHost, "services"),
+                  web_root=optional("WEB_ROOT", default_of(AppHost, "web_root")),
+                  log_dir=optional("LOG_DIR", default_of(AppHost, "log_dir")),
+                  pm2_home=optional("PM2_HOME"), pm2_command=optional("PM2_COMMAND", default_of(AppHost, "pm2_command")),
                   nginx_reload_command=optional("NGINX_RELOAD_COMMAND"))
 
     redis_url = optional("REDIS_URL")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ubertruck_ops.core.pm2 import Pm2App
+from ubertruck_ops.core.releases import Probe
+
 OK, WARN, CRITICAL, ERROR = "ok", "warn", "critical", "error"
 _ORDER = {CRITICAL: 0, ERROR: 1, WARN: 2, OK: 3}
 
@@ -44,6 +47,16 @@ def ok(name: str, value=None, threshold=None, detail: str = "") -> CheckResult:
     return CheckResult(name, OK, value, threshold, detail)
 
 
+def critical(name: str, value=None, threshold=None, detail: str = "") -> CheckResult:
+    """A critical finding: critical status, critical priority."""
+    return CheckResult(name, CRITICAL, value, threshold, detail, "critical")
+
+
+def warn(name: str, value=None, threshold=None, detail: str = "", severity: str = "medium") -> CheckResult:
+    """A warning of the guide's priority `severity` (high, medium or low)."""
+    return CheckResult(name, WARN, value, threshold, detail, severity)
+
+
 def error(name: str, detail: str) -> CheckResult:
     """The check could not measure: never reported as ok."""
     return CheckResult(name, ERROR, None, None, detail[:300])
@@ -76,22 +89,74 @@ def disk(name: str, used_pct: float, critical_free_pct: float, low_used_pct: flo
     """Disk: critical when free space is under `critical_free_pct`; low priority over `low_used_pct` used."""
     free = 100.0 - used_pct
     if free < critical_free_pct:
-        return CheckResult(name, CRITICAL, round(used_pct, 1), f"free >= {critical_free_pct}%",
-                           f"only {free:.1f}% free", "critical")
+        return critical(name, round(used_pct, 1), f"free >= {critical_free_pct}%", f"only {free:.1f}% free")
     if used_pct > low_used_pct:
-        return CheckResult(name, WARN, round(used_pct, 1), f"used <= {low_used_pct}%", f"{used_pct:.1f}% used", "low")
+        return warn(name, round(used_pct, 1), f"used <= {low_used_pct}%", f"{used_pct:.1f}% used", "low")
     return ok(name, round(used_pct, 1), f"used <= {low_used_pct}%", f"{used_pct:.1f}% used, {free:.1f}% free")
 
 
 def expiry(name: str, days_left: float, warn_days: int, expires: str) -> CheckResult:
     """A certificate: critical once expired, low priority within `warn_days` of expiring."""
     if days_left < 0:
-        return CheckResult(name, CRITICAL, f"{days_left:.0f} days", f">= {warn_days} days", f"expired {expires}",
-                           "critical")
+        return critical(name, f"{days_left:.0f} days", f">= {warn_days} days", f"expired {expires}")
     if days_left < warn_days:
-        return CheckResult(name, WARN, f"{days_left:.0f} days", f">= {warn_days} days",
-                           f"expires {expires} (in {days_left:.0f} days): renew it", "low")
+        return warn(name, f"{days_left:.0f} days", f">= {warn_days} days",
+                    f"expires {expires} (in {days_left:.0f} days): renew it", "low")
     return ok(name, f"{days_left:.0f} days", f">= {warn_days} days", f"expires {expires}")
+
+
+def is_2xx(status: int | None) -> bool:
+    """An HTTP answer counts as success only with a 2xx status (None: no answer)."""
+    return status is not None and 200 <= status < 300
+
+
+def service_health(service: str, port: int, probe: Probe) -> CheckResult:
+    """Given what a service answered on /health, /health/ready and /health/live, return the check:
+    critical when it does not answer or any of the three is not 2xx."""
+    name = f"health {service}"
+    if probe.health is None:
+        return critical(name, "down", "2xx", f"no answer on port {port}: {probe.error}")
+    bad = [f"{path} {code}" for path, code in (("/health", probe.health), ("/health/ready", probe.ready),
+                                                ("/health/live", probe.live)) if not is_2xx(code)]
+    if bad:
+        return critical(name, ", ".join(bad), "2xx", f"{service} answers {', '.join(bad)}")
+    return ok(name, probe.version, "2xx", f"{service} {probe.version}: healthy, ready, live")
+
+
+def endpoint(url: str, status: int | None, failure: str = "", milliseconds: float = 0.0) -> CheckResult:
+    """Given an extra URL's answer (status, or the failure when none came), return the check:
+    critical unless it answered 2xx."""
+    name = f"endpoint {url}"
+    if status is None:
+        return critical(name, "down", "2xx", failure[:200])
+    if not is_2xx(status):
+        return critical(name, status, "2xx", f"answered {status}")
+    return ok(name, status, "2xx", f"{milliseconds:.0f} ms")
+
+
+def pm2_services(services: list[str], apps: list[Pm2App], restarts_before: dict[str, int],
+                 restarts_medium: int) -> list[CheckResult]:
+    """Given the services and PM2's apps, return one check per service: critical when one of its
+    apps is not online (or none runs), medium when it restarted more than `restarts_medium` times
+    since `restarts_before`."""
+    results = []
+    for service in services:
+        mine = [a for a in apps if a.service == service]
+        name = f"pm2 {service}"
+        if not mine or any(a.status != "online" for a in mine):
+            state = ", ".join(f"{a.name} {a.status}" for a in mine) or "not running"
+            results.append(critical(name, state, "online", f"{service}: {state}"))
+            continue
+        new = sum(a.restarts - restarts_before.get(a.name, 0) for a in mine if a.restarts > restarts_before.get(a.name, 0))
+        results.append(above(name, new, [(restarts_medium, WARN, "medium")], " restarts",
+                             f"{', '.join(a.name for a in mine)} online, {new} restart(s) since the last check"))
+    return results
+
+
+def timed_out(name: str, limit: float) -> CheckResult:
+    """A check still running at its deadline: critical (a hung socket must not look fine)."""
+    return CheckResult(name, CRITICAL, None, f"answer within {limit:.0f} s", f"no answer within {limit:.0f} s",
+                       "critical", limit)
 
 
 def worst(results: list[CheckResult]) -> str:

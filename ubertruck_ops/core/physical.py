@@ -107,6 +107,17 @@ def wal_to_delete(segments: dict[str, datetime], protected: list[tuple[int, int]
     return sorted(doomed)
 
 
+def find_wal_gaps(archived: dict[str, datetime], from_segment: int, timeline: int, segment_size: int) -> list[str]:
+    """Given the archived WAL file names, return the names of segments of `timeline` missing from
+    the archive between `from_segment` and the newest archived one (empty: no gap)."""
+    on_timeline = {parsed[1] for parsed in (parse_segment(n, segment_size) for n in archived)
+                   if parsed and parsed[0] == timeline}
+    later = [s for s in on_timeline if s >= from_segment]
+    if not later:
+        return []
+    return [segment_name(timeline, s, segment_size) for s in range(from_segment, max(later)) if s not in on_timeline]
+
+
 class ChainBroken(LookupError):
     """A backup's chain misses a link: it cannot be restored."""
 
@@ -125,3 +136,40 @@ def resolve_chain(manifests: dict[str, Manifest], last_id: str) -> list[Manifest
                               "(incremental-backup with force_full=true)")
         chain.append(manifests[parent])
     return list(reversed(chain))
+
+
+ARCHIVE_LAG = timedelta(hours=1)
+
+
+class WalGap(LookupError):
+    """The WAL archive misses segments the restore needs."""
+
+
+def plan_wal(chain_end: Manifest, archived: dict[str, datetime], target_time: datetime | None) -> list[str]:
+    """Given the chain's last backup and the archived WAL files with their archive times, return
+    the files to replay after it, up to `target_time` (or all contiguous ones). Raise WalGap naming
+    the missing segments, or saying that nothing archived reaches the target yet."""
+    size, timeline = chain_end.physical["wal_segment_size"], chain_end.physical["timeline"]
+    first = segment_of(chain_end.physical["end_lsn"], size)
+    on_timeline = {parse_segment(n, size)[1]: (n, t) for n, t in archived.items()
+                   if parse_segment(n, size) and parse_segment(n, size)[0] == timeline}
+    later = sorted(s for s in on_timeline if s >= first)
+    if target_time is None:
+        last = contiguous_run(set(later), first)
+        return [] if last is None else [on_timeline[s][0] for s in range(first, last + 1)]
+    reaching = [s for s in later if on_timeline[s][1] >= target_time]
+    if not reaching:
+        newest = max((on_timeline[s][1] for s in later), default=None)
+        raise WalGap(f"the WAL archive ends at {newest.isoformat() if newest else chain_end.finished_at}, before "
+                     f"target_time {target_time.isoformat()}: nothing archived reaches it yet")
+    missing = [segment_name(timeline, s, size) for s in range(first, reaching[0] + 1) if s not in on_timeline]
+    if missing:
+        raise WalGap(f"WAL missing between backup {chain_end.backup_id} and the target time: "
+                     f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} segment(s))")
+    # A file is archived some time after its last record was written, so the first one archived after
+    # the target may still end before it: keep going until one archived well after the target (or the
+    # unbroken run ends). PostgreSQL stops replaying at the target whatever it is given.
+    end, run_end = reaching[0], contiguous_run(set(later), first)
+    while end < run_end and on_timeline[end][1] < target_time + ARCHIVE_LAG:
+        end += 1
+    return [on_timeline[s][0] for s in range(first, end + 1)]

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import httpx
 
-from ubertruck_ops.tasks.execute import spawn
+from ubertruck_ops.tasks.execute import spawn, stop
 
 SERVER_START_SECONDS = 180      # the first start migrates the SQLite database
 AUTH_FILE = "api-auth-string"
@@ -101,7 +101,7 @@ def start_local_server(host: str, port: int, auth: str):
     try:
         wait_for_api(api, process, SERVER_START_SECONDS)
     except RuntimeError:
-        process.terminate()
+        stop(process, timeout=30)
         raise
     return process, api
 
@@ -208,13 +208,7 @@ def _flush_to_api() -> None:
 
 
 def _stop(process) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except Exception:  # noqa: BLE001 - a server that will not stop is killed
-            process.kill()
-            process.wait(timeout=10)
+    stop(process, timeout=30)     # a server that will not stop is killed
 
 
 def _interrupt(*_) -> None:

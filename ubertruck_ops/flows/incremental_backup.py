@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
-from ubertruck_ops.core.physical import plan_backup, refusal, segment_of
+from ubertruck_ops.core.physical import find_wal_gaps, plan_backup, refusal, segment_of
 from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import human_bytes, human_seconds, one_line
 from ubertruck_ops.log import logger
@@ -145,9 +145,9 @@ def incremental_backup(environment: str = "production", force_full: bool = False
             retention["wal_deleted"] = _wal_retention(repo, facts, keep_wal_days)
             step("check the WAL archive for gaps")
             chain_base = base if kind == "incremental" else manifest
-            gaps = wal.find_wal_gaps(wal.archived_files(repo),
-                                     segment_of(chain_base.physical["start_lsn"], facts.wal_segment_size),
-                                     facts.timeline, facts.wal_segment_size)
+            gaps = find_wal_gaps(wal.archived_files(repo),
+                                 segment_of(chain_base.physical["start_lsn"], facts.wal_segment_size),
+                                 facts.timeline, facts.wal_segment_size)
             if gaps:
                 log.warning("WAL archive gap: %d segment(s) missing, first %s: point-in-time restore cannot "
                             "cross it; is `ubertruck-ops wal-archive` running?", len(gaps), gaps[0])

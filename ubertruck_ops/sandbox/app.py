@@ -13,11 +13,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ubertruck_ops.blocks.app import AppHost, default_of
 from ubertruck_ops.tasks.execute import run
 
 TEMPLATES = Path(__file__).with_name("sample_app")
-SERVICES = {"user-service": 3001, "fleet-service": 3002, "booking-service": 3003, "route-service": 3004,
-            "payment-service": 3005, "admin-service": 3006}
+SERVICES: dict[str, int] = default_of(AppHost, "services")     # the guide's six services and ports
 
 MIGRATIONS = {
     "001_feature_flags.sql": "CREATE TABLE IF NOT EXISTS core.feature_flags (\n"

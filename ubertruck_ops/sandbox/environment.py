@@ -31,7 +31,7 @@ from ubertruck_ops.tasks.scratch_postgres import LocalServer, free_port, port_is
 
 DATABASE = "ubertruck_prod"
 OWNER = "ubertruck_admin"
-SERVICES = ["user-service", "fleet-service", "booking-service", "route-service", "payment-service", "admin-service"]
+SERVICES = list(APP_SERVICES)
 
 
 class Sandbox:

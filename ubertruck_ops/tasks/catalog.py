@@ -19,6 +19,7 @@ from ubertruck_ops.core.manifest import (MANIFEST_NAME, Manifest, backup_folder,
 from ubertruck_ops.core.retention import BackupRecord, clock_behind, plan_retention
 from ubertruck_ops.core.text import human_bytes, one_line
 from ubertruck_ops.log import logger
+from ubertruck_ops.tasks.repository import Repository
 
 
 class BackupNotFound(LookupError):
@@ -52,7 +53,7 @@ class Scan:
         return {backup_id_of_key(key): kind_of_id(backup_id_of_key(key)) for key in self.unreadable}
 
 
-def scan(repo) -> Scan:
+def scan(repo: Repository) -> Scan:
     """List the repository and read every manifest. A manifest that cannot be read - it does not parse,
     a newer release wrote it, it names another backup, or reading it failed - is logged as a warning and
     listed in `unreadable`, never raised: whoever deletes must keep it, whoever restores must skip it."""
@@ -79,7 +80,7 @@ def scan(repo) -> Scan:
     return Scan(listed, sorted(manifests, key=lambda m: m.finished), unreadable)
 
 
-def list_manifests(repo) -> list[Manifest]:
+def list_manifests(repo: Repository) -> list[Manifest]:
     """Return the manifests of every complete backup, oldest first. Unreadable ones are logged and left out."""
     return scan(repo).manifests
 
@@ -91,7 +92,7 @@ def newest(manifests: list[Manifest], kind: str, before: datetime | None = None)
 
 
 @task(name="find-backup", cache_policy=NO_CACHE)
-def find_backup(repo, backup_id: str | None = None, before: datetime | None = None, kind: str = "logical") -> Manifest:
+def find_backup(repo: Repository, backup_id: str | None = None, before: datetime | None = None, kind: str = "logical") -> Manifest:
     """Return the manifest of `backup_id`, or of the newest complete backup (finished at or before
     `before` when given). Raise BackupNotFound saying what exists."""
     if backup_id:
@@ -113,14 +114,14 @@ def find_backup(repo, backup_id: str | None = None, before: datetime | None = No
 
 
 @task(name="write-manifest", cache_policy=NO_CACHE)
-def write_manifest(repo, manifest: Manifest) -> str:
+def write_manifest(repo: Repository, manifest: Manifest) -> str:
     """Write the manifest last: from this moment the backup exists."""
     key = f"{backup_folder(manifest.backup_id)}/{MANIFEST_NAME}"
     repo.put_bytes(key, manifest.to_json())
     return key
 
 
-def discard_backup(repo, backup_id: str) -> None:
+def discard_backup(repo: Repository, backup_id: str) -> None:
     """Remove whatever a failed backup wrote, so no half-written object is mistaken for a good one."""
     keys = [item.key for item in repo.list(backup_folder(backup_id) + "/")]
     if keys:
@@ -128,7 +129,7 @@ def discard_backup(repo, backup_id: str) -> None:
         logger().info("removed %d object(s) of failed backup %s", len(keys), backup_id)
 
 
-def discard_backup_quietly(repo, backup_id: str) -> bool:
+def discard_backup_quietly(repo: Repository, backup_id: str) -> bool:
     """discard_backup for error paths: a failure to clean up is logged (return False), never raised over the
     real error."""
     try:
@@ -140,7 +141,7 @@ def discard_backup_quietly(repo, backup_id: str) -> bool:
 
 
 @task(name="apply-retention", cache_policy=NO_CACHE)
-def apply_retention(repo, block: BackupRepository, now: datetime, taken: Manifest | None = None) -> dict:
+def apply_retention(repo: Repository, block: BackupRepository, now: datetime, taken: Manifest | None = None) -> dict:
     """Delete expired backups and stale leftovers per core/retention.py; return what went, what was
     kept because its manifest is unreadable, and (given the backup just `taken`) a clock warning."""
     found = scan(repo)
@@ -172,7 +173,7 @@ def apply_retention(repo, block: BackupRepository, now: datetime, taken: Manifes
             "bytes_freed": freed, "unreadable": found.unreadable, "clock_warning": clock}
 
 
-def clean_up_failed_backup(repo, block: BackupRepository, backup_id: str | None, now: datetime) -> dict:
+def clean_up_failed_backup(repo: Repository, block: BackupRepository, backup_id: str | None, now: datetime) -> dict:
     """After a backup failed before its manifest: remove what it wrote, then apply retention anyway
     (on a full repository nothing else would ever free space). Best effort: return retention's
     report (without its keys when it failed too: logged, never raised over the backup's own error)
@@ -217,7 +218,7 @@ PHYSICAL_KINDS = ("base", "incremental")
 
 
 @task(name="find-physical-chain", cache_policy=NO_CACHE)
-def find_physical_chain(repo, before: datetime | None = None) -> list[Manifest]:
+def find_physical_chain(repo: Repository, before: datetime | None = None) -> list[Manifest]:
     """Return the chain (base first) of the newest physical backup finished at or before `before`.
 
     Raise BackupNotFound when there is none, ChainBroken when a link is missing.
@@ -232,7 +233,7 @@ def find_physical_chain(repo, before: datetime | None = None) -> list[Manifest]:
     return resolve_chain({m.backup_id: m for m in physical}, candidates[-1].backup_id)
 
 
-def latest_physical(repo) -> tuple[Manifest | None, Manifest | None]:
+def latest_physical(repo: Repository) -> tuple[Manifest | None, Manifest | None]:
     """Return (the newest physical backup, its chain's base), or (None, None); a broken chain counts as none."""
     from ubertruck_ops.core.physical import ChainBroken, resolve_chain
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
 from ubertruck_ops.blocks.encryption import BackupEncryption
-from ubertruck_ops.tasks.execute import Stage, require_tool, run, secret_fd
+from ubertruck_ops.tasks.execute import CommandFailed, Stage, ToolMissing, require_tool, run, secret_fd
 
 GPG_INSTALL = "apt-get install -y gnupg"
 HOME_PREFIX = "ubertruck-gnupg-"
@@ -102,10 +101,9 @@ def _remove_home(home: str) -> None:
     gpgconf = shutil.which("gpgconf")
     if gpgconf:
         try:
-            subprocess.run([gpgconf, "--kill", "gpg-agent"], env={"GNUPGHOME": home, "PATH": "/usr/bin:/bin"},
-                           capture_output=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+            run([gpgconf, "--kill", "gpg-agent"], env={"GNUPGHOME": home}, timeout=30)
+        except (OSError, CommandFailed, ToolMissing):
+            pass     # no agent, or one already gone: the folder goes either way
     shutil.rmtree(home, ignore_errors=True)
 
 

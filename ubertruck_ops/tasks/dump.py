@@ -21,6 +21,7 @@ from ubertruck_ops.tasks import archive, postgres
 from ubertruck_ops.tasks.crypto import GpgSession, zstd_compress_stage
 from ubertruck_ops.tasks.execute import Stage
 from ubertruck_ops.tasks.stream import store_stream
+from ubertruck_ops.tasks.repository import Repository
 
 DATABASE_OBJECT = "database.dump.zst.gpg"
 ROLES_OBJECT = "roles.json.zst.gpg"
@@ -52,7 +53,7 @@ class _DumpProgress:
 
 
 @task(name="dump-database", cache_policy=NO_CACHE)
-def dump_database(db: PostgresDatabase, snapshot: postgres.Snapshot, gpg: GpgSession, repo, folder: str) -> StoredObject:
+def dump_database(db: PostgresDatabase, snapshot: postgres.Snapshot, gpg: GpgSession, repo: Repository, folder: str) -> StoredObject:
     """Stream pg_dump of the snapshot through zstd and gpg into the repository, with a progress artifact."""
     progress = _DumpProgress(snapshot.table_bytes)
     artifact_id = create_progress_artifact(0.0, key="nightly-backup-dump",
@@ -71,7 +72,7 @@ def dump_database(db: PostgresDatabase, snapshot: postgres.Snapshot, gpg: GpgSes
 
 
 @task(name="store-roles", cache_policy=NO_CACHE)
-def store_roles(described: dict, gpg: GpgSession, repo, folder: str) -> StoredObject:
+def store_roles(described: dict, gpg: GpgSession, repo: Repository, folder: str) -> StoredObject:
     """Store the roles this database needs, encrypted like everything else."""
     written = store_stream(repo, f"{folder}/{ROLES_OBJECT}", [zstd_compress_stage(), gpg.encrypt_stage()],
                            feed=postgres.roles_to_json(described))
@@ -79,7 +80,7 @@ def store_roles(described: dict, gpg: GpgSession, repo, folder: str) -> StoredOb
 
 
 @task(name="archive-files", cache_policy=NO_CACHE)
-def archive_files(block: ArchiveSources, gpg: GpgSession, repo, folder: str) -> tuple[list[StoredObject], list[str]]:
+def archive_files(block: ArchiveSources, gpg: GpgSession, repo: Repository, folder: str) -> tuple[list[StoredObject], list[str]]:
     """Store the application folder and config files as encrypted tar archives.
 
     Return the stored objects and the paths that were missing (reported, not fatal).
@@ -100,6 +101,6 @@ def archive_files(block: ArchiveSources, gpg: GpgSession, repo, folder: str) -> 
     return stored, missing
 
 
-def _store_archive(stage: Stage, name: str, role: str, gpg: GpgSession, repo, folder: str) -> StoredObject:
+def _store_archive(stage: Stage, name: str, role: str, gpg: GpgSession, repo: Repository, folder: str) -> StoredObject:
     written = store_stream(repo, f"{folder}/{name}", [stage, zstd_compress_stage(), gpg.encrypt_stage()])
     return StoredObject(name, role, written.size, written.sha256)

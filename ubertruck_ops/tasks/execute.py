@@ -145,6 +145,27 @@ def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = Non
         raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH") from None
 
 
+def stop(process: subprocess.Popen | None, timeout: float = 10) -> int | None:
+    """Stop a helper started by `spawn`: SIGTERM, wait up to `timeout` seconds, then SIGKILL and reap
+    it. Return its exit status (None when there was no process). A helper already gone is fine."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        try:
+            process.terminate()
+            process.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            logger().warning("pid %s did not stop within %.0f s of SIGTERM; killing it", process.pid, timeout)
+            try:
+                process.kill()
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+    return process.returncode
+
+
 def _die_with_parent() -> Callable[[], None]:
     """Return a preexec hook that asks for SIGTERM when the parent dies (resolved before the fork,
     so the child only makes the system call)."""

@@ -19,6 +19,7 @@ from ubertruck_ops.tasks import archive, postgres
 from ubertruck_ops.tasks.crypto import GpgSession, DecryptionKeyError, explain_decrypt_failure, zstd_decompress_stage
 from ubertruck_ops.tasks.execute import CommandFailed
 from ubertruck_ops.tasks.stream import ChecksumMismatch, checksum, load_stream
+from ubertruck_ops.tasks.repository import Repository
 
 
 class BackupCorrupt(RuntimeError):
@@ -30,7 +31,7 @@ def _key(manifest: Manifest, name: str) -> str:
 
 
 @task(name="verify-objects", cache_policy=NO_CACHE)
-def verify_objects(repo, manifest: Manifest) -> None:
+def verify_objects(repo: Repository, manifest: Manifest) -> None:
     """Check size and SHA-256 of every object. Raise BackupCorrupt naming each bad object."""
     problems = []
     for obj in manifest.objects:
@@ -47,7 +48,7 @@ def verify_objects(repo, manifest: Manifest) -> None:
     logger().info("all %d objects of %s match their checksums", len(manifest.objects), manifest.backup_id)
 
 
-def read_object(repo, manifest: Manifest, role: str, gpg: GpgSession) -> bytes:
+def read_object(repo: Repository, manifest: Manifest, role: str, gpg: GpgSession) -> bytes:
     """Decrypt a small object of a backup into memory.
 
     Raise DecryptionKeyError saying what to fix when the key does not decrypt it.
@@ -66,13 +67,13 @@ def read_object(repo, manifest: Manifest, role: str, gpg: GpgSession) -> bytes:
 
 
 @task(name="read-roles", cache_policy=NO_CACHE)
-def read_roles(repo, manifest: Manifest, gpg: GpgSession) -> dict:
+def read_roles(repo: Repository, manifest: Manifest, gpg: GpgSession) -> dict:
     """Decrypt the small roles object: this proves the key works before the target is touched."""
     return json.loads(read_object(repo, manifest, "roles", gpg))
 
 
 @task(name="restore-database-stream", cache_policy=NO_CACHE)
-def restore_database(repo, manifest: Manifest, gpg: GpgSession, db: PostgresDatabase, database: str,
+def restore_database(repo: Repository, manifest: Manifest, gpg: GpgSession, db: PostgresDatabase, database: str,
                      server_version_num: int) -> None:
     """Stream the dump into `database` (which must exist and be empty): decrypt | unzstd | pg_restore."""
     obj = manifest.object("database")
@@ -84,7 +85,7 @@ def restore_database(repo, manifest: Manifest, gpg: GpgSession, db: PostgresData
 
 
 @task(name="extract-backup", cache_policy=NO_CACHE)
-def extract_object(repo, manifest: Manifest, role: str, gpg: GpgSession, destination: Path) -> None:
+def extract_object(repo: Repository, manifest: Manifest, role: str, gpg: GpgSession, destination: Path) -> None:
     """Stream one tar object of a backup into `destination`: decrypt | unzstd | tar -x."""
     obj = manifest.object(role)
     destination.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,7 @@ def extract_object(repo, manifest: Manifest, role: str, gpg: GpgSession, destina
 
 
 @task(name="extract-archives", cache_policy=NO_CACHE)
-def extract_archives(repo, manifest: Manifest, gpg: GpgSession, destination: str) -> list[str]:
+def extract_archives(repo: Repository, manifest: Manifest, gpg: GpgSession, destination: str) -> list[str]:
     """Extract the app and config archives into `destination`/app and `destination`/config."""
     done = []
     for role in ("app", "config"):

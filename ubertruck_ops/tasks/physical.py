@@ -32,6 +32,7 @@ from ubertruck_ops.tasks import postgres
 from ubertruck_ops.tasks.crypto import GpgSession, zstd_compress_stage
 from ubertruck_ops.tasks.execute import Stage, run
 from ubertruck_ops.tasks.stream import store_stream
+from ubertruck_ops.tasks.repository import Repository
 
 DATA_OBJECT = "base.tar.zst.gpg"
 BACKUP_MANIFEST_OBJECT = "backup_manifest.zst.gpg"
@@ -151,7 +152,7 @@ def recalled_manifest(environment: str, backup_id: str) -> bytes | None:
 
 
 @task(name="physical-backup", cache_policy=NO_CACHE)
-def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo, folder: str,
+def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo: Repository, folder: str,
                     previous_manifest: bytes | None) -> tuple[list[StoredObject], dict, bytes]:
     """Stream pg_basebackup (incremental when `previous_manifest` is given) through zstd and gpg into
     the repository; store its backup_manifest too. Return the objects, the WAL range it covers and

@@ -18,13 +18,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.app import AppHost
+from ubertruck_ops.core import pm2 as verdicts
+from ubertruck_ops.core.pm2 import Pm2App
 from ubertruck_ops.core.releases import app_name, service_of
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.execute import CommandFailed, ToolMissing, run
@@ -35,17 +36,6 @@ PM2_INSTALL = "npm install -g pm2@7   (or ./ops, which installs it into .tools/)
 
 class HandOverFailed(RuntimeError):
     """A service's new release did not come up; the old one still serves."""
-
-
-@dataclass
-class Pm2App:
-    name: str
-    pm_id: int
-    service: str
-    status: str
-    restarts: int
-    script: str
-    pid: int | None
 
 
 def pm2_command(app: AppHost) -> str:
@@ -66,6 +56,7 @@ def _env(app: AppHost) -> dict[str, str]:
 
 
 def _pm2(app: AppHost, *args: str, timeout: float = 120) -> str:
+    """Run `pm2 ARGS` for this host; return its output."""
     return run([pm2_command(app), *args], env=_env(app), timeout=timeout).stdout.decode(errors="replace")
 
 
@@ -164,31 +155,22 @@ def save(app: AppHost) -> None:
 
 def restart_counts(app: AppHost, apps: list[Pm2App] | None = None) -> dict[str, int]:
     """Return PM2's restart count of every app of this host's services, summed over its instances."""
-    counts: dict[str, int] = {}
-    for item in list_apps(app) if apps is None else apps:
-        counts[item.name] = counts.get(item.name, 0) + item.restarts
-    return counts
+    return verdicts.restart_counts(list_apps(app) if apps is None else apps)
 
 
 def running_problems(app: AppHost, tag: str, baseline: dict[str, int] | None = None) -> list[str]:
-    """Return what is wrong with PM2's apps for release `tag`: a service not online, restarted
-    since `baseline` (restart counts taken after the hand-over), or still sharing its port
-    with another release."""
-    apps = list_apps(app)
-    baseline, now = baseline or {}, restart_counts(app, apps)
-    problems = []
-    for service in app.services:
-        wanted = app_name(service, tag)
-        mine = [a for a in apps if a.service == service]
-        if not any(a.name == wanted for a in mine):
-            problems.append(f"{service}: PM2 runs no {wanted}")
-        for item in mine:
-            if item.name != wanted:
-                problems.append(f"{service}: {item.name} still runs beside {wanted}")
-            elif item.status != "online" or now[wanted] > baseline.get(wanted, now[wanted]):
-                problems.append(f"{service}: {wanted} is {item.status}, restarted "
-                                f"{now[wanted] - baseline.get(wanted, 0)} time(s) since it took over")
-    return problems
+    """Read what PM2 runs now and return core.pm2.running_problems' verdict on it for release `tag`."""
+    return verdicts.running_problems(list_apps(app), list(app.services), tag, baseline)
+
+
+def delete_apps(app: AppHost, ids: list[int]) -> None:
+    """Stop and remove PM2 apps by id (gracefully: SIGINT, then kill_timeout)."""
+    _delete(app, ids)
+
+
+def restart_app(app: AppHost, pm_id: int) -> None:
+    """`pm2 restart ID`: the guide's restart with downtime (benchmarks compare against it)."""
+    _pm2(app, "restart", str(pm_id))
 
 
 def kill_daemon(app: AppHost) -> None:

@@ -3,26 +3,32 @@
 Both keep the same promise: an object becomes visible under its key only once it is
 whole (local: written to `.partial`, fsynced, renamed; S3: a multipart upload that is
 completed, or aborted so no orphaned parts stay behind and cost money).
+
+S3 calls are retried by botocore itself (its "standard" retry mode: 5xx, throttling and dropped
+connections, with jittered exponential backoff), each request on its own: a failed part is sent
+again from memory, never the pg_dump that produced it. `is_transient` tells the tasks that read
+the repository (and retry as Prefect tasks) a passing failure from a lasting one.
 """
 
 from __future__ import annotations
 
 import os
-import random
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, Protocol
 
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
+                                 ReadTimeoutError, ResponseStreamingError)
 
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.log import logger
 
 CHUNK = 1 << 20
 PARTIAL = ".partial"
+S3_ATTEMPTS = 6                 # per request, the first included (botocore's max_attempts)
+LINK_SECONDS = 7 * 86400        # how long a link to a report stays valid on S3
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,23 @@ class RepositoryError(RuntimeError):
     """The repository refused or failed an operation after retries."""
 
 
+class Repository(Protocol):
+    """What flows and tasks may use of a backup repository (local folder or S3 bucket); keys are
+    relative to the repository, e.g. 2026/11/24/<backup-id>/manifest.json."""
+
+    description: str
+
+    def writer(self, key: str) -> ObjectWriter: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def read_chunks(self, key: str) -> Iterator[bytes]: ...
+    def list(self, prefix: str = "") -> list[Listed]: ...
+    def delete(self, keys: list[str]) -> None: ...
+    def abort_stale_uploads(self, older_than: timedelta) -> int: ...
+    def location(self, key: str) -> str: ...
+    def link(self, key: str) -> str: ...
+
+
 class LocalRepository:
     def __init__(self, root: str):
         self.root = Path(root)
@@ -49,6 +72,14 @@ class LocalRepository:
 
     def _path(self, key: str) -> Path:
         return self.root / key
+
+    def location(self, key: str) -> str:
+        """Return where the object under `key` is: its path."""
+        return str(self._path(key))
+
+    def link(self, key: str) -> str:
+        """Return how to see the object under `key`: its path (a local folder has no URL)."""
+        return self.location(key)
 
     def writer(self, key: str) -> ObjectWriter:
         return _LocalWriter(self._path(key), self.root)
@@ -145,30 +176,32 @@ _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavail
                     "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Return True for S3 failures worth retrying: 5xx, throttling, dropped connections."""
+def is_transient(exc: BaseException | None) -> bool:
+    """Return True for S3 failures worth retrying: 5xx, throttling, dropped connections and reads cut
+    short, also when wrapped in a RepositoryError. False for lasting ones: denied, missing, bad input."""
+    while isinstance(exc, RepositoryError):
+        exc = exc.__cause__
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         return error.get("Code") in _TRANSIENT_CODES or status.startswith("5")
-    return isinstance(exc, (BotoConnectionError, HTTPClientError))
+    return isinstance(exc, (BotoConnectionError, HTTPClientError, ReadTimeoutError, ResponseStreamingError))
 
 
-def with_retries(what: str, call, attempts: int, base_delay: float = 0.5):
-    """Call `call()` until it succeeds, retrying transient errors with jittered backoff."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if not is_transient(exc) or attempt == attempts:
-                raise RepositoryError(f"{what} failed after {attempt} attempt(s): {exc}") from exc
-            delay = base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
-            logger().warning("%s failed (%s); retry %d/%d in %.1f s", what, exc, attempt, attempts - 1, delay)
-            time.sleep(delay)
+def _s3(what: str, call):
+    """Make one S3 call (botocore retries it); raise RepositoryError saying what failed and after how
+    many attempts."""
+    try:
+        return call()
+    except (ClientError, BotoCoreError) as exc:
+        attempts = 1
+        if isinstance(exc, ClientError):
+            attempts += int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+        raise RepositoryError(f"{what} failed after {attempts} attempt(s): {exc}") from exc
 
 
 class S3Repository:
-    def __init__(self, block: BackupRepository, attempts: int = 6):
+    def __init__(self, block: BackupRepository, attempts: int = S3_ATTEMPTS):
         bucket = block.s3_bucket
         self.bucket = bucket.bucket_name
         self.prefix = block.prefix
@@ -178,13 +211,23 @@ class S3Repository:
         self.description = f"s3://{self.bucket}/{self.prefix}"
         credentials = bucket.credentials
         params = credentials.aws_client_parameters.get_params_override()
-        # Our own retry loop owns backoff; botocore's stays short so a 5xx storm is seen.
-        params["config"] = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10,
+        # botocore's standard mode retries 5xx, throttling and connection errors with jittered
+        # exponential backoff (at most 20 s between attempts), and logs each retry.
+        params["config"] = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=10,
                                   read_timeout=120, signature_version="s3v4")
         self.client = credentials.get_boto3_session().client("s3", **params)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def location(self, key: str) -> str:
+        """Return where the object under `key` is: s3://bucket/prefix/key."""
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def link(self, key: str) -> str:
+        """Return a presigned URL that shows the object under `key` for LINK_SECONDS."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+                                                  ExpiresIn=LINK_SECONDS)
 
     def _extra(self) -> dict:
         return {"ServerSideEncryption": self.sse} if self.sse else {}
@@ -193,17 +236,20 @@ class S3Repository:
         return _S3Writer(self, self._key(key))
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        with_retries(f"upload of {key}", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=self._key(key), Body=data, **self._extra()), self.attempts)
+        _s3(f"upload of {key}", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, **self._extra()))
 
     def get_bytes(self, key: str) -> bytes:
-        return with_retries(f"download of {key}", lambda: self.client.get_object(
-            Bucket=self.bucket, Key=self._key(key))["Body"].read(), self.attempts)
+        return _s3(f"download of {key}", lambda: self.client.get_object(
+            Bucket=self.bucket, Key=self._key(key))["Body"].read())
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
-        body = with_retries(f"download of {key}", lambda: self.client.get_object(
-            Bucket=self.bucket, Key=self._key(key))["Body"], self.attempts)
-        yield from body.iter_chunks(CHUNK)
+        body = _s3(f"download of {key}", lambda: self.client.get_object(
+            Bucket=self.bucket, Key=self._key(key))["Body"])
+        try:
+            yield from body.iter_chunks(CHUNK)
+        except BotoCoreError as exc:      # the connection dropped mid-object: transient, the reader retries
+            raise RepositoryError(f"download of {key} was cut short: {exc}") from exc
 
     def list(self, prefix: str = "") -> list[Listed]:
         found = []
@@ -217,8 +263,8 @@ class S3Repository:
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            reply = with_retries("delete", lambda: self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}), self.attempts)
+            reply = _s3("delete", lambda: self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}))
             # DeleteObjects answers 200 even when it deleted nothing: a bucket policy denying
             # s3:DeleteObject shows up only as one error per key in the reply.
             errors = (reply or {}).get("Errors") or []
@@ -249,8 +295,8 @@ class _S3Writer:
         self.pending: list[bytes] = []   # chunks not yet sent; joined once per part (one copy)
         self.pending_size = 0
         self.parts: list[dict] = []
-        created = with_retries(f"start of upload {key}", lambda: repo.client.create_multipart_upload(
-            Bucket=repo.bucket, Key=key, **repo._extra()), repo.attempts)
+        created = _s3(f"start of upload {key}", lambda: repo.client.create_multipart_upload(
+            Bucket=repo.bucket, Key=key, **repo._extra()))
         self.upload_id = created["UploadId"]
 
     def write(self, chunk: bytes) -> None:
@@ -266,27 +312,28 @@ class _S3Writer:
 
     def _send(self, data: bytes) -> None:
         number = len(self.parts) + 1
-        reply = with_retries(f"upload of part {number} of {self.key}", lambda: self.repo.client.upload_part(
-            Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data),
-            self.repo.attempts)
+        # botocore sends the part again from `data` on a 5xx or a dropped connection: the stream
+        # that produced it (pg_dump | zstd | gpg) just waits.
+        reply = _s3(f"upload of part {number} of {self.key}", lambda: self.repo.client.upload_part(
+            Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data))
         self.parts.append({"PartNumber": number, "ETag": reply["ETag"]})
 
     def commit(self) -> None:
         if self.pending or not self.parts:
             self._flush()
-        with_retries(f"completion of {self.key}", lambda: self.repo.client.complete_multipart_upload(
+        _s3(f"completion of {self.key}", lambda: self.repo.client.complete_multipart_upload(
             Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id,
-            MultipartUpload={"Parts": self.parts}), self.repo.attempts)
+            MultipartUpload={"Parts": self.parts}))
 
     def abort(self) -> None:
         self.pending, self.pending_size = [], 0
         try:
-            with_retries(f"abort of {self.key}", lambda: self.repo.client.abort_multipart_upload(
-                Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id), self.repo.attempts)
+            _s3(f"abort of {self.key}", lambda: self.repo.client.abort_multipart_upload(
+                Bucket=self.repo.bucket, Key=self.key, UploadId=self.upload_id))
         except RepositoryError as exc:
             logger().warning("could not abort multipart upload of %s (%s); the next backup's clean-up will", self.key, exc)
 
 
-def open_repository(block: BackupRepository) -> LocalRepository | S3Repository:
+def open_repository(block: BackupRepository) -> Repository:
     """Given the repository block, return the repository it describes."""
     return S3Repository(block) if block.is_s3 else LocalRepository(block.url)

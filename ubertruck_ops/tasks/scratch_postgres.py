@@ -142,7 +142,7 @@ class LocalServer:
         CommandFailed with the server log when it does not start."""
         self.base.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o700)   # a copy of production inside: nobody else reads it
-        self._chown(self.base)
+        self.give_to_server_user(self.base)
         self._check_reachable()
         fresh = not (self.data / "PG_VERSION").exists()
         if fresh and self.restored:
@@ -154,7 +154,7 @@ class LocalServer:
             set_password = False
         self.sockets.mkdir(exist_ok=True)
         self.sockets.chmod(0o700)
-        self._chown(self.sockets)
+        self.give_to_server_user(self.sockets)
         self._write_auth(self.superuser and (self.superuser,) or self._candidates)
         try:
             self._pg_ctl("-l", self.log_file, "-w", "-t", "60", "-o", self._options, "start", timeout=120)
@@ -175,12 +175,12 @@ class LocalServer:
     def _initdb(self) -> None:
         self.data.mkdir(exist_ok=True)
         self.data.chmod(0o700)
-        self._chown(self.data)
+        self.give_to_server_user(self.data)
         pwfile = self.base / "initdb-password"
         try:
             with open(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
                 handle.write(self.password + "\n")
-            self._chown(pwfile)
+            self.give_to_server_user(pwfile)
             run([self.bin_dir / "initdb", "-D", self.data, "-U", "postgres", f"--pwfile={pwfile}",
                  "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C",
                  "--no-sync"], user=self.user, group=self.group, timeout=180)
@@ -207,7 +207,7 @@ class LocalServer:
         """Write the hba and ident files (outside the data directory, readable by the server only)."""
         self.auth.mkdir(exist_ok=True)
         self.auth.chmod(0o700)
-        self._chown(self.auth)
+        self.give_to_server_user(self.auth)
         hba = "".join(f"local {db} all peer map={IDENT_MAP}\nhost {db} all 127.0.0.1/32 scram-sha-256\n"
                       for db in ("all", "replication"))
         files = {"pg_hba.conf": hba,
@@ -220,7 +220,7 @@ class LocalServer:
             tmp.unlink(missing_ok=True)
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
                 handle.write(text)
-            self._chown(tmp)
+            self.give_to_server_user(tmp)
             os.replace(tmp, path)
 
     def _find_superuser(self, timeout: float = 60) -> None:
@@ -295,7 +295,9 @@ class LocalServer:
     def _check_reachable(self) -> None:
         check_reachable(self.base)
 
-    def _chown(self, path: Path, recursive: bool = False) -> None:
+    def give_to_server_user(self, path: Path, recursive: bool = False) -> None:
+        """Make `path` (and, with `recursive`, everything under it) owned by the server's user and group,
+        so a server run as its own user can use what we prepared for it. A no-op without a server user."""
         if self.user:
             entry = pwd.getpwnam(self.user)
             gid = grp.getgrnam(self.group).gr_gid if self.group else entry.pw_gid

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from ubertruck_ops.tasks.execute import CommandFailed, Pipeline, Stage
-from ubertruck_ops.tasks.repository import CHUNK
+from ubertruck_ops.tasks.repository import CHUNK, Repository
 
 DEFAULT_TIMEOUT = 6 * 3600
 
@@ -31,7 +31,7 @@ class ChecksumMismatch(RuntimeError):
     """A stored object's bytes do not match the manifest."""
 
 
-def store_stream(repo, key: str, stages: Sequence[Stage], *, feed: bytes | Iterable[bytes] | None = None,
+def store_stream(repo: Repository, key: str, stages: Sequence[Stage], *, feed: bytes | Iterable[bytes] | None = None,
                  source: Sequence[Stage] | None = None, tap: Callable[[bytes], None] | None = None,
                  on_progress: Callable[[int], None] | None = None, cwd=None,
                  timeout: float = DEFAULT_TIMEOUT) -> Written:
@@ -90,7 +90,7 @@ def _tapped(stream, tap: Callable[[bytes], None] | None):
         yield chunk
 
 
-def load_stream(repo, key: str, expected_sha256: str, stages: Sequence[Stage], *, capture: bool = False,
+def load_stream(repo: Repository, key: str, expected_sha256: str, stages: Sequence[Stage], *, capture: bool = False,
                 timeout: float = DEFAULT_TIMEOUT, max_capture: int = 64 << 20) -> bytes:
     """Feed the object under `key` through `stages`; return their output when `capture`.
 
@@ -127,7 +127,7 @@ def load_stream(repo, key: str, expected_sha256: str, stages: Sequence[Stage], *
     return bytes(output)
 
 
-def checksum(repo, key: str) -> Written:
+def checksum(repo: Repository, key: str) -> Written:
     """Return size and SHA-256 of a stored object, read in chunks."""
     digest, size = hashlib.sha256(), 0
     for chunk in repo.read_chunks(key):

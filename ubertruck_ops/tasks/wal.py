@@ -23,10 +23,11 @@ from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.core.manifest import iso, utc_now
-from ubertruck_ops.core.physical import parse_segment, segment_name, wal_to_delete
+from ubertruck_ops.core.physical import wal_to_delete
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.crypto import GpgSession, gpg_session, zstd_compress_stage, zstd_decompress_stage
 from ubertruck_ops.tasks.stream import load_stream, store_stream
+from ubertruck_ops.tasks.repository import Repository
 
 PREFIX = "wal/"
 
@@ -41,7 +42,7 @@ def _keys(name: str) -> tuple[str, str]:
     return f"{PREFIX}{name}.zst.gpg", f"{PREFIX}{name}.json"
 
 
-def push_segment(env: Environment, path: str, repo) -> str:
+def push_segment(env: Environment, path: str, repo: Repository) -> str:
     """Archive the WAL file at `path`. Archiving the same content again succeeds (PostgreSQL retries
     after a crash); different content under an archived name is refused, as archive_command must."""
     name = os.path.basename(path)
@@ -64,7 +65,7 @@ def push_segment(env: Environment, path: str, repo) -> str:
     return "archived"
 
 
-def archived_files(repo) -> dict[str, datetime]:
+def archived_files(repo: Repository) -> dict[str, datetime]:
     """Return every archived WAL file name with the time its sidecar was written."""
     found = {}
     for item in repo.list(PREFIX):
@@ -75,7 +76,7 @@ def archived_files(repo) -> dict[str, datetime]:
 
 
 @task(name="fetch-wal", cache_policy=NO_CACHE)
-def fetch_segments(repo, names: list[str], gpg: GpgSession, destination: Path) -> int:
+def fetch_segments(repo: Repository, names: list[str], gpg: GpgSession, destination: Path) -> int:
     """Decrypt the named WAL files into `destination` (the restore's private folder), checking both
     checksums. Return the bytes fetched."""
     destination.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -102,7 +103,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 @task(name="wal-retention", cache_policy=NO_CACHE)
-def apply_wal_retention(repo, protected: list[tuple[int, int]], now: datetime, keep: timedelta,
+def apply_wal_retention(repo: Repository, protected: list[tuple[int, int]], now: datetime, keep: timedelta,
                         segment_size: int) -> int:
     """Delete archived WAL older than `keep` that no kept backup needs; return how many files went."""
     doomed = wal_to_delete(archived_files(repo), protected, now, keep, segment_size)
@@ -124,7 +125,7 @@ class WalStreamer:
     max_slot_wal_keep_size). See the README.
     """
 
-    def __init__(self, env: Environment, repo, slot: str = "ubertruck_wal", spool: Path | None = None,
+    def __init__(self, env: Environment, repo: Repository, slot: str = "ubertruck_wal", spool: Path | None = None,
                  poll_seconds: float = 1.0):
         from ubertruck_ops.tasks import postgres
 
@@ -188,12 +189,9 @@ class WalStreamer:
             self._terminate()
 
     def _terminate(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        from ubertruck_ops.tasks.execute import stop
+
+        stop(self._proc, timeout=10)
 
     def stop(self) -> None:
         self._stop.set()
@@ -201,12 +199,3 @@ class WalStreamer:
     def remove_spool(self) -> None:
         shutil.rmtree(self.spool, ignore_errors=True)
 
-
-def find_wal_gaps(archived: dict[str, datetime], from_segment: int, timeline: int, segment_size: int) -> list[str]:
-    """Return the names of segments missing from the archive between `from_segment` and the newest archived."""
-    on_timeline = {parse_segment(n, segment_size)[1] for n in archived
-                   if parse_segment(n, segment_size) and parse_segment(n, segment_size)[0] == timeline}
-    later = [s for s in on_timeline if s >= from_segment]
-    if not later:
-        return []
-    return [segment_name(timeline, s, segment_size) for s in range(from_segment, max(later)) if s not in on_timeline]

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable
 
-from ubertruck_ops.core.checks import CRITICAL, CheckResult, error
+from ubertruck_ops.core.checks import CheckResult, error, timed_out
 from ubertruck_ops.core.text import one_line
 
 Check = Callable[[], "CheckResult | list[CheckResult]"]
@@ -49,8 +49,7 @@ def run_checks(checks: dict[str, Check], timeout: float, timeouts: dict[str, flo
             for name in pending:
                 if deadlines[name] <= time.monotonic():
                     limit = deadlines[name] - started
-                    collected[name] = [CheckResult(name, CRITICAL, None, f"answer within {limit:.0f} s",
-                                                   f"no answer within {limit:.0f} s", "critical", limit)]
+                    collected[name] = [timed_out(name, limit)]
             continue
         try:
             name, results = answers.get(timeout=wait)

@@ -8,12 +8,13 @@ from datetime import datetime, timezone
 
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks
-from ubertruck_ops.core.checks import CRITICAL, WARN, CheckResult
+from ubertruck_ops.core.checks import CRITICAL, CheckResult
 from ubertruck_ops.core.text import human_bytes
 from ubertruck_ops.tasks import catalog, load
+from ubertruck_ops.tasks.repository import Repository
 
 
-def last_backup(repo, limits: CheckThresholds) -> CheckResult:
+def last_backup(repo: Repository, limits: CheckThresholds) -> CheckResult:
     """The newest complete nightly backup is younger than the limit and every object matches its
     manifest: critical otherwise (no backup means no recovery). A manifest that cannot be read (a
     newer format, damaged) is a warning naming its key: retention keeps that backup until someone looks."""
@@ -27,8 +28,8 @@ def last_backup(repo, limits: CheckThresholds) -> CheckResult:
                       + "; ".join(why for _, why in sorted(found.unreadable.items())) + ")")
     manifest = catalog.newest(found.manifests, "logical")
     if manifest is None:
-        return CheckResult(name, CRITICAL, "none", "a complete backup",
-                           f"no complete backup in {repo.description}{unreadable}"[:300], "critical")
+        return checks.critical(name, "none", "a complete backup",
+                               f"no complete backup in {repo.description}{unreadable}"[:300])
     age_hours = (datetime.now(timezone.utc) - manifest.finished).total_seconds() / 3600
     too_old = checks.above(name, age_hours, [(limits.backup_max_age_hours, CRITICAL, "critical")], " h",
                            f"newest backup {manifest.backup_id} is {age_hours:.0f} h old{unreadable}"[:300])
@@ -37,20 +38,20 @@ def last_backup(repo, limits: CheckThresholds) -> CheckResult:
     try:
         load.verify_objects.fn(repo, manifest)
     except load.BackupCorrupt as exc:
-        return CheckResult(name, CRITICAL, "damaged", "checksums match", f"{exc}{unreadable}"[:300], "critical")
+        return checks.critical(name, "damaged", "checksums match", f"{exc}{unreadable}"[:300])
     size = sum(o.size for o in manifest.objects)
     detail = (f"{manifest.backup_id}: {age_hours:.1f} h old, {len(manifest.objects)} objects "
               f"({human_bytes(size)}) match their manifest")
     if found.unreadable:
         keys = ", ".join(sorted(found.unreadable))
         reasons = "; ".join(why for _, why in sorted(found.unreadable.items()))
-        return CheckResult(name, WARN, f"{len(found.unreadable)} unreadable", "every manifest readable",
+        return checks.warn(name, f"{len(found.unreadable)} unreadable", "every manifest readable",
                            f"{len(found.unreadable)} unreadable manifest(s), kept by retention: {keys}; newest backup "
                            f"{manifest.backup_id} is fine ({reasons})"[:300], "medium")
     return checks.ok(name, manifest.backup_id, f"<= {limits.backup_max_age_hours} h, checksums match", detail)
 
 
-def backups_per_day(repo) -> dict[str, dict]:
+def backups_per_day(repo: Repository) -> dict[str, dict]:
     """Return {YYYY-MM-DD: {count, bytes, seconds}} of complete backups by the day they finished (UTC)."""
     days: dict[str, dict] = defaultdict(lambda: {"count": 0, "bytes": 0, "seconds": 0.0})
     for manifest in catalog.list_manifests(repo):

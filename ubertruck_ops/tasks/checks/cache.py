@@ -8,7 +8,7 @@ import redis
 
 from ubertruck_ops.blocks.monitoring import CheckThresholds, RedisCache
 from ubertruck_ops.core import checks
-from ubertruck_ops.core.checks import CRITICAL, CheckResult
+from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.core.text import one_line
 
 
@@ -28,8 +28,8 @@ def cache_hit_rate(block: RedisCache, limits: CheckThresholds) -> CheckResult:
     try:
         stats = _client(block).info("stats")
     except redis.RedisError as exc:
-        return CheckResult("redis cache hit rate", CRITICAL, "unreachable", "answers",
-                           f"Redis at {_where(block)}: {one_line(exc)}"[:300], "critical")
+        return checks.critical("redis cache hit rate", "unreachable", "answers",
+                               f"Redis at {_where(block)}: {one_line(exc)}"[:300])
     hits, misses = stats.get("keyspace_hits", 0), stats.get("keyspace_misses", 0)
     if hits + misses == 0:
         return checks.ok("redis cache hit rate", None, None, "no lookups yet")

@@ -10,7 +10,7 @@ from psycopg import sql
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks
-from ubertruck_ops.core.checks import CRITICAL, CheckResult
+from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.tasks.postgres import DatabaseUnreachable, connect
 
 
@@ -20,7 +20,7 @@ def reachable(db: PostgresDatabase) -> CheckResult:
         with connect(db) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
     except DatabaseUnreachable as exc:
-        return CheckResult("database reachable", CRITICAL, "unreachable", "answers", str(exc)[:300], "critical")
+        return checks.critical("database reachable", "unreachable", "answers", str(exc)[:300])
     return checks.ok("database reachable", version, "answers", f"{db.describe()}: PostgreSQL {version}")
 
 

@@ -63,7 +63,7 @@ def new_error_lines(log_dir: str, offsets: dict[str, list]) -> tuple[CheckResult
             samples.append(f"{path.name}: {lines[-1].strip()[:120]}")
     total = sum(counts.values())
     if total:
-        return CheckResult("error logs", checks.WARN, total, "0 new lines",
+        return checks.warn("error logs", total, "0 new lines",
                            f"{total} new line(s): " + "; ".join(samples[:3]), "medium"), new_offsets
     return checks.ok("error logs", 0, "0 new lines", f"no new lines in {len(new_offsets)} error log(s)"), new_offsets
 
@@ -84,7 +84,7 @@ def log_rotation(log_dir: str, limits: CheckThresholds) -> CheckResult:
         if age_days > limits.log_max_age_days:
             problems.append(f"{path.name} untouched {age_days:.0f} days")
     if problems:
-        return CheckResult("log rotation", checks.WARN, len(problems),
+        return checks.warn("log rotation", len(problems),
                            f"<= {limits.log_max_size_mb} MB, <= {limits.log_max_age_days} days",
                            "not rotated: " + ", ".join(problems[:5]), "low")
     return checks.ok("log rotation", len(files), f"<= {limits.log_max_size_mb} MB",
@@ -114,7 +114,7 @@ def pending_updates() -> CheckResult:
     upgrades = [line.split()[1] for line in out.splitlines() if line.startswith("Inst ")]
     security = [line.split()[1] for line in out.splitlines() if line.startswith("Inst ") and "security" in line.lower()]
     if upgrades:
-        return CheckResult("pending updates", checks.WARN, len(upgrades), "0",
+        return checks.warn("pending updates", len(upgrades), "0",
                            f"{len(upgrades)} package(s), {len(security)} security: {', '.join((security or upgrades)[:8])}",
                            "low")
     return checks.ok("pending updates", 0, "0", "system packages up to date")

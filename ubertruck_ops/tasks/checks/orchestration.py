@@ -28,8 +28,7 @@ def failed_runs(since: datetime, name: str = "overnight alerts") -> CheckResult:
         flows = {f.id: f.name for f in client.read_flows(limit=200)}
     if runs:
         listed = ", ".join(f"{flows.get(r.flow_id, '?')}/{r.name} ({r.state_name})" for r in runs[:5])
-        return CheckResult(name, checks.WARN, len(runs), "0", f"{len(runs)} since {since:%d %b %H:%M} UTC: {listed}",
-                           "high")
+        return checks.warn(name, len(runs), "0", f"{len(runs)} since {since:%d %b %H:%M} UTC: {listed}", "high")
     return checks.ok(name, 0, "0", f"no failed or crashed flow runs since {since:%d %b %H:%M} UTC")
 
 
@@ -39,7 +38,7 @@ def late_runs() -> CheckResult:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late"]))), limit=100)
     if runs:
-        return CheckResult("scheduled jobs late", checks.WARN, len(runs), "0",
+        return checks.warn("scheduled jobs late", len(runs), "0",
                            f"{len(runs)} late run(s): " + ", ".join(r.name for r in runs[:5]) +
                            " - is a worker or `ubertruck-ops serve` running?", "high")
     return checks.ok("scheduled jobs late", 0, "0", "no late runs")
@@ -56,14 +55,14 @@ def backup_schedules(environment: str) -> list[CheckResult]:
             # deployments are named after the environment they act on (deployments/schedules.py)
             deployments = [d for d in every if flows.get(d.flow_id) == flow_name and d.name == environment]
             if not deployments:
-                results.append(CheckResult(name, checks.WARN, "missing", "scheduled",
+                results.append(checks.warn(name, "missing", "scheduled",
                                            f"no deployment {flow_name}/{environment}: run `prefect deploy --all` or "
                                            "`ubertruck-ops serve`", "high"))
                 continue
             deployment = deployments[0]
             active = [s for s in (deployment.schedules or []) if s.active]
             if deployment.paused or not active:
-                results.append(CheckResult(name, checks.WARN, "paused", "active", f"{flow_name}/{deployment.name} "
+                results.append(checks.warn(name, "paused", "active", f"{flow_name}/{deployment.name} "
                                            "has no active schedule (paused)", "high"))
                 continue
             upcoming = client.read_flow_runs(
@@ -72,7 +71,7 @@ def backup_schedules(environment: str) -> list[CheckResult]:
                     type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
                 sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1)
             if not upcoming:
-                results.append(CheckResult(name, checks.WARN, "no next run", "scheduled",
+                results.append(checks.warn(name, "no next run", "scheduled",
                                            f"{flow_name}/{deployment.name}: active schedule but no run scheduled",
                                            "high"))
                 continue

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from ubertruck_ops.tasks.repository import Repository
+
 HISTORY_DAYS = 400
 
 
@@ -14,17 +16,14 @@ def _prefix(environment: str) -> str:
     return f"reports/{environment}"
 
 
-def store_report_file(repo, environment: str, day: dt.date, name: str, data: bytes) -> str:
+def store_report_file(repo: Repository, environment: str, day: dt.date, name: str, data: bytes) -> str:
     """Store a report file for `day`; return where to see it (a 7-day link on S3, a path locally)."""
     key = f"{_prefix(environment)}/{day:%Y/%m/%d}/{name}"
     repo.put_bytes(key, data)
-    if hasattr(repo, "client"):
-        return repo.client.generate_presigned_url("get_object", Params={"Bucket": repo.bucket, "Key": repo._key(key)},
-                                                  ExpiresIn=7 * 86400)
-    return str(repo._path(key))
+    return repo.link(key)
 
 
-def read_history(repo, environment: str) -> dict[str, dict]:
+def read_history(repo: Repository, environment: str) -> dict[str, dict]:
     """Return {YYYY-MM-DD: figures} recorded by earlier runs (empty the first time).
     Raise when the history exists but cannot be read: record_day would otherwise overwrite
     months of figures with one day."""
@@ -34,7 +33,7 @@ def read_history(repo, environment: str) -> dict[str, dict]:
     return json.loads(repo.get_bytes(key))
 
 
-def record_day(repo, environment: str, day: dt.date, figures: dict) -> dict[str, dict]:
+def record_day(repo: Repository, environment: str, day: dt.date, figures: dict) -> dict[str, dict]:
     """Merge `figures` into the history for `day`, keep the newest HISTORY_DAYS days; return the history."""
     history = read_history(repo, environment)
     history[day.isoformat()] = {**history.get(day.isoformat(), {}), **figures}

@@ -11,22 +11,14 @@ import httpx
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks
-from ubertruck_ops.core.checks import CRITICAL, CheckResult
+from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.tasks import health, pm2
 
 
 def service_health(app: AppHost, service: str, timeout: float) -> CheckResult:
     """/health, /health/ready and /health/live of one service: critical when any fails."""
-    name = f"health {service}"
-    probe = health.probe(service, app.services[service], timeout=timeout)
-    if probe.health is None:
-        return CheckResult(name, CRITICAL, "down", "2xx", f"no answer on port {app.services[service]}: {probe.error}",
-                           "critical")
-    bad = [f"{path} {code}" for path, code in (("/health", probe.health), ("/health/ready", probe.ready),
-                                                ("/health/live", probe.live)) if code is None or not 200 <= code < 300]
-    if bad:
-        return CheckResult(name, CRITICAL, ", ".join(bad), "2xx", f"{service} answers {', '.join(bad)}", "critical")
-    return checks.ok(name, probe.version, "2xx", f"{service} {probe.version}: healthy, ready, live")
+    port = app.services[service]
+    return checks.service_health(service, port, health.probe(service, port, timeout=timeout))
 
 
 def response_times(app: AppHost, limits: CheckThresholds, samples: int = 5, timeout: float = 10) -> CheckResult:
@@ -53,14 +45,11 @@ def response_times(app: AppHost, limits: CheckThresholds, samples: int = 5, time
 
 def endpoint(url: str, timeout: float) -> CheckResult:
     """An extra URL answers 2xx."""
-    name = f"endpoint {url}"
     try:
         reply = httpx.get(url, timeout=timeout, follow_redirects=True)
     except httpx.HTTPError as exc:
-        return CheckResult(name, CRITICAL, "down", "2xx", f"{type(exc).__name__}: {exc}"[:200], "critical")
-    if not 200 <= reply.status_code < 300:
-        return CheckResult(name, CRITICAL, reply.status_code, "2xx", f"answered {reply.status_code}", "critical")
-    return checks.ok(name, reply.status_code, "2xx", f"{reply.elapsed.total_seconds() * 1000:.0f} ms")
+        return checks.endpoint(url, None, f"{type(exc).__name__}: {exc}")
+    return checks.endpoint(url, reply.status_code, milliseconds=reply.elapsed.total_seconds() * 1000)
 
 
 def pm2_status(app: AppHost, limits: CheckThresholds, restarts_before: dict[str, int]) -> tuple[list[CheckResult], dict]:
@@ -68,15 +57,4 @@ def pm2_status(app: AppHost, limits: CheckThresholds, restarts_before: dict[str,
     (medium); return the results and the restart counts to remember."""
     apps = pm2.list_apps(app)
     now = {a.name: a.restarts for a in apps}
-    results = []
-    for service in app.services:
-        mine = [a for a in apps if a.service == service]
-        name = f"pm2 {service}"
-        if not mine or any(a.status != "online" for a in mine):
-            state = ", ".join(f"{a.name} {a.status}" for a in mine) or "not running"
-            results.append(CheckResult(name, CRITICAL, state, "online", f"{service}: {state}", "critical"))
-            continue
-        new = sum(a.restarts - restarts_before.get(a.name, 0) for a in mine if a.restarts > restarts_before.get(a.name, 0))
-        results.append(checks.above(name, new, [(limits.restarts_medium, checks.WARN, "medium")], " restarts",
-                                    f"{', '.join(a.name for a in mine)} online, {new} restart(s) since the last check"))
-    return results, now
+    return checks.pm2_services(list(app.services), apps, restarts_before, limits.restarts_medium), now

@@ -1,0 +1,50 @@
+"""What PM2 runs, as data, and the verdict on it against a release. Pure functions: tasks/pm2.py
+measures (reads `pm2 jlist`), this module judges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ubertruck_ops.core.releases import app_name
+
+
+@dataclass
+class Pm2App:
+    """One app (one instance) PM2 runs for a service."""
+
+    name: str
+    pm_id: int
+    service: str
+    status: str
+    restarts: int
+    script: str
+    pid: int | None
+
+
+def restart_counts(apps: list[Pm2App]) -> dict[str, int]:
+    """Given PM2's apps, return each app name's restart count summed over its instances."""
+    counts: dict[str, int] = {}
+    for item in apps:
+        counts[item.name] = counts.get(item.name, 0) + item.restarts
+    return counts
+
+
+def running_problems(apps: list[Pm2App], services: list[str], tag: str,
+                     baseline: dict[str, int] | None = None) -> list[str]:
+    """Given PM2's apps and the host's services, return what is wrong for release `tag`: a service
+    not online, restarted since `baseline` (restart counts taken after the hand-over), or still
+    sharing its port with another release. Empty: every service runs `tag` and nothing else."""
+    baseline, now = baseline or {}, restart_counts(apps)
+    problems = []
+    for service in services:
+        wanted = app_name(service, tag)
+        mine = [a for a in apps if a.service == service]
+        if not any(a.name == wanted for a in mine):
+            problems.append(f"{service}: PM2 runs no {wanted}")
+        for item in mine:
+            if item.name != wanted:
+                problems.append(f"{service}: {item.name} still runs beside {wanted}")
+            elif item.status != "online" or now[wanted] > baseline.get(wanted, now[wanted]):
+                problems.append(f"{service}: {wanted} is {item.status}, restarted "
+                                f"{now[wanted] - baseline.get(wanted, 0)} time(s) since it took over")
+    return problems
