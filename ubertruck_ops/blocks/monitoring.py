@@ -43,24 +43,53 @@ class CheckThresholds(Block):
     check_timeout_seconds: float = Field(default=10, gt=0, title="Per-check timeout (s)",
                                          description="A check that does not finish in time is reported and the "
                                                      "checklist moves on.")
-    response_time_critical_s: float = Field(default=5, title="Response time critical (s)")
-    response_time_medium_s: float = Field(default=2, title="Response time medium (s)")
-    error_rate_critical_pct: float = Field(default=10, title="Error rate critical (%)")
-    error_rate_high_pct: float = Field(default=5, title="Error rate high (%)")
-    cpu_high_pct: float = Field(default=90, title="CPU high (%)")
-    cpu_medium_pct: float = Field(default=80, title="CPU medium (%)")
-    memory_high_pct: float = Field(default=90, title="Memory high (%)")
-    disk_free_critical_pct: float = Field(default=10, title="Disk free critical (%)")
-    disk_used_low_pct: float = Field(default=70, title="Disk used low priority (%)")
-    queue_backlog_high: int = Field(default=1000, title="Queue backlog high")
-    cache_hit_medium_pct: float = Field(default=90, title="Cache hit rate medium below (%)")
-    connections_high_pct: float = Field(default=80, title="Database connections high (% of max_connections)")
-    tls_expiry_days: int = Field(default=30, title="TLS certificate expiry low priority (days)")
-    failed_jobs_medium: int = Field(default=0, title="Failed background jobs medium (above)")
-    failed_logins_high: int = Field(default=20, title="Failed logins per day high (above)")
-    restarts_medium: int = Field(default=0, title="PM2 restarts since the last run, medium (above)")
-    backup_max_age_hours: float = Field(default=26, title="Newest nightly backup max age (h)")
-    disk_paths: list[str] = Field(default_factory=lambda: ["/"], title="Disks (mount points) to check")
+    response_time_critical_s: float = Field(default=5, title="Response time critical (s)",
+                                            description="Critical when the slowest service's median /health response "
+                                                        "takes longer (guide 7.3: 5 s).")
+    response_time_medium_s: float = Field(default=2, title="Response time medium (s)",
+                                          description="Medium priority when the slowest service's median /health "
+                                                      "response takes longer (2 s).")
+    error_rate_critical_pct: float = Field(default=10, title="Error rate critical (%)",
+                                           description="Critical when more than this share of the last 24 h's "
+                                                       "bookings failed (guide 7.3: 10%).")
+    error_rate_high_pct: float = Field(default=5, title="Error rate high (%)",
+                                       description="High priority when more than this share of the last 24 h's "
+                                                   "bookings failed (5%).")
+    cpu_high_pct: float = Field(default=90, title="CPU high (%)",
+                                description="High priority when CPU use over one second is above this.")
+    cpu_medium_pct: float = Field(default=80, title="CPU medium (%)",
+                                  description="Medium priority when CPU use over one second is above this.")
+    memory_high_pct: float = Field(default=90, title="Memory high (%)",
+                                   description="High priority when memory use is above this.")
+    disk_free_critical_pct: float = Field(default=10, title="Disk free critical (%)",
+                                          description="Critical when a checked disk has less free space than this.")
+    disk_used_low_pct: float = Field(default=70, title="Disk used low priority (%)",
+                                     description="Low priority when a checked disk is fuller than this.")
+    queue_backlog_high: int = Field(default=1000, title="Queue backlog high",
+                                    description="High priority when the queue lists hold more entries than this in "
+                                                "total.")
+    cache_hit_medium_pct: float = Field(default=90, title="Cache hit rate medium below (%)",
+                                        description="Medium priority when the Redis or PostgreSQL cache hit rate is "
+                                                    "below this.")
+    connections_high_pct: float = Field(default=80, title="Database connections high (% of max_connections)",
+                                        description="High priority when PostgreSQL connections exceed this share of "
+                                                    "max_connections.")
+    tls_expiry_days: int = Field(default=30, title="TLS certificate expiry low priority (days)",
+                                 description="Low priority when a certificate expires within this many days; critical "
+                                             "once expired.")
+    failed_jobs_medium: int = Field(default=0, title="Failed background jobs medium (above)",
+                                    description="Medium priority when more background jobs failed in the last 24 h.")
+    failed_logins_high: int = Field(default=20, title="Failed logins per day high (above)",
+                                    description="High priority when more logins failed in the last 24 h (the audit "
+                                                "log, and the host's auth log).")
+    restarts_medium: int = Field(default=0, title="PM2 restarts since the last run, medium (above)",
+                                 description="Medium priority when a service restarted more often since the previous "
+                                             "checklist.")
+    backup_max_age_hours: float = Field(default=26, title="Newest nightly backup max age (h)",
+                                        description="Critical when the newest complete nightly backup is older than "
+                                                    "this.")
+    disk_paths: list[str] = Field(default_factory=lambda: ["/"], title="Disks (mount points) to check",
+                                  description="Mount points whose free space is checked.")
     endpoints: list[str] = Field(default_factory=list, title="Extra endpoints",
                                  description="URLs checked besides every service's /health (e.g. the public site).")
     tls_hosts: list[str] = Field(default_factory=list, title="TLS hosts", description="host[:port] whose "
@@ -71,10 +100,18 @@ class CheckThresholds(Block):
                                   description="Redis lists whose length is the queue backlog (e.g. bull:jobs:wait).")
     cache_cleanup_patterns: list[str] = Field(default_factory=lambda: ["cache:tmp:*"], title="Cache clean-up patterns",
                                               description="Redis keys removed by the weekly maintenance.")
-    vacuum_dead_tuples: int = Field(default=10000, title="VACUUM ANALYZE above dead tuples")
-    vacuum_dead_ratio_pct: float = Field(default=10, title="... or above dead tuple ratio (%)")
-    log_max_size_mb: float = Field(default=100, title="Log file max size (MB)")
-    log_max_age_days: float = Field(default=14, title="Log file max age (days)")
+    vacuum_dead_tuples: int = Field(default=10000, title="VACUUM ANALYZE above dead tuples",
+                                    description="The weekly maintenance runs VACUUM ANALYZE on tables with more dead "
+                                                "tuples than this.")
+    vacuum_dead_ratio_pct: float = Field(default=10, title="... or above dead tuple ratio (%)",
+                                         description="... or on tables whose dead tuples exceed this share of all "
+                                                     "their tuples.")
+    log_max_size_mb: float = Field(default=100, title="Log file max size (MB)",
+                                   description="Low priority when a log file in the log folder is larger (not "
+                                               "rotated).")
+    log_max_age_days: float = Field(default=14, title="Log file max age (days)",
+                                    description="Low priority when a log file in the log folder was not written for "
+                                                "longer (not rotated).")
 
 
 class BusinessQueries(Block):
@@ -96,5 +133,7 @@ class RedisCache(Block):
     _description = "Redis URL and password (a secret)."
 
     url: str = Field(default="redis://127.0.0.1:6379/0", title="URL", description="redis://host:port/db, no password.")
-    password: SecretStr | None = Field(default=None, title="Password")
-    timeout_seconds: float = Field(default=5, title="Timeout (s)")
+    password: SecretStr | None = Field(default=None, title="Password",
+                                       description="Redis AUTH password (REDIS_PASSWORD); empty when none is set.")
+    timeout_seconds: float = Field(default=5, title="Timeout (s)",
+                                   description="Connect and socket timeout of every Redis call.")

@@ -19,7 +19,8 @@ from ubertruck_ops.core.manifest import (MANIFEST_NAME, Manifest, backup_folder,
 from ubertruck_ops.core.retention import BackupRecord, clock_behind, plan_retention
 from ubertruck_ops.core.text import human_bytes, one_line
 from ubertruck_ops.log import logger
-from ubertruck_ops.tasks.repository import Repository
+from ubertruck_ops.tasks.repository import Repository, is_transient
+from ubertruck_ops.tasks.retrying import network_retries
 
 
 class BackupNotFound(LookupError):
@@ -91,7 +92,7 @@ def newest(manifests: list[Manifest], kind: str, before: datetime | None = None)
     return candidates[-1] if candidates else None
 
 
-@task(name="find-backup", cache_policy=NO_CACHE)
+@task(name="find-backup", cache_policy=NO_CACHE, **network_retries(is_transient))
 def find_backup(repo: Repository, backup_id: str | None = None, before: datetime | None = None, kind: str = "logical") -> Manifest:
     """Return the manifest of `backup_id`, or of the newest complete backup (finished at or before
     `before` when given). Raise BackupNotFound saying what exists."""

@@ -7,7 +7,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ubertruck_ops.core.retries import git_failure_is_transient
 from ubertruck_ops.tasks.execute import CommandFailed, require_tool, run
+from ubertruck_ops.tasks.retrying import network_retries
 
 _INSTALL = "apt-get install -y git"
 
@@ -40,9 +42,16 @@ def remote_tags(repo_url: str) -> dict[str, str]:
     return tags
 
 
-@task(name="fetch-release", cache_policy=NO_CACHE)
+def transient_failure(exc: BaseException) -> bool:
+    """A clone that failed because the network did (not for credentials or a missing tag)."""
+    return isinstance(exc, CommandFailed) and git_failure_is_transient(exc.stderr)
+
+
+# Idempotent: a failed clone leaves `destination` as it found it (git removes what it wrote).
+@task(name="fetch-release", cache_policy=NO_CACHE, **network_retries(transient_failure))
 def check_out(repo_url: str, tag: str, destination: Path) -> str:
-    """Clone exactly `tag` of `repo_url` into `destination` (which must not exist); return its commit."""
+    """Clone exactly `tag` of `repo_url` into `destination` (which must not exist or be empty);
+    return its commit. Retried when the network failed."""
     run([*_git(), "clone", "--quiet", "--depth", "1", "--branch", tag, "--", repo_url, str(destination)],
         env=_ENV, timeout=600)
     return run([*_git(), "-C", str(destination), "rev-parse", "HEAD"], env=_ENV).stdout.decode().strip()

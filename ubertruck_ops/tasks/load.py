@@ -18,33 +18,50 @@ from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import archive, postgres
 from ubertruck_ops.tasks.crypto import GpgSession, DecryptionKeyError, explain_decrypt_failure, zstd_decompress_stage
 from ubertruck_ops.tasks.execute import CommandFailed
+from ubertruck_ops.tasks.retrying import network_retries
 from ubertruck_ops.tasks.stream import ChecksumMismatch, checksum, load_stream
-from ubertruck_ops.tasks.repository import Repository
+from ubertruck_ops.tasks.repository import Repository, is_transient
 
 
 class BackupCorrupt(RuntimeError):
-    """A stored object is missing or differs from its manifest entry."""
+    """A stored object is missing or differs from its manifest entry. `unreadable_only`: every
+    problem was a read that failed for a passing reason (worth reading again)."""
+
+    unreadable_only = False
+
+
+def transient_failure(exc: BaseException) -> bool:
+    """A read of the repository that failed for a passing reason (5xx, throttling, a dropped
+    connection): worth another attempt. A checksum mismatch or a refused read is not."""
+    if isinstance(exc, BackupCorrupt):
+        return exc.unreadable_only
+    return is_transient(exc)
 
 
 def _key(manifest: Manifest, name: str) -> str:
     return f"{backup_folder(manifest.backup_id)}/{name}"
 
 
-@task(name="verify-objects", cache_policy=NO_CACHE)
+@task(name="verify-objects", cache_policy=NO_CACHE, **network_retries(transient_failure))
 def verify_objects(repo: Repository, manifest: Manifest) -> None:
-    """Check size and SHA-256 of every object. Raise BackupCorrupt naming each bad object."""
+    """Check size and SHA-256 of every object. Raise BackupCorrupt naming each bad object (retried
+    when every bad object was only unreadable for a passing reason)."""
     problems = []
+    passing = 0
     for obj in manifest.objects:
         try:
             found = checksum(repo, _key(manifest, obj.name))
         except Exception as exc:  # noqa: BLE001 - a missing object is a finding, not a crash
             problems.append(f"{obj.name}: cannot be read ({type(exc).__name__})")
+            passing += is_transient(exc)
             continue
         if (found.size, found.sha256) != (obj.size, obj.sha256):
             problems.append(f"{obj.name}: stored bytes do not match the manifest (SHA-256 {found.sha256[:12]}..., "
                             f"expected {obj.sha256[:12]}...)")
     if problems:
-        raise BackupCorrupt(f"backup {manifest.backup_id} is damaged: " + "; ".join(problems))
+        corrupt = BackupCorrupt(f"backup {manifest.backup_id} is damaged: " + "; ".join(problems))
+        corrupt.unreadable_only = passing == len(problems)
+        raise corrupt
     logger().info("all %d objects of %s match their checksums", len(manifest.objects), manifest.backup_id)
 
 
@@ -66,7 +83,7 @@ def read_object(repo: Repository, manifest: Manifest, role: str, gpg: GpgSession
         raise BackupCorrupt(str(exc)) from None
 
 
-@task(name="read-roles", cache_policy=NO_CACHE)
+@task(name="read-roles", cache_policy=NO_CACHE, **network_retries(transient_failure))
 def read_roles(repo: Repository, manifest: Manifest, gpg: GpgSession) -> dict:
     """Decrypt the small roles object: this proves the key works before the target is touched."""
     return json.loads(read_object(repo, manifest, "roles", gpg))

@@ -1,13 +1,69 @@
-"""Slack: post a notice built by core/notices.py. A failed post is a warning, never a failure."""
+"""Slack: post a notice built by core/notices.py. A failed post is a warning, never a failure.
+
+slack_sdk's own retry handlers retry what passes - a 429 (after its Retry-After), a 500/503, a
+refused or reset connection - within a budget: a notice never holds up the job it reports on by
+more than a few seconds. A 429 asking for a longer wait drops the notice (logged), as does a
+timeout (the post's own timeout already spent the budget). Not a Prefect task retry: the task
+never fails, so there is nothing for Prefect to retry; the attempts are logged instead.
+"""
 
 from __future__ import annotations
 
+import logging
+import socket
+from urllib.error import URLError
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler, RateLimitErrorRetryHandler,
+                                                   ServerErrorRetryHandler)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from ubertruck_ops.blocks.slack import SlackNotices
+from ubertruck_ops.core.retries import slack_retry_wait
 from ubertruck_ops.log import logger
+
+# The longest Retry-After a notice waits for, and the backoff of the other retries (0.25 s, 0.5 s).
+MAX_RETRY_AFTER_SECONDS = 2.0
+_BACKOFF = BackoffRetryIntervalCalculator(backoff_factor=0.25)
+
+# slack_sdk logs the webhook URL (a secret) when it retries: its messages go nowhere; we log our own.
+_QUIET = logging.getLogger("ubertruck_ops.slack_sdk")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+class _BoundedRateLimit(RateLimitErrorRetryHandler):
+    """Slack's 429: wait as its Retry-After says, but only when that is short."""
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        if response is None:
+            return False
+        header = next((values[0] for name, values in response.headers.items() if name.lower() == "retry-after"), None)
+        return slack_retry_wait(response.status_code, header, MAX_RETRY_AFTER_SECONDS) is not None
+
+    def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
+        logger().info("Slack answered 429; sending the notice again after its Retry-After")
+        super().prepare_for_next_attempt(state=state, request=request, response=response, error=error)
+
+
+class _RefusedOrReset(ConnectionErrorRetryHandler):
+    """A refused or reset connection, once; never a timeout (it already took the post's timeout)."""
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        reason = error.reason if isinstance(error, URLError) else error
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            return False
+        return super()._can_retry(state=state, request=request, response=response, error=error)
+
+
+def retry_handlers() -> list[RetryHandler]:
+    """The retry handlers of every Slack post: bounded to a few seconds in all."""
+    return [_BoundedRateLimit(max_retry_count=1),
+            ServerErrorRetryHandler(max_retry_count=2, interval_calculator=_BACKOFF),
+            _RefusedOrReset(max_retry_count=1, interval_calculator=_BACKOFF)]
 
 
 @task(name="notify-slack", cache_policy=NO_CACHE, log_prints=False)
@@ -18,7 +74,9 @@ def notify(block: SlackNotices, payload: dict) -> bool:
         log.info("notice (no Slack webhook configured): %s", payload.get("text"))
         return False
     try:
-        response = WebhookClient(block.webhook_url.get_secret_value(), timeout=block.timeout_seconds).send_dict(payload)
+        client = WebhookClient(block.webhook_url.get_secret_value(), timeout=block.timeout_seconds,
+                               retry_handlers=retry_handlers(), logger=_QUIET)
+        response = client.send_dict(payload)
     except Exception as exc:  # noqa: BLE001 - a notice must never fail the job it reports on
         log.warning("Slack notice not sent (%s: %s); the job's result stands", type(exc).__name__,
                     str(exc).replace(block.webhook_url.get_secret_value(), "<webhook>"))

@@ -27,7 +27,8 @@ from ubertruck_ops.core.physical import wal_to_delete
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.crypto import GpgSession, gpg_session, zstd_compress_stage, zstd_decompress_stage
 from ubertruck_ops.tasks.stream import load_stream, store_stream
-from ubertruck_ops.tasks.repository import Repository
+from ubertruck_ops.tasks.repository import Repository, is_transient
+from ubertruck_ops.tasks.retrying import network_retries
 
 PREFIX = "wal/"
 
@@ -75,7 +76,7 @@ def archived_files(repo: Repository) -> dict[str, datetime]:
     return found
 
 
-@task(name="fetch-wal", cache_policy=NO_CACHE)
+@task(name="fetch-wal", cache_policy=NO_CACHE, **network_retries(is_transient))
 def fetch_segments(repo: Repository, names: list[str], gpg: GpgSession, destination: Path) -> int:
     """Decrypt the named WAL files into `destination` (the restore's private folder), checking both
     checksums. Return the bytes fetched."""
