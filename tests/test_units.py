@@ -1,93 +1,26 @@
-"""Pure logic, without Prefect or servers: retention, manifests, command builders, payloads, parsing."""
+"""Pure logic outside core/, without Prefect or servers: command builders, masking, blocks from
+variables, CLI parameters, the check runner, the checklist summary, the tar member capture."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
 from pydantic import SecretStr
 
+from ubertruck_ops.blocks.app import AppHost, default_of, parse_services
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
 from ubertruck_ops.blocks.environment import environment_from_variables
-from ubertruck_ops.core import notices
-from ubertruck_ops.core.manifest import (Manifest, StoredObject, backup_folder, backup_id_of_key, new_backup_id,
-                                         validate_backup_id)
-from ubertruck_ops.core.retention import BackupRecord, backups_to_delete, stale_incomplete
-from ubertruck_ops.core.steps import compare_counts
+from ubertruck_ops.core import checks
+from ubertruck_ops.core.checks import CRITICAL, ERROR, OK, WARN, CheckResult
 from ubertruck_ops.deployments.cli import parse_params
+from ubertruck_ops.operations.checklist import slack_summary
 from ubertruck_ops.tasks import postgres
+from ubertruck_ops.tasks.checks import run_checks
 from ubertruck_ops.tasks.crypto import GpgSession, explain_decrypt_failure
 from ubertruck_ops.tasks.execute import display, mask
-
-NOW = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
-
-
-def full(day: int) -> BackupRecord:
-    return BackupRecord(f"full-{day}", NOW - timedelta(days=day))
-
-
-def test_retention_deletes_full_backups_older_than_the_window():
-    backups = [full(d) for d in (1, 10, 29, 31, 45)]
-    assert backups_to_delete(backups, NOW, keep_full_days=30) == {"full-31", "full-45"}
-
-
-def test_retention_never_deletes_the_newest_complete_full_backup_even_when_expired():
-    assert backups_to_delete([full(40), full(50)], NOW, keep_full_days=30) == {"full-50"}
-
-
-def test_retention_keeps_the_parents_of_kept_incrementals():
-    base = full(40)
-    inc1 = BackupRecord("inc-1", NOW - timedelta(days=5), parent="full-40")
-    inc2 = BackupRecord("inc-2", NOW - timedelta(days=1), parent="inc-1")
-    newer = full(2)
-    assert backups_to_delete([base, inc1, inc2, newer], NOW, keep_full_days=30) == set()
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 90), st.booleans()), min_size=1, max_size=25), st.integers(1, 60))
-def test_retention_never_leaves_a_kept_backup_without_its_parents_nor_zero_fulls(spec, keep_days):
-    records = []
-    for index, (age, incremental) in enumerate(sorted(spec, key=lambda s: -s[0])):
-        parent = records[-1].backup_id if incremental and records else None
-        records.append(BackupRecord(f"b{index}", NOW - timedelta(days=age), parent))
-    deleted = backups_to_delete(records, NOW, keep_days)
-    kept = {r.backup_id: r for r in records if r.backup_id not in deleted}
-    assert any(r.is_full for r in kept.values())
-    for record in kept.values():
-        assert record.parent is None or record.parent in kept
-
-
-def test_incomplete_leftovers_go_only_after_the_grace_period():
-    folders = {"a": NOW - timedelta(hours=30), "b": NOW - timedelta(hours=2), "c": NOW - timedelta(days=9)}
-    assert stale_incomplete(folders, {"c"}, NOW, timedelta(hours=24)) == ["a"]
-
-
-def test_backup_ids_map_to_the_guides_date_folders_and_refuse_path_tricks():
-    backup_id = new_backup_id(NOW, "logical", "a1b2c3d4")
-    assert backup_id == "20261124T020000Z-logical-a1b2c3"
-    assert backup_folder(backup_id) == "2026/11/24/20261124T020000Z-logical-a1b2c3"
-    assert backup_id_of_key(f"2026/11/24/{backup_id}/manifest.json") == backup_id
-    assert backup_id_of_key(f"2026/11/25/{backup_id}/manifest.json") is None
-    for bad in ("../../etc/passwd", "", "20261124T020000Z-logical-a1b2c3/.."):
-        with pytest.raises(ValueError, match="is not of the form"):
-            validate_backup_id(bad)
-
-
-def test_manifest_round_trips_and_rejects_unknown_formats():
-    manifest = Manifest("20261124T020000Z-logical-a1b2c3", "logical", "2026-11-24T02:00:00+00:00",
-                        "2026-11-24T02:05:00+00:00", {"name": "ubertruck_prod"}, {"pg_dump": "18"}, {"mode": "symmetric"},
-                        [StoredObject("database.dump.zst.gpg", "database", 10, "0" * 64)], {"core.users": 3})
-    assert Manifest.from_json(manifest.to_json()) == manifest
-    with pytest.raises(ValueError, match="unsupported manifest format"):
-        Manifest.from_json(manifest.to_json().replace(b'"format": 1', b'"format": 99'))
-
-
-def test_compare_counts_names_every_difference():
-    assert compare_counts({"a": 1, "b": 2}, {"a": 1, "b": 2}) == []
-    assert compare_counts({"a": 1, "b": 2}, {"a": 1, "c": 5}) == ["b: expected 2, restored no table",
-                                                                  "c: expected no table, restored 5"]
+from ubertruck_ops.tasks.physical import TarMemberCapture
 
 
 def test_pg_dump_and_gpg_commands_carry_no_secret_in_argv():
@@ -121,17 +54,6 @@ def test_decrypt_failures_are_explained_in_operator_terms():
     assert "BACKUP_GPG_PRIVATE_KEY" in explain_decrypt_failure("gpg: decryption failed: No secret key", public)
 
 
-def test_slack_payloads_carry_no_secret():
-    manifest = Manifest("20261124T020000Z-logical-a1b2c3", "logical", "t0", "t1", {}, {}, {},
-                        [StoredObject("database.dump.zst.gpg", "database", 1 << 20, "0" * 64)], {"core.users": 7},
-                        missing_paths=["/etc/nginx/sites-available/ubertruck"])
-    success = notices.backup_succeeded("production", manifest, 75.0)
-    assert "20261124T020000Z-logical-a1b2c3" in str(success) and "1m 15s" in str(success)
-    assert "/etc/nginx/sites-available/ubertruck" in str(success)
-    failure = notices.operation_failed("nightly backup", "production", "dump the database", "boom")
-    assert failure["text"].startswith(":x: [production] nightly backup FAILED at step 'dump the database'")
-
-
 def test_variables_make_blocks_and_missing_ones_are_named():
     base = {"DATABASE_URL": "postgresql://admin:p%40ss@db:5433/ubertruck_prod", "BACKUP_ENCRYPTION_KEY": "k",
             "BACKUP_REPOSITORY": "s3://ubertruck-backups/nightly", "S3_ENDPOINT_URL": "http://127.0.0.1:9000",
@@ -157,105 +79,6 @@ def test_params_are_json_when_they_parse_and_strings_otherwise():
         parse_params(["oops"])
 
 
-def test_a_backup_id_or_release_tag_with_a_trailing_newline_is_refused():
-    from ubertruck_ops.core.releases import check_tag
-
-    with pytest.raises(ValueError, match="is not of the form"):
-        validate_backup_id("20261124T020000Z-logical-a1b2c3\n")
-    assert backup_id_of_key("2026/11/24/20261124T020000Z-logical-a1b2c3\n/manifest.json") is None
-    with pytest.raises(ValueError, match="is not a release tag"):
-        check_tag("v1.10.0\n")
-    assert check_tag("v1.10.0") == "v1.10.0"
-
-
-def _manifest_json(**changes) -> bytes:
-    import json
-
-    manifest = Manifest("20261124T020000Z-logical-a1b2c3", "logical", "2026-11-24T02:00:00+00:00",
-                        "2026-11-24T02:05:00+00:00", {"name": "ubertruck_prod"}, {}, {},
-                        [StoredObject("database.dump.zst.gpg", "database", 10, "0" * 64)])
-    raw = json.loads(manifest.to_json())
-    raw.update(changes)
-    return json.dumps(raw).encode()
-
-
-def test_a_manifest_that_is_not_an_object_or_is_truncated_or_from_a_newer_release_is_a_value_error():
-    for data, message in [(b"[1, 2]", "a JSON list, not an object"), (b'"text"', "a JSON str"),
-                          (_manifest_json()[:40], "not JSON"), (b"\xff\xfe", "not JSON"),
-                          (_manifest_json(format=2), "written by a newer release"),
-                          (_manifest_json(format="1"), "unsupported manifest format '1'"),
-                          (_manifest_json(finished_at="yesterday"), "not an ISO 8601 time"),
-                          (_manifest_json(backup_id="../../etc"), "is not of the form"),
-                          (_manifest_json(objects={"a": 1}), "objects is not a list"),
-                          (_manifest_json(kind=None), "kind is not a string")]:
-        with pytest.raises(ValueError, match=message):
-            Manifest.from_json(data)
-
-
-def test_unknown_keys_in_a_manifest_of_our_format_are_ignored():
-    import json
-
-    raw = json.loads(_manifest_json(added_later={"x": 1}))
-    raw["objects"][0]["storage_class"] = "GLACIER"
-    manifest = Manifest.from_json(json.dumps(raw).encode())
-    assert manifest.backup_id == "20261124T020000Z-logical-a1b2c3" and manifest.objects[0].size == 10
-
-
-def test_retention_never_deletes_a_folder_whose_manifest_it_cannot_read_however_old():
-    from ubertruck_ops.core.retention import plan_retention
-
-    old, newer = "20261001T020000Z-logical-aaaaaa", "20261120T020000Z-logical-bbbbbb"
-    unreadable, leftover, running = "20260901T020000Z-logical-cccccc", "20261002T020000Z-logical-dddddd", \
-        "20261124T010000Z-logical-eeeeee"
-    records = [BackupRecord(old, NOW - timedelta(days=54), kind="logical"),
-               BackupRecord(newer, NOW - timedelta(days=4), kind="logical")]
-    folders = {old: NOW - timedelta(days=54), newer: NOW - timedelta(days=4), unreadable: NOW - timedelta(days=84),
-               leftover: NOW - timedelta(days=53), running: NOW - timedelta(hours=1)}
-    plan = plan_retention(records, folders, {old, newer, unreadable}, {unreadable: "logical"}, NOW, 30,
-                          timedelta(hours=24))
-    assert plan.expired == [old] and plan.leftovers == [leftover] and plan.unreadable == [unreadable]
-
-
-def test_an_unreadable_incremental_keeps_every_physical_backup_before_it():
-    from ubertruck_ops.core.retention import plan_retention
-
-    base = BackupRecord("20261001T020000Z-base-aaaaaa", NOW - timedelta(days=54), kind="base")
-    logical = BackupRecord("20261001T030000Z-logical-bbbbbb", NOW - timedelta(days=54), kind="logical")
-    newest = BackupRecord("20261120T020000Z-base-cccccc", NOW - timedelta(days=4), kind="base")
-    lost_link = "20261002T020000Z-incremental-dddddd"
-    folders = {r.backup_id: r.finished_at for r in (base, logical, newest)} | {lost_link: NOW - timedelta(days=53)}
-    plan = plan_retention([base, logical, newest], folders, set(folders), {lost_link: "incremental"}, NOW, 30,
-                          timedelta(hours=24))
-    assert plan.expired == [logical.backup_id], "the base the unreadable incremental may build on must stay"
-
-
-def test_a_backup_that_finished_before_the_newest_in_the_repository_says_the_clock_may_be_behind():
-    from ubertruck_ops.core.retention import clock_behind
-
-    others = [BackupRecord("20261124T010000Z-logical-aaaaaa", NOW - timedelta(hours=1)),
-              BackupRecord("20261123T020000Z-logical-bbbbbb", NOW - timedelta(days=1))]
-    mine = "20261124T000000Z-logical-cccccc"
-    assert clock_behind(mine, NOW, others + [BackupRecord(mine, NOW)]) is None
-    warning = clock_behind(mine, NOW - timedelta(hours=2), others)
-    assert "is this host's clock behind?" in warning and "1h 00m before backup 20261124T010000Z-logical-aaaaaa" \
-        in warning and "Nothing was deleted because of it" in warning
-
-
-def test_failure_notices_say_a_complete_backup_is_kept_and_what_retention_freed():
-    kept = notices.backup_kept_after_failure("nightly backup", "production", "20261124T020000Z-logical-a1b2c3",
-                                             "apply retention", "RepositoryError: delete failed")
-    assert kept["text"] == (":x: [production] nightly backup FAILED at step 'apply retention' after backup "
-                            "20261124T020000Z-logical-a1b2c3 completed: the backup is complete and kept")
-    assert notices.after_failed_backup({"expired": ["x"], "bytes_freed": 3 << 20}) == [
-        "retention after the failure freed 3.0 MiB: 1 expired backup(s) deleted"]
-    assert notices.after_failed_backup({"expired": [], "bytes_freed": 0}) == []
-    assert notices.after_failed_backup({"failed_backup_removed": True}) == [
-        "retention after the failure could not run (see the run log)"]
-    unreadable = notices.unreadable_manifests("production", {"2026/10/01/x/manifest.json": "unsupported format 2"})
-    assert "retention kept 1 backup(s) whose manifest it cannot read" in unreadable["text"]
-    assert "`2026/10/01/x/manifest.json`: unsupported format 2" in str(unreadable)
-
-
 def test_no_space_left_is_recognised_through_the_errors_it_caused():
     import errno
 
@@ -278,3 +101,76 @@ def test_no_space_left_is_recognised_through_the_errors_it_caused():
     nothing = str(repository_full("x", OSError(errno.ENOSPC, "full"), {"failed_backup_removed": True, "expired": [],
                                                                     "bytes_freed": 0}))
     assert "retention found nothing expired to free: add space, or lower keep_full_days" in nothing
+
+
+def test_a_hung_check_costs_only_its_deadline_and_a_raising_one_is_error():
+    def hangs():
+        time.sleep(4)
+        return checks.ok("hangs")
+
+    def raises():
+        raise ConnectionError("refused")
+
+    clock = time.monotonic()
+    results = {r.name: r for r in run_checks({"hangs": hangs, "raises": raises, "fine": lambda: checks.ok("fine")},
+                                             timeout=1.0)}
+    assert time.monotonic() - clock < 2.0
+    assert results["hangs"].status == CRITICAL and "no answer within 1 s" in results["hangs"].detail
+    assert results["raises"].status == ERROR and "ConnectionError: refused" in results["raises"].detail
+    assert results["fine"].status == OK
+
+
+def test_slack_summary_lists_critical_items_first_and_carries_no_secret():
+    results = [CheckResult("disk /", WARN, 75, "", "75% used", "low"),
+               CheckResult("health payment-service", CRITICAL, "down", "2xx", "no answer on port 3005", "critical"),
+               CheckResult("cpu", OK, 10, "", "10%")]
+    payload = slack_summary("Morning checklist", "production", results)
+    lines = payload["blocks"][0]["text"]["text"].splitlines()
+    assert "1 critical" in lines[0] and "payment-service" in lines[1] and "disk /" in lines[2]
+    assert all("cpu" not in line for line in lines[1:])
+
+
+def test_app_host_refuses_credentials_in_the_repository_url_and_reads_app_services():
+    with pytest.raises(ValueError, match="deploy key"):
+        AppHost(repo_url="https://bot:ghp_secret@github.com/ubertruck/mvp.git")
+    with pytest.raises(ValueError, match="deploy key"):   # a token alone, as the user name
+        AppHost(repo_url="https://ghp_secret@github.com/ubertruck/mvp.git")
+    assert AppHost(repo_url="git@github.com:ubertruck/mvp.git").repo_url
+    assert AppHost(repo_url="ssh://git@github.com/ubertruck/mvp.git").repo_url
+    assert parse_services("user-service:3001, fleet-service:3002") == {"user-service": 3001, "fleet-service": 3002}
+    for bad in ["user-service", "user-service:http", "user-service:70000", ""]:
+        with pytest.raises(ValueError, match="APP_SERVICES"):
+            parse_services(bad)
+
+
+def test_the_backup_manifest_is_picked_out_of_a_tar_stream_in_any_chunking():
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, payload in [("base/1/1259", b"x" * 70000), ("backup_manifest", b'{"WAL-Ranges": []}')]:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    stream = buffer.getvalue()
+    for size in (1, 511, 512, 4096, len(stream)):
+        capture = TarMemberCapture("backup_manifest")
+        for start in range(0, len(stream), size):
+            capture(stream[start:start + size])
+        assert capture.found and bytes(capture.captured) == b'{"WAL-Ranges": []}'
+
+
+def test_the_block_classes_own_the_guides_defaults_and_blocks_init_derives_them():
+    from ubertruck_ops.blocks.archive import ArchiveSources
+    from ubertruck_ops.sandbox.app import SERVICES
+
+    env = environment_from_variables({"DATABASE_URL": "postgresql://u:p@db/ubertruck_prod", "BACKUP_ENCRYPTION_KEY": "k",
+                                      "BACKUP_REPOSITORY": "/srv/backups"})
+    assert env.app.services == default_of(AppHost, "services") == SERVICES
+    assert list(SERVICES) == ["user-service", "fleet-service", "booking-service", "route-service", "payment-service",
+                              "admin-service"] and list(SERVICES.values()) == list(range(3001, 3007))
+    assert env.app.app_root == env.archive.app_root == ArchiveSources().app_root == "/opt/ubertruck"
+    assert (env.app.web_root, env.app.log_dir) == ("/var/www/html", "/var/log/ubertruck")
+    default_of(AppHost, "services")["user-service"] = 1
+    assert AppHost().services["user-service"] == 3001, "a default is a fresh copy"

@@ -1,10 +1,9 @@
-"""Release policy without Prefect, PM2 or Node: tags, previous release, pruning, gates, migrations."""
+"""core/releases.py: tags, previous release, pruning, gates, migrations, the ecosystem."""
 
 from __future__ import annotations
 
 import pytest
 
-from ubertruck_ops.blocks.app import AppHost, parse_services
 from ubertruck_ops.core.releases import (HistoryEntry, Probe, app_name, check_tag, ecosystem_apps, judge_gate,
                                          pending_migrations, previous_release, releases_to_prune, service_of)
 
@@ -99,16 +98,3 @@ def test_pm2_runs_each_release_from_its_real_folder_under_its_own_name():
     assert apps[1]["env"]["PORT"] == "3002" and apps[0]["exec_mode"] == "cluster" and apps[0]["instances"] == 2
     assert apps[0]["wait_ready"] and apps[0]["error_file"] == "/var/log/ubertruck/user-service-error.log"
     assert service_of(app_name("user-service", "v1.1.0")) == "user-service"
-
-
-def test_app_host_refuses_credentials_in_the_repository_url_and_reads_app_services():
-    with pytest.raises(ValueError, match="deploy key"):
-        AppHost(repo_url="https://bot:ghp_secret@github.com/ubertruck/mvp.git")
-    with pytest.raises(ValueError, match="deploy key"):   # a token alone, as the user name
-        AppHost(repo_url="https://ghp_secret@github.com/ubertruck/mvp.git")
-    assert AppHost(repo_url="git@github.com:ubertruck/mvp.git").repo_url
-    assert AppHost(repo_url="ssh://git@github.com/ubertruck/mvp.git").repo_url
-    assert parse_services("user-service:3001, fleet-service:3002") == {"user-service": 3001, "fleet-service": 3002}
-    for bad in ["user-service", "user-service:http", "user-service:70000", ""]:
-        with pytest.raises(ValueError, match="APP_SERVICES"):
-            parse_services(bad)

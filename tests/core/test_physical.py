@@ -1,4 +1,4 @@
-"""Pure logic of physical backups: refusals, chain planning, chains, WAL arithmetic, WAL retention."""
+"""core/physical.py: refusals, chain planning, chains, WAL arithmetic, WAL plans, gaps and retention."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ubertruck_ops.core.manifest import Manifest
-from ubertruck_ops.core.physical import (ChainBroken, ServerFacts, contiguous_run, parse_segment, plan_backup, refusal,
-                                         resolve_chain, segment_name, segment_of, wal_to_delete)
+from ubertruck_ops.core.physical import (ChainBroken, ServerFacts, WalGap, contiguous_run, find_wal_gaps, parse_segment,
+                                         plan_backup, plan_wal, refusal, resolve_chain, segment_name, segment_of,
+                                         wal_to_delete)
 from ubertruck_ops.core.retention import BackupRecord, backups_to_delete
-from ubertruck_ops.flows.physical_restore import WalGap, plan_wal
-from ubertruck_ops.tasks.physical import TarMemberCapture
+
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+
+
 SEG = 16 << 20
+
+
 GOOD = ServerFacts(180006, True, "replica", True, None, "7711", 1, SEG)
 
 
@@ -113,19 +117,10 @@ def test_no_sequence_of_backups_and_clock_ticks_leaves_a_kept_backup_unrestorabl
         assert not ({low, high} & gone)
 
 
-def test_the_backup_manifest_is_picked_out_of_a_tar_stream_in_any_chunking():
-    import io
-    import tarfile
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for name, payload in [("base/1/1259", b"x" * 70000), ("backup_manifest", b'{"WAL-Ranges": []}')]:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-    stream = buffer.getvalue()
-    for size in (1, 511, 512, 4096, len(stream)):
-        capture = TarMemberCapture("backup_manifest")
-        for start in range(0, len(stream), size):
-            capture(stream[start:start + size])
-        assert capture.found and bytes(capture.captured) == b'{"WAL-Ranges": []}'
+def test_wal_gaps_are_the_missing_segments_between_the_chain_start_and_the_newest_archived():
+    archived = {segment_name(1, s, SEG): NOW for s in (5, 6, 8, 11)} | {segment_name(2, 9, SEG): NOW,
+                                                                       "00000002.history": NOW}
+    assert find_wal_gaps(archived, 5, 1, SEG) == [segment_name(1, s, SEG) for s in (7, 9, 10)]
+    assert find_wal_gaps(archived, 11, 1, SEG) == []
+    assert find_wal_gaps(archived, 12, 1, SEG) == [], "nothing archived after the start yet: no gap to name"
+    assert find_wal_gaps(archived, 3, 1, SEG) == [segment_name(1, s, SEG) for s in (3, 4, 7, 9, 10)]
