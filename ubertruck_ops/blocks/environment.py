@@ -178,7 +178,8 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
         )
         s3_bucket = S3Bucket(bucket_name=bucket_name, credentials=credentials)
     repository = BackupRepository(url=location, s3_bucket=s3_bucket,
-                                  keep_full_days=int(optional("BACKUP_KEEP_FULL_DAYS", "30")))
+                                  keep_full_days=int(optional("BACKUP_KEEP_FULL_DAYS")
+                                                     or default_of(BackupRepository, "keep_full_days")))
 
     webhook = optional("SLACK_WEBHOOK_URL")
     slack = SlackNotices(webhook_url=SecretStr(webhook) if webhook else None)
