@@ -11,7 +11,7 @@ data) and measures wall time and stored size of:
              in a fresh Python process: peak RSS of that process (ru_maxrss; its pg_dump, zstd
              and gpg children excluded), again once the database has grown to twice its size
   (d) raw restore: gpg -d | zstd -d | pg_restore of (a)'s file into a fresh database
-  (e) ours:  flows.restore.restore_into (roles, new database, pg_restore, row-count check)
+  (e) ours:  operations.logical_restore.restore_into (roles, new database, pg_restore, row-count check)
 and prints a Markdown table against the goals: (c) <= 1.2x (a); (c) >= 5x faster than (b);
 (c) stored <= (b); peak RSS <= 250 MB and < 10% growth when the database doubles;
 (e) <= 1.3x (d). Wall times are the best of --repeat runs, all listed under the table ((d) and
@@ -160,7 +160,7 @@ def ours(sandbox, repeat: int, samples: dict, raw_restore_once) -> dict:
     from ubertruck_ops.blocks.environment import save_environment
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
     from ubertruck_ops.flows.nightly_backup import nightly_backup
-    from ubertruck_ops.flows.restore import restore_into
+    from ubertruck_ops.operations.logical_restore import restore_into
     from ubertruck_ops.tasks import catalog, dump, load
     from ubertruck_ops.tasks.crypto import gpg_session
     from ubertruck_ops.tasks.repository import open_repository

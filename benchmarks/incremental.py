@@ -203,7 +203,8 @@ def measure(root: Path, args, m: dict) -> None:
     from ubertruck_ops.blocks.environment import save_environment
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
     from ubertruck_ops.flows.nightly_backup import nightly_backup
-    from ubertruck_ops.flows.restore import restore, restore_into
+    from ubertruck_ops.flows.restore import restore
+    from ubertruck_ops.operations.logical_restore import restore_into
     from ubertruck_ops.tasks import catalog, load, physical, postgres
     from ubertruck_ops.tasks.crypto import gpg_session
     from ubertruck_ops.tasks.repository import open_repository
@@ -270,7 +271,7 @@ def measure(root: Path, args, m: dict) -> None:
             source_counts = postgres.row_counts(conn)
         print("(3) physical restore of the chain, then nightly-backup and restore_into", flush=True)
         pitr = attempt("(3) physical restore", timed, restore, environment=ENV, method="physical",
-                       data_directory=str(root / "pitr"))
+                       restore_folder=str(root / "pitr"))
         m["pitr"] = pitr and {"wall": pitr[0], "wal_files": pitr[1]["wal_files"], "chain": len(pitr[1]["chain"]),
                               "counts_match": pitr[1]["row_counts"] == source_counts}
         shutil.rmtree(root / "pitr", ignore_errors=True)

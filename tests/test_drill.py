@@ -30,8 +30,10 @@ def test_drill_restores_latest_backup_into_a_throwaway_server_and_reports(pg18, 
     state = restore_drill(environment=env, return_state=True)
 
     assert state.is_completed()
-    report = state.result()
-    assert report["backup_id"] == latest["backup_id"] and report["passed"]
+    result = state.result()
+    assert result["mode"] == "logical" and result["passed"] and result["physical"] is None
+    report = result["logical"]
+    assert report["backup_id"] == latest["backup_id"] and report["passed"] and report["chain"] == [latest["backup_id"]]
     assert report["rto_seconds"] > 0 and report["rpo_seconds"] >= 0 and report["tables"] == 6
     assert scratch_servers() == servers_before and set(glob.glob("/tmp/ubertruck-pg-*")) == folders_before
     [artifact] = [a for a in flow_run_artifacts(state) if a.key == "restore-drill-report"]

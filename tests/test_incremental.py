@@ -217,11 +217,33 @@ def test_physical_drill_rebuilds_the_chain_and_cleans_up(archiving):
     archiving.switch_and_wait_archived()
     before = set(Path(tempfile.gettempdir()).glob("ubertruck-restore-*"))
 
-    report = restore_drill(environment=env, mode="physical")
+    result = restore_drill(environment=env, mode="physical")
 
+    assert result["passed"] and result["logical"] is None
+    report = result["physical"]
     assert report["passed"] and len(report["chain"]) == 2 and report["tables"] == 6
     assert report["wal_files"] >= 1
     assert set(Path(tempfile.gettempdir()).glob("ubertruck-restore-*")) == before
+
+
+def test_monthly_maintenance_reports_every_drill_mode_from_one_chain(archiving):
+    """monthly_maintenance(drill_mode=...) with each mode: one shared chain and nightly backup, one row per drill."""
+    from ubertruck_ops.flows.maintenance import monthly_maintenance
+    from ubertruck_ops.flows.nightly_backup import nightly_backup
+    from ubertruck_ops.tasks.checks.orchestration import checklist_rows
+
+    env = archiving.env_name
+    logical = nightly_backup(environment=env)["backup_id"]
+    chain_end = incremental_backup(environment=env)["backup_id"]
+    archiving.switch_and_wait_archived()
+
+    for mode, drills in (("logical", {"restore drill": logical}), ("physical", {"physical restore drill": chain_end}),
+                         ("both", {"restore drill": logical, "physical restore drill": chain_end})):
+        state = monthly_maintenance(environment=env, drill_mode=mode, return_state=True)
+        assert state.is_completed(), (mode, state.message)
+        rows = {row["name"]: row for row in checklist_rows(state.state_details.flow_run_id)}
+        assert {name: row["value"] for name, row in rows.items() if "restore drill" in name} == drills, (mode, rows)
+        assert all(rows[name]["status"] == "ok" for name in drills), (mode, rows)
 
 
 def test_a_backup_taken_while_writes_go_on_restores_consistent(archiving):
@@ -298,7 +320,7 @@ def test_a_physical_restore_that_fails_half_way_leaves_nothing_behind(archiving,
 
     monkeypatch.setattr(wal, "fetch_segments", broken_fetch)
     target = tmp_path / "pitr"
-    state = restore(environment=env, method="physical", data_directory=str(target), return_state=True)
+    state = restore(environment=env, method="physical", restore_folder=str(target), return_state=True)
 
     assert state.is_failed() and "disk full while staging WAL" in str(state.message)
     assert target.exists() and list(target.iterdir()) == []

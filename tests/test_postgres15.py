@@ -23,4 +23,4 @@ def test_postgres15_backup_restores_into_postgres15_and_into_the_drills_postgres
 
     assert table_checksums(target) == before
     drill = restore_drill(environment=env)   # default scratch target: embedded PostgreSQL 18
-    assert drill["passed"] and drill["backup_id"] == result["backup_id"]
+    assert drill["passed"] and drill["logical"]["backup_id"] == result["backup_id"]

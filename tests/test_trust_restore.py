@@ -15,9 +15,9 @@ from psycopg import sql
 
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core import names
-from ubertruck_ops.flows import restore as restore_module
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
+from ubertruck_ops.operations import frame
 from ubertruck_ops.tasks import load, physical
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
 from ubertruck_ops.tasks.postgres import client_bin_dir
@@ -117,7 +117,7 @@ def test_a_failure_after_the_swap_names_the_kept_database_in_the_notice(pg18, so
     def broken_artifact(**kwargs):
         raise RuntimeError("the Prefect API went away")
 
-    monkeypatch.setattr(restore_module, "create_markdown_artifact", broken_artifact)
+    monkeypatch.setattr(frame, "create_markdown_artifact", broken_artifact)
     state = restore(environment=env, confirm=source_db.database, return_state=True)
 
     assert state.is_failed()

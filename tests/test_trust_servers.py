@@ -1,7 +1,7 @@
 """Issue 11, items 6, 7 and 8 on real servers: every PostgreSQL server the project starts refuses
 other local users (socket folder 0700, peer mapped to the project's user only, scram over TCP), runs
 in a group of its own, and a physical restore is byte-faithful (roles, passwords, pg_hba.conf) and
-refuses a data_directory that a shell would interpret."""
+refuses a restore_folder that a shell would interpret."""
 
 from __future__ import annotations
 
@@ -116,13 +116,13 @@ def chain(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def restored(chain):
-    """The chain restored with keep_running into a data_directory of our choosing."""
+    """The chain restored with keep_running into a restore_folder of our choosing."""
     folder = Path(tempfile.mkdtemp(prefix="ut-trust-restore-"))
     folder.chmod(0o711)   # the server user may pass through, nobody may list it
     target = folder / "pitr"
     try:
         running = Restored(restore(environment=chain.env_name, method="physical", keep_running=True,
-                                   data_directory=str(target)))
+                                   restore_folder=str(target)))
         yield running, target
         running.stop_and_remove()
     finally:
@@ -160,16 +160,16 @@ def test_another_local_user_cannot_connect_to_a_restored_server(restored):
     assert 0 not in process_ids(postmaster_pid(running.data))["Gid"]
 
 
-def test_a_data_directory_holding_a_command_substitution_is_refused_and_never_run(chain):
+def test_a_restore_folder_holding_a_command_substitution_is_refused_and_never_run(chain):
     marker = Path("/tmp") / f"ut-injected-{secrets.token_hex(4)}"
     parent = Path(tempfile.mkdtemp(prefix="ut-trust-inject-"))
     parent.chmod(0o711)   # reachable by the server user: the refusal must come from the check itself
     try:
         state = restore(environment=chain.env_name, method="physical", return_state=True,
-                        data_directory=f"{parent}/$(touch {marker})")
+                        restore_folder=f"{parent}/$(touch {marker})")
         assert state.is_failed()
-        assert "data_directory" in str(state.message) and "a shell" in str(state.message), state.message
-        assert not marker.exists(), "the command in data_directory was run"
+        assert "restore_folder" in str(state.message) and "a shell" in str(state.message), state.message
+        assert not marker.exists(), "the command in restore_folder was run"
         assert list(parent.iterdir()) == [], "the restore created folders before refusing"
     finally:
         marker.unlink(missing_ok=True)

@@ -98,3 +98,32 @@ def test_pm2_runs_each_release_from_its_real_folder_under_its_own_name():
     assert apps[1]["env"]["PORT"] == "3002" and apps[0]["exec_mode"] == "cluster" and apps[0]["instances"] == 2
     assert apps[0]["wait_ready"] and apps[0]["error_file"] == "/var/log/ubertruck/user-service-error.log"
     assert service_of(app_name("user-service", "v1.1.0")) == "user-service"
+
+
+def test_a_failed_deploy_puts_back_what_was_live_or_on_a_redeploy_what_was_live_before():
+    from ubertruck_ops.core.releases import release_to_put_back
+
+    history = [entry("deploy", "v1.0.0", "v1.1.0", "succeeded")]
+    available = ["v1.0.0", "v1.1.0", "v1.2.0"]
+    assert release_to_put_back("v1.2.0", "v1.1.0", history, available) == "v1.1.0"
+    assert release_to_put_back("v1.1.0", "v1.1.0", history, available) == "v1.0.0"
+    assert release_to_put_back("v1.0.0", None, [], ["v1.0.0"]) is None
+
+
+def test_rollback_goes_to_the_previous_or_the_named_release_and_refuses_one_not_on_the_host():
+    from ubertruck_ops.core.releases import rollback_target
+
+    history = [entry("deploy", "v1.0.0", "v1.1.0", "succeeded")]
+    assert rollback_target(None, history, "v1.1.0", ["v1.0.0", "v1.1.0"]) == "v1.0.0"
+    assert rollback_target("v1.1.0", history, "v1.1.0", ["v1.0.0", "v1.1.0"]) == "v1.1.0"
+    with pytest.raises(ValueError, match="no earlier release on the host to roll back to"):
+        rollback_target(None, [], "v1.0.0", ["v1.0.0"])
+    with pytest.raises(ValueError, match=r"v0\.9\.0 is not on the host .*--param tag=v0\.9\.0"):
+        rollback_target("v0.9.0", history, "v1.1.0", ["v1.0.0", "v1.1.0"])
+
+
+def test_tags_sort_by_version_not_by_text():
+    from ubertruck_ops.core.releases import version_key
+
+    assert sorted(["v1.10.0", "v1.9.0", "v1.2.0-rc.1", "v2.0.0"], key=version_key) == \
+        ["v1.2.0-rc.1", "v1.9.0", "v1.10.0", "v2.0.0"]

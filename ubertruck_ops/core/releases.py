@@ -103,6 +103,33 @@ def previous_release(history: list[HistoryEntry], current: str | None, available
     return others[-1] if others else None
 
 
+def release_to_put_back(tag: str, live: str | None, history: list[HistoryEntry], available: list[str]) -> str | None:
+    """Given the tag being deployed, the live release, the history and the releases on the host,
+    return the release a failed deploy of `tag` puts back: the live one; on a redeploy of the
+    live tag (it is unhealthy, or the deploy would have nothing to do) the one live before it."""
+    return live if live != tag else previous_release(history, live, available)
+
+
+def rollback_target(to: str | None, history: list[HistoryEntry], live: str | None, available: list[str]) -> str:
+    """Given rollback's `to` (None: the release live before the current one), the history, the live
+    release and the releases on the host, return the release to put live. Raise ValueError when
+    there is none, or it is not on the host (saying how to deploy it instead)."""
+    target = to or previous_release(history, live, available)
+    if target is None:
+        raise ValueError(f"there is no earlier release on the host to roll back to (releases: "
+                         f"{', '.join(available) or 'none'}; live: {live or 'none'})")
+    if target not in available:
+        raise ValueError(f"release {target} is not on the host (kept: {', '.join(available) or 'none'}); "
+                         f"deploy it instead: ubertruck-ops run deploy --param tag={target}")
+    return target
+
+
+def version_key(tag: str) -> tuple:
+    """Given a release tag, return a key that sorts tags by version (v1.10.0 after v1.9.0)."""
+    parts = tag.lstrip("v").split("-")[0].split(".")
+    return tuple(int(p) if p.isdigit() else 0 for p in parts)
+
+
 def releases_to_prune(releases: list[str], live: str | None, previous: str | None, keep: int) -> list[str]:
     """Given the releases on the host oldest first, return those to delete: all but the newest
     `keep`, never the live or the previous one."""

@@ -46,7 +46,7 @@ def run_demo(directory: str, size_mb: int) -> int:
         if not drill.is_completed():
             print(f"restore-drill failed: {drill.message}")
             return 1
-        report = drill.result()
+        report = drill.result()["logical"]
         print(f"      drill passed: {report['tables']} tables, {report['rows']:,} rows match the manifest; "
               f"RTO {human_seconds(report['rto_seconds'])}, RPO {human_seconds(report['rpo_seconds'])}")
         print("[4/5] deploy v1.1.0, deploy v1.2.0 (zero-downtime hand-over), deploy the broken v1.3.0 "

@@ -14,21 +14,15 @@ import os
 
 from prefect import flow
 
-from ubertruck_ops.blocks.environment import Environment, load_environment
-from ubertruck_ops.blocks.monitoring import BusinessQueries, CheckThresholds
+from ubertruck_ops.blocks.environment import Environment
+from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CheckResult
-from ubertruck_ops.flows.checklist_report import publish
+from ubertruck_ops.operations.checklist import business_queries, publish, thresholds
+from ubertruck_ops.operations.frame import Operation, operation
 from ubertruck_ops.tasks.checks import backups, cache, database, host, orchestration, run_checks, services
-from ubertruck_ops.tasks.repository import open_repository
 
 BACKUP_CHECK_SECONDS = 900      # verifying every object's checksum reads the whole backup
-
-
-def settings(environment: str) -> tuple[Environment, CheckThresholds, dict[str, str]]:
-    """Return the environment's blocks, thresholds and business queries (defaults where not saved)."""
-    env = load_environment(environment)
-    return env, env.thresholds or CheckThresholds(), (env.queries or BusinessQueries()).queries
 
 
 def business(name: str, env: Environment, queries: dict[str, str], judge) -> CheckResult:
@@ -41,83 +35,89 @@ def business(name: str, env: Environment, queries: dict[str, str], judge) -> Che
 @flow(name="morning-checklist", description="9:00: service health, overnight alerts, backup, error logs, disk, "
                                             "PM2, response times, scheduled jobs.")
 def morning_checklist(environment: str = "production") -> dict:
-    """Run the guide's morning checks on `environment`; fail when any is critical.
+    """Given `environment`, run the guide's 9:00 checks: what happened overnight (alerts, the backup, new
+    error lines, PM2 restarts) and whether everything serves now. Fail when any is critical.
 
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    env, limits, _ = settings(environment)
-    state = orchestration.remembered("checklist_state", environment)
-    learned: dict = {}
-    plan: dict = {"database reachable": lambda: database.reachable(env.database),
-                  "overnight alerts": lambda: orchestration.failed_runs(orchestration.since_hours(15)),
-                  "last night's backup": lambda: backups.last_backup(open_repository(env.repository), limits),
-                  "scheduled jobs late": orchestration.late_runs}
-    for path in limits.disk_paths:
-        plan[f"disk {path}"] = lambda path=path: host.disk(path, limits)
-    for url in limits.endpoints:
-        plan[f"endpoint {url}"] = lambda url=url: services.endpoint(url, limits.check_timeout_seconds)
-    if env.app is None:
-        plan["services"] = lambda: checks.error("services", f"no app host block ({environment}-app): set APP_ROOT "
-                                                            "and run blocks init")
-    else:
-        app = env.app
-        for service in app.services:
-            plan[f"health {service}"] = lambda s=service: services.service_health(app, s, limits.check_timeout_seconds)
-        plan["response times"] = lambda: services.response_times(app, limits, timeout=limits.check_timeout_seconds)
+    with operation("morning checklist", environment, notify_failures=False) as op:
+        env, limits = op.env, thresholds(op.env)
+        state = orchestration.remembered("checklist_state", environment)
+        learned: dict = {}
+        plan: dict = {"database reachable": lambda: database.reachable(env.database),
+                      "overnight alerts": lambda: orchestration.failed_runs(orchestration.since_hours(15)),
+                      "last night's backup": lambda: backups.last_backup(op.repo, limits),
+                      "scheduled jobs late": orchestration.late_runs}
+        for path in limits.disk_paths:
+            plan[f"disk {path}"] = lambda path=path: host.disk(path, limits)
+        for url in limits.endpoints:
+            plan[f"endpoint {url}"] = lambda url=url: services.endpoint(url, limits.check_timeout_seconds)
+        if env.app is None:
+            plan["services"] = lambda: checks.error("services", f"no app host block ({environment}-app): set APP_ROOT "
+                                                                "and run blocks init")
+        else:
+            app = env.app
+            for service in app.services:
+                plan[f"health {service}"] = lambda s=service: services.service_health(app, s,
+                                                                                      limits.check_timeout_seconds)
+            plan["response times"] = lambda: services.response_times(app, limits, timeout=limits.check_timeout_seconds)
 
-        def pm2_status():
-            results, learned["pm2_restarts"] = services.pm2_status(app, limits, state.get("pm2_restarts", {}))
-            return results
+            def pm2_status():
+                results, learned["pm2_restarts"] = services.pm2_status(app, limits, state.get("pm2_restarts", {}))
+                return results
 
-        def error_logs():
-            result, learned["log_offsets"] = host.new_error_lines(app.logs, state.get("log_offsets", {}))
-            return result
+            def error_logs():
+                result, learned["log_offsets"] = host.new_error_lines(app.logs, state.get("log_offsets", {}))
+                return result
 
-        plan["pm2 status"] = pm2_status
-        plan["error logs"] = error_logs
-    results = run_checks(plan, limits.check_timeout_seconds, {"last night's backup": BACKUP_CHECK_SECONDS})
-    if learned:
-        orchestration.remember("checklist_state", environment, {**state, **learned})
-    return publish("morning-checklist", "Morning checklist (9:00)", environment, results, env.slack)
+            plan["pm2 status"] = pm2_status
+            plan["error logs"] = error_logs
+        results = run_checks(plan, limits.check_timeout_seconds, {"last night's backup": BACKUP_CHECK_SECONDS})
+        if learned:
+            orchestration.remember("checklist_state", environment, {**state, **learned})
+        return publish(op, "morning-checklist", "Morning checklist (9:00)", results)
 
 
 @flow(name="afternoon-checklist", description="14:00: active users, booking success, settlements, response times, "
                                               "database connections, cache hit rates, queue backlog.")
 def afternoon_checklist(environment: str = "production") -> dict:
-    """Run the guide's afternoon checks on `environment`; fail when any is critical.
+    """At 14:00, while the business is busy, check `environment`'s business figures and the load they
+    put on the database, the caches and the services; fail when any check is critical.
 
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    env, limits, queries = settings(environment)
-    plan: dict = {
-        "active users": lambda: business("active_users", env, queries, lambda n: checks.ok(
-            "active users", int(n), None, f"{int(n):,} customers booked in the last 24 h")),
-        "booking success rate": lambda: business("booking_success_rate", env, queries, lambda rate: checks.above(
-            "booking success rate", 100 - rate, [(limits.error_rate_critical_pct, checks.CRITICAL, "critical"),
-                                                 (limits.error_rate_high_pct, checks.WARN, "high")], "% failed",
-            f"{rate:.1f}% of the last 24 h's bookings not cancelled")),
-        "pending settlements": lambda: business("pending_settlements", env, queries, lambda n: checks.above(
-            "pending settlements", n, [(0, checks.WARN, "medium")], "", f"{int(n)} captured payment(s) unsettled "
-                                                                        "after 2 days")),
-        "failed background jobs": lambda: business("failed_background_jobs", env, queries, lambda n: checks.above(
-            "failed background jobs", n, [(limits.failed_jobs_medium, checks.WARN, "medium")], "",
-            f"{int(n)} failed in the last 24 h")),
-        "database connections": lambda: database.connections(env.database, limits),
-        "postgres cache hit rate": lambda: database.buffer_cache_hit(env.database, limits),
-    }
-    if env.app is not None:
-        plan["response times"] = lambda: services.response_times(env.app, limits, timeout=limits.check_timeout_seconds)
-    if env.redis is None:
-        plan["redis cache hit rate"] = lambda: checks.error("redis cache hit rate", "no Redis block: set REDIS_URL "
-                                                                                    "and run blocks init")
-    else:
-        plan["redis cache hit rate"] = lambda: cache.cache_hit_rate(env.redis, limits)
-        if limits.queue_keys:
-            plan["queue backlog"] = lambda: cache.queue_backlog(env.redis, limits)
-    results = run_checks(plan, limits.check_timeout_seconds)
-    return publish("afternoon-checklist", "Afternoon checklist (14:00)", environment, results, env.slack)
+    with operation("afternoon checklist", environment, notify_failures=False) as op:
+        env, limits, queries = op.env, thresholds(op.env), business_queries(op.env)
+        plan: dict = {
+            "active users": lambda: business("active_users", env, queries, lambda n: checks.ok(
+                "active users", int(n), None, f"{int(n):,} customers booked in the last 24 h")),
+            "booking success rate": lambda: business("booking_success_rate", env, queries, lambda rate: checks.above(
+                "booking success rate", 100 - rate, [(limits.error_rate_critical_pct, checks.CRITICAL, "critical"),
+                                                     (limits.error_rate_high_pct, checks.WARN, "high")], "% failed",
+                f"{rate:.1f}% of the last 24 h's bookings not cancelled")),
+            "pending settlements": lambda: business("pending_settlements", env, queries, lambda n: checks.above(
+                "pending settlements", n, [(0, checks.WARN, "medium")], "", f"{int(n)} captured payment(s) unsettled "
+                                                                            "after 2 days")),
+            "failed background jobs": lambda: business("failed_background_jobs", env, queries, lambda n: checks.above(
+                "failed background jobs", n, [(limits.failed_jobs_medium, checks.WARN, "medium")], "",
+                f"{int(n)} failed in the last 24 h")),
+            "database connections": lambda: database.connections(env.database, limits),
+            "postgres cache hit rate": lambda: database.buffer_cache_hit(env.database, limits),
+        }
+        if env.app is not None:
+            plan["response times"] = lambda: services.response_times(env.app, limits,
+                                                                     timeout=limits.check_timeout_seconds)
+        if env.redis is None:
+            plan["redis cache hit rate"] = lambda: checks.error("redis cache hit rate", "no Redis block: set REDIS_URL "
+                                                                                        "and run blocks init")
+        else:
+            plan["redis cache hit rate"] = lambda: cache.cache_hit_rate(env.redis, limits)
+            if limits.queue_keys:
+                plan["queue backlog"] = lambda: cache.queue_backlog(env.redis, limits)
+        results = run_checks(plan, limits.check_timeout_seconds)
+        return publish(op, "afternoon-checklist", "Afternoon checklist (14:00)", results)
 
 
 METRICS = {"bookings": "bookings_day", "revenue (INR)": "revenue_day", "truck utilization %": "truck_utilization_day",
@@ -133,46 +133,49 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
         day: The day to report on (YYYY-MM-DD, UTC); empty: today.
     """
-    env, limits, queries = settings(environment)
-    today = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.timezone.utc).date()
-    yesterday = today - dt.timedelta(days=1)
-    figures: dict = {}
+    with operation("evening checklist", environment, notify_failures=False) as op:
+        env, limits, queries = op.env, thresholds(op.env), business_queries(op.env)
+        today = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.timezone.utc).date()
+        yesterday = today - dt.timedelta(days=1)
+        figures: dict = {}
 
-    def daily_metrics() -> CheckResult:
-        for label, query in METRICS.items():
-            if query in queries:
-                figures[label] = (database.query_number(env.database, queries[query], yesterday),
-                                  database.query_number(env.database, queries[query], today))
-        per_day = backups.backups_per_day(open_repository(env.repository))
-        for label, key, scale in (("backup MiB", "bytes", 1 / 2**20), ("backup seconds", "seconds", 1)):
-            figures[label] = tuple(per_day.get(d.isoformat(), {}).get(key, 0) * scale for d in (yesterday, today))
-        figures["database MiB"] = (None, database.database_size(env.database) / 2**20)
-        return checks.ok("daily metrics", len(figures), None, "; ".join(
-            f"{label} {now:,.1f} ({checks.change(now, before)})" for label, (before, now) in figures.items()))
+        def daily_metrics() -> CheckResult:
+            for label, query in METRICS.items():
+                if query in queries:
+                    figures[label] = (database.query_number(env.database, queries[query], yesterday),
+                                      database.query_number(env.database, queries[query], today))
+            per_day = backups.backups_per_day(op.repo)
+            for label, key, scale in (("backup MiB", "bytes", 1 / 2**20), ("backup seconds", "seconds", 1)):
+                figures[label] = tuple(per_day.get(d.isoformat(), {}).get(key, 0) * scale for d in (yesterday, today))
+            figures["database MiB"] = (None, database.database_size(env.database) / 2**20)
+            return checks.ok("daily metrics", len(figures), None, "; ".join(
+                f"{label} {now:,.1f} ({checks.change(now, before)})" for label, (before, now) in figures.items()))
 
-    plan: dict = {
-        "daily metrics": daily_metrics,
-        "failed logins": lambda: business("failed_logins", env, queries, lambda n: checks.above(
-            "failed logins", n, [(limits.failed_logins_high, checks.WARN, "high")], "", f"{int(n)} in 24 h (audit log)")),
-        "backup schedules": lambda: orchestration.backup_schedules(environment),
-        "cpu": lambda: host.cpu(limits),
-        "memory": lambda: host.memory(limits),
-        "pending updates": host.pending_updates,
-    }
-    for path in limits.disk_paths:
-        plan[f"disk {path}"] = lambda path=path: host.disk(path, limits)
-    if limits.auth_log and os.path.exists(limits.auth_log):
-        plan["auth log failed logins"] = lambda: host.failed_logins_in_auth_log(limits.auth_log, limits)
-    if env.app is not None:
-        plan["response times"] = lambda: services.response_times(env.app, limits, timeout=limits.check_timeout_seconds)
-    results = run_checks(plan, limits.check_timeout_seconds, {"pending updates": 120, "daily metrics": 300})
-    _remember_day(env, environment, today, figures, results, limits)
-    body, chart_note = _status_report(env, environment, today, yesterday, figures)
-    return publish("evening-checklist", f"Evening checklist and status report ({today})", environment, results,
-                   env.slack, body=body, extra_slack=[chart_note] if chart_note else None)
+        plan: dict = {
+            "daily metrics": daily_metrics,
+            "failed logins": lambda: business("failed_logins", env, queries, lambda n: checks.above(
+                "failed logins", n, [(limits.failed_logins_high, checks.WARN, "high")], "",
+                f"{int(n)} in 24 h (audit log)")),
+            "backup schedules": lambda: orchestration.backup_schedules(environment),
+            "cpu": lambda: host.cpu(limits),
+            "memory": lambda: host.memory(limits),
+            "pending updates": host.pending_updates,
+        }
+        for path in limits.disk_paths:
+            plan[f"disk {path}"] = lambda path=path: host.disk(path, limits)
+        if limits.auth_log and os.path.exists(limits.auth_log):
+            plan["auth log failed logins"] = lambda: host.failed_logins_in_auth_log(limits.auth_log, limits)
+        if env.app is not None:
+            plan["response times"] = lambda: services.response_times(env.app, limits,
+                                                                     timeout=limits.check_timeout_seconds)
+        results = run_checks(plan, limits.check_timeout_seconds, {"pending updates": 120, "daily metrics": 300})
+        _remember_day(op, today, figures, results, limits)
+        body, chart_note = _status_report(op, today, yesterday, figures)
+        return publish(op, "evening-checklist", f"Evening checklist and status report ({today})", results,
+                       body=body, extra_slack=[chart_note] if chart_note else None)
 
 
-def _remember_day(env: Environment, environment: str, today: dt.date, figures: dict, results: list[CheckResult],
+def _remember_day(op: Operation, today: dt.date, figures: dict, results: list[CheckResult],
                   limits: CheckThresholds) -> None:
     """Keep today's figures in the repository for the monthly review and capacity planning."""
     from ubertruck_ops.tasks.checks.reports import record_day
@@ -183,11 +186,10 @@ def _remember_day(env: Environment, environment: str, today: dt.date, figures: d
         kept["response seconds"] = timing.value
     used, total = host.disk_bytes(limits.disk_paths[0] if limits.disk_paths else "/")
     kept.update({"disk used bytes": used, "disk total bytes": total})
-    record_day(open_repository(env.repository), environment, today, kept)
+    record_day(op.repo, op.environment, today, kept)
 
 
-def _status_report(env: Environment, environment: str, today: dt.date, yesterday: dt.date,
-                   figures: dict) -> tuple[str, str]:
+def _status_report(op: Operation, today: dt.date, yesterday: dt.date, figures: dict) -> tuple[str, str]:
     """Return the status report's markdown (with the chart inline) and a line saying where the chart is."""
     from ubertruck_ops.tasks.charts import day_over_day_png
     from ubertruck_ops.tasks.checks.reports import store_report_file
@@ -197,10 +199,10 @@ def _status_report(env: Environment, environment: str, today: dt.date, yesterday
     rows = "\n".join(f"| {label} | {before if before is None else f'{before:,.1f}'} | {now:,.1f} | "
                      f"{checks.change(now, before)} |" for label, (before, now) in figures.items())
     charted = [label for label, (before, now) in figures.items() if before is not None]
-    png = day_over_day_png(f"Ubertruck {environment}: {today} vs {yesterday}", [c.split(" (")[0] for c in charted],
+    png = day_over_day_png(f"Ubertruck {op.environment}: {today} vs {yesterday}", [c.split(" (")[0] for c in charted],
                            [figures[c][0] for c in charted], [figures[c][1] for c in charted],
                            (str(yesterday), str(today)))
-    where = store_report_file(open_repository(env.repository), environment, today, "status.png", png)
+    where = store_report_file(op.repo, op.environment, today, "status.png", png)
     image = base64.b64encode(png).decode()
     body = f"""## Daily status report {today} (against {yesterday})
 

@@ -9,25 +9,23 @@ after the switch puts the previous release back by itself and ends the run Faile
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
 from ubertruck_ops.blocks.app import AppHost
-from ubertruck_ops.blocks.environment import Environment, load_environment
+from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.limits import DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS
-from ubertruck_ops.core.releases import check_tag, pending_migrations, previous_release, releases_to_prune
-from ubertruck_ops.core.steps import Steps
+from ubertruck_ops.core.releases import (check_tag, pending_migrations, release_to_put_back, releases_to_prune,
+                                         version_key)
 from ubertruck_ops.core.text import human_seconds, one_line
-from ubertruck_ops.flows.go_live import go_live, is_serving
-from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.log import logger
+from ubertruck_ops.operations.frame import Operation, operation
+from ubertruck_ops.operations.go_live import go_live, is_serving, require_app_host
+from ubertruck_ops.operations.subflows import subflow
 from ubertruck_ops.tasks import git, npm, pm2, postgres, release
 from ubertruck_ops.tasks.locks import host_lock
-from ubertruck_ops.tasks.notify import notify
 
 
 class MigrationFailed(RuntimeError):
@@ -43,35 +41,35 @@ def deploy(tag: str, environment: str = "production") -> dict:
         tag: The release tag to deploy, e.g. v1.10.0 (it must exist in the application repository).
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    log = logger()
-    step = Steps(log)
-    clock = time.monotonic()
-    env = load_environment(environment)
-    app = require_app_host(env, environment, needs_repo=True)
-    tag = check_tag(tag)
-    run_id = str(flow_run.get_id() or "")
+    # Until the lock is held nothing is changed: a failure is the run's own (no notice).
+    with operation(f"deploy of {tag}", environment, notify_failures=False) as op:
+        env, step = op.env, op.step
+        app = require_app_host(env, environment, needs_repo=True)
+        tag = check_tag(tag)
+        run_id = str(flow_run.get_id() or "")
 
-    step("check the tools and the tag")
-    pm2.pm2_command(app)          # node, npm and pm2, each named with its install command when missing
-    tags = git.remote_tags(app.repo_url)
-    if tag not in tags:
-        newest = ", ".join(sorted(tags, key=_version_key)[-5:]) or "none"
-        raise ValueError(f"tag {tag} does not exist in {app.repo_url} (newest tags: {newest}); nothing was changed")
+        step("check the tools and the tag")
+        pm2.pm2_command(app)          # node, npm and pm2, each named with its install command when missing
+        tags = git.remote_tags(app.repo_url)
+        if tag not in tags:
+            newest = ", ".join(sorted(tags, key=version_key)[-5:]) or "none"
+            raise ValueError(f"tag {tag} does not exist in {app.repo_url} (newest tags: {newest}); nothing was changed")
 
-    step("wait for the deploy lock")
-    release.prepare_host(app)
-    with host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
-                   holder=f"deploy of {tag}, flow run {run_id}"):
-        live = release.live_release(app)
-        if live == tag and is_serving(app, tag):
-            log.info("%s is already live and healthy: nothing to do", tag)
-            return {"status": "already-live", "tag": tag}
-        previous = live if live != tag else previous_release(release.read_history(app), live, release.releases(app))
-        notify(env.slack, notices.deploy_started(environment, tag, live))
-        progress = create_progress_artifact(0.0, key="deploy-progress", description=f"deploy {tag}")
-        migrations: list[str] = []
-        backup_id = None
-        try:
+        step("wait for the deploy lock")
+        release.prepare_host(app)
+        with host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
+                       holder=f"deploy of {tag}, flow run {run_id}"):
+            live = release.live_release(app)
+            if live == tag and is_serving(app, tag):
+                op.log.info("%s is already live and healthy: nothing to do", tag)
+                return {"status": "already-live", "tag": tag}
+            previous = release_to_put_back(tag, live, release.read_history(app), release.releases(app))
+            op.notify(notices.deploy_started(environment, tag, live))
+            progress = create_progress_artifact(0.0, key="deploy-progress", description=f"deploy {tag}")
+            migrations: list[str] = []
+            backup_id = None
+
+            op.on_failure("nothing live was changed")
             step(f"build {tag}")
             commit = _build(app, tag, tags[tag])
             update_progress_artifact(progress, 40.0)
@@ -81,49 +79,33 @@ def deploy(tag: str, environment: str = "production") -> dict:
                                             postgres.applied_migrations(env.database, app.migrations_table))
             if migrations:
                 step("back up the database before migrating")
-                backup_id = nightly_backup(environment=environment)["backup_id"]
+                backup_id = subflow("nightly-backup")(environment=environment)["backup_id"]
                 step(f"apply migrations {', '.join(migrations)}")
                 _migrate(env, app, tag, migrations, backup_id)
             update_progress_artifact(progress, 55.0)
-        except Exception as exc:
-            notify(env.slack, notices.operation_failed(f"deploy of {tag}", environment, step.current, one_line(exc),
-                                                       ["nothing live was changed"]))
-            raise
 
-        # From what was live before: on a redeploy of an unhealthy live tag that is `previous`, not the tag.
-        release.record(app, "deploy", previous, tag, "started", run_id)
-        try:
-            go_live(app, tag, step, on_service=lambda n, total: update_progress_artifact(progress, 55.0 + 35.0 * n / total))
-        except Exception as exc:
-            failed_at, error = step.current, one_line(exc)
-            _put_back(env, app, environment, tag, previous, failed_at, error, run_id, step)
-            raise
+            # From what was live before: on a redeploy of an unhealthy live tag that is `previous`, not the tag.
+            release.record(app, "deploy", previous, tag, "started", run_id)
+            op.on_failure(handler=lambda exc: _put_back(op, app, tag, previous, exc, run_id))
+            go_live(app, tag, step,
+                    on_service=lambda n, total: update_progress_artifact(progress, 55.0 + 35.0 * n / total))
 
-        step("save the PM2 process list")
-        pm2.save(app)
-        release.record(app, "deploy", previous, tag, "succeeded", run_id, detail=f"commit {commit}")
-        step("prune old releases")
-        pruned = release.remove_releases(app, releases_to_prune(release.releases(app), tag, previous, app.keep_releases))
-        update_progress_artifact(progress, 100.0)
+            op.on_failure(notify=False)
+            step("save the PM2 process list")
+            pm2.save(app)
+            release.record(app, "deploy", previous, tag, "succeeded", run_id, detail=f"commit {commit}")
+            step("prune old releases")
+            pruned = release.remove_releases(app, releases_to_prune(release.releases(app), tag, previous,
+                                                                    app.keep_releases))
+            update_progress_artifact(progress, 100.0)
 
-    duration = time.monotonic() - clock
-    create_markdown_artifact(key="deploy-summary", markdown=_summary(app, tag, commit, live, migrations, backup_id,
-                                                                     pruned, duration), description=f"deploy {tag}")
-    notify(env.slack, notices.deploy_succeeded(environment, tag, live, duration, migrations, backup_id))
-    log.info("deploy of %s complete in %s", tag, human_seconds(duration))
-    return {"status": "deployed", "tag": tag, "commit": commit, "previous": live, "migrations": migrations,
-            "backup_id": backup_id, "pruned": pruned, "duration_seconds": round(duration, 2)}
-
-
-def require_app_host(env: Environment, environment: str, needs_repo: bool = False) -> AppHost:
-    """Return the environment's app host block. Raise ValueError saying how to configure it."""
-    if env.app is None:
-        raise ValueError(f"block ubertruck-app-host/{environment}-app not found: set APP_ROOT, APP_REPO_URL, "
-                         f"WEB_ROOT ... and run `ubertruck-ops blocks init --name {environment}`")
-    if needs_repo and not env.app.repo_url:
-        raise ValueError(f"block {environment}-app has no repository URL: set APP_REPO_URL and run "
-                         f"`ubertruck-ops blocks init --name {environment}`")
-    return env.app
+        duration = op.elapsed
+        op.publish("deploy-summary", f"deploy {tag}",
+                   _summary(app, tag, commit, live, migrations, backup_id, pruned, duration),
+                   notices.deploy_succeeded(environment, tag, live, duration, migrations, backup_id))
+        op.log.info("deploy of %s complete in %s", tag, human_seconds(duration))
+        return {"status": "deployed", "tag": tag, "commit": commit, "previous": live, "migrations": migrations,
+                "backup_id": backup_id, "pruned": pruned, "duration_seconds": round(duration, 2)}
 
 
 def _build(app: AppHost, tag: str, remote_commit: str) -> str:
@@ -162,28 +144,25 @@ def _migrate(env: Environment, app: AppHost, tag: str, pending: list[str], backu
                               f"backup {backup_id} holds the database as it was before the migrations") from None
 
 
-def _put_back(env: Environment, app: AppHost, environment: str, tag: str, previous: str | None, failed_at: str,
-              error: str, run_id: str, step: Steps) -> None:
+def _put_back(op: Operation, app: AppHost, tag: str, previous: str | None, exc: Exception, run_id: str) -> None:
     """After a failure past the switch: put `previous` back live (switch, hand over, gate) and say so."""
-    log = logger()
+    failed_at, error = op.step.current, one_line(exc)
     if previous is None or not release.is_complete(app, previous):
         release.record(app, "deploy", None, tag, "failed", run_id, detail=error)
-        notify(env.slack, notices.operation_failed(f"deploy of {tag}", environment, failed_at, error,
-                                                   ["no previous release on the host to roll back to"]))
+        op.failure_notice(exc, ["no previous release on the host to roll back to"])
         return
-    log.error("deploy of %s failed at '%s': %s; rolling back to %s", tag, failed_at, error, previous)
+    op.log.error("deploy of %s failed at '%s': %s; rolling back to %s", tag, failed_at, error, previous)
     try:
-        go_live(app, previous, step)
+        go_live(app, previous, op.step)
         pm2.save(app)
     except Exception as again:  # noqa: BLE001 - report both; the original failure is what the run raises
         release.record(app, "auto-rollback", tag, previous, "failed", run_id, detail=one_line(again))
-        notify(env.slack, notices.operation_failed(
-            f"deploy of {tag}", environment, failed_at, error,
-            [f":rotating_light: the automatic rollback to {previous} ALSO FAILED at '{step.current}': "
-             f"{one_line(again)} - run `ubertruck-ops run rollback` or act by hand"]))
+        op.failure_notice(exc, [f":rotating_light: the automatic rollback to {previous} ALSO FAILED at "
+                                f"'{op.step.current}': {one_line(again)} - run `ubertruck-ops run rollback` or act "
+                                "by hand"], at=failed_at)
         return
     release.record(app, "auto-rollback", tag, previous, "succeeded", run_id, detail=error)
-    notify(env.slack, notices.deploy_rolled_back(environment, tag, previous, failed_at, error))
+    op.notify(notices.deploy_rolled_back(op.environment, tag, previous, failed_at, error))
 
 
 def _summary(app: AppHost, tag: str, commit: str, previous: str | None, migrations: list[str], backup_id: str | None,
@@ -205,7 +184,3 @@ def _summary(app: AppHost, tag: str, commit: str, previous: str | None, migratio
 {rows}
 """
 
-
-def _version_key(tag: str) -> tuple:
-    parts = tag.lstrip("v").split("-")[0].split(".")
-    return tuple(int(p) if p.isdigit() else 0 for p in parts)

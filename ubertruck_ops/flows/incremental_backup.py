@@ -10,29 +10,25 @@ retention after a failed backup too, so a full repository frees itself); report.
 
 from __future__ import annotations
 
-import secrets
-import time
 from datetime import timedelta
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
-from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
-from ubertruck_ops.core.physical import find_wal_gaps, plan_backup, refusal, segment_of
-from ubertruck_ops.core.steps import Steps
-from ubertruck_ops.core.text import human_bytes, human_seconds, one_line
+from ubertruck_ops.core.backups import base_instead
+from ubertruck_ops.core.manifest import Manifest, iso, utc_now
+from ubertruck_ops.core.physical import ServerFacts, find_wal_gaps, plan_backup, refusal, segment_of
+from ubertruck_ops.core.text import human_bytes, human_seconds
 from ubertruck_ops.log import logger
+from ubertruck_ops.operations.backup import BackupAttempt
+from ubertruck_ops.operations.frame import operation
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
 from ubertruck_ops.tasks.crypto import DecryptionKeyError, gpg_session, zstd_version
 from ubertruck_ops.tasks.execute import CommandFailed
-from ubertruck_ops.tasks.locks import backup_lock
-from ubertruck_ops.tasks.notify import notify
-from ubertruck_ops.tasks.repository import open_repository
+from ubertruck_ops.tasks.repository import Repository
 
 
-def _wal_retention(repo, facts, keep_wal_days: int) -> int:
+def _wal_retention(repo: Repository, facts: ServerFacts, keep_wal_days: int) -> int:
     """Delete archived WAL no kept backup needs; return how many files went. Skipped (0, warned) while
     a physical backup's manifest is unreadable: the WAL it needs is unknown, so none may go."""
     found = catalog.scan(repo)
@@ -61,16 +57,11 @@ def incremental_backup(environment: str = "production", force_full: bool = False
         max_chain_age_days: A chain whose base is older than this starts anew.
         keep_wal_days: Archived WAL is kept this long (longer where a kept backup needs it).
     """
-    log = logger()
-    step = Steps(log)
-    env = load_environment(environment)
-    repo = open_repository(env.repository)
-    backup_id = final = None
-    retention: dict = {}
-    try:
-        step("wait for the backup lock")
-        with backup_lock(environment, holder=f"incremental backup of {environment}"):
-            try:
+    with operation("incremental backup", environment) as op:
+        env, repo, step, log = op.env, op.repo, op.step, op.log
+        backup = BackupAttempt(op)
+        with backup.locked():
+            with backup.until_manifest():
                 step("check the server")
                 with postgres.connect(env.database) as conn:
                     facts = physical.server_facts(conn)
@@ -78,7 +69,8 @@ def incremental_backup(environment: str = "production", force_full: bool = False
                 if reason:
                     raise PhysicalBackupRefused(f"{env.database.describe()}: {reason}")
 
-                clock, started = time.monotonic(), utc_now()
+                op.restart_clock()
+                started = utc_now()
                 last, base = catalog.latest_physical(repo)
                 kind, why = plan_backup(last, base, facts, started, timedelta(days=max_chain_age_days), force_full)
                 log.info("%s backup: %s", kind, why)
@@ -91,26 +83,21 @@ def incremental_backup(environment: str = "production", force_full: bool = False
                             try:
                                 previous = load.read_object(repo, last, "backup_manifest", gpg)
                             except DecryptionKeyError:
-                                kind, last = "base", None
-                                why = ("this host holds only public keys and no local copy of the previous backup's "
-                                       "manifest, so a new chain starts")
+                                (kind, why), last = base_instead(kind), None
                                 log.warning("%s", why)
-                    backup_id = new_backup_id(started, kind, secrets.token_hex(3))
-                    folder = backup_folder(backup_id)
+                    folder = backup.begin(kind, started)
                     step(f"stream the {kind} backup")
                     try:
                         objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder,
                                                                                        previous)
                     except CommandFailed as exc:
-                        if kind != "incremental":
+                        fallback = base_instead(kind, str(exc))
+                        if fallback is None:
                             raise
-                        # e.g. WAL summaries gone after a crash: a fresh chain is the safe answer.
                         log.warning("incremental backup failed (%s); starting a new chain with a base backup", exc)
-                        catalog.discard_backup(repo, backup_id)
-                        kind, last = "base", None
-                        why = f"the incremental failed ({str(exc)[:200]}), so a new chain starts"
-                        backup_id = new_backup_id(utc_now(), kind, secrets.token_hex(3))
-                        folder = backup_folder(backup_id)
+                        catalog.discard_backup(repo, backup.backup_id)
+                        (kind, why), last = fallback, None
+                        folder = backup.begin(kind, utc_now())
                         objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder,
                                                                                        None)
                     tools = {"pg_basebackup": postgres.tool_version("pg_basebackup"), "gpg": gpg.version(),
@@ -118,7 +105,7 @@ def incremental_backup(environment: str = "production", force_full: bool = False
 
                 step("write the manifest")
                 manifest = Manifest(
-                    backup_id=backup_id, kind=kind, started_at=iso(started), finished_at=iso(utc_now()),
+                    backup_id=backup.backup_id, kind=kind, started_at=iso(started), finished_at=iso(utc_now()),
                     database={"name": env.database.database, "host": env.database.host, "port": env.database.port,
                               "server_version": str(facts.version_num)},
                     tools=tools, encryption={"mode": env.encryption.mode, "cipher": "AES256",
@@ -126,21 +113,12 @@ def incremental_backup(environment: str = "production", force_full: bool = False
                     objects=objects, parent=last.backup_id if kind == "incremental" else None,
                     physical={**wal_range, "system_identifier": facts.system_identifier,
                               "wal_segment_size": facts.wal_segment_size})
-                catalog.write_manifest(repo, manifest)
-            except Exception as exc:
-                # Not a backup: remove what it wrote, then apply retention anyway - on a full
-                # repository nothing else would ever free space for the next run.
-                retention = catalog.clean_up_failed_backup(repo, env.repository, backup_id, utc_now())
-                if catalog.out_of_space(exc):
-                    raise catalog.repository_full(repo.description, exc, retention) from exc
-                raise
-            # From here on the backup is final: a failure below fails the run, never discards it.
-            final = manifest
-            duration = time.monotonic() - clock
-            physical.remember_manifest(environment, backup_id, backup_manifest)
+                backup.write_manifest(manifest)
+            duration = op.elapsed
+            physical.remember_manifest(environment, manifest.backup_id, backup_manifest)
 
             step("apply retention")
-            retention = catalog.apply_retention(repo, env.repository, utc_now(), taken=manifest)
+            backup.retention = retention = catalog.apply_retention(repo, env.repository, utc_now(), taken=manifest)
             step("apply WAL retention")
             retention["wal_deleted"] = _wal_retention(repo, facts, keep_wal_days)
             step("check the WAL archive for gaps")
@@ -151,31 +129,20 @@ def incremental_backup(environment: str = "production", force_full: bool = False
             if gaps:
                 log.warning("WAL archive gap: %d segment(s) missing, first %s: point-in-time restore cannot "
                             "cross it; is `ubertruck-ops wal-archive` running?", len(gaps), gaps[0])
-                notify(env.slack, notices.operation_failed(
+                op.notify(notices.operation_failed(
                     "WAL archiving", environment, "gap check",
                     f"{len(gaps)} WAL segment(s) missing from the archive, first {gaps[0]}",
                     ["point-in-time restore cannot cross the gap; check `ubertruck-ops wal-archive`"]))
-    except Exception as exc:
-        if retention.get("unreadable"):
-            notify(env.slack, notices.unreadable_manifests(environment, retention["unreadable"]))
-        if final is None:
-            notify(env.slack, notices.operation_failed("incremental backup", environment, step.current, one_line(exc),
-                                                       notices.after_failed_backup(retention) if backup_id else []))
-            raise
-        notify(env.slack, notices.backup_kept_after_failure("incremental backup", environment, final.backup_id,
-                                                            step.current, one_line(exc)))
-        raise catalog.FailedAfterBackup(final.backup_id, step.current, exc) from exc
-
-    if retention.get("unreadable"):
-        notify(env.slack, notices.unreadable_manifests(environment, retention["unreadable"]))
-    sizes = ", ".join(f"{o.name} {human_bytes(o.size)}" for o in objects)
-    create_markdown_artifact(key="incremental-backup-summary", description=f"{kind} backup {backup_id}", markdown=(
-        f"# {kind.title()} backup `{backup_id}`\n\n- why: {why}\n- parent: {manifest.parent or 'none (new chain)'}\n"
-        f"- WAL {wal_range['start_lsn']} to {wal_range['end_lsn']}, timeline {wal_range['timeline']}\n"
-        f"- stored: {sizes}\n- duration: {human_seconds(duration)}\n"
-        f"- WAL archive gaps since the chain's base: {', '.join(gaps[:5]) or 'none'}\n"))
-    notify(env.slack, notices.backup_succeeded(environment, manifest, duration, what=f"{kind} backup",
-                                               warnings=[w for w in [retention["clock_warning"]] if w]))
-    return {"backup_id": backup_id, "kind": kind, "why": why, "parent": manifest.parent,
-            "duration_seconds": round(duration, 2), "objects": {o.name: o.size for o in objects},
-            "retention": retention, "wal_gaps": gaps}
+        backup.report_unreadable()
+        sizes = ", ".join(f"{o.name} {human_bytes(o.size)}" for o in objects)
+        op.publish("incremental-backup-summary", f"{kind} backup {manifest.backup_id}", (
+            f"# {kind.title()} backup `{manifest.backup_id}`\n\n- why: {why}\n"
+            f"- parent: {manifest.parent or 'none (new chain)'}\n"
+            f"- WAL {wal_range['start_lsn']} to {wal_range['end_lsn']}, timeline {wal_range['timeline']}\n"
+            f"- stored: {sizes}\n- duration: {human_seconds(duration)}\n"
+            f"- WAL archive gaps since the chain's base: {', '.join(gaps[:5]) or 'none'}\n"),
+            notices.backup_succeeded(environment, manifest, duration, what=f"{kind} backup",
+                                     warnings=[w for w in [retention["clock_warning"]] if w]))
+        return {"backup_id": manifest.backup_id, "kind": kind, "why": why, "parent": manifest.parent,
+                "duration_seconds": round(duration, 2), "objects": {o.name: o.size for o in objects},
+                "retention": retention, "wal_gaps": gaps}

@@ -9,23 +9,16 @@ retention (after a failed backup too, so a full repository frees itself); report
 
 from __future__ import annotations
 
-import secrets
-import time
-
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
-from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, new_backup_id, utc_now
-from ubertruck_ops.core.steps import Steps
-from ubertruck_ops.core.text import human_bytes, human_seconds, one_line
-from ubertruck_ops.log import logger
+from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, utc_now
+from ubertruck_ops.core.text import human_bytes, human_seconds
+from ubertruck_ops.operations.backup import BackupAttempt
+from ubertruck_ops.operations.frame import operation
 from ubertruck_ops.tasks import catalog, dump, postgres
 from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
-from ubertruck_ops.tasks.locks import backup_lock
-from ubertruck_ops.tasks.notify import notify
-from ubertruck_ops.tasks.repository import open_repository
+from ubertruck_ops.tasks.repository import Repository
 
 
 @flow(name="nightly-backup", description="Encrypted logical backup of the database plus app and config archives.")
@@ -35,21 +28,15 @@ def nightly_backup(environment: str = "production") -> dict:
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    log = logger()
-    step = Steps(log)
-    env = load_environment(environment)
-    repo = open_repository(env.repository)
-    backup_id = final = None
-    retention: dict = {}
-    try:
-        step("wait for the backup lock")
-        with backup_lock(environment, holder=f"nightly backup of {environment}"):
-            try:
-                clock = time.monotonic()
+    with operation("nightly backup", environment) as op:
+        env, repo, step = op.env, op.repo, op.step
+        backup = BackupAttempt(op)
+        with backup.locked():
+            with backup.until_manifest():
+                op.restart_clock()
                 started = utc_now()
-                backup_id = new_backup_id(started, "logical", secrets.token_hex(3))
-                folder = backup_folder(backup_id)
-                log.info("backup %s of %s into %s", backup_id, env.database.describe(), repo.description)
+                folder = backup.begin("logical", started)
+                op.log.info("backup %s of %s into %s", backup.backup_id, env.database.describe(), repo.description)
 
                 with gpg_session(env.encryption) as gpg:
                     step("open a consistent snapshot")
@@ -68,55 +55,30 @@ def nightly_backup(environment: str = "production") -> dict:
 
                 step("write the manifest")
                 manifest = Manifest(
-                    backup_id=backup_id, kind="logical", started_at=iso(started), finished_at=iso(utc_now()),
+                    backup_id=backup.backup_id, kind="logical", started_at=iso(started), finished_at=iso(utc_now()),
                     database={"name": env.database.database, "host": env.database.host, "port": env.database.port,
                               "server_version": snapshot.server_version, "owner": roles["database_owner"]},
                     tools=tools,
                     encryption={"mode": env.encryption.mode, "cipher": "AES256",
                                 "recipients": env.encryption.recipients},
                     objects=objects, row_counts=counts, missing_paths=missing)
-                catalog.write_manifest(repo, manifest)
-            except Exception as exc:
-                # Not a backup: remove what it wrote, then apply retention anyway - on a full
-                # repository nothing else would ever free space for the next run.
-                retention = catalog.clean_up_failed_backup(repo, env.repository, backup_id, utc_now())
-                if catalog.out_of_space(exc):
-                    raise catalog.repository_full(repo.description, exc, retention) from exc
-                raise
-            # From here on the backup is final: a failure below fails the run, never discards it.
-            final = manifest
-            duration = time.monotonic() - clock
+                backup.write_manifest(manifest)
+            duration = op.elapsed
 
             step("apply retention")
-            retention = catalog.apply_retention(repo, env.repository, utc_now(), taken=manifest)
-    except Exception as exc:
-        _report_unreadable(env, environment, retention)
-        if final is None:
-            notify(env.slack, notices.operation_failed("nightly backup", environment, step.current, one_line(exc),
-                                                       notices.after_failed_backup(retention) if backup_id else []))
-            raise
-        notify(env.slack, notices.backup_kept_after_failure("nightly backup", environment, final.backup_id,
-                                                            step.current, one_line(exc)))
-        raise catalog.FailedAfterBackup(final.backup_id, step.current, exc) from exc
-
-    _report_unreadable(env, environment, retention)
-    create_markdown_artifact(key="nightly-backup-summary", markdown=_summary(manifest, duration, retention, repo),
-                             description=f"nightly backup {backup_id}")
-    notify(env.slack, notices.backup_succeeded(environment, manifest, duration,
-                                               warnings=[w for w in [retention["clock_warning"]] if w]))
-    log.info("backup %s complete in %s", backup_id, human_seconds(duration))
-    return {"backup_id": backup_id, "duration_seconds": round(duration, 2),
-            "objects": {o.name: o.size for o in manifest.objects}, "missing_paths": missing,
-            "retention": retention}
+            backup.retention = retention = catalog.apply_retention(repo, env.repository, utc_now(), taken=manifest)
+        backup.report_unreadable()
+        op.publish("nightly-backup-summary", f"nightly backup {manifest.backup_id}",
+                   _summary(manifest, duration, retention, repo),
+                   notices.backup_succeeded(environment, manifest, duration,
+                                            warnings=[w for w in [retention["clock_warning"]] if w]))
+        op.log.info("backup %s complete in %s", manifest.backup_id, human_seconds(duration))
+        return {"backup_id": manifest.backup_id, "duration_seconds": round(duration, 2),
+                "objects": {o.name: o.size for o in manifest.objects}, "missing_paths": missing,
+                "retention": retention}
 
 
-def _report_unreadable(env, environment: str, retention: dict) -> None:
-    """Tell Slack about backups retention kept because their manifest cannot be read (the log already says)."""
-    if retention.get("unreadable"):
-        notify(env.slack, notices.unreadable_manifests(environment, retention["unreadable"]))
-
-
-def _summary(manifest: Manifest, duration: float, retention: dict, repo) -> str:
+def _summary(manifest: Manifest, duration: float, retention: dict, repo: Repository) -> str:
     rows = "\n".join(f"| {o.name} | {human_bytes(o.size)} | `{o.sha256[:16]}…` |" for o in manifest.objects)
     tables = "\n".join(f"| {t} | {n:,} |" for t, n in manifest.row_counts.items())
     missing = "\n".join(f"- {p}" for p in manifest.missing_paths) or "- none"

@@ -12,40 +12,32 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.environment import load_environment
-from ubertruck_ops.flows.physical_restore import restore_physical
 from ubertruck_ops.core import names, notices
-from ubertruck_ops.core.manifest import Manifest
-from ubertruck_ops.core.steps import Steps, compare_counts
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.log import logger
+from ubertruck_ops.operations.frame import operation
+from ubertruck_ops.operations.logical_restore import check_backup, restore_into
+from ubertruck_ops.operations.physical_restore import restore_physical
 from ubertruck_ops.tasks import catalog, load, postgres
-from ubertruck_ops.tasks.crypto import GpgSession, gpg_session
-from ubertruck_ops.tasks.notify import notify
-from ubertruck_ops.tasks.repository import open_repository
+from ubertruck_ops.tasks.crypto import gpg_session
 
 
 class RestoreRefused(RuntimeError):
     """The restore would overwrite data without the confirmation that names it."""
 
 
-class RestoreMismatch(RuntimeError):
-    """The restored database does not hold what the manifest says the backup holds."""
-
-
 @flow(name="restore", description="Restore a backup (default: the latest complete) into a target environment's database.")
 def restore(environment: str = "production", backup_id: str | None = None, target_environment: str | None = None,
             confirm: str | None = None, target_time: str | None = None, files_to: str | None = None,
-            method: Literal["logical", "physical"] = "logical", data_directory: str | None = None,
+            method: Literal["logical", "physical"] = "logical", restore_folder: str | None = None,
             keep_running: bool = False) -> dict:
     """Restore a backup of `environment`.
 
@@ -53,9 +45,11 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
     existing database requires `confirm` equal to its name; `target_time` (ISO 8601) picks the
     newest backup finished at or before it; `files_to` extracts the app and config archives into
     that folder (never /).
-    physical: rebuild a new cluster in `data_directory` (default: a new temporary folder) from the
-    incremental chain and archived WAL, replayed up to `target_time` (default: all archived WAL),
-    start it on a port of its own and verify it; it keeps running when `keep_running`.
+    physical: rebuild a new cluster in `restore_folder` (default: a new temporary folder; the data
+    directory is its `data` folder, beside the WAL it replays) from the incremental chain and
+    archived WAL, replayed up to `target_time` (default: all archived WAL), start it on a port of
+    its own and verify it; it keeps running when `keep_running`. Parameters of the other method
+    are refused.
 
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
@@ -65,41 +59,39 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
         target_time: ISO 8601 moment to restore to, e.g. 2026-11-24T17:00:00+05:30.
         files_to: Folder to extract the app and config archives into (never /); empty: not extracted.
         method: logical (nightly dump) or physical (incremental chain + WAL, point in time).
-        data_directory: Physical only: where to build the restored cluster; empty: a new temporary folder.
+        restore_folder: Physical only: an empty or new folder to build the restored cluster in (its data
+            directory is restore_folder/data); empty: a new temporary folder.
         keep_running: Physical only: leave the restored server running after verifying it.
     """
     if method == "physical":
         logical_only = [name for name, value in (("backup_id", backup_id), ("target_environment", target_environment),
                                                  ("confirm", confirm), ("files_to", files_to)) if value]
-        return _restore_physical(environment, target_time, data_directory, keep_running, logical_only)
-    log = logger()
-    step = Steps(log)
-    source = load_environment(environment)
+        return _restore_physical(environment, target_time, restore_folder, keep_running, logical_only)
     target_name = target_environment or environment
-    target = source if target_name == environment else load_environment(target_name)
-    clock = time.monotonic()
-    kept_as, staging = None, None
-    try:
+    with operation("restore", environment, notify_failures=False) as op:
+        source, step = op.env, op.step
+        target = source if target_name == environment else load_environment(target_name)
+        op.report_as(target_name, target.slack)
+        op.on_failure()
+        op.restart_clock()
+
         step("validate parameters")
         before = _parse_time(target_time)
-        if data_directory is not None or keep_running:
-            raise ValueError("data_directory and keep_running apply to method=physical only")
+        if restore_folder is not None or keep_running:
+            raise ValueError("restore_folder and keep_running apply to method=physical only")
         files_folder = check_files_to(files_to)
-        repo = open_repository(source.repository)
+        repo = op.repo
 
         step("find the backup")
         manifest = catalog.find_backup(repo, backup_id, before)
-        log.info("restoring backup %s (finished %s) into %s", manifest.backup_id, manifest.finished_at,
-                 target.database.describe())
+        op.log.info("restoring backup %s (finished %s) into %s", manifest.backup_id, manifest.finished_at,
+                    target.database.describe())
 
         step("check the confirmation")
         require_confirmation(target.database, source.database, confirm)
 
         with gpg_session(source.encryption, for_restore=True) as gpg:
-            step("verify checksums")
-            load.verify_objects(repo, manifest)
-            step("check the key decrypts")
-            roles = load.read_roles(repo, manifest, gpg)
+            roles = check_backup(repo, manifest, gpg, step)
             step("restore into a staging database")
             # One name per run: two restores at once must never drop each other's staging database.
             staging = names.staging_name(target.database.database, secrets.token_hex(4))
@@ -114,20 +106,17 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
             except BaseException:
                 _drop_quietly(target.database, staging)
                 raise
+        if kept_as:
+            op.on_failure(f"the restored database is in place; the previous one is kept as `{kept_as}`")
         step("report")
-        duration = time.monotonic() - clock
-        create_markdown_artifact(key="restore-report", description=f"restore of {manifest.backup_id}", markdown=(
+        duration = op.elapsed
+        op.publish("restore-report", f"restore of {manifest.backup_id}", (
             f"# Restore of `{manifest.backup_id}`\n\n- target: {target.database.describe()}\n"
             f"- duration: {human_seconds(duration)}\n- tables verified: {len(counts)}, rows: {sum(counts.values()):,}\n"
-            f"- previous database kept as: {kept_as or 'none (target was new)'}\n- files extracted to: {extracted or 'not requested'}\n"))
-    except Exception as exc:
-        extra = [f"the restored database is in place; the previous one is kept as `{kept_as}`"] if kept_as else []
-        notify(target.slack, notices.operation_failed("restore", target_name, step.current, one_line(exc), extra))
-        raise
-    notify(target.slack, notices.restore_succeeded(target_name, target.database.describe(), manifest.backup_id,
-                                                   duration, kept_as))
-    return {"backup_id": manifest.backup_id, "target": target.database.describe(), "kept_as": kept_as,
-            "row_counts": counts, "files": extracted, "duration_seconds": round(duration, 2)}
+            f"- previous database kept as: {kept_as or 'none (target was new)'}\n- files extracted to: {extracted or 'not requested'}\n"),
+            notices.restore_succeeded(target_name, target.database.describe(), manifest.backup_id, duration, kept_as))
+        return {"backup_id": manifest.backup_id, "target": target.database.describe(), "kept_as": kept_as,
+                "row_counts": counts, "files": extracted, "duration_seconds": round(duration, 2)}
 
 
 def check_files_to(files_to: str | None) -> str | None:
@@ -168,35 +157,6 @@ def require_confirmation(target: PostgresDatabase, source: PostgresDatabase, con
                                  "(the current one is kept, renamed)")
 
 
-def restore_into(server: PostgresDatabase, database: str, manifest: Manifest, repo, gpg: GpgSession,
-                 roles: dict, drop_leftover: bool = True) -> dict[str, int]:
-    """Restore `manifest` into a new database `database` on `server`'s server and verify it.
-
-    Return its row counts. Raise RestoreMismatch (and drop the database) when they differ
-    from the manifest's; any failure drops the half-restored database. With `drop_leftover`
-    an existing database of that name (an interrupted drill's) is dropped first; without it,
-    creating the database fails instead (a unique staging name is someone else's when taken).
-    """
-    with postgres.connect(server, "postgres", autocommit=True) as admin:
-        created = postgres.create_missing_roles(admin, roles)
-        if created:
-            logger().info("created roles %s without passwords: set them with ALTER ROLE ... PASSWORD", created)
-        if drop_leftover:
-            postgres.drop_database(admin, database)  # a leftover of an interrupted drill
-        postgres.create_database(admin, database, roles.get("database_owner"))
-        try:
-            load.restore_database(repo, manifest, gpg, server, database, postgres.server_version_num(admin))
-            with postgres.connect(server, database) as conn:
-                counts = postgres.row_counts(conn)
-            problems = compare_counts(manifest.row_counts, counts)
-            if problems:
-                raise RestoreMismatch("restored row counts differ from the manifest: " + "; ".join(problems))
-        except BaseException:
-            postgres.drop_database(admin, database)
-            raise
-    return counts
-
-
 def swap_in(target: PostgresDatabase, staging: str, roles: dict) -> str | None:
     """Rename the target away (kept) and the staging database to the target's name in one
     transaction, so that either both renames happen or neither; return the kept name."""
@@ -225,33 +185,25 @@ def _parse_time(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _restore_physical(environment: str, target_time: str | None, data_directory: str | None, keep_running: bool,
+def _restore_physical(environment: str, target_time: str | None, restore_folder: str | None, keep_running: bool,
                       logical_only: list[str]) -> dict:
-    env = load_environment(environment)
-    step = Steps(logger())
-    clock = time.monotonic()
-    try:
-        step("validate parameters")
+    with operation("point-in-time restore", environment) as op:
+        op.step("validate parameters")
         if logical_only:
             raise ValueError(f"{', '.join(logical_only)}: logical restores only (method=physical builds a new cluster)")
         before = _parse_time(target_time)
         # pg_ctl runs -D/-l/-o through sh, and restore_command runs through sh too: refuse here,
         # before a folder is created or anything is fetched.
-        workdir = Path(names.shell_safe_path(data_directory, "data_directory")) if data_directory else None
-        step("restore the physical chain")
-        with gpg_session(env.encryption, for_restore=True) as gpg:
-            result = restore_physical(open_repository(env.repository), gpg, before, workdir, keep_running,
-                                      known_roles=(env.database.user,))
-    except Exception as exc:
-        notify(env.slack, notices.operation_failed("point-in-time restore", environment, step.current,
-                                                   one_line(exc)))
-        raise
-    result.pop("server")
-    duration = time.monotonic() - clock
-    create_markdown_artifact(key="restore-report", description="physical restore", markdown=(
-        f"# Physical restore\n\n- chain: {' -> '.join(result['chain'])}\n- target time: {target_time or 'latest'}\n"
-        f"- WAL files replayed: {result['wal_files']}\n- data directory: {result['data_directory']}\n"
-        f"- server: {'running on 127.0.0.1:' + str(result['port']) if keep_running else 'stopped'}\n"
-        f"- duration: {human_seconds(duration)}\n"))
-    notify(env.slack, notices.restore_succeeded(environment, result["data_directory"], result["chain"][-1], duration, None))
-    return {**result, "duration_seconds": round(duration, 2)}
+        folder = Path(names.shell_safe_path(restore_folder, "restore_folder")) if restore_folder else None
+        op.step("restore the physical chain")
+        with gpg_session(op.env.encryption, for_restore=True) as gpg:
+            result = restore_physical(op.repo, gpg, before, folder, keep_running, known_roles=(op.env.database.user,))
+        result.pop("server")
+        duration = op.elapsed
+        op.publish("restore-report", "physical restore", (
+            f"# Physical restore\n\n- chain: {' -> '.join(result['chain'])}\n- target time: {target_time or 'latest'}\n"
+            f"- WAL files replayed: {result['wal_files']}\n- data directory: {result['data_directory']}\n"
+            f"- server: {'running on 127.0.0.1:' + str(result['port']) if keep_running else 'stopped'}\n"
+            f"- duration: {human_seconds(duration)}\n"),
+            notices.restore_succeeded(environment, result["data_directory"], result["chain"][-1], duration, None))
+        return {**result, "duration_seconds": round(duration, 2)}

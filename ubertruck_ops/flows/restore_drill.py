@@ -10,25 +10,20 @@ whatever happened; report; fail on any mismatch.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
-from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
+from ubertruck_ops.core.maintenance import DrillReport, drill_result
 from ubertruck_ops.core.manifest import utc_now
-from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import human_seconds
-from ubertruck_ops.flows.physical_restore import restore_physical
-from ubertruck_ops.flows.restore import RestoreMismatch, restore_into
-from ubertruck_ops.log import logger
-from ubertruck_ops.tasks import catalog, load, wal
+from ubertruck_ops.operations.frame import Operation, operation
+from ubertruck_ops.operations.logical_restore import RestoreMismatch, check_backup, restore_into
+from ubertruck_ops.operations.physical_restore import restore_physical
+from ubertruck_ops.tasks import catalog, wal
 from ubertruck_ops.tasks.crypto import gpg_session
-from ubertruck_ops.tasks.notify import notify
-from ubertruck_ops.tasks.repository import open_repository
 from ubertruck_ops.tasks.scratch_postgres import scratch_target
 
 
@@ -42,72 +37,65 @@ def restore_drill(environment: str = "production", backup_id: str | None = None,
     """Drill a restore of `environment`'s latest (or the given) backup; return RTO, RPO and the verdict.
 
     mode physical rebuilds the latest incremental chain plus archived WAL in a scratch folder
-    instead; both runs the two drills (the monthly schedule does).
+    instead; both runs the two drills (the monthly schedule does). The result has the same keys in
+    every mode: mode, passed, and logical and physical, each a drill's report (None when not run).
 
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
         backup_id: The backup to drill; empty: the latest complete one.
         mode: logical (the nightly dump), physical (the incremental chain and WAL) or both.
     """
-    report = {}
-    if mode in ("logical", "both"):
-        report = _logical_drill(environment, backup_id)
-    if mode in ("physical", "both"):
-        report = {**report, "physical": _physical_drill(environment)} if report else _physical_drill(environment)
-    return report
+    # Each drill reports itself, passed or failed (artifact and notice), then raises DrillFailed.
+    with operation("restore drill", environment, notify_failures=False) as op:
+        reports = []
+        if mode in ("logical", "both"):
+            reports.append(_logical_drill(op, backup_id))
+        if mode in ("physical", "both"):
+            op.restart_clock()
+            reports.append(_physical_drill(op))
+        return drill_result(mode, reports)
 
 
-def _physical_drill(environment: str) -> dict:
-    log = logger()
-    step = Steps(log)
-    clock = time.monotonic()
-    env = load_environment(environment)
-    repo = open_repository(env.repository)
+def _physical_drill(op: Operation) -> DrillReport:
+    env, repo, step = op.env, op.repo, op.step
     result, error = None, None
     try:
         step("rebuild the physical chain in a scratch folder")
         with gpg_session(env.encryption, for_restore=True) as gpg:
-            result = restore_physical(repo, gpg, None, None, keep_running=False,
-                                          known_roles=(env.database.user,))
+            result = restore_physical(repo, gpg, None, None, keep_running=False, known_roles=(env.database.user,))
     except Exception as exc:  # noqa: BLE001 - reported, then raised as the drill's failure
         error = exc
     finally:
         if result:
             shutil.rmtree(Path(result["data_directory"]).parent, ignore_errors=True)
-    rto = time.monotonic() - clock
+    rto = op.elapsed
     archived = wal.archived_files(repo)
     newest = max(archived.values(), default=None)
     rpo = (utc_now() - newest).total_seconds() if newest else 0.0
     passed = error is None
     chain = " -> ".join(result["chain"]) if result else "(not restored)"
     findings = [] if passed else [f"step '{step.current}': {type(error).__name__}: {error}"]
-    create_markdown_artifact(key="restore-drill-physical-report", description="physical restore drill", markdown=(
+    op.publish("restore-drill-physical-report", "physical restore drill", (
         f"# Physical restore drill: {'PASSED' if passed else 'FAILED'}\n\n- chain: {chain}\n"
         f"- WAL files replayed: {result['wal_files'] if result else '-'}\n- RTO: {human_seconds(rto)}\n"
         f"- RPO (age of the newest archived WAL): {human_seconds(rpo)}\n"
-        + "".join(f"- finding: {f}\n" for f in findings)))
-    notify(env.slack, notices.drill_report(environment + " physical", chain.split(" -> ")[-1], passed, rto, rpo, findings))
+        + "".join(f"- finding: {f}\n" for f in findings)),
+        notices.drill_report(op.environment + " physical", chain.split(" -> ")[-1], passed, rto, rpo, findings))
     if not passed:
         raise DrillFailed(f"physical restore drill failed: {findings[0]}") from error
-    return {"chain": result["chain"], "passed": True, "rto_seconds": round(rto, 2), "rpo_seconds": round(rpo, 1),
-            "wal_files": result["wal_files"], "tables": len(result["row_counts"])}
+    return DrillReport("physical", result["chain"][-1], True, round(rto, 2), round(rpo, 1),
+                       tables=len(result["row_counts"]), rows=sum(result["row_counts"].values()),
+                       chain=result["chain"], wal_files=result["wal_files"])
 
 
-def _logical_drill(environment: str, backup_id: str | None) -> dict:
-    log = logger()
-    step = Steps(log)
-    clock = time.monotonic()
-    env = load_environment(environment)
-    repo = open_repository(env.repository)
+def _logical_drill(op: Operation, backup_id: str | None) -> DrillReport:
+    env, repo, step = op.env, op.repo, op.step
     manifest, counts, problems, error = None, {}, [], None
     try:
         step("find the backup")
         manifest = catalog.find_backup(repo, backup_id)
         with gpg_session(env.encryption, for_restore=True) as gpg:
-            step("verify checksums")
-            load.verify_objects(repo, manifest)
-            step("check the key decrypts")
-            roles = load.read_roles(repo, manifest, gpg)
+            roles = check_backup(repo, manifest, gpg, step)
             step("restore into a scratch target")
             with scratch_target(env.drill_database, manifest.backup_id[:15].lower()) as (server, database):
                 try:
@@ -116,19 +104,19 @@ def _logical_drill(environment: str, backup_id: str | None) -> dict:
                     problems.append(str(exc))
     except Exception as exc:  # noqa: BLE001 - reported below, then re-raised as the drill's failure
         error = exc
-    rto = time.monotonic() - clock
+    rto = op.elapsed
     rpo = (utc_now() - manifest.finished).total_seconds() if manifest else 0.0
     passed = error is None and not problems
     backup = manifest.backup_id if manifest else "(none found)"
     findings = problems + ([f"step '{step.current}': {type(error).__name__}: {error}"] if error else [])
-    create_markdown_artifact(key="restore-drill-report", description=f"restore drill of {backup}",
-                             markdown=_report(backup, passed, rto, rpo, counts, manifest, findings))
-    notify(env.slack, notices.drill_report(environment, backup, passed, rto, rpo, findings))
-    log.info("drill %s: RTO %s, RPO %s", "passed" if passed else "FAILED", human_seconds(rto), human_seconds(rpo))
+    op.publish("restore-drill-report", f"restore drill of {backup}",
+               _report(backup, passed, rto, rpo, counts, manifest, findings),
+               notices.drill_report(op.environment, backup, passed, rto, rpo, findings))
+    op.log.info("drill %s: RTO %s, RPO %s", "passed" if passed else "FAILED", human_seconds(rto), human_seconds(rpo))
     if not passed:
         raise DrillFailed(f"restore drill of {backup} failed: " + "; ".join(findings)) from error
-    return {"backup_id": backup, "passed": True, "rto_seconds": round(rto, 2), "rpo_seconds": round(rpo, 1),
-            "tables": len(counts), "rows": sum(counts.values())}
+    return DrillReport("logical", backup, True, round(rto, 2), round(rpo, 1), tables=len(counts),
+                       rows=sum(counts.values()), chain=[backup])
 
 
 def _report(backup: str, passed: bool, rto: float, rpo: float, counts: dict, manifest, findings: list[str]) -> str:

@@ -9,24 +9,17 @@ named in the deploy's notice should a restore be needed.
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.limits import DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS
-from ubertruck_ops.core.releases import check_tag, previous_release
-from ubertruck_ops.core.steps import Steps
+from ubertruck_ops.core.releases import check_tag, rollback_target
 from ubertruck_ops.core.text import human_seconds, one_line
-from ubertruck_ops.flows.deploy import require_app_host
-from ubertruck_ops.flows.go_live import go_live, is_serving
-from ubertruck_ops.log import logger
+from ubertruck_ops.operations.frame import operation
+from ubertruck_ops.operations.go_live import go_live, is_serving, require_app_host
 from ubertruck_ops.tasks import pm2, release
 from ubertruck_ops.tasks.locks import host_lock
-from ubertruck_ops.tasks.notify import notify
 
 
 @flow(name="rollback", description="Put the previous release (or a named one still on the host) back live: "
@@ -38,50 +31,42 @@ def rollback(to: str | None = None, environment: str = "production") -> dict:
         to: A release tag still on the host; empty: the release live before the current one.
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    log = logger()
-    step = Steps(log)
-    clock = time.monotonic()
-    env = load_environment(environment)
-    app = require_app_host(env, environment)
-    if to is not None:
-        check_tag(to)
-    pm2.pm2_command(app)
-    run_id = str(flow_run.get_id() or "")
+    # Until the switch a failure changed nothing: it is the run's own (no notice).
+    with operation("rollback", environment, notify_failures=False) as op:
+        app = require_app_host(op.env, environment)
+        if to is not None:
+            check_tag(to)
+        pm2.pm2_command(app)
+        run_id = str(flow_run.get_id() or "")
 
-    step("wait for the deploy lock")
-    release.prepare_host(app)
-    with host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
-                   holder=f"rollback, flow run {run_id}"):
-        live = release.live_release(app)
-        available = release.releases(app)
-        target = to or previous_release(release.read_history(app), live, available)
-        if target is None:
-            raise ValueError(f"there is no earlier release on the host to roll back to (releases: "
-                             f"{', '.join(available) or 'none'}; live: {live or 'none'})")
-        if target not in available:
-            raise ValueError(f"release {target} is not on the host (kept: {', '.join(available) or 'none'}); "
-                             f"deploy it instead: ubertruck-ops run deploy --param tag={target}")
-        if target == live and is_serving(app, target):
-            log.info("%s is already live and healthy: nothing to do", target)
-            return {"status": "already-live", "tag": target}
+        op.step("wait for the deploy lock")
+        release.prepare_host(app)
+        with host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
+                       holder=f"rollback, flow run {run_id}"):
+            live = release.live_release(app)
+            target = rollback_target(to, release.read_history(app), live, release.releases(app))
+            if target == live and is_serving(app, target):
+                op.log.info("%s is already live and healthy: nothing to do", target)
+                return {"status": "already-live", "tag": target}
 
-        release.record(app, "rollback", live, target, "started", run_id)
-        try:
-            go_live(app, target, step)
-            step("save the PM2 process list")
+            op.what = f"rollback to {target}"
+            release.record(app, "rollback", live, target, "started", run_id)
+
+            def failed(exc: Exception) -> None:
+                release.record(app, "rollback", live, target, "failed", run_id, detail=one_line(exc))
+                op.failure_notice(exc, [":rotating_light: services may be mixed; check `pm2 ls` and act by hand"])
+
+            op.on_failure(handler=failed)
+            go_live(app, target, op.step)
+            op.step("save the PM2 process list")
             pm2.save(app)
-        except Exception as exc:
-            release.record(app, "rollback", live, target, "failed", run_id, detail=one_line(exc))
-            notify(env.slack, notices.operation_failed(f"rollback to {target}", environment, step.current,
-                                                       one_line(exc), [":rotating_light: services may be mixed; "
-                                                                       "check `pm2 ls` and act by hand"]))
-            raise
-        release.record(app, "rollback", live, target, "succeeded", run_id)
+            op.on_failure(notify=False)
+            release.record(app, "rollback", live, target, "succeeded", run_id)
 
-    duration = time.monotonic() - clock
-    create_markdown_artifact(key="rollback-summary", description=f"rollback to {target}",
-                             markdown=f"# Rollback to `{target}`\n\n- was live: {live or 'none'}\n"
-                                      f"- duration: {human_seconds(duration)}\n- health gate: passed\n")
-    notify(env.slack, notices.rollback_succeeded(environment, live, target, duration))
-    log.info("rolled back from %s to %s in %s", live, target, human_seconds(duration))
-    return {"status": "rolled-back", "tag": target, "previous": live, "duration_seconds": round(duration, 2)}
+        duration = op.elapsed
+        op.publish("rollback-summary", f"rollback to {target}",
+                   f"# Rollback to `{target}`\n\n- was live: {live or 'none'}\n"
+                   f"- duration: {human_seconds(duration)}\n- health gate: passed\n",
+                   notices.rollback_succeeded(environment, live, target, duration))
+        op.log.info("rolled back from %s to %s in %s", live, target, human_seconds(duration))
+        return {"status": "rolled-back", "tag": target, "previous": live, "duration_seconds": round(duration, 2)}

@@ -1,13 +1,16 @@
-"""What every checklist and maintenance run does with its results: a table artifact, a markdown
-report, a Slack summary with critical items first, and a Failed run when anything is critical."""
+"""What every checklist and maintenance run shares: its thresholds and business queries, and what
+it does with its results - a table artifact, a markdown report, a Slack summary with critical
+items first, and a Failed run when anything is critical."""
 
 from __future__ import annotations
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 
+from ubertruck_ops.blocks.environment import Environment
+from ubertruck_ops.blocks.monitoring import BusinessQueries, CheckThresholds
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CRITICAL, CheckResult
-from ubertruck_ops.tasks.notify import notify
+from ubertruck_ops.operations.frame import Operation
 
 _ICONS = {checks.CRITICAL: ":red_circle:", checks.ERROR: ":grey_question:", checks.WARN: ":warning:",
           checks.OK: ":white_check_mark:"}
@@ -15,6 +18,16 @@ _ICONS = {checks.CRITICAL: ":red_circle:", checks.ERROR: ":grey_question:", chec
 
 class ChecklistCritical(RuntimeError):
     """At least one check is critical: the run ends Failed so the UI and automations flag it."""
+
+
+def thresholds(env: Environment) -> CheckThresholds:
+    """Return the environment's thresholds (the defaults where none are saved)."""
+    return env.thresholds or CheckThresholds()
+
+
+def business_queries(env: Environment) -> dict[str, str]:
+    """Return the environment's business queries by name (the defaults where none are saved)."""
+    return (env.queries or BusinessQueries()).queries
 
 
 def slack_summary(title: str, environment: str, results: list[CheckResult], extra: list[str] | None = None) -> dict:
@@ -46,15 +59,14 @@ def markdown_report(title: str, results: list[CheckResult], body: str = "") -> s
 """
 
 
-def publish(key: str, title: str, environment: str, results: list[CheckResult], slack_block, body: str = "",
+def publish(op: Operation, key: str, title: str, results: list[CheckResult], body: str = "",
             extra_slack: list[str] | None = None) -> dict:
     """Publish the artifacts and the Slack summary; raise ChecklistCritical when anything is critical,
     after publishing (a Slack failure never stops the report). Return the counts."""
     create_table_artifact(key=f"{key}-results", table=[r.to_row() for r in checks.ordered(results)],
                           description=f"{title}: every check")
-    create_markdown_artifact(key=f"{key}-report", markdown=markdown_report(title, results, body),
-                             description=title)
-    notify(slack_block, slack_summary(title, environment, results, extra_slack))
+    op.publish(f"{key}-report", title, markdown_report(title, results, body),
+               slack_summary(title, op.environment, results, extra_slack))
     critical = [r for r in results if r.status == CRITICAL]
     if critical:
         raise ChecklistCritical(f"{len(critical)} critical: " + "; ".join(f"{r.name}: {r.detail}" for r in critical)[:1500])

@@ -11,55 +11,20 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from ubertruck_ops.core.manifest import Manifest
 from ubertruck_ops.core.names import shell_safe_path
-from ubertruck_ops.core.physical import contiguous_run, parse_segment, segment_name, segment_of
+from ubertruck_ops.core.physical import plan_wal
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
 from ubertruck_ops.tasks.crypto import GpgSession
+from ubertruck_ops.tasks.repository import Repository
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
 
 
-ARCHIVE_LAG = timedelta(hours=1)
-
-
-class WalGap(LookupError):
-    """The WAL archive misses segments the restore needs."""
-
-
-def plan_wal(chain_end: Manifest, archived: dict[str, datetime], target_time: datetime | None) -> list[str]:
-    """Return the WAL files to replay after the chain's last backup, up to `target_time` (or all
-    contiguous ones). Raise WalGap naming the missing segments."""
-    size, timeline = chain_end.physical["wal_segment_size"], chain_end.physical["timeline"]
-    first = segment_of(chain_end.physical["end_lsn"], size)
-    on_timeline = {parse_segment(n, size)[1]: (n, t) for n, t in archived.items()
-                   if parse_segment(n, size) and parse_segment(n, size)[0] == timeline}
-    later = sorted(s for s in on_timeline if s >= first)
-    if target_time is None:
-        last = contiguous_run(set(later), first)
-        return [] if last is None else [on_timeline[s][0] for s in range(first, last + 1)]
-    reaching = [s for s in later if on_timeline[s][1] >= target_time]
-    if not reaching:
-        newest = max((on_timeline[s][1] for s in later), default=None)
-        raise WalGap(f"the WAL archive ends at {newest.isoformat() if newest else chain_end.finished_at}, before "
-                     f"target_time {target_time.isoformat()}: nothing archived reaches it yet")
-    missing = [segment_name(timeline, s, size) for s in range(first, reaching[0] + 1) if s not in on_timeline]
-    if missing:
-        raise WalGap(f"WAL missing between backup {chain_end.backup_id} and the target time: "
-                     f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} segment(s))")
-    # A file is archived some time after its last record was written, so the first one archived after
-    # the target may still end before it: keep going until one archived well after the target (or the
-    # unbroken run ends). PostgreSQL stops replaying at the target whatever it is given.
-    end, run_end = reaching[0], contiguous_run(set(later), first)
-    while end < run_end and on_timeline[end][1] < target_time + ARCHIVE_LAG:
-        end += 1
-    return [on_timeline[s][0] for s in range(first, end + 1)]
-
-
-def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdir: Path | None,
+def restore_physical(repo: Repository, gpg: GpgSession, target_time: datetime | None, workdir: Path | None,
                      keep_running: bool, known_roles: tuple[str, ...] = ()) -> dict:
     """Rebuild and start a cluster from the physical chain; return where it is and what it holds.
 
@@ -70,7 +35,7 @@ def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdi
     """
     log = logger()
     if workdir is not None:
-        workdir = Path(shell_safe_path(workdir, "data_directory"))
+        workdir = Path(shell_safe_path(workdir, "restore_folder"))
     chain = catalog.find_physical_chain(repo, target_time)
     last = chain[-1]
     major = int(last.database["server_version"]) // 10000
@@ -86,7 +51,7 @@ def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdi
 
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ubertruck-restore-"))
     if workdir.exists() and any(workdir.iterdir()):
-        raise FileExistsError(f"{workdir} is not empty: give an empty or new folder as data_directory")
+        raise FileExistsError(f"{workdir} is not empty: give an empty or new folder as restore_folder")
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     workdir.chmod(0o700)   # decrypted data and WAL land here: nobody else may read them
     try:
@@ -99,7 +64,7 @@ def restore_physical(repo, gpg: GpgSession, target_time: datetime | None, workdi
         raise
 
 
-def _rebuild_and_start(repo, gpg: GpgSession, chain: list[Manifest], wal_files: list[str], workdir: Path,
+def _rebuild_and_start(repo: Repository, gpg: GpgSession, chain: list[Manifest], wal_files: list[str], workdir: Path,
                        bin_dir: Path, target_time: datetime | None, keep_running: bool,
                        known_roles: tuple[str, ...]) -> dict:
     log = logger()
@@ -119,7 +84,7 @@ def _rebuild_and_start(repo, gpg: GpgSession, chain: list[Manifest], wal_files: 
     recovery = physical.configure_recovery(data, workdir / "wal", target_time)
 
     server = LocalServer(bin_dir, workdir, durable=True, settings=recovery, restored=True, known_roles=known_roles)
-    server._chown(workdir, recursive=True)
+    server.give_to_server_user(workdir, recursive=True)
     server.start()
     try:
         server.wait_until_promoted(timeout=3600)

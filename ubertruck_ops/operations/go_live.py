@@ -8,6 +8,7 @@ undoing it to the caller, which knows what was live before.
 from __future__ import annotations
 
 from ubertruck_ops.blocks.app import AppHost
+from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.tasks import health, pm2, release, web_server
 
@@ -42,3 +43,14 @@ def is_serving(app: AppHost, tag: str) -> bool:
     except Exception:  # noqa: BLE001 - any doubt means "not serving": do the work again
         return False
     return True
+
+
+def require_app_host(env: Environment, environment: str, needs_repo: bool = False) -> AppHost:
+    """Return the environment's app host block. Raise ValueError saying how to configure it."""
+    if env.app is None:
+        raise ValueError(f"block ubertruck-app-host/{environment}-app not found: set APP_ROOT, APP_REPO_URL, "
+                         f"WEB_ROOT ... and run `ubertruck-ops blocks init --name {environment}`")
+    if needs_repo and not env.app.repo_url:
+        raise ValueError(f"block {environment}-app has no repository URL: set APP_REPO_URL and run "
+                         f"`ubertruck-ops blocks init --name {environment}`")
+    return env.app

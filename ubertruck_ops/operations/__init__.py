@@ -1,0 +1,1 @@
+"""Procedures flows share, and the frame every flow runs in. They call tasks and core; no flow."""
