@@ -213,15 +213,72 @@ def test_a_backup_waiting_for_the_lock_says_who_holds_it_every_interval(source_d
     holder = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(holder, fcntl.LOCK_EX)
     os.write(holder, json.dumps({"holder": "incremental backup of the test", "pid": 4242}).encode())
-    timer = threading.Timer(3.5, os.close, args=(holder,))      # the holder finishes after 3.5 s
-    timer.start()
-    try:
-        state = nightly_backup(environment=env, return_state=True)
-    finally:
-        timer.join()
+    # The holder finishes once the waiting run has said twice who holds the lock (however slow the
+    # machine is to get the run there): a fixed timer raced the flow's start-up under load.
+    describe, reports = locks._describe, []
+
+    def describe_then_release(data):
+        reports.append(data)
+        if len(reports) == 2:
+            threading.Timer(0.5, os.close, args=(holder,)).start()
+        return describe(data)
+
+    monkeypatch.setattr(locks, "_describe", describe_then_release)
+    state = nightly_backup(environment=env, return_state=True)
     assert state.is_completed(), state.message
     logs = flow_run_logs(state)
     waiting = [line for line in logs.splitlines() if line.startswith("waiting for the ubertruck-backup lock")]
     assert len(waiting) >= 2, logs
     assert all("held on this host by incremental backup of the test (pid 4242" in line for line in waiting)
     assert re.search(r"took the ubertruck-backup lock after waiting [3-9]\.\d s", logs)
+
+
+def test_the_lease_is_renewed_with_the_api_that_granted_it_not_whatever_a_bare_thread_finds():
+    """A run's settings (its API, its auth) live in context variables: a renewal thread that lost them
+    renewed against another API, heard 404 and interrupted a healthy deploy (seen in the demo)."""
+    from http.server import BaseHTTPRequestHandler
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_CSRF_SUPPORT_ENABLED, temporary_settings
+
+    from tests.parts import _Server
+    from ubertruck_ops.tasks import locks
+
+    class Renewals(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            self.server.owner.paths.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:     # the client asks the server's version when it opens
+            import prefect
+
+            body = json.dumps(prefect.__version__).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class RenewalReceiver(_Server):
+        handler = Renewals
+        paths: list[str] = []
+
+    receiver = RenewalReceiver().start()
+    lease = "6b1f0c52-3d4e-4b8e-9a51-0c1d2e3f4a5b"
+    path = Path(tempfile.mkdtemp(prefix="ut-renewal-")) / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with temporary_settings({PREFECT_API_URL: f"{receiver.url}/api", PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: False}):
+            renewal = locks._Renewal(fd, {"lease_id": lease, "until": time.time() + 60}, 0.6, "ubertruck-test")
+            deadline = time.monotonic() + 10
+            while not receiver.paths and time.monotonic() < deadline:
+                time.sleep(0.1)
+            renewal.stop()
+    finally:
+        os.close(fd)
+        receiver.stop()
+    assert receiver.paths and all(lease in p and p.endswith("/renew") for p in receiver.paths), receiver.paths

@@ -21,6 +21,7 @@ Only Prefect's public client API is used (increment/renew/release with lease, de
 from __future__ import annotations
 
 import _thread
+import contextvars
 import fcntl
 import json
 import os
@@ -202,7 +203,10 @@ class _Renewal:
         self.log = logger()
         self.main = threading.current_thread() is threading.main_thread()
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-renewal-{limit}")
+        # The thread runs in a copy of this context: Prefect's settings (which API granted the lease,
+        # its auth) live in context variables, and a bare thread would talk to another API.
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,), daemon=True,
+                                       name=f"lease-renewal-{limit}")
         self.thread.start()
 
     def _loop(self) -> None:
