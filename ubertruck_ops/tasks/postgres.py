@@ -220,7 +220,10 @@ def drop_database(conn: psycopg.Connection, name: str) -> None:
 
 def rename_database(conn: psycopg.Connection, old: str, new: str) -> None:
     """Rename a database, disconnecting its sessions first (ALTER DATABASE needs it idle)."""
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+    # Client sessions only: autovacuum workers go by themselves, and since PostgreSQL 18 terminating
+    # one needs pg_signal_autovacuum_worker, which a database owner lacks.
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+                 " AND backend_type = 'client backend'",
                  (old,))
     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
 
