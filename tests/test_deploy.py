@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -28,8 +30,20 @@ def test_deploy_migrate_upgrade_and_rollback_without_a_failed_request(pg18, app_
     db = make_database(pg18, size_mb=2)
     env = save_env(db, BackupRepository(url=str(local_repo)), app=app, slack_url=slack.webhook())
 
-    first = deploy(tag="v1.0.0", environment=env)
+    # As `ubertruck-ops run` and a worker with UMask=0077 deploy; the host's folders sit under /opt (0755).
+    Path(app.app_root).parent.chmod(0o755)
+    previous_umask = os.umask(0o077)
+    try:
+        first = deploy(tag="v1.0.0", environment=env)
+    finally:
+        os.umask(previous_umask)
     assert first["status"] == "deployed" and first["migrations"] == ["001_feature_flags.sql"]
+    # nginx (another user) reads the published frontend; the release's code stays private.
+    served = subprocess.run(["cat", str(Path(app.web_root) / "version.json")], user="nobody", capture_output=True)
+    assert served.returncode == 0 and b"v1.0.0" in served.stdout, served.stderr
+    listing = subprocess.run(["ls", str(Path(app.app_root) / "releases" / "v1.0.0" / "user-service")], user="nobody",
+                             capture_output=True)
+    assert listing.returncode != 0
     assert first["backup_id"] and list(local_repo.glob(f"*/*/*/{first['backup_id']}/manifest.json"))
     assert set(versions(app).values()) == {"v1.0.0"}
     assert web_version(app) == "v1.0.0" and (Path(app.app_root).parent / "nginx-reloaded").exists()

@@ -61,6 +61,7 @@ class Sandbox:
         if self.base.exists():
             shutil.rmtree(self.base)
         self.base.mkdir(parents=True)
+        self.base.chmod(0o711)   # the server user passes through to its own folder; nobody lists it
         self.server = LocalServer(self.bin_dir, self.base / "postgres", durable=True).start()
         password = secrets.token_urlsafe(18)
         with psycopg.connect(**self.server.database().connect_kwargs(), autocommit=True) as admin:

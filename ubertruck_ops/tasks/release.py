@@ -134,6 +134,24 @@ def write_ecosystem(app: AppHost, tag: str) -> Path:
     return path
 
 
+def share_with_web_server(dist: Path, app_root: Path) -> None:
+    """Make the frontend build readable by the web server's user (nginx: www-data), which the
+    project's umask 077 would lock out: its files a+r, its folders a+rx, and every folder from
+    APP_ROOT down to it passable (a+x, not listable). The rest of the release stays private."""
+    for root, folders, files in os.walk(dist):
+        os.chmod(root, os.stat(root).st_mode | 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o644)
+    folder = dist.parent
+    while True:
+        os.chmod(folder, os.stat(folder).st_mode | 0o711)
+        if folder == app_root or folder == folder.parent:
+            break
+        folder = folder.parent
+
+
 @task(name="publish-frontend", cache_policy=NO_CACHE)
 def publish_frontend(app: AppHost, tag: str) -> str | None:
     """Point the web root at releases/<tag>/frontend/dist atomically; return the web root, or
@@ -144,8 +162,11 @@ def publish_frontend(app: AppHost, tag: str) -> str | None:
     dist = release_dir(app, tag) / "frontend" / "dist"
     if not (dist / "index.html").is_file():
         raise RuntimeError(f"release {tag} has no frontend build ({dist}/index.html is missing)")
+    share_with_web_server(dist, Path(app.app_root))
     web_root = Path(app.web_root)
-    web_root.parent.mkdir(parents=True, exist_ok=True)
+    if not web_root.parent.is_dir():
+        web_root.parent.mkdir(parents=True)
+        web_root.parent.chmod(0o755)
     if web_root.exists() and not web_root.is_symlink():
         aside = web_root.with_name(web_root.name + ".before-ubertruck")
         os.rename(web_root, aside)

@@ -85,6 +85,19 @@ def check_reachable(base: Path) -> None:
                                   f"chmod o+x {folder}, or put the server's folder elsewhere")
 
 
+def make_traversable_parents(base: Path) -> None:
+    """Create the missing parents of `base` as 0711: the server user (under root) must pass through
+    them, and under the project's umask 077 a plain mkdir would lock it out. Nobody can list them."""
+    missing = []
+    parent = Path(base).absolute().parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o711)
+
+
 def _os_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
@@ -140,7 +153,8 @@ class LocalServer:
     def start(self, set_password: bool = True) -> "LocalServer":
         """Create the cluster when new, start it and (ours only) set the superuser password. Raise
         CommandFailed with the server log when it does not start."""
-        self.base.mkdir(parents=True, exist_ok=True)
+        make_traversable_parents(self.base)
+        self.base.mkdir(exist_ok=True)
         self.base.chmod(0o700)   # a copy of production inside: nobody else reads it
         self.give_to_server_user(self.base)
         self._check_reachable()
