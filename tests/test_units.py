@@ -174,3 +174,16 @@ def test_the_block_classes_own_the_guides_defaults_and_blocks_init_derives_them(
     assert (env.app.web_root, env.app.log_dir) == ("/var/www/html", "/var/log/ubertruck")
     default_of(AppHost, "services")["user-service"] = 1
     assert AppHost().services["user-service"] == 3001, "a default is a fresh copy"
+
+
+def test_checks_run_with_the_runs_prefect_settings_not_whatever_a_bare_thread_finds():
+    """A check reading the Prefect API from a bare thread lost the run's API and started Prefect's
+    own temporary server (seen in the demo's morning checklist)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def seen_api() -> CheckResult:
+        return checks.ok("api", detail=PREFECT_API_URL.value() or "none")
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        [result] = run_checks({"api": seen_api}, timeout=5)
+    assert result.detail == "http://127.0.0.1:9/api"

@@ -3,6 +3,7 @@ and the runner that gives each its own deadline."""
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -40,7 +41,10 @@ def run_checks(checks: dict[str, Check], timeout: float, timeouts: dict[str, flo
 
     deadlines = {name: started + (timeouts or {}).get(name, timeout) for name in checks}
     for name, check in checks.items():
-        threading.Thread(target=work, args=(name, check), name=f"check {name}", daemon=True).start()
+        # Each thread in a copy of this context: the run's Prefect settings (its API, its auth) live in
+        # context variables, and a check that reads the API from a bare thread would start another one.
+        threading.Thread(target=contextvars.copy_context().run, args=(work, name, check), name=f"check {name}",
+                         daemon=True).start()
     collected: dict[str, list[CheckResult]] = {}
     while len(collected) < len(checks):
         pending = [n for n in checks if n not in collected]
