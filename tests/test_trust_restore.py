@@ -41,27 +41,6 @@ def has_marker(db, database: str | None = None) -> bool:
         return conn.execute("SELECT count(*) FROM admin.audit_log WHERE action = 'written-after-the-backup'").fetchone()[0] > 0
 
 
-# --- names, by bytes -------------------------------------------------------------------------------
-
-def test_names_are_cut_by_utf8_bytes_on_a_character_boundary():
-    assert names.truncate_bytes("ü" * 40, 63) == "ü" * 31
-    assert names.truncate_bytes("abc", 63) == "abc"
-    assert names.truncate_bytes("aü", 2) == "a"
-
-
-@pytest.mark.parametrize("target", ["ü" * 31, "a" * 63, "ü" * 30 + "a", "ubertruck_prod", "日本語のデータベース名" * 2,
-                                    "x_restoring_abcd1234", "x" * 40 + "_before_20260101000000"])
-def test_staging_and_kept_names_fit_in_63_bytes_and_never_equal_the_target_or_each_other(target):
-    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    staging = names.staging_name(target, "abcd1234")
-    kept = names.kept_name(target, moment, avoid=(staging,))
-    assert len(staging.encode()) <= 63 and len(kept.encode()) <= 63
-    assert len({target, staging, kept}) == 3
-    assert names.staging_name(target, "ffff0000") != staging       # one name per run
-    assert names.kept_name(target, moment, 1) != kept
-    assert names.staging_token_of(staging) == "abcd1234"
-
-
 # --- values that reach a shell ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", ["/tmp/$(touch /tmp/x)", "/tmp/`id`", "/tmp/a b", '/tmp/a"b', "/tmp/a'b",
