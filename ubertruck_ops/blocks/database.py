@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import quote, urlencode
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
+# libpq's environment variable for each connection keyword (libpq "Environment Variables"), so the
+# PostgreSQL tools get the URL's parameters without argv. Keywords missing here have no variable
+# (keepalives, tcp_user_timeout...): psycopg still gets them, the tools do not.
+LIBPQ_ENV = {
+    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
+    "password": "PGPASSWORD", "passfile": "PGPASSFILE", "require_auth": "PGREQUIREAUTH",
+    "channel_binding": "PGCHANNELBINDING", "service": "PGSERVICE", "servicefile": "PGSERVICEFILE",
+    "options": "PGOPTIONS", "application_name": "PGAPPNAME", "sslmode": "PGSSLMODE",
+    "sslnegotiation": "PGSSLNEGOTIATION", "requiressl": "PGREQUIRESSL", "sslcompression": "PGSSLCOMPRESSION",
+    "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY", "sslcertmode": "PGSSLCERTMODE", "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL", "sslcrldir": "PGSSLCRLDIR", "sslsni": "PGSSLSNI", "requirepeer": "PGREQUIREPEER",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION", "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "min_protocol_version": "PGMINPROTOCOLVERSION", "max_protocol_version": "PGMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE", "krbsrvname": "PGKRBSRVNAME", "gsslib": "PGGSSLIB",
+    "gssdelegation": "PGGSSDELEGATION", "connect_timeout": "PGCONNECT_TIMEOUT",
+    "client_encoding": "PGCLIENTENCODING", "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+}
+# Held in fields of their own (or refused), never in `parameters`.
+_OWN_FIELDS = {"host", "port", "dbname", "user", "password", "sslmode"}
+# Secrets libpq takes that have no environment variable: they would have to travel in argv or a file.
+_REFUSED = {"sslpassword": "the client key's password cannot reach the PostgreSQL tools safely; "
+                           "use an unencrypted key file readable only by this user"}
+_LOCAL = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_local_host(host: str) -> bool:
+    """Return True for a host on this machine: localhost, a loopback address or a socket folder."""
+    return host in _LOCAL or host.startswith("/") or host.startswith("@") or host == ""
 
 
 class PostgresDatabase(Block):
@@ -15,68 +47,122 @@ class PostgresDatabase(Block):
     _block_type_slug = "ubertruck-postgres-database"
     _description = "A PostgreSQL database: host, port, name and login. The password is a secret."
 
-    host: str = Field(default="localhost", title="Host", description="Server host name or address.")
-    port: int = Field(default=5432, title="Port", description="Server TCP port.")
+    host: str = Field(default="localhost", title="Host",
+                      description="Server host name, address or socket folder; several hosts separated by commas "
+                                  "(libpq tries them in order).")
+    port: int = Field(default=5432, title="Port",
+                      description="Server TCP port (the first host's when hosts have different ports; "
+                                  "then parameters holds the full list).")
     database: str = Field(title="Database", description="Database name, e.g. ubertruck_prod.")
     user: str = Field(title="User", description="Role to log in as; backups need read access to every table.")
     password: SecretStr | None = Field(default=None, title="Password", description="Password of the role.")
     sslmode: str | None = Field(default=None, title="SSL mode", description="libpq sslmode, e.g. require.")
+    parameters: dict[str, str] = Field(
+        default_factory=dict, title="Connection parameters",
+        description="Every other libpq parameter of DATABASE_URL (sslrootcert, options, target_session_attrs...), "
+                    "passed to psycopg and to the PostgreSQL tools; never a secret.")
 
     @classmethod
     def from_url(cls, url: str) -> "PostgresDatabase":
-        """Given a postgresql:// URL, return the block. Raise ValueError when it names no database or user."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgres", "postgresql"):
+        """Given a postgresql:// URL, return the block with every parameter of it kept, and sslmode
+        `require` (`verify-full` with sslrootcert) for a host not on this machine when the URL sets none.
+        Raise ValueError when it is not a valid libpq URL or names no database or user."""
+        if not url.startswith(("postgres://", "postgresql://")):
             raise ValueError("DATABASE_URL must start with postgresql://")
-        database = unquote(parts.path.lstrip("/"))
-        if not database or not parts.username:
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            # libpq's message quotes the faulty part; it can hold the password, so it is not repeated.
+            raise ValueError("DATABASE_URL is not a valid libpq URL (check its parameters' names and "
+                             "percent-encoding): postgresql://USER:PASSWORD@HOST:PORT/DATABASE?param=value") from None
+        params = {k: str(v) for k, v in params.items()}
+        for name, why in _REFUSED.items():
+            if name in params:
+                raise ValueError(f"DATABASE_URL parameter {name} is not supported: {why}")
+        if not params.get("dbname") or not params.get("user"):
             raise ValueError("DATABASE_URL must name a user and a database: postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
-        query = parse_qs(parts.query)
-        return cls(
-            host=parts.hostname or "localhost", port=parts.port or 5432, database=database,
-            user=unquote(parts.username),
-            password=SecretStr(unquote(parts.password)) if parts.password else None,
-            sslmode=query.get("sslmode", [None])[0],
-        )
+        host = params.get("host") or "localhost"
+        hosts = host.split(",")
+        port, ports = _ports(params.get("port", ""), len(hosts))
+        extra = {k: v for k, v in params.items() if k not in _OWN_FIELDS}
+        if ports:
+            extra["port"] = ports
+        sslmode = params.get("sslmode")
+        if sslmode is None and not all(is_local_host(h) for h in hosts + [params.get("hostaddr", "")]):
+            sslmode = "verify-full" if params.get("sslrootcert") else "require"
+        return cls(host=host, port=port, database=params["dbname"], user=params["user"],
+                   password=SecretStr(params["password"]) if params.get("password") else None,
+                   sslmode=sslmode, parameters=extra)
+
+    def _ports(self) -> str:
+        return self.parameters.get("port") or str(self.port)
 
     def describe(self) -> str:
         """Return 'database on host:port' for messages; never the password."""
-        return f"database {self.database} on {self.host}:{self.port}"
+        hosts, ports = self.host.split(","), self._ports().split(",")
+        if len(hosts) > 1 and len(ports) == len(hosts):
+            return f"database {self.database} on " + ",".join(f"{h}:{p}" for h, p in zip(hosts, ports))
+        return f"database {self.database} on {self.host}:{self._ports()}"
+
+    def conninfo(self, database: str | None = None) -> dict[str, str]:
+        """Return every libpq keyword of this database with its value, password included."""
+        info = {"connect_timeout": "10", **self.parameters,
+                "host": self.host, "port": self._ports(), "user": self.user, "dbname": database or self.database}
+        if self.password is not None:
+            info["password"] = self.password.get_secret_value()
+        if self.sslmode:
+            info["sslmode"] = self.sslmode
+        return info
 
     def libpq_env(self, database: str | None = None) -> dict[str, str]:
         """Return the PG* variables that point libpq tools at this database (password included)."""
-        env = {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user,
-               "PGDATABASE": database or self.database, "PGCONNECT_TIMEOUT": "10"}
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password.get_secret_value()
-        if self.sslmode:
-            env["PGSSLMODE"] = self.sslmode
-        return env
+        return {LIBPQ_ENV[k]: v for k, v in self.conninfo(database).items() if k in LIBPQ_ENV}
 
     def url(self) -> str:
-        """Return the postgresql:// URL of this database, password included: for a child's
-        environment (DATABASE_URL), never for argv or logs."""
+        """Return the postgresql:// URL of this database, every parameter and the password included:
+        for a child's environment (DATABASE_URL), never for argv or logs."""
         auth = quote(self.user, safe="")
         if self.password is not None:
             auth += ":" + quote(self.password.get_secret_value(), safe="")
-        query = f"?sslmode={quote(self.sslmode)}" if self.sslmode else ""
-        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}{query}"
+        query = {k: v for k, v in self.parameters.items() if k != "port"}
+        hosts, ports = self.host.split(","), self._ports().split(",")
+        if any(h.startswith(("/", "@")) for h in hosts):
+            netloc, query = auth + "@", {"host": self.host, "port": self._ports(), **query}
+        else:
+            bracket = [f"[{h}]" if ":" in h else h for h in hosts]
+            if len(ports) == 1:
+                ports = ports * len(hosts)
+            netloc = auth + "@" + ",".join(f"{h}:{p}" for h, p in zip(bracket, ports))
+        if self.sslmode:
+            query["sslmode"] = self.sslmode
+        suffix = "?" + urlencode(query, quote_via=quote, safe="/") if query else ""
+        return f"postgresql://{netloc}/{quote(self.database, safe='')}{suffix}"
 
     def connect_kwargs(self, database: str | None = None) -> dict:
         """Return keyword arguments for psycopg.connect."""
-        kwargs = {"host": self.host, "port": self.port, "user": self.user, "dbname": database or self.database,
-                  "connect_timeout": 10, "application_name": "ubertruck-ops"}
-        if self.password is not None:
-            kwargs["password"] = self.password.get_secret_value()
-        if self.sslmode:
-            kwargs["sslmode"] = self.sslmode
-        return kwargs
+        # Only our own sessions are named; the tools keep their own names (pg_receivewal's matters
+        # to synchronous_standby_names) unless the URL sets one.
+        return {"application_name": "ubertruck-ops", **self.conninfo(database)}
 
     def same_database_as(self, other: "PostgresDatabase") -> bool:
         """Return True when both blocks name the same database on the same server."""
-        local = {"localhost", "127.0.0.1", "::1"}
 
         def server(db: "PostgresDatabase") -> tuple:
-            return ("local" if db.host in local else db.host.lower(), db.port, db.database)
+            hosts = tuple("local" if h in _LOCAL else h.lower() for h in db.host.split(","))
+            return (hosts, db._ports(), db.database)
 
         return server(self) == server(other)
+
+
+def _ports(value: str, hosts: int) -> tuple[int, str | None]:
+    """Given libpq's port value and the number of hosts, return (first port, the full comma list or
+    None when one port serves every host). Raise ValueError on a port that is not a number."""
+    given = value.split(",") if value else [""]
+    if len(given) not in (1, hosts):
+        raise ValueError(f"DATABASE_URL gives {len(given)} ports for {hosts} hosts")
+    filled = [p or "5432" for p in given]
+    if not all(p.isdigit() and 0 < int(p) < 65536 for p in filled):
+        raise ValueError(f"DATABASE_URL has a port that is not a number: {value}")
+    if len(set(filled)) == 1:
+        return int(filled[0]), None
+    return int(filled[0]), ",".join(filled)
