@@ -170,6 +170,13 @@ class SlackReceiver(_Server):
         return [p.get("text", "") for p in self.posts]
 
 
+def processes() -> dict[int, tuple[int, str]]:
+    """Return pid -> (parent pid, command line) of every process on the machine now (psutil skips
+    the ones that end while it reads)."""
+    return {proc.pid: (proc.info["ppid"], " ".join(proc.info["cmdline"] or []))
+            for proc in psutil.process_iter(["ppid", "cmdline"])}
+
+
 class CommandLineWatcher:
     """Records the command line of every process on the machine while active."""
 
@@ -180,10 +187,7 @@ class CommandLineWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for proc in psutil.process_iter(["cmdline"]):
-                cmdline = proc.info.get("cmdline")
-                if cmdline:
-                    self.seen.add(" ".join(cmdline))
+            self.seen.update(cmdline for _, cmdline in processes().values() if cmdline)
             time.sleep(self.interval)
 
     def __enter__(self) -> "CommandLineWatcher":

@@ -95,7 +95,7 @@ def test_what_must_not_be_repeated_has_no_retries():
 
 class _Answer(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
-        pass
+        """Keep the test output free of one line per request."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))

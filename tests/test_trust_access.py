@@ -17,6 +17,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from tests.conftest import new_env_name, save_env
+from tests.parts import processes
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.deployments.serve import wait_for_api
@@ -24,17 +25,6 @@ from ubertruck_ops.tasks.scratch_postgres import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 UBERTRUCK_OPS = PROJECT / ".venv" / "bin" / "ubertruck-ops"
-
-
-def _command_lines() -> list[str]:
-    lines = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                lines.append(Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            except OSError:
-                pass
-    return lines
 
 
 def test_the_api_serve_starts_refuses_requests_without_the_auth_string_kept_0600_and_on_no_command_line(tmp_path):
@@ -61,7 +51,7 @@ def test_the_api_serve_starts_refuses_requests_without_the_auth_string_kept_0600
             assert wrong.status_code == 401, what
             allowed = httpx.request(method, f"{api}{path}", json=body, auth=(user, password), timeout=10)
             assert allowed.status_code == 200, (what, allowed.status_code)
-        assert not [line for line in _command_lines() if auth in line or password in line]
+        assert not [line for line in [cmdline for _, cmdline in processes().values()] if auth in line or password in line]
     finally:
         serving.send_signal(signal.SIGINT)
         serving.wait(timeout=60)

@@ -19,27 +19,12 @@ import psycopg
 import pytest
 
 from tests.conftest import save_env
-from tests.parts import flow_run_logs
+from tests.parts import flow_run_logs, processes
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 
 PROJECT = Path(__file__).resolve().parents[1]
 UBERTRUCK_OPS = PROJECT / ".venv" / "bin" / "ubertruck-ops"
-
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process."""
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        found[int(name)] = (int(stat.rpartition(")")[2].split()[1]), cmdline)
-    return found
 
 
 def _environ(pid: int) -> str:
@@ -51,13 +36,13 @@ def _environ(pid: int) -> str:
 
 def _api_servers_of(home: Path) -> list[int]:
     """Prefect API servers (ours or Prefect's ephemeral one) working on PREFECT_HOME `home`."""
-    return [pid for pid, (_, cmd) in _processes().items()
+    return [pid for pid, (_, cmd) in processes().items()
             if ("uvicorn" in cmd or "prefect server start" in cmd.replace("-m prefect", "prefect"))
             and f"PREFECT_HOME={home}\0" in _environ(pid)]
 
 
 def _agents_of(home: str) -> list[int]:
-    return [pid for pid, (_, cmd) in _processes().items() if "gpg-agent" in cmd and home in cmd]
+    return [pid for pid, (_, cmd) in processes().items() if "gpg-agent" in cmd and home in cmd]
 
 
 def _wait(condition, seconds: float, what: str, process: subprocess.Popen | None = None):
@@ -118,16 +103,16 @@ def test_a_cron_backup_killed_holding_the_lock_leaves_no_server_or_gnupg_home_an
               "the first backup never took the lock", first)
         gnupg = _wait(lambda: list(cron["tmp"].glob(f"ubertruck-gnupg-{first.pid}-*")), 60,
                       "the first backup opened no gpg session", first)[0]
-        servers = [pid for pid, (parent, _) in _processes().items() if parent == first.pid and pid in
+        servers = [pid for pid, (parent, _) in processes().items() if parent == first.pid and pid in
                    _api_servers_of(home)]
         assert len(servers) == 1, "the run should start exactly one API server of its own"
         # The run's own API answers only with the auth string, and the string is on no command line.
-        port = re.search(r"--port (\d+)", _processes()[servers[0]][1]).group(1)
+        port = re.search(r"--port (\d+)", processes()[servers[0]][1]).group(1)
         api = f"http://127.0.0.1:{port}/api"
         assert httpx.post(f"{api}/block_documents/filter", json={}, timeout=10).status_code == 401
         assert httpx.post(f"{api}/block_documents/filter", json={}, auth=tuple(auth.split(":", 1)),
                           timeout=10).status_code == 200
-        assert not [pid for pid, (_, cmd) in _processes().items() if auth in cmd]
+        assert not [pid for pid, (_, cmd) in processes().items() if auth in cmd]
         # The killed session's gpg-agent (one is running while a backup encrypts).
         subprocess.run(["gpg-connect-agent", "--homedir", str(gnupg), "/bye"], env={**env, "GNUPGHOME": str(gnupg)},
                        capture_output=True, timeout=30, check=True)
