@@ -187,3 +187,33 @@ def test_checks_run_with_the_runs_prefect_settings_not_whatever_a_bare_thread_fi
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         [result] = run_checks({"api": seen_api}, timeout=5)
     assert result.detail == "http://127.0.0.1:9/api"
+
+
+def test_the_published_frontend_is_readable_by_the_web_server_and_writable_by_nobody_else(tmp_path):
+    from ubertruck_ops.tasks.release import share_with_web_server
+
+    app_root = tmp_path / "app"
+    dist = app_root / "releases" / "v1.0.0" / "frontend" / "dist"
+    (dist / "assets").mkdir(parents=True, mode=0o700)
+    (dist / "index.html").write_text("<html></html>")
+    (dist / "index.html").chmod(0o666)                  # a careless build: world-writable
+    (dist / "assets" / "app.js").write_text("1")
+    (dist / "assets" / "app.js").chmod(0o600)
+    secret = app_root / "shared" / ".env.production"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("DATABASE_URL=...")
+    secret.chmod(0o600)
+    (dist / "env").symlink_to(secret)                   # a link must not open what it points at
+    (app_root / "releases" / "v1.0.0" / "user-service").mkdir(mode=0o700)
+
+    share_with_web_server(dist, app_root)
+
+    mode = lambda p: p.stat().st_mode & 0o7777  # noqa: E731
+    assert mode(dist / "index.html") == 0o644 and mode(dist / "assets" / "app.js") == 0o644
+    assert mode(dist) == mode(dist / "assets") == 0o755
+    assert mode(secret) == 0o600
+    assert mode(app_root / "releases" / "v1.0.0" / "user-service") == 0o700
+    for folder in (app_root, app_root / "releases", app_root / "releases" / "v1.0.0", dist.parent):
+        assert mode(folder) & 0o011 == 0o011 and mode(folder) & 0o022 == 0, folder
+    with pytest.raises(ValueError):
+        share_with_web_server(tmp_path / "elsewhere" / "dist", app_root)

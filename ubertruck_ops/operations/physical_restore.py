@@ -21,7 +21,7 @@ from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
 from ubertruck_ops.tasks.crypto import GpgSession
 from ubertruck_ops.tasks.repository import Repository
-from ubertruck_ops.tasks.scratch_postgres import LocalServer
+from ubertruck_ops.tasks.scratch_postgres import LocalServer, make_traversable_parents
 
 
 def restore_physical(repo: Repository, gpg: GpgSession, target_time: datetime | None, workdir: Path | None,
@@ -52,7 +52,8 @@ def restore_physical(repo: Repository, gpg: GpgSession, target_time: datetime | 
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ubertruck-restore-"))
     if workdir.exists() and any(workdir.iterdir()):
         raise FileExistsError(f"{workdir} is not empty: give an empty or new folder as restore_folder")
-    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_traversable_parents(workdir)   # parents the server user must pass through, even under umask 077
+    workdir.mkdir(exist_ok=True, mode=0o700)
     workdir.chmod(0o700)   # decrypted data and WAL land here: nobody else may read them
     try:
         return _rebuild_and_start(repo, gpg, chain, wal_files, workdir, bin_dir, target_time, keep_running,

@@ -136,20 +136,31 @@ def write_ecosystem(app: AppHost, tag: str) -> Path:
 
 def share_with_web_server(dist: Path, app_root: Path) -> None:
     """Make the frontend build readable by the web server's user (nginx: www-data), which the
-    project's umask 077 would lock out: its files a+r, its folders a+rx, and every folder from
-    APP_ROOT down to it passable (a+x, not listable). The rest of the release stays private."""
-    for root, folders, files in os.walk(dist):
-        os.chmod(root, os.stat(root).st_mode | 0o755)
+    project's umask 077 would lock out: its files exactly 0644 and its folders 0755 (nobody else may
+    write them), every folder from APP_ROOT down to it passable but not listable or writable by others
+    (0711 at least). Symbolic links are left as they are, not their targets. The rest of the release
+    stays private. Raise ValueError when `dist` is not inside `app_root`."""
+    path_down = dist.relative_to(app_root).parent.parts    # ValueError outside APP_ROOT: never chmod beyond it
+    for root, folders, files in os.walk(dist):           # os.walk does not enter linked folders
+        os.chmod(root, 0o755)
         for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
-                os.chmod(path, os.stat(path).st_mode | 0o644)
-    folder = dist.parent
-    while True:
-        os.chmod(folder, os.stat(folder).st_mode | 0o711)
-        if folder == app_root or folder == folder.parent:
-            break
-        folder = folder.parent
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), 0o644)
+    folder = app_root
+    for part in ("", *path_down):
+        folder = folder / part if part else folder
+        os.chmod(folder, (os.stat(folder).st_mode | 0o711) & 0o7755)
+
+
+def _make_shared_folders(path: Path) -> None:
+    """Create `path` and its missing parents 0755: the web server passes through them."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir()
+        folder.chmod(0o755)
 
 
 @task(name="publish-frontend", cache_policy=NO_CACHE)
@@ -164,9 +175,7 @@ def publish_frontend(app: AppHost, tag: str) -> str | None:
         raise RuntimeError(f"release {tag} has no frontend build ({dist}/index.html is missing)")
     share_with_web_server(dist, Path(app.app_root))
     web_root = Path(app.web_root)
-    if not web_root.parent.is_dir():
-        web_root.parent.mkdir(parents=True)
-        web_root.parent.chmod(0o755)
+    _make_shared_folders(web_root.parent)
     if web_root.exists() and not web_root.is_symlink():
         aside = web_root.with_name(web_root.name + ".before-ubertruck")
         os.rename(web_root, aside)
