@@ -6,6 +6,7 @@ and restore dumps of older servers (production runs 15), never the other way rou
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -18,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from ubertruck_ops.blocks.database import PostgresDatabase
-from ubertruck_ops.tasks.execute import Stage, run
+from ubertruck_ops.tasks.execute import Stage, ToolMissing, run
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -35,6 +36,31 @@ def client_bin_dir() -> Path:
 
 def tool(name: str) -> str:
     return str(client_bin_dir() / name)
+
+
+# Where Debian's postgresql-<major> package puts its server binaries (and PGDG's packages on other distributions).
+HOST_BIN_DIR = "/usr/lib/postgresql/{major}/bin"
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_major() -> int:
+    """Return the major version of the PostgreSQL binaries shipped with the project (the wheel's)."""
+    return int(tool_version("postgres").split()[-1].split(".")[0])
+
+
+def server_bin_dir(major: int) -> Path:
+    """Given a PostgreSQL major version, return a folder holding that version's server binaries
+    (a data directory only starts under its own major): the shipped ones when they match, else
+    the host's. Raise ToolMissing with the install command when the host has none."""
+    if major == shipped_major():
+        return client_bin_dir()
+    host = Path(HOST_BIN_DIR.format(major=major))
+    if (host / "postgres").exists() and (host / "pg_ctl").exists():
+        return host
+    raise ToolMissing(f"this needs PostgreSQL {major}'s server binaries (a PostgreSQL {major} data directory starts "
+                      f"only under PostgreSQL {major}), and neither the shipped ones ({shipped_major()}) nor {host} "
+                      f"have them: install them with `sudo apt-get install -y postgresql-{major}` (Debian/Ubuntu; "
+                      "the PGDG repository has every version)")
 
 
 def connect(db: PostgresDatabase, database: str | None = None, autocommit: bool = False) -> psycopg.Connection:
