@@ -29,7 +29,7 @@ def test_a_restore_drill_result_has_the_same_keys_in_every_mode():
                            chain=["20261124T000000Z-base-c3", "20261124T060000Z-incremental-b2"], wal_files=3)
     results = {mode: drill_result(mode, reports) for mode, reports in
                (("logical", [logical]), ("physical", [physical]), ("both", [logical, physical]))}
-    assert {tuple(r) for r in results.values()} == {("mode", "passed", "logical", "physical")}
+    assert {tuple(r) for r in results.values()} == {("mode", "passed", "logical", "physical", "rds")}
     assert results["logical"]["physical"] is None and results["physical"]["logical"] is None
     assert set(results["logical"]["logical"]) == set(results["physical"]["physical"])
     assert results["both"]["physical"]["wal_files"] == 3 and results["both"]["passed"]

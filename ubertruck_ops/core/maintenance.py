@@ -57,7 +57,7 @@ def capacity_planning(history: dict[str, dict]) -> CheckResult:
 class DrillReport:
     """What one restore drill found; the logical and the physical drill report the same fields."""
 
-    kind: str                     # logical (the nightly dump) | physical (the incremental chain and WAL)
+    kind: str                     # logical (the nightly dump) | physical (the chain and WAL) | rds (a snapshot)
     backup_id: str                # the backup restored; physical: the chain's newest
     passed: bool
     rto_seconds: float            # start to verified
@@ -68,7 +68,7 @@ class DrillReport:
     wal_files: int = 0            # archived WAL files replayed (logical: none)
 
 
-DRILL_KINDS = ("logical", "physical")
+DRILL_KINDS = ("logical", "physical", "rds")
 
 
 def drill_result(mode: str, reports: list[DrillReport]) -> dict:
