@@ -65,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     # (DESIGN.md); runs started by `serve` inherit it.
     os.umask(0o077)
     _quiet_defaults()
+    if args.command == "wal-push":
+        return wal_push(args.path, args.environment)     # no Prefect in this process: see wal_push
 
     try:
-        if args.command in ("demo", "blocks", "run", "wal-push", "wal-archive"):
+        if args.command in ("demo", "blocks", "run", "wal-archive"):
             from ubertruck_ops.deployments.serve import private_api
 
             if args.command == "run":
@@ -104,8 +106,6 @@ def _with_api(args) -> int:
         return 0
     if args.command == "run":
         return run_flow(args.flow, parse_params(args.param))
-    if args.command == "wal-push":
-        return wal_push(args.path, args.environment)
     return wal_archive(args.environment)
 
 
@@ -157,14 +157,16 @@ def wal_archive(environment: str) -> int:
 
 
 def wal_push(path: str, environment: str) -> int:
-    """Archive one WAL file; exit non-zero on any failure so PostgreSQL keeps it and retries."""
-    from ubertruck_ops.blocks.environment import load_environment
-    from ubertruck_ops.tasks.repository import open_repository
-    from ubertruck_ops.tasks.wal import push_segment
+    """Archive one WAL file; exit non-zero on any failure so PostgreSQL keeps it and retries.
+
+    PostgreSQL starts one of these per segment, so it never starts a Prefect API (13-15 s) nor
+    imports Prefect (~1.5 s): it reads the environment's blocks from the API in PREFECT_API_URL
+    over HTTP, and refuses without one (tasks/wal_push.py).
+    """
+    from ubertruck_ops.tasks.wal_push import push_wal
 
     try:
-        env = load_environment(environment)
-        outcome = push_segment(env, path, open_repository(env.repository))
+        outcome = push_wal(path, environment)
     except Exception as exc:  # noqa: BLE001 - PostgreSQL only sees the exit status; the log gets the reason
         print(f"wal-push {os.path.basename(path)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -12,9 +12,8 @@ import shutil
 import stat
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
-from ubertruck_ops.blocks.encryption import BackupEncryption
 from ubertruck_ops.tasks.execute import CommandFailed, Stage, ToolMissing, require_tool, run, secret_fd
 
 GPG_INSTALL = "apt-get install -y gnupg"
@@ -26,14 +25,29 @@ S2K_COUNT = 65011712
 ZSTD_INSTALL = "apt-get install -y zstd"
 
 
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+
+class KeyMaterial(Protocol):
+    """What a gpg session reads of its keys: a BackupEncryption block, or the plain EncryptionKeys
+    (blocks/plain.py) of a process that does not import Prefect."""
+
+    passphrase: "SecretStr | None"
+    recipients: Sequence[str]
+    public_keys: str | None
+    private_key: "SecretStr | None"
+    private_key_passphrase: "SecretStr | None"
+
+
 class DecryptionKeyError(RuntimeError):
     """The configured key cannot decrypt the backup (wrong passphrase, missing private key)."""
 
 
 class GpgSession:
-    """gpg commands bound to one temporary GNUPGHOME and one encryption block."""
+    """gpg commands bound to one temporary GNUPGHOME and one encryption block (or its plain keys)."""
 
-    def __init__(self, block: BackupEncryption, home: str):
+    def __init__(self, block: KeyMaterial, home: str):
         self.block = block
         self.home = home
         self.gpg = require_tool("gpg", GPG_INSTALL)
@@ -78,7 +92,7 @@ class GpgSession:
 
 
 @contextmanager
-def gpg_session(block: BackupEncryption, for_restore: bool = False) -> Iterator[GpgSession]:
+def gpg_session(block: KeyMaterial, for_restore: bool = False) -> Iterator[GpgSession]:
     """Yield a GpgSession in a fresh GNUPGHOME holding the block's keys; remove it afterwards.
 
     Raise DecryptionKeyError when public keys or the private key cannot be imported.
@@ -150,7 +164,7 @@ def _import(session: GpgSession, material: bytes, what: str) -> None:
         raise DecryptionKeyError(f"could not import {what}: {exc}") from None
 
 
-def explain_decrypt_failure(stderr: str, block: BackupEncryption) -> str:
+def explain_decrypt_failure(stderr: str, block: KeyMaterial) -> str:
     """Given gpg's stderr from a failed decrypt, return what the operator should do."""
     text = stderr.lower()
     if "no secret key" in text:

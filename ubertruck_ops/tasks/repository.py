@@ -16,14 +16,18 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from botocore.config import Config
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
                                  ReadTimeoutError, ResponseStreamingError)
 
-from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.log import logger
+
+if TYPE_CHECKING:     # the block imports Prefect; `wal-push` builds repositories from plain values
+    from pydantic import SecretStr
+
+    from ubertruck_ops.blocks.repository import BackupRepository
 
 CHUNK = 1 << 20
 PARTIAL = ".partial"
@@ -200,22 +204,67 @@ def _s3(what: str, call):
         raise RepositoryError(f"{what} failed after {attempts} attempt(s): {exc}") from exc
 
 
+@dataclass(frozen=True)
+class S3Access:
+    """How to reach a bucket, as plain values (what an AwsCredentials block with its client
+    parameters says, without the block): for processes that do not import Prefect."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: "SecretStr | None" = None
+    session_token: "SecretStr | None" = None
+    profile_name: str | None = None
+    use_ssl: bool = True
+    verify: bool | str | None = None        # False, or a CA bundle's path; None: botocore's default
+    api_version: str | None = None
+
+    def client(self, attempts: int = S3_ATTEMPTS):
+        """Return a boto3 S3 client for these values."""
+        import boto3
+
+        session = boto3.session.Session(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key.get_secret_value() if self.secret_access_key else None,
+            aws_session_token=self.session_token.get_secret_value() if self.session_token else None,
+            profile_name=self.profile_name, region_name=self.region)
+        params: dict[str, Any] = {"use_ssl": self.use_ssl, "config": s3_config(attempts)}
+        params.update({k: v for k, v in (("endpoint_url", self.endpoint_url), ("verify", self.verify),
+                                          ("api_version", self.api_version)) if v is not None})
+        return session.client("s3", **params)
+
+
+def s3_config(attempts: int = S3_ATTEMPTS) -> Config:
+    """botocore's standard mode retries 5xx, throttling and connection errors with jittered
+    exponential backoff (at most 20 s between attempts), and logs each retry."""
+    return Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=10, read_timeout=120,
+                  signature_version="s3v4")
+
+
 class S3Repository:
-    def __init__(self, block: BackupRepository, attempts: int = S3_ATTEMPTS):
-        bucket = block.s3_bucket
-        self.bucket = bucket.bucket_name
-        self.prefix = block.prefix
-        self.part_size = block.part_size_mib << 20
-        self.sse = block.server_side_encryption or None
+    def __init__(self, bucket: str, prefix: str, client, *, part_size_mib: int = 16, sse: str | None = "AES256",
+                 attempts: int = S3_ATTEMPTS):
+        """A repository in `bucket` under `prefix` ('' for the bucket root) through a boto3 S3 `client`
+        (made with s3_config's retries: S3Access.client, or from_block)."""
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.part_size = part_size_mib << 20
+        self.sse = sse or None
         self.attempts = attempts
         self.description = f"s3://{self.bucket}/{self.prefix}"
+        self.client = client
+
+    @classmethod
+    def from_block(cls, block: "BackupRepository", attempts: int = S3_ATTEMPTS) -> "S3Repository":
+        """The repository of an s3:// repository block, with every option of its credentials block
+        (profile, assumed role, client parameters) through prefect-aws."""
+        bucket = block.s3_bucket
         credentials = bucket.credentials
         params = credentials.aws_client_parameters.get_params_override()
-        # botocore's standard mode retries 5xx, throttling and connection errors with jittered
-        # exponential backoff (at most 20 s between attempts), and logs each retry.
-        params["config"] = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=10,
-                                  read_timeout=120, signature_version="s3v4")
-        self.client = credentials.get_boto3_session().client("s3", **params)
+        params["config"] = s3_config(attempts)
+        client = credentials.get_boto3_session().client("s3", **params)
+        return cls(bucket.bucket_name, block.prefix, client, part_size_mib=block.part_size_mib,
+                   sse=block.server_side_encryption, attempts=attempts)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -336,4 +385,4 @@ class _S3Writer:
 
 def open_repository(block: BackupRepository) -> Repository:
     """Given the repository block, return the repository it describes."""
-    return S3Repository(block) if block.is_s3 else LocalRepository(block.url)
+    return S3Repository.from_block(block) if block.is_s3 else LocalRepository(block.url)

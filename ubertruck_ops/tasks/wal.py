@@ -1,8 +1,8 @@
 """The WAL archive in the repository: push one segment (PostgreSQL's archive_command), list,
 fetch for a point-in-time restore, retention.
 
-Layout: wal/<file>.zst.gpg plus wal/<file>.json (sizes, SHA-256 of the plaintext and of the
-stored bytes, archive time), the sidecar written last: a segment is archived only with it.
+The layout and the push itself live in tasks/wal_store.py (no Prefect there: `wal-push` runs one
+process per segment): wal/<file>.zst.gpg plus wal/<file>.json, the sidecar written last.
 """
 
 from __future__ import annotations
@@ -22,48 +22,22 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.environment import Environment
-from ubertruck_ops.core.manifest import iso, utc_now
 from ubertruck_ops.core.physical import wal_to_delete
 from ubertruck_ops.log import logger
-from ubertruck_ops.tasks.crypto import GpgSession, gpg_session, zstd_compress_stage, zstd_decompress_stage
-from ubertruck_ops.tasks.stream import load_stream, store_stream
+from ubertruck_ops.tasks.crypto import GpgSession, zstd_decompress_stage
+from ubertruck_ops.tasks.stream import load_stream
 from ubertruck_ops.tasks.repository import Repository, is_transient
 from ubertruck_ops.tasks.retrying import network_retries
+from ubertruck_ops.tasks.wal_store import PREFIX, WalArchiveError, push_file, wal_keys as _keys
 
-PREFIX = "wal/"
-
-
-class WalArchiveError(RuntimeError):
-    """A segment cannot be archived or fetched as asked."""
-
-
-def _keys(name: str) -> tuple[str, str]:
-    if "/" in name or name.startswith("."):
-        raise WalArchiveError(f"not a WAL file name: {name!r}")
-    return f"{PREFIX}{name}.zst.gpg", f"{PREFIX}{name}.json"
+__all__ = ["PREFIX", "WalArchiveError", "WalStreamer", "apply_wal_retention", "archived_files", "fetch_segments",
+           "push_segment"]
 
 
 def push_segment(env: Environment, path: str, repo: Repository) -> str:
-    """Archive the WAL file at `path`. Archiving the same content again succeeds (PostgreSQL retries
-    after a crash); different content under an archived name is refused, as archive_command must."""
-    name = os.path.basename(path)
-    data_key, meta_key = _keys(name)
-    data = Path(path).read_bytes()
-    plain_sha = hashlib.sha256(data).hexdigest()
-    try:
-        existing = json.loads(repo.get_bytes(meta_key))
-    except Exception:  # noqa: BLE001 - absent: the normal case
-        existing = None
-    if existing is not None:
-        if existing["plain_sha256"] == plain_sha:
-            return "already archived"
-        raise WalArchiveError(f"{name} is already archived with different content: refusing to overwrite it")
-    with gpg_session(env.encryption) as gpg:
-        written = store_stream(repo, data_key, [zstd_compress_stage(1), gpg.encrypt_stage()], feed=data, timeout=600)
-    meta = {"name": name, "size": len(data), "plain_sha256": plain_sha, "stored_size": written.size,
-            "stored_sha256": written.sha256, "archived_at": iso(utc_now())}
-    repo.put_bytes(meta_key, json.dumps(meta).encode())
-    return "archived"
+    """Archive the WAL file at `path` with the environment's key (wal_store.push_file): the same
+    content again succeeds, different content under an archived name is refused."""
+    return push_file(env.encryption, path, repo)
 
 
 def archived_files(repo: Repository) -> dict[str, datetime]:
