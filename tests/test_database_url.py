@@ -50,13 +50,27 @@ def test_the_tools_get_every_parameter_as_its_pg_variable_and_psycopg_as_keyword
 
 
 @pytest.mark.parametrize("url, sslmode", [
-    ("postgresql://u@db.example.com/d", None),
-    ("postgresql://u@db.example.com/d?sslmode=verify-full&sslrootcert=/etc/ssl/rds-ca.pem", "verify-full"),
+    ("postgresql://u@db.example.com/d", "require"),
+    ("postgresql://u@db.example.com/d?sslrootcert=/etc/ssl/rds-ca.pem", "verify-full"),
+    ("postgresql://u@db.example.com/d?sslmode=verify-ca&sslrootcert=/etc/ssl/rds-ca.pem", "verify-ca"),
     ("postgresql://u@db.example.com/d?sslmode=disable&sslrootcert=/x", "disable"),
     ("postgresql://u@/d?host=/run/postgresql", None),
+    ("postgresql://u@localhost,127.0.0.2/d", None),
+    ("postgresql://u@127.0.0.1,db.example.com/d", "require"),
 ])
-def test_sslmode_is_what_the_url_says_while_the_shipped_tools_cannot_speak_tls(url, sslmode):
-    assert PostgresDatabase.from_url(url).sslmode == sslmode
+def test_sslmode_defaults_to_tls_off_this_machine_and_an_explicit_one_is_kept(url, sslmode):
+    db = PostgresDatabase.from_url(url)
+    assert db.sslmode == sslmode
+    assert db.libpq_env().get("PGSSLMODE") == sslmode and PostgresDatabase.from_url(db.url()) == db
+
+
+def test_with_endpoint_keeps_login_and_tls_and_drops_the_old_endpoint():
+    db = PostgresDatabase.from_url(RDS + "&hostaddr=10.0.0.1,10.0.0.2")
+    moved = db.with_endpoint("restored.example.com", 6432)
+    assert (moved.host, moved.port, moved.sslmode, moved.password) == ("restored.example.com", 6432, "verify-full", db.password)
+    assert "port" not in moved.parameters and "hostaddr" not in moved.parameters
+    assert moved.parameters["sslrootcert"] == "/etc/ssl/rds-ca.pem"
+    assert moved.libpq_env()["PGPORT"] == "6432" and db.host == "db1.example.com,db2.example.com"
 
 
 @pytest.mark.parametrize("url", [

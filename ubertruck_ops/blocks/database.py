@@ -9,6 +9,8 @@ from psycopg.conninfo import conninfo_to_dict
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from ubertruck_ops.core.connection import default_sslmode
+
 # libpq's environment variable for each connection keyword (libpq "Environment Variables"), so the
 # PostgreSQL tools get the URL's parameters without argv. Keywords missing here have no variable
 # (keepalives, tcp_user_timeout...): psycopg still gets them, the tools do not.
@@ -32,12 +34,6 @@ _OWN_FIELDS = {"host", "port", "dbname", "user", "password", "sslmode"}
 # Secrets libpq takes that have no environment variable: they would have to travel in argv or a file.
 _REFUSED = {"sslpassword": "the client key's password cannot reach the PostgreSQL tools safely; "
                            "use an unencrypted key file readable only by this user"}
-_LOCAL = {"localhost", "127.0.0.1", "::1"}
-
-
-def is_local_host(host: str) -> bool:
-    """Return True for a host on this machine: localhost, a loopback address or a socket folder."""
-    return host in _LOCAL or host.startswith("/") or host.startswith("@") or host == ""
 
 
 class PostgresDatabase(Block):
@@ -56,7 +52,9 @@ class PostgresDatabase(Block):
     database: str = Field(title="Database", description="Database name, e.g. ubertruck_prod.")
     user: str = Field(title="User", description="Role to log in as; backups need read access to every table.")
     password: SecretStr | None = Field(default=None, title="Password", description="Password of the role.")
-    sslmode: str | None = Field(default=None, title="SSL mode", description="libpq sslmode, e.g. require.")
+    sslmode: str | None = Field(default=None, title="SSL mode",
+                                description="libpq sslmode, e.g. require. From DATABASE_URL: require by default for "
+                                            "a host off this machine, verify-full when sslrootcert is given.")
     parameters: dict[str, str] = Field(
         default_factory=dict, title="Connection parameters",
         description="Every other libpq parameter of DATABASE_URL (sslrootcert, options, target_session_attrs...), "
@@ -86,11 +84,9 @@ class PostgresDatabase(Block):
         extra = {k: v for k, v in params.items() if k not in _OWN_FIELDS}
         if ports:
             extra["port"] = ports
-        # Not yet: sslmode `require` (`verify-full` with sslrootcert) by default off this machine. The
-        # PostgreSQL 18 tools this project ships are built without OpenSSL, so that default would fail
-        # every backup of a remote server; it waits for TLS-capable tools (issue 13). What the URL says
-        # is kept and passed on.
-        sslmode = params.get("sslmode")
+        # Off this machine TLS by default (the guide's RDS), checked against sslrootcert when given;
+        # the tools are then chosen among TLS-capable ones (tasks/postgres.client_tools).
+        sslmode = default_sslmode(host, params.get("sslmode"), params.get("sslrootcert"), params.get("requiressl"))
         return cls(host=host, port=port, database=params["dbname"], user=params["user"],
                    password=SecretStr(params["password"]) if params.get("password") else None,
                    sslmode=sslmode, parameters=extra)
@@ -139,6 +135,15 @@ class PostgresDatabase(Block):
         suffix = "?" + urlencode(query, quote_via=quote, safe="/") if query else ""
         return f"postgresql://{netloc}/{quote(self.database, safe='')}{suffix}"
 
+    def with_endpoint(self, host: str, port: int) -> "PostgresDatabase":
+        """Return a copy of this block pointing at another server (one host and port: a restored RDS
+        instance, a replica), with the same login, sslmode and parameters; a hostaddr or port list of
+        the old endpoint is dropped."""
+        parameters = {k: v for k, v in self.parameters.items() if k not in ("port", "hostaddr")}
+        # A new block, not a model copy: a copy would keep this block's document id and save over it.
+        return type(self)(host=host, port=port, database=self.database, user=self.user, password=self.password,
+                          sslmode=self.sslmode, parameters=parameters)
+
     def connect_kwargs(self, database: str | None = None) -> dict:
         """Return keyword arguments for psycopg.connect."""
         # Only our own sessions are named; the tools keep their own names (pg_receivewal's matters
@@ -149,7 +154,7 @@ class PostgresDatabase(Block):
         """Return True when both blocks name the same database on the same server."""
 
         def server(db: "PostgresDatabase") -> tuple:
-            hosts = tuple("local" if h in _LOCAL else h.lower() for h in db.host.split(","))
+            hosts = tuple("local" if h in ("localhost", "127.0.0.1", "::1") else h.lower() for h in db.host.split(","))
             return (hosts, db._ports(), db.database)
 
         return server(self) == server(other)

