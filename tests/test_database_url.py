@@ -4,6 +4,7 @@ a socket host, several hosts and a certificate check against a server with its o
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,11 +12,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import PG15_BIN, require
+from tests.conftest import PG15_BIN, make_database, require, save_env
+from tests.parts import table_checksums
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.environment import environment_from_variables
+from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.flows.nightly_backup import nightly_backup
+from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.tasks.execute import CommandFailed, run
-from ubertruck_ops.tasks.postgres import tool
+from ubertruck_ops.tasks.postgres import DatabaseUnreachable, client_tools, tool
 from ubertruck_ops.tasks.scratch_postgres import LocalServer, free_port
 
 RDS = ("postgresql://admin:p%40ss@db1.example.com:5432,db2.example.com:5433/ubertruck_prod"
@@ -160,8 +165,9 @@ def _make_ca(folder: Path, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
-    """A PostgreSQL 15 server (Debian's: built with OpenSSL) with ssl=on and a certificate for
-    db.test, localhost and 127.0.0.1 signed by a CA of its own; yields (server, folder with the CAs)."""
+    """A PostgreSQL 15 server (Debian's: built with OpenSSL) with ssl=on, TCP over TLS only, and a
+    certificate for db.test, localhost and 127.0.0.1 signed by a CA of its own; it logs every
+    connection (with its TLS state). Yields (server, folder with the CAs)."""
     require((PG15_BIN / "postgres").exists(),
             "PostgreSQL 15 server binaries are missing: apt-get install -y postgresql-15")
     cas = tmp_path_factory.mktemp("cas")
@@ -170,8 +176,9 @@ def tls_server(tmp_path_factory):
     base = Path(tempfile.mkdtemp(prefix="ubertruck-tls-"))
     tls = base / "tls"
     tls.mkdir()
-    server = LocalServer(PG15_BIN, base, settings={"ssl": "on", "ssl_cert_file": str(tls / "server.crt"),
-                                                   "ssl_key_file": str(tls / "server.key")})
+    server = LocalServer(PG15_BIN, base, tls_only=True,
+                         settings={"ssl": "on", "ssl_cert_file": str(tls / "server.crt"),
+                                   "ssl_key_file": str(tls / "server.key"), "log_connections": "on"})
     (tls / "san.ext").write_text("subjectAltName=DNS:db.test,DNS:localhost,IP:127.0.0.1\n")
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key",
              "-out", "server.csr", "-subj", "/CN=db.test", cwd=tls)
@@ -189,10 +196,11 @@ def tls_server(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _tls_url(server: LocalServer, ca: Path) -> str:
+def _tls_url(server: LocalServer, ca: Path, user: str = "postgres", password: str | None = None,
+             database: str = "postgres", sslmode: str | None = "verify-full") -> str:
     # A host name off this machine, reached through hostaddr; the certificate must name it.
-    return (f"postgresql://postgres:{server.password}@db.test:{server.port}/postgres?hostaddr=127.0.0.1"
-            f"&sslmode=verify-full&sslrootcert={ca}")
+    return (f"postgresql://{user}:{password or server.password}@db.test:{server.port}/{database}?hostaddr=127.0.0.1"
+            f"&sslrootcert={ca}" + (f"&sslmode={sslmode}" if sslmode else ""))
 
 
 def test_sslrootcert_checks_the_server_certificate_and_a_wrong_ca_is_refused(tls_server):
@@ -201,11 +209,60 @@ def test_sslrootcert_checks_the_server_certificate_and_a_wrong_ca_is_refused(tls
     assert db.sslmode == "verify-full"
     with psycopg.connect(**db.connect_kwargs()) as conn:
         assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0] is True
-    # The project's embedded PostgreSQL 18 tools are built without OpenSSL; Debian's psql is not.
-    assert _psql(db, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", str(PG15_BIN / "psql")) == "t"
+    # The project's embedded PostgreSQL 18 tools are built without OpenSSL; Debian's are chosen.
+    psql = tool("psql", 15, db.sslmode)
+    assert psql == str(PG15_BIN / "psql")
+    assert _psql(db, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", psql) == "t"
 
     wrong = PostgresDatabase.from_url(_tls_url(server, cas / "wrong-ca.crt"))
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
         psycopg.connect(**wrong.connect_kwargs()).close()
     with pytest.raises(CommandFailed, match="certificate verify failed"):
         _psql(wrong, "SELECT 1", str(PG15_BIN / "psql"))
+
+
+def test_a_backup_and_a_restore_over_verified_tls_by_default_use_the_hosts_tls_tools(tls_server, local_repo):
+    server, cas = tls_server
+    plain = make_database(server, size_mb=1)
+    # No sslmode in the URL: a host off this machine with a root certificate gets verify-full.
+    source = PostgresDatabase.from_url(_tls_url(server, cas / "right-ca.crt", plain.user,
+                                                plain.password.get_secret_value(), plain.database, sslmode=None))
+    assert source.sslmode == "verify-full"
+    assert client_tools(15, source.sslmode).folder == str(PG15_BIN)
+    repo = BackupRepository(url=str(local_repo))
+    env = save_env(source, repo)
+    before = table_checksums(source)
+    mark = server.log_file.stat().st_size
+
+    nightly_backup(environment=env)
+    target = PostgresDatabase.from_url(_tls_url(server, cas / "right-ca.crt", database=f"{plain.database}_restored",
+                                                sslmode=None))
+    restore(environment=env, target_environment=save_env(target, repo))
+
+    assert table_checksums(target) == before
+    # The server takes TCP over TLS only (hostssl), and says which tool came in how.
+    log = server.log_file.read_text(errors="replace")[mark:]
+    for name in ("pg_dump", "psql"):
+        assert re.search(rf"connection authorized: .*application_name={name} SSL enabled", log), name
+
+
+def test_a_backup_checking_against_another_ca_is_refused_by_name(tls_server, local_repo):
+    server, cas = tls_server
+    wrong = PostgresDatabase.from_url(_tls_url(server, cas / "wrong-ca.crt", sslmode=None))
+    env = save_env(wrong, BackupRepository(url=str(local_repo)))
+    with pytest.raises(DatabaseUnreachable, match=r"cannot connect to database postgres on db\.test:\d+ .*"
+                                                  r"certificate verify failed"):
+        nightly_backup(environment=env)
+    assert not list(local_repo.rglob("manifest.json"))
+
+
+def test_several_hosts_with_a_dead_first_one_and_verified_tls(tls_server):
+    server, cas = tls_server
+    dead = free_port()
+    db = PostgresDatabase.from_url(f"postgresql://postgres:{server.password}@dead.test:{dead},db.test:{server.port}"
+                                   f"/postgres?hostaddr=127.0.0.1,127.0.0.1&sslrootcert={cas / 'right-ca.crt'}")
+    assert db.sslmode == "verify-full"
+    query = "SELECT ssl, inet_server_port() FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    with psycopg.connect(**db.connect_kwargs()) as conn:
+        assert conn.execute(query).fetchone() == (True, server.port)
+    assert _psql(db, query, tool("psql", 15, db.sslmode)) == f"t|{server.port}"

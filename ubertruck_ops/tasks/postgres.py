@@ -89,6 +89,12 @@ def available_client_tools() -> list[ClientTools]:
     return sorted(found, key=lambda t: -t.major)
 
 
+def tool_path(tools: ClientTools, name: str) -> str:
+    """Return the path of `name` among `tools`; the shipped ones through tool(name), the one seam
+    for them (tests put a failing pg_dump there)."""
+    return tool(name) if Path(tools.folder) == client_bin_dir() else tools.path(name)
+
+
 def client_tools(server_major: int | None, sslmode: str | None = None, needs: tuple[str, ...] = ()) -> ClientTools:
     """Return the client tools for a server of `server_major` (None: any) reached with `sslmode`,
     among the folders holding every tool in `needs` (core.connection.choose_client_tools). Raise
@@ -153,9 +159,9 @@ def open_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
     pg_dump fits."""
     conn = connect(db)
     try:
-        tools = client_tools(server_version_num(conn) // 10000, db.sslmode, needs=("pg_dump",))
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
+        tools = client_tools(server_version_num(conn) // 10000, db.sslmode, needs=("pg_dump",))
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         version = conn.execute("SHOW server_version").fetchone()[0]
         sizes = dict(conn.execute(
@@ -249,7 +255,7 @@ def pg_dump_stage(db: PostgresDatabase, snapshot_id: str, on_line=None, tools: C
     `tools`: the snapshot's (chosen for its server); else chosen for `db`'s sslmode alone."""
     tools = tools or client_tools(None, db.sslmode, needs=("pg_dump",))
     # A lock held by a migration must fail the backup loudly, not hang it until morning.
-    argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--verbose",
+    argv = [tool_path(tools, "pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--verbose",
             "--no-password", "--lock-wait-timeout=10min"]
     return Stage("pg_dump", argv, db.libpq_env(), secrets=_secret(db), on_stderr_line=on_line)
 
@@ -266,12 +272,15 @@ def pg_restore_stages(db: PostgresDatabase, database: str, server_version_num: i
     env = db.libpq_env(database)
     major = server_version_num // 10000
     if server_version_num >= 170000:
-        argv = [tool("pg_restore", major, db.sslmode), "--exit-on-error", "--no-password", f"--dbname={database}"]
+        pg_restore = tool_path(client_tools(major, db.sslmode, needs=("pg_restore",)), "pg_restore")
+        argv = [pg_restore, "--exit-on-error", "--no-password", f"--dbname={database}"]
         return [Stage("pg_restore", argv, env, secrets=_secret(db))]
+    reader = tool_path(client_tools(major, needs=("pg_restore",)), "pg_restore")   # connects nowhere
+    psql = tool_path(client_tools(major, db.sslmode, needs=("psql",)), "psql")
     return [
-        Stage("pg_restore", [client_tools(major, needs=("pg_restore",)).path("pg_restore"), "--file=-"]),
+        Stage("pg_restore", [reader, "--file=-"]),
         Stage("sed", ["sed", "0,/^SET transaction_timeout = 0;$/{//d}"]),
-        Stage("psql", [client_tools(major, db.sslmode, needs=("psql",)).path("psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--no-password",
+        Stage("psql", [psql, "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--no-password",
                        f"--dbname={database}", "--output=/dev/null"], env, secrets=_secret(db)),
     ]
 
@@ -291,7 +300,7 @@ def dumped_table(line: str) -> str | None:
 
 def tool_version(name: str, tools: ClientTools | None = None) -> str:
     """Return `name --version` of `tools` (a snapshot's, say), else of the shipped tools."""
-    return run([tools.path(name) if tools else tool(name), "--version"], timeout=30).stdout.decode().strip()
+    return run([tool_path(tools, name) if tools else tool(name), "--version"], timeout=30).stdout.decode().strip()
 
 
 def database_exists(conn: psycopg.Connection, name: str) -> bool:

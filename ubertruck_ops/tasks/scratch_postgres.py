@@ -112,11 +112,13 @@ class LocalServer:
 
     `restored=True` starts an existing cluster that is not ours (a rebuilt backup): no initdb, no
     password change; its bootstrap superuser is found among "postgres" and `known_roles`.
+    `tls_only=True` accepts TCP connections over TLS only (hostssl; give ssl=on and the
+    certificate in `settings`); the rules are otherwise the same.
     """
 
     def __init__(self, bin_dir: Path | str, base_dir: Path | str | None = None, *, durable: bool = False,
                  port: int | None = None, settings: dict[str, str] | None = None, restored: bool = False,
-                 known_roles: tuple[str, ...] = ()):
+                 known_roles: tuple[str, ...] = (), tls_only: bool = False):
         self.bin_dir = Path(bin_dir)
         if not (self.bin_dir / "postgres").exists():
             raise FileNotFoundError(f"no PostgreSQL server binaries in {self.bin_dir}")
@@ -133,6 +135,7 @@ class LocalServer:
         self.durable = durable
         self.restored = restored
         self.settings = dict(settings or {})
+        self.tls_only = tls_only
         self._options = self._server_options()   # validated now: they reach pg_ctl's shell
         self.user, self.group = _server_identity()
         self.superuser: str | None = None if restored else "postgres"
@@ -222,7 +225,8 @@ class LocalServer:
         self.auth.mkdir(exist_ok=True)
         self.auth.chmod(0o700)
         self.give_to_server_user(self.auth)
-        hba = "".join(f"local {db} all peer map={IDENT_MAP}\nhost {db} all 127.0.0.1/32 scram-sha-256\n"
+        tcp = "hostssl" if self.tls_only else "host"
+        hba = "".join(f"local {db} all peer map={IDENT_MAP}\n{tcp} {db} all 127.0.0.1/32 scram-sha-256\n"
                       for db in ("all", "replication"))
         files = {"pg_hba.conf": hba,
                  "pg_ident.conf": "".join(f'{IDENT_MAP} "{_os_user()}" "{role}"\n' for role in superusers)}
