@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from ubertruck_ops.core.manifest import Manifest
 from ubertruck_ops.core.physical import (ChainBroken, ServerFacts, WalGap, contiguous_run, find_wal_gaps, parse_segment,
-                                         plan_backup, plan_wal, refusal, resolve_chain, segment_name, segment_of,
+                                         plan_backup, plan_wal, resolve_chain, segment_name, segment_of,
                                          wal_to_delete)
 from ubertruck_ops.core.retention import BackupRecord, backups_to_delete
 
@@ -31,18 +31,6 @@ def manifest(backup_id: str, kind: str, parent: str | None, age_hours: float, st
                               "wal_segment_size": SEG})
 
 
-@pytest.mark.parametrize("facts, says", [
-    (ServerFacts(150018, False, "replica", True, None, "1", 1, SEG), "PostgreSQL 15 has no incremental backup"),
-    (ServerFacts(180006, False, "replica", True, None, "1", 1, SEG), "ALTER SYSTEM SET summarize_wal = on"),
-    (ServerFacts(180006, True, "minimal", True, None, "1", 1, SEG), "set wal_level = replica"),
-    (ServerFacts(180006, True, "replica", False, None, "1", 1, SEG), "REPLICATION"),
-    (ServerFacts(170004, True, "replica", True, "Amazon RDS", "1", 1, SEG), "provider's snapshots"),
-])
-def test_servers_that_cannot_take_incrementals_get_a_message_that_says_what_to_do(facts, says):
-    assert says in refusal(facts)
-    assert refusal(GOOD) is None
-
-
 def test_a_chain_starts_anew_when_missing_old_requested_or_on_another_cluster_or_timeline():
     base = manifest("b", "base", None, 24)
     age = timedelta(days=7)
@@ -54,6 +42,17 @@ def test_a_chain_starts_anew_when_missing_old_requested_or_on_another_cluster_or
     assert "different cluster" in plan_backup(base, base, ServerFacts(180006, True, "replica", True, None, "99", 1, SEG),
                                               NOW, age, False)[1]
     assert plan_backup(base, base, GOOD, NOW, age, False) == ("incremental", "incremental on top of b")
+
+
+def test_a_base_and_wal_chain_records_recovery_points_until_its_base_is_old_or_its_wal_large():
+    base = manifest("b", "base", None, 24)
+    age, limit = timedelta(days=7), 64 << 30
+    plan = lambda **kw: plan_backup(base, base, GOOD, NOW, age, False, incrementals=False, max_wal_since_base=limit, **kw)
+    assert plan(wal_since_base=1 << 30) == ("recovery-point", "recovery point on the chain of b (base and WAL)")
+    kind, why = plan(wal_since_base=limit + 1)
+    assert kind == "base" and "64.0 GiB" in why
+    assert plan_backup(None, None, GOOD, NOW, age, False, incrementals=False)[0] == "base"
+    assert plan_backup(base, base, GOOD, NOW + timedelta(days=8), age, False, incrementals=False)[0] == "base"
 
 
 def test_chains_resolve_base_first_and_a_missing_link_is_named():

@@ -94,4 +94,9 @@ def drill_checks(result: dict | None, failure: str = "") -> list[CheckResult]:
         rows.append(checks.ok("physical restore drill", drill["backup_id"], "restored and promoted",
                               f"chain of {len(drill['chain'])}, {drill['wal_files']} WAL file(s) replayed, "
                               f"{drill['tables']} tables, {drill['rows']:,} rows; RTO {drill['rto_seconds']:.1f} s"))
+    if result.get("rds"):
+        drill = result["rds"]
+        rows.append(checks.ok("RDS restore drill", drill["backup_id"], "restored, every table at least its rows",
+                              f"scratch instance from {drill['backup_id']}, {drill['tables']} tables, "
+                              f"{drill['rows']:,} rows; RTO {drill['rto_seconds']:.1f} s"))
     return rows

@@ -25,6 +25,15 @@ def backup_succeeded(environment: str, manifest: Manifest, duration: float, what
     return _payload(f":white_check_mark: [{environment}] {what} completed", lines)
 
 
+def recovery_point_recorded(environment: str, point: dict, duration: float, warnings: list[str] | None = None) -> dict:
+    """A base-and-WAL chain's six-hourly run proved that everything up to `point` is restorable."""
+    lines = [f"restorable up to: {point['time']} (LSN {point['lsn']})", f"chain base: `{point['base']}`",
+             f"WAL checked: {point['segments_checked']} new segment(s), {human_bytes(point['bytes_checked'])}",
+             f"duration: {human_seconds(duration)}"]
+    lines += [f":warning: {w}" for w in warnings or []]
+    return _payload(f":white_check_mark: [{environment}] recovery point recorded", lines)
+
+
 def operation_failed(operation: str, environment: str, step: str, error: str, extra: list[str] | None = None) -> dict:
     return _payload(f":x: [{environment}] {operation} FAILED at step '{step}'",
                     [f"error: {error[:1500]}", *(extra or [])])

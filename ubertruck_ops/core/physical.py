@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ubertruck_ops.core.manifest import Manifest
+from ubertruck_ops.core.text import human_bytes
 
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 
@@ -22,30 +23,18 @@ class ServerFacts:
     system_identifier: str
     timeline: int
     wal_segment_size: int
-
-
-def refusal(facts: ServerFacts) -> str | None:
-    """Given the server's facts, return why a physical incremental backup cannot run, or None."""
-    if facts.managed_by:
-        return (f"{facts.managed_by} gives no physical access (no pg_basebackup, no WAL archive): use the nightly "
-                "logical backup (nightly-backup) and the provider's snapshots and point-in-time recovery")
-    if facts.version_num < 170000:
-        major = facts.version_num // 10000
-        return (f"PostgreSQL {major} has no incremental backup (it needs 17 or later): upgrade the server, or rely "
-                "on nightly-backup (logical) meanwhile")
-    if facts.wal_level not in ("replica", "logical"):
-        return f"wal_level is {facts.wal_level}: set wal_level = replica in postgresql.conf and restart the server"
-    if not facts.summarize_wal:
-        return "summarize_wal is off: run ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();"
-    if not facts.can_replicate:
-        return ("the backup role lacks the REPLICATION privilege: ALTER ROLE <backup role> REPLICATION; and allow "
-                "it in pg_hba.conf for the 'replication' database")
-    return None
+    can_switch_wal: bool = True   # EXECUTE on pg_switch_wal(): closing a segment proves a recovery point
 
 
 def plan_backup(last: Manifest | None, base: Manifest | None, facts: ServerFacts, now: datetime,
-                max_chain_age: timedelta, force_full: bool) -> tuple[str, str]:
-    """Return ("base" | "incremental", reason) for the next backup of the chain."""
+                max_chain_age: timedelta, force_full: bool, *, incrementals: bool = True,
+                wal_since_base: int = 0, max_wal_since_base: int | None = None) -> tuple[str, str]:
+    """Return ("base" | "incremental" | "recovery-point", reason) for the next six-hourly run of the chain.
+
+    Without `incrementals` (PostgreSQL 13-16, or summarize_wal off) the chain is one base backup plus
+    the WAL archive: the run proves and records a recovery point on it, and takes a new base once
+    the base is older than `max_chain_age` or `wal_since_base` bytes of WAL since its start pass
+    `max_wal_since_base` (replaying that much would make a restore slow)."""
     if force_full:
         return "base", "a full base backup was requested"
     if last is None or base is None:
@@ -56,6 +45,11 @@ def plan_backup(last: Manifest | None, base: Manifest | None, facts: ServerFacts
         return "base", f"the server moved to timeline {facts.timeline} (failover or restore) since the last backup"
     if now - base.finished > max_chain_age:
         return "base", f"the chain's base backup is older than {max_chain_age.days} days"
+    if max_wal_since_base is not None and wal_since_base > max_wal_since_base:
+        return "base", (f"{human_bytes(wal_since_base)} of WAL since the base passes {human_bytes(max_wal_since_base)}: "
+                        "a new base keeps restores quick")
+    if not incrementals:
+        return "recovery-point", f"recovery point on the chain of {base.backup_id} (base and WAL)"
     return "incremental", f"incremental on top of {last.backup_id}"
 
 

@@ -73,12 +73,13 @@ def weekly_maintenance(environment: str = "production") -> dict:
 @flow(name="monthly-maintenance", description="1st of the month: TLS certificates, restore drill, performance "
                                               "review, capacity planning.")
 def monthly_maintenance(environment: str = "production",
-                        drill_mode: Literal["logical", "physical", "both"] = "both") -> dict:
+                        drill_mode: Literal["logical", "physical", "both", "rds", "applicable"] = "applicable") -> dict:
     """Run the monthly maintenance of `environment`; fail when any item is critical (a failed drill is).
 
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
-        drill_mode: The restore drill's mode: both (the guide's monthly DR drill), logical or physical.
+        drill_mode: The restore drill's mode: applicable (every drill the six-hourly tier has: the guide's
+            monthly DR drill), or one of logical, physical, rds, both.
     """
     with operation("monthly maintenance", environment, notify_failures=False) as op:
         limits = thresholds(op.env)

@@ -22,8 +22,10 @@ from ubertruck_ops.core.text import human_seconds
 from ubertruck_ops.operations.frame import Operation, operation
 from ubertruck_ops.operations.logical_restore import RestoreMismatch, check_backup, restore_into
 from ubertruck_ops.operations.physical_restore import restore_physical
+from ubertruck_ops.operations.tiers import read_tier
 from ubertruck_ops.tasks import catalog, wal
 from ubertruck_ops.tasks.crypto import gpg_session
+from ubertruck_ops.tasks.postgres import DatabaseUnreachable
 from ubertruck_ops.tasks.scratch_postgres import scratch_target
 
 
@@ -33,30 +35,62 @@ class DrillFailed(RuntimeError):
 
 @flow(name="restore-drill", description="Restore the latest backup into a scratch target and verify it (monthly DR drill).")
 def restore_drill(environment: str = "production", backup_id: str | None = None,
-                  mode: Literal["logical", "physical", "both"] = "logical") -> dict:
+                  mode: Literal["logical", "physical", "both", "rds", "applicable"] = "logical") -> dict:
     """Drill a restore of `environment`'s latest (or the given) backup; return RTO, RPO and the verdict.
 
-    mode physical rebuilds the latest incremental chain plus archived WAL in a scratch folder
-    instead; both runs the two drills (the monthly schedule does). The result has the same keys in
-    every mode: mode, passed, and logical and physical, each a drill's report (None when not run).
+    mode physical rebuilds the latest physical chain plus archived WAL in a scratch folder instead;
+    rds restores the newest RDS snapshot into a scratch instance; both runs logical and physical;
+    applicable runs every drill the environment's six-hourly tier has (the monthly schedule does):
+    logical always, then physical or rds. Every drill runs even when one before it failed; the run
+    fails when any did. The result has the same keys in every mode: mode, passed, and logical,
+    physical and rds, each a drill's report (None when not run).
 
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
-        backup_id: The backup to drill; empty: the latest complete one.
-        mode: logical (the nightly dump), physical (the incremental chain and WAL) or both.
+        backup_id: The logical backup to drill; empty: the latest complete one.
+        mode: logical (the nightly dump), physical (the chain and WAL), rds (a snapshot), both, or applicable.
     """
     # Each drill reports itself, passed or failed (artifact and notice), then raises DrillFailed.
     with operation("restore drill", environment, notify_failures=False) as op:
-        reports = []
-        if mode in ("logical", "both"):
-            reports.append(_logical_drill(op, backup_id))
-        if mode in ("physical", "both"):
+        reports, failures = [], []
+        for kind in _drills(op, mode):
             op.restart_clock()
-            reports.append(_physical_drill(op))
+            try:
+                reports.append(DRILLS[kind](op, backup_id))
+            except DrillFailed as exc:
+                failures.append(exc)
+        if failures:
+            raise DrillFailed("; ".join(str(f) for f in failures)) from failures[0]
         return drill_result(mode, reports)
 
 
-def _physical_drill(op: Operation) -> DrillReport:
+def _drills(op: Operation, mode: str) -> tuple[str, ...]:
+    """The drills a mode runs; applicable: the tier's, or when the server cannot be asked, what the
+    repository holds (the drills do not need the server)."""
+    if mode != "applicable":
+        return {"logical": ("logical",), "physical": ("physical",), "both": ("logical", "physical"),
+                "rds": ("rds",)}[mode]
+    try:
+        tier, _ = read_tier(op.env)
+    except DatabaseUnreachable as exc:
+        has_chain = catalog.latest_physical(op.repo)[0] is not None
+        op.log.warning("cannot ask the server which drills apply (%s): drilling %s, as the repository holds", exc,
+                       "logical and physical" if has_chain else "logical")
+        return ("logical", "physical") if has_chain else ("logical",)
+    op.log.info("drills that apply to the %s tier: %s", tier.name, ", ".join(tier.drills))
+    return tier.drills
+
+
+def _rds_drill(op: Operation, backup_id: str | None) -> DrillReport:
+    from ubertruck_ops.operations.rds import rds_drill
+
+    report = rds_drill(op)
+    if not report.passed:
+        raise DrillFailed(f"RDS restore drill of {report.backup_id} failed")
+    return report
+
+
+def _physical_drill(op: Operation, backup_id: str | None = None) -> DrillReport:
     env, repo, step = op.env, op.repo, op.step
     result, error = None, None
     try:
@@ -137,3 +171,6 @@ def _report(backup: str, passed: bool, rto: float, rpo: float, counts: dict, man
 Findings:
 {lines}
 """
+
+
+DRILLS = {"logical": _logical_drill, "physical": _physical_drill, "rds": _rds_drill}

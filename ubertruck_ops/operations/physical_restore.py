@@ -38,12 +38,8 @@ def restore_physical(repo: Repository, gpg: GpgSession, target_time: datetime | 
         workdir = Path(shell_safe_path(workdir, "restore_folder"))
     chain = catalog.find_physical_chain(repo, target_time)
     last = chain[-1]
-    major = int(last.database["server_version"]) // 10000
-    bin_dir = postgres.client_bin_dir()
-    shipped = int(postgres.tool_version("postgres").split()[-1].split(".")[0])
-    if major != shipped:
-        raise RuntimeError(f"the chain comes from PostgreSQL {major}; its data directory needs PostgreSQL {major} "
-                           f"binaries, and this host ships {shipped}")
+    # A data directory starts only under its own major: the chain's, found on this host or named.
+    bin_dir = postgres.server_bin_dir(int(last.database["server_version"]) // 10000)
     log.info("restoring chain %s", " -> ".join(m.backup_id for m in chain))
     for manifest in chain:
         load.verify_objects(repo, manifest)

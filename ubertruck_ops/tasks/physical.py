@@ -53,10 +53,12 @@ def server_facts(conn: psycopg.Connection) -> ServerFacts:
         "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").fetchone()[0]
     identifier = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
     timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
+    can_switch = conn.execute("SELECT has_function_privilege('pg_switch_wal()', 'EXECUTE')").fetchone()[0]
     return ServerFacts(version_num=int(show("server_version_num")), summarize_wal=show("summarize_wal") == "on",
                        wal_level=show("wal_level"), can_replicate=bool(can_replicate), managed_by=managed,
                        system_identifier=identifier, timeline=int(timeline),
-                       wal_segment_size=int(show("wal_segment_size")))   # in bytes (unit B) since PostgreSQL 11
+                       wal_segment_size=int(show("wal_segment_size")),   # in bytes (unit B) since PostgreSQL 11
+                       can_switch_wal=bool(can_switch))
 
 
 class TarMemberCapture:
@@ -216,3 +218,24 @@ def configure_recovery(data: Path, wal_dir: Path, target_time: datetime | None) 
     for leftover in ("postmaster.pid", "postmaster.opts"):   # never in a base backup; a copied folder may hold them
         (data / leftover).unlink(missing_ok=True)
     return settings
+
+
+def current_wal_lsn(db: PostgresDatabase) -> str:
+    """Return the server's current WAL write position (how much WAL a chain has grown by)."""
+    with postgres.connect(db) as conn:
+        return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+@task(name="close-wal-segment", cache_policy=NO_CACHE)
+def close_wal_segment(db: PostgresDatabase) -> dict:
+    """Mark a recovery point and close the WAL segment holding it, so that it is archived now rather
+    than when it fills. Return the point: the server's time and LSN, and the closed segment's name
+    (everything committed before that time is in it or in earlier segments)."""
+    with postgres.connect(db, autocommit=True) as conn:
+        # An xid makes sure the segment has a record after the point, so the switch really closes it
+        # (a switch on an idle server does nothing).
+        conn.execute("SELECT txid_current()")
+        point_time, point_lsn = conn.execute("SELECT clock_timestamp(), pg_current_wal_lsn()::text").fetchone()
+        closed = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
+    return {"time": point_time, "lsn": point_lsn, "segment": closed, "timeline": int(timeline)}
