@@ -48,7 +48,7 @@ def tool(name: str, server_major: int | None = None, sslmode: str | None = None)
     `server_major` and a connection with `sslmode`, the one client_tools chooses."""
     if server_major is None and not needs_tls(sslmode):
         return str(client_bin_dir() / name)
-    return client_tools(server_major, sslmode, needs=(name,)).path(name)
+    return tool_path(client_tools(server_major, sslmode, needs=(name,)), name)
 
 
 @functools.lru_cache(maxsize=None)
