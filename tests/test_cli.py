@@ -57,6 +57,15 @@ def test_blocks_init_from_an_env_file_then_run_a_flow_from_the_command_line(pg18
     assert "global-concurrency-limit/ubertruck-backup" in init.stdout
     assert "cli-passphrase" not in init.stdout + init.stderr
     assert load_environment(name).database.database == db.database
+    # Its role has no REPLICATION: no six-hourly tier applies, said once here, and serve leaves it unscheduled.
+    assert "six-hourly tier: none - the backup role lacks the REPLICATION privilege" in init.stdout
+    from ubertruck_ops.deployments.schedules import runner_deployments
+    from ubertruck_ops.deployments.serve import unscheduled_flows
+
+    unscheduled = unscheduled_flows(name)
+    assert unscheduled == {"incremental-backup"}
+    served = {d.name + "/" + d.flow_name: d for d in runner_deployments(name, unscheduled)}
+    assert not served[f"{name}/incremental-backup"].schedules and served[f"{name}/nightly-backup"].schedules
 
     ran = cli("run", "nightly-backup", "--param", f"environment={name}")
     assert ran.returncode == 0, ran.stderr[-3000:]

@@ -101,8 +101,11 @@ def _with_api(args) -> int:
     if args.command == "blocks":
         from ubertruck_ops.deployments.setup import blocks_init
 
+        from ubertruck_ops.deployments.setup import record_tier
+
         for item in blocks_init(args.name, args.env_file):
             print(f"saved {item}")
+        print(record_tier(args.name))
         return 0
     if args.command == "run":
         return run_flow(args.flow, parse_params(args.param))

@@ -98,8 +98,9 @@ def render_prefect_yaml(environment: str = "production") -> str:
     return header + yaml.safe_dump(body, sort_keys=False, width=120)
 
 
-def runner_deployments(environment: str = "production") -> list:
-    """Return every deployment of `environment` as Prefect runner deployments, for serve()."""
+def runner_deployments(environment: str = "production", unscheduled: frozenset[str] = frozenset()) -> list:
+    """Return every deployment of `environment` as Prefect runner deployments, for serve(); the
+    flows named in `unscheduled` are served without their schedule (run by hand only)."""
     from prefect.schedules import Cron
 
     from ubertruck_ops.deployments.registry import get_flow
@@ -109,6 +110,6 @@ def runner_deployments(environment: str = "production") -> list:
         built.append(get_flow(spec.flow).to_deployment(
             name=deployment_name(environment), description=spec.description,
             tags=["ubertruck", environment, *spec.tags], parameters={"environment": environment, **spec.parameters},
-            schedules=[Cron(spec.cron, timezone=TIMEZONE)] if spec.cron else None,
+            schedules=[Cron(spec.cron, timezone=TIMEZONE)] if spec.cron and spec.flow not in unscheduled else None,
             concurrency_limit=spec.concurrency_limit, enforce_parameter_schema=True))
     return built

@@ -215,6 +215,18 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
+def unscheduled_flows(environment: str) -> frozenset[str]:
+    """The flows `serve` leaves without a schedule: incremental-backup when the tier `blocks init`
+    recorded says none applies (said here, once, instead of a failed run every 6 hours)."""
+    from ubertruck_ops.deployments.setup import recorded_tier
+
+    tier = recorded_tier(environment)
+    if tier is None or tier.scheduled:
+        return frozenset()
+    print(f"incremental-backup of {environment} is not scheduled: {tier.why}", flush=True)
+    return frozenset({"incremental-backup"})
+
+
 def serve_everything(environment: str, host: str, port: int) -> int:
     """Serve every deployment of `environment` (starting a local server when PREFECT_API_URL is unset)."""
     from prefect import serve
@@ -244,7 +256,7 @@ def serve_everything(environment: str, host: str, port: int) -> int:
             settings[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
         with temporary_settings(settings):
             ensure_concurrency_limits()
-            deployments = runner_deployments(environment)
+            deployments = runner_deployments(environment, unscheduled_flows(environment))
             print(f"serving {len(deployments)} deployments of {environment} against {api}; "
                   f"UI: {api.removesuffix('/api')}; Ctrl-C stops", flush=True)
             serve(*deployments, print_starting_message=False)

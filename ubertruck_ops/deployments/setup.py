@@ -9,8 +9,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 
-from ubertruck_ops.blocks.environment import environment_from_variables, save_environment
+from ubertruck_ops.blocks.environment import environment_from_variables, load_environment, save_environment
 from ubertruck_ops.core.limits import ALL_LOCKS
+from ubertruck_ops.core.tiers import Tier
+
+TIER_KEY = "six_hourly_tier"
 
 
 def ensure_concurrency_limits() -> list[str]:
@@ -40,3 +43,29 @@ def blocks_init(name: str, env_file: str | None = None, variables: Mapping[str, 
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     saved = save_environment(environment_from_variables(values), name)
     return saved + [f"global-concurrency-limit/{n}" for n in ensure_concurrency_limits()]
+
+
+def record_tier(name: str) -> str:
+    """Choose environment `name`'s six-hourly tier from its blocks and its server, remember it for
+    `serve` (which leaves incremental-backup unscheduled when no tier applies) and return the line
+    that says it. A server that does not answer yet leaves the tier to the first run."""
+    from ubertruck_ops.operations.tiers import read_tier
+    from ubertruck_ops.tasks.checks.orchestration import remember
+    from ubertruck_ops.tasks.postgres import DatabaseUnreachable
+
+    try:
+        tier, _ = read_tier(load_environment(name))
+    except DatabaseUnreachable as exc:
+        return (f"six-hourly tier: not chosen yet, the database does not answer ({exc}); incremental-backup stays "
+                "scheduled and chooses it when it runs (run blocks init again to record it)")
+    remember(TIER_KEY, name, tier.as_dict())
+    line = f"six-hourly tier: {tier.name} - {tier.why}"
+    return line if tier.scheduled else line + " (incremental-backup is served without a schedule)"
+
+
+def recorded_tier(name: str) -> Tier | None:
+    """Return the tier `blocks init` recorded for environment `name`, or None."""
+    from ubertruck_ops.tasks.checks.orchestration import remembered
+
+    value = remembered(TIER_KEY, name)
+    return Tier(value["tier"], value["why"], tuple(value["drills"])) if value.get("tier") else None
