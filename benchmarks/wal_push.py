@@ -1,84 +1,156 @@
-"""Benchmark: archiving one WAL segment (`ubertruck-ops wal-push`'s work), with the pinned S2K count
-and, in the same run, the way it ran before: gpg asking a fresh gpg-agent to calibrate the count.
+"""Benchmark: `ubertruck-ops wal-push` (PostgreSQL's archive_command) as whole processes, one per 16 MiB
+segment, against a Prefect server this script starts; and in the same run the way it ran before
+(each push started a private Prefect API to read two blocks), and the start-up of `ubertruck-ops run`
+with and without PREFECT_API_URL.
 
-Every push opens its own gpg session (a throwaway GNUPGHOME, so a fresh agent), because
-archive_command runs one process per segment. The segment is 16 MiB, a quarter random bytes
-and the rest zeros (WAL compresses between the two). The repository is a local folder.
-Prints the median and the spread of --segments pushes each way, and the WAL throughput that
-one archiver keeps up with. Exit status 0 whatever the figures.
+- Server: `prefect server start` on 127.0.0.1 (deployments/serve.start_local_server: basic auth, a
+  temporary PREFECT_HOME), the environment's blocks saved into it, a local repository.
+- Now: --rounds wal-push processes with PREFECT_API_URL and PREFECT_API_AUTH_STRING set.
+- Before: --baseline-rounds wal-push processes of the code before the change (`git archive` of the
+  commit before tasks/wal_push.py appeared, run from a temporary folder) without PREFECT_API_URL, on
+  the same PREFECT_HOME: each starts its private API on the same SQLite database.
+- `run` start-up: `ubertruck-ops run nightly-backup --param environment=<missing>` (fails as soon as
+  the flow loads its blocks): with PREFECT_API_URL, and without it (the private API).
 
-    .venv/bin/python benchmarks/wal_push.py [--segments 7]
+Segments are a quarter random bytes and the rest zeros (WAL compresses between the two). Prints
+median, min and max wall per process, and the WAL throughput one archiver keeps up with (16 MiB over
+the median). Exit status 0 whatever the figures.
+
+    .venv/bin/python benchmarks/wal_push.py [--rounds 9] [--baseline-rounds 3] [--run-rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 SEGMENT = 16 << 20
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = ROOT / ".venv" / "bin" / "ubertruck-ops"
+ENVIRONMENT = "bench"
 
 
-def pushes(env, repo, folder: Path, prefix: str, count: int) -> list[float]:
-    from ubertruck_ops.tasks import wal
-    data = os.urandom(SEGMENT // 4) + bytes(SEGMENT - SEGMENT // 4)
-    walls = []
-    for index in range(count):
-        path = folder / f"00000001000000{prefix}{index:08X}"  # a WAL file name: 24 hex digits
-        path.write_bytes(data)
-        clock = time.monotonic()
-        outcome = wal.push_segment(env, str(path), repo)
-        walls.append(time.monotonic() - clock)
-        if outcome != "archived":
-            raise RuntimeError(f"{path.name}: {outcome}")
-    return walls
+def segment(folder: Path, number: int) -> Path:
+    path = folder / f"00000001000000AA{number:08X}"     # a WAL file name: 24 hex digits
+    path.write_bytes(os.urandom(SEGMENT // 4) + bytes(SEGMENT - SEGMENT // 4))
+    return path
+
+
+def timed(argv: list[str], env: dict, cwd: Path | None = None, expect: int | None = 0) -> float:
+    clock = time.monotonic()
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    wall = time.monotonic() - clock
+    if expect is not None and done.returncode != expect:
+        raise RuntimeError(f"{' '.join(argv[:3])} exited {done.returncode}: {(done.stdout + done.stderr)[-1500:]}")
+    return wall
+
+
+def baseline_tree(folder: Path) -> tuple[Path, str]:
+    """Extract ubertruck_ops/ as it was before the change into `folder`; return it and the commit."""
+    added = subprocess.run(["git", "-C", str(ROOT), "log", "--diff-filter=A", "--format=%H", "--",
+                            "ubertruck_ops/tasks/wal_push.py"], capture_output=True, text=True, check=True)
+    first = added.stdout.split()[-1]
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", f"{first}~1", "ubertruck_ops"],
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder, f"{first[:7]}~1"
+
+
+def save_blocks(api: str, auth: str, repository: Path) -> None:
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from pydantic import SecretStr
+
+    from ubertruck_ops.blocks.archive import ArchiveSources
+    from ubertruck_ops.blocks.database import PostgresDatabase
+    from ubertruck_ops.blocks.encryption import BackupEncryption
+    from ubertruck_ops.blocks.environment import Environment, save_environment
+    from ubertruck_ops.blocks.repository import BackupRepository
+    from ubertruck_ops.blocks.slack import SlackNotices
+
+    env = Environment(database=PostgresDatabase(database="d", user="u"),
+                      encryption=BackupEncryption(passphrase=SecretStr(os.urandom(24).hex())),
+                      repository=BackupRepository(url=str(repository)), slack=SlackNotices(),
+                      archive=ArchiveSources(app_root=None))
+    with temporary_settings({PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: auth}):
+        save_environment(env, ENVIRONMENT)
+
+
+def row(label: str, walls: list[float], throughput: bool = True) -> str:
+    median = statistics.median(walls)
+    rate = f"{SEGMENT / median / 2**20:.1f} MiB/s" if throughput else "-"
+    return f"| {label} | {median:.2f} s | {min(walls):.2f} s | {max(walls):.2f} s | {len(walls)} | {rate} |"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--segments", type=int, default=7, help="segments pushed each way (default 7)")
+    parser.add_argument("--rounds", type=int, default=9, help="wal-push processes now (default 9)")
+    parser.add_argument("--baseline-rounds", type=int, default=3, help="wal-push processes before (default 3)")
+    parser.add_argument("--run-rounds", type=int, default=3, help="`run` start-ups each way (default 3)")
     args = parser.parse_args()
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from pydantic import SecretStr
-    from ubertruck_ops.blocks.encryption import BackupEncryption
-    from ubertruck_ops.blocks.repository import BackupRepository
-    from ubertruck_ops.tasks import crypto
-    from ubertruck_ops.tasks.repository import open_repository
-
-    class Env:  # push_segment reads only the encryption block
-        encryption = BackupEncryption(passphrase=SecretStr(os.urandom(24).hex()))
-
     root = Path(tempfile.mkdtemp(prefix="ubertruck-bench-wal-"))
+    home = root / "prefect"
+    os.environ.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                      PREFECT_LOGGING_LEVEL="WARNING")
+    for name in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY"):
+        os.environ.pop(name, None)
+    from ubertruck_ops.deployments.serve import api_auth_string, start_local_server
+    from ubertruck_ops.tasks.execute import stop
+    from ubertruck_ops.tasks.scratch_postgres import free_port
+
+    process = None
     try:
-        repo = open_repository(BackupRepository(url=str(root / "repository")))
-        pinned = pushes(Env, repo, root, "AA", args.segments)
-        pinned_stage = crypto.GpgSession.encrypt_stage
+        auth = api_auth_string()
+        clock = time.monotonic()
+        process, api = start_local_server("127.0.0.1", free_port(), auth)
+        server_start = time.monotonic() - clock
+        save_blocks(api, auth, root / "repository")
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        with_api = {**base, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": auth}
+        number = 0
 
-        def calibrated_stage(self):  # the argv before the pin: no --s2k-count
-            stage = pinned_stage(self)
-            argv = list(stage.argv)
-            del argv[argv.index("--s2k-count"):argv.index("--s2k-count") + 2]
-            return crypto.Stage(stage.name, argv, stage.env, pass_fds=stage.pass_fds, secrets=stage.secrets)
+        def push(env: dict, argv_head: list[str], cwd: Path | None = None) -> float:
+            nonlocal number
+            number += 1
+            path = segment(root, number)
+            try:
+                return timed(argv_head + ["wal-push", str(path), "--environment", ENVIRONMENT], env, cwd)
+            finally:
+                path.unlink()
 
-        crypto.GpgSession.encrypt_stage = calibrated_stage
-        try:
-            calibrated = pushes(Env, repo, root, "BB", args.segments)
-        finally:
-            crypto.GpgSession.encrypt_stage = pinned_stage
+        now = [push(with_api, [str(COMMAND)]) for _ in range(args.rounds)]
+        old_tree, old_rev = baseline_tree(root / "before")
+        old_env = {**base, "PYTHONPATH": str(old_tree)}
+        before = [push(old_env, [sys.executable, "-m", "ubertruck_ops.deployments.cli"], cwd=old_tree)
+                  for _ in range(args.baseline_rounds)]
+        run_argv = [str(COMMAND), "run", "nightly-backup", "--param", "environment=bench-missing"]
+        run_api = [timed(run_argv, with_api, expect=1) for _ in range(args.run_rounds)]
+        run_private = [timed(run_argv, base, expect=1) for _ in range(args.run_rounds)]
+        archived = len(list((root / "repository" / "wal").glob("*.json")))
     finally:
+        if process is not None:
+            stop(process, timeout=30)
         shutil.rmtree(root, ignore_errors=True)
 
-    print("| wal-push of one 16 MiB segment | median | runs | WAL one archiver keeps up with |")
-    print("|---|---:|---|---:|")
-    for label, walls in (("S2K count pinned (now)", pinned), ("gpg-agent calibrates (before)", calibrated)):
-        median = statistics.median(walls)
-        print(f"| {label} | {median:.3f} s | {min(walls):.3f}-{max(walls):.3f} s | {SEGMENT / median / 2**20:.0f} MiB/s |")
-    print(f"\n{statistics.median(calibrated) / statistics.median(pinned):.1f}x faster per segment")
+    print(f"Prefect server (`prefect server start`, basic auth) came up in {server_start:.1f} s; "
+          f"{archived} segments archived; baseline code: {old_rev}\n")
+    print("| whole process | median | min | max | runs | WAL one archiver keeps up with |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(row("`wal-push` of a 16 MiB segment, PREFECT_API_URL set (now)", now))
+    print(row("`wal-push` before: a private Prefect API per push", before))
+    print(row("`run` start-up to a failed flow, PREFECT_API_URL set", run_api, throughput=False))
+    print(row("`run` start-up to a failed flow, no PREFECT_API_URL (private API)", run_private, throughput=False))
+    print(f"\nwal-push: {statistics.median(before) / statistics.median(now):.1f}x faster per segment; "
+          f"goal <= 1.5 s per segment: {'met' if statistics.median(now) <= 1.5 else 'NOT met'}")
     return 0
 
 

@@ -18,13 +18,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
-from botocore.config import Config
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
-                                 ReadTimeoutError, ResponseStreamingError)
-
 from ubertruck_ops.log import logger
 
 if TYPE_CHECKING:     # the block imports Prefect; `wal-push` builds repositories from plain values
+    from botocore.config import Config
     from pydantic import SecretStr
 
     from ubertruck_ops.blocks.repository import BackupRepository
@@ -183,6 +180,10 @@ _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavail
 def is_transient(exc: BaseException | None) -> bool:
     """Return True for S3 failures worth retrying: 5xx, throttling, dropped connections and reads cut
     short, also when wrapped in a RepositoryError. False for lasting ones: denied, missing, bad input."""
+    # botocore is imported where S3 is used: a local repository (and `wal-push` into one) skips ~0.1 s.
+    from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
+                                     ReadTimeoutError, ResponseStreamingError)
+
     while isinstance(exc, RepositoryError):
         exc = exc.__cause__
     if isinstance(exc, ClientError):
@@ -195,6 +196,8 @@ def is_transient(exc: BaseException | None) -> bool:
 def _s3(what: str, call):
     """Make one S3 call (botocore retries it); raise RepositoryError saying what failed and after how
     many attempts."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         return call()
     except (ClientError, BotoCoreError) as exc:
@@ -237,6 +240,8 @@ class S3Access:
 def s3_config(attempts: int = S3_ATTEMPTS) -> Config:
     """botocore's standard mode retries 5xx, throttling and connection errors with jittered
     exponential backoff (at most 20 s between attempts), and logs each retry."""
+    from botocore.config import Config
+
     return Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=10, read_timeout=120,
                   signature_version="s3v4")
 
@@ -293,6 +298,8 @@ class S3Repository:
             Bucket=self.bucket, Key=self._key(key))["Body"].read())
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError
+
         body = _s3(f"download of {key}", lambda: self.client.get_object(
             Bucket=self.bucket, Key=self._key(key))["Body"])
         try:
