@@ -28,6 +28,7 @@ EXAMPLES: dict[str, dict] = {
     "BackupRepository": {"url": "/var/backups/ubertruck"},
     "SlackNotices": {"webhook_url": SecretStr("https://hooks.slack.com/services/T0/B0/sentinel")},
     "RedisCache": {"password": SecretStr("sentinel-redis-password")},
+    "RdsInstance": {"instance_id": "ubertruck-prod"},
 }
 
 

@@ -20,6 +20,7 @@ from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
 from ubertruck_ops.blocks.monitoring import BusinessQueries, CheckThresholds, RedisCache
+from ubertruck_ops.blocks.rds import RdsInstance
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
 
@@ -40,9 +41,10 @@ class Environment:
     thresholds: CheckThresholds | None = None
     queries: BusinessQueries | None = None
     redis: RedisCache | None = None
+    rds: RdsInstance | None = None
 
 
-_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis"}
+_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis", "rds"}
 
 
 def block_name(environment: str, part: str) -> str:
@@ -109,6 +111,10 @@ _APP_VARIABLES = {"app_root": "APP_ROOT", "repo_url": "APP_REPO_URL", "services"
                   "nginx_reload_command": "NGINX_RELOAD_COMMAND"}
 
 
+_RDS_VARIABLES = {"instance_id": "RDS_INSTANCE_ID", "dr_region": "RDS_DR_REGION", "kms_key_id": "RDS_KMS_KEY_ID",
+                  "aws": "AWS_REGION/AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/RDS_ENDPOINT_URL"}
+
+
 # Tuned by operators in the UI, not set from variables: `blocks init` creates them once, never resets them.
 _KEEP_IF_PRESENT = {"thresholds", "queries"}
 
@@ -135,7 +141,8 @@ def save_environment(env: Environment, environment: str) -> list[str]:
 def _block_class(part: str):
     return {"database": PostgresDatabase, "encryption": BackupEncryption, "repository": BackupRepository,
             "slack": SlackNotices, "archive": ArchiveSources, "drill_database": PostgresDatabase,
-            "app": AppHost, "thresholds": CheckThresholds, "queries": BusinessQueries, "redis": RedisCache}[part]
+            "app": AppHost, "thresholds": CheckThresholds, "queries": BusinessQueries, "redis": RedisCache,
+            "rds": RdsInstance}[part]
 
 
 def environment_from_variables(variables: Mapping[str, str]) -> Environment:
@@ -203,10 +210,21 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
     redis = RedisCache(url=redis_url, password=SecretStr(optional("REDIS_PASSWORD")) if optional("REDIS_PASSWORD")
                        else None) if redis_url else None
 
+    rds = None
+    if optional("RDS_INSTANCE_ID"):
+        rds = _build(RdsInstance, _RDS_VARIABLES, instance_id=optional("RDS_INSTANCE_ID"),
+                     dr_region=optional("RDS_DR_REGION"), kms_key_id=optional("RDS_KMS_KEY_ID"),
+                     aws=AwsCredentials(
+                         aws_access_key_id=optional("AWS_ACCESS_KEY_ID"),
+                         aws_secret_access_key=SecretStr(optional("AWS_SECRET_ACCESS_KEY"))
+                         if optional("AWS_SECRET_ACCESS_KEY") else None,
+                         region_name=optional("AWS_REGION", "ap-south-1"),
+                         aws_client_parameters=AwsClientParameters(endpoint_url=optional("RDS_ENDPOINT_URL"))))
+
     drill = optional("DRILL_DATABASE_URL")
     return Environment(database=database, encryption=encryption, repository=repository, slack=slack,
                        archive=archive, drill_database=PostgresDatabase.from_url(drill) if drill else None, app=app,
-                       thresholds=CheckThresholds(), queries=BusinessQueries(), redis=redis)
+                       thresholds=CheckThresholds(), queries=BusinessQueries(), redis=redis, rds=rds)
 
 
 def _missing_key():

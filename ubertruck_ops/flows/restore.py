@@ -20,12 +20,13 @@ from prefect import flow
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.environment import load_environment
-from ubertruck_ops.core import names, notices
+from ubertruck_ops.core import names, notices, rds
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.log import logger
 from ubertruck_ops.operations.frame import operation
 from ubertruck_ops.operations.logical_restore import check_backup, restore_into
 from ubertruck_ops.operations.physical_restore import restore_physical
+from ubertruck_ops.operations.rds import rds_restore
 from ubertruck_ops.tasks import catalog, load, postgres
 from ubertruck_ops.tasks.crypto import gpg_session
 
@@ -38,7 +39,7 @@ class RestoreRefused(RuntimeError):
 def restore(environment: str = "production", backup_id: str | None = None, target_environment: str | None = None,
             confirm: str | None = None, target_time: str | None = None, files_to: str | None = None,
             method: Literal["logical", "physical"] = "logical", restore_folder: str | None = None,
-            keep_running: bool = False) -> dict:
+            keep_running: bool = False, rds_instance: str | None = None) -> dict:
     """Restore a backup of `environment`.
 
     logical (default): into `target_environment`'s database (default: the same); overwriting an
@@ -50,6 +51,10 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
     archived WAL, replayed up to `target_time` (default: all archived WAL), start it on a port of
     its own and verify it; it keeps running when `keep_running`. Parameters of the other method
     are refused.
+    rds_instance (an RDS environment): restore the newest of our RDS snapshots (or the snapshot
+    `backup_id`; or the instance as of `target_time` from its automated backups) into the new RDS
+    instance of that name, wait for it and count its rows. Never the source's own id; an existing
+    instance is never touched (RDS refuses the name).
 
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
@@ -62,7 +67,14 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
         restore_folder: Physical only: an empty or new folder to build the restored cluster in (its data
             directory is restore_folder/data); empty: a new temporary folder.
         keep_running: Physical only: leave the restored server running after verifying it.
+        rds_instance: RDS only: the new instance to restore into (a valid RDS identifier, not the source's).
     """
+    if rds_instance:
+        others = [name for name, value in (("target_environment", target_environment), ("confirm", confirm),
+                                           ("files_to", files_to), ("restore_folder", restore_folder),
+                                           ("keep_running", keep_running), ("method=physical", method == "physical"))
+                  if value]
+        return _restore_rds(environment, rds_instance, backup_id, target_time, others)
     if method == "physical":
         logical_only = [name for name, value in (("backup_id", backup_id), ("target_environment", target_environment),
                                                  ("confirm", confirm), ("files_to", files_to)) if value]
@@ -207,3 +219,25 @@ def _restore_physical(environment: str, target_time: str | None, restore_folder:
             f"- duration: {human_seconds(duration)}\n"),
             notices.restore_succeeded(environment, result["data_directory"], result["chain"][-1], duration, None))
         return {**result, "duration_seconds": round(duration, 2)}
+
+
+def _restore_rds(environment: str, rds_instance: str, snapshot_id: str | None, target_time: str | None,
+                 others: list[str]) -> dict:
+    with operation(f"RDS restore into {rds_instance}", environment) as op:
+        op.step("validate parameters")
+        if others:
+            raise ValueError(f"{', '.join(others)}: not with rds_instance (an RDS restore creates a new instance)")
+        if snapshot_id and target_time:
+            raise ValueError("give backup_id (a snapshot) or target_time (point in time), not both")
+        if snapshot_id:
+            rds.validate_identifier(snapshot_id, "backup_id (an RDS snapshot id)")
+        result = rds_restore(op, rds_instance, snapshot_id, _parse_time(target_time))
+        op.step("report")
+        op.publish("restore-report", f"RDS restore into {rds_instance}", (
+            f"# RDS restore into `{rds_instance}`\n\n- restored: `{result['restored']}`\n"
+            f"- endpoint: {result['endpoint']}\n- tables: {len(result['row_counts'])}, "
+            f"rows: {sum(result['row_counts'].values()):,}\n- duration: {human_seconds(result['duration_seconds'])}\n"
+            "- the source instance was not touched\n"),
+            notices.restore_succeeded(environment, f"RDS instance {rds_instance} ({result['endpoint']})",
+                                      result["restored"], result["duration_seconds"], None))
+        return result
