@@ -51,7 +51,8 @@ def nightly_backup(environment: str = "production") -> dict:
                     step("archive app and config files")
                     archives, missing = dump.archive_files(env.archive, gpg, repo, folder)
                     objects += archives
-                    tools = {"pg_dump": postgres.tool_version("pg_dump"), "gpg": gpg.version(), "zstd": zstd_version()}
+                    tools = {"pg_dump": postgres.tool_version("pg_dump", snapshot.tools), "gpg": gpg.version(),
+                             "zstd": zstd_version()}
 
                 step("write the manifest")
                 manifest = Manifest(

@@ -85,6 +85,8 @@ def _backup(op, backup: BackupAttempt, facts: ServerFacts, kind: str, why: str, 
             started) -> dict:
     """Stream a base or incremental backup into the repository and write its manifest."""
     env, repo, step, log = op.env, op.repo, op.step, op.log
+    # The pg_basebackup for this server's major and sslmode (TLS needs a client built with it).
+    client = postgres.client_tools(facts.version_num // 10000, env.database.sslmode, needs=("pg_basebackup",))
     with gpg_session(env.encryption, for_restore=kind == "incremental") as gpg:
         previous = None
         if kind == "incremental":
@@ -99,7 +101,8 @@ def _backup(op, backup: BackupAttempt, facts: ServerFacts, kind: str, why: str, 
         folder = backup.begin(kind, started)
         step(f"stream the {kind} backup")
         try:
-            objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder, previous)
+            objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder,
+                                                                           previous, client)
         except CommandFailed as exc:
             fallback = base_instead(kind, str(exc))
             if fallback is None:
@@ -108,8 +111,9 @@ def _backup(op, backup: BackupAttempt, facts: ServerFacts, kind: str, why: str, 
             catalog.discard_backup(repo, backup.backup_id)
             (kind, why), last = fallback, None
             folder = backup.begin(kind, utc_now())
-            objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder, None)
-        tools = {"pg_basebackup": postgres.tool_version("pg_basebackup"), "gpg": gpg.version(), "zstd": zstd_version()}
+            objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder, None, client)
+        tools = {"pg_basebackup": postgres.tool_version("pg_basebackup", client), "gpg": gpg.version(),
+                 "zstd": zstd_version()}
 
     step("write the manifest")
     manifest = Manifest(

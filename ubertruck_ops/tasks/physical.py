@@ -25,6 +25,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.core.connection import ClientTools
 from ubertruck_ops.core.manifest import StoredObject
 from ubertruck_ops.core.names import restore_command
 from ubertruck_ops.core.physical import ServerFacts
@@ -108,8 +109,8 @@ class TarMemberCapture:
         self._padding = (-size) % 512
 
 
-def basebackup_stage(db: PostgresDatabase, incremental_manifest: str | None) -> Stage:
-    argv = [postgres.tool("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
+def basebackup_stage(db: PostgresDatabase, incremental_manifest: str | None, tools: ClientTools | None = None) -> Stage:
+    argv = [tools.path("pg_basebackup") if tools else postgres.tool("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
             "--checkpoint=fast", "--no-password", "--label=ubertruck-ops"]
     if incremental_manifest:
         argv.append(f"--incremental={incremental_manifest}")
@@ -155,8 +156,10 @@ def recalled_manifest(environment: str, backup_id: str) -> bytes | None:
 
 @task(name="physical-backup", cache_policy=NO_CACHE)
 def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo: Repository, folder: str,
-                    previous_manifest: bytes | None) -> tuple[list[StoredObject], dict, bytes]:
-    """Stream pg_basebackup (incremental when `previous_manifest` is given) through zstd and gpg into
+                    previous_manifest: bytes | None, tools: ClientTools | None = None
+                    ) -> tuple[list[StoredObject], dict, bytes]:
+    """Stream pg_basebackup (incremental when `previous_manifest` is given; from `tools`, the client
+    folder chosen for the server and its sslmode, else the shipped one) through zstd and gpg into
     the repository; store its backup_manifest too. Return the objects, the WAL range it covers and
     the backup_manifest."""
     capture, streamed, data_stored = TarMemberCapture("backup_manifest"), threading.Event(), []
@@ -181,7 +184,7 @@ def take_basebackup(db: PostgresDatabase, gpg: GpgSession, repo: Repository, fol
                   else nullcontext()) as path:
                 data_stored.append(store_stream(repo, f"{folder}/{DATA_OBJECT}",
                                                 [zstd_compress_stage(), gpg.encrypt_stage()],
-                                                source=[basebackup_stage(db, path)], tap=capture))
+                                                source=[basebackup_stage(db, path, tools)], tap=capture))
         finally:
             streamed.set()  # on failure too: the manifest's pipeline then fails and stores nothing
         stored = manifest_stored.result()
