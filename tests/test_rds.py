@@ -260,3 +260,32 @@ def test_blocks_init_reads_the_rds_variables_and_names_a_bad_instance_id():
     with pytest.raises(ValueError, match="RDS_INSTANCE_ID is refused") as refused:
         environment_from_variables({**base, "RDS_INSTANCE_ID": "prod--db"})
     assert "sentinel" not in str(refused.value)
+
+
+def test_a_cancelled_drill_still_deletes_its_scratch_instance(world, monkeypatch):
+    """Prefect cancels a served or worker run by SIGTERM, raised in the flow as TerminationSignal
+    (a BaseException): here it arrives while the drill connects to the scratch instance."""
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+
+    from ubertruck_ops.tasks import postgres
+
+    api, instance_id = world["api"], world["instance_id"]
+    during: list[set[str]] = []
+
+    def cancelled(*args, **kwargs):
+        during.append(instance_ids(api))
+        raise TerminationSignal(signal.SIGTERM)
+
+    our_snapshot(api, instance_id, f"ubertruck-snap-{instance_id}-cancel")
+    before = instance_ids(api)
+    monkeypatch.setattr(postgres, "connect", cancelled)
+
+    with pytest.raises(TerminationSignal):
+        with operation("RDS restore drill", world["env"], notify_failures=False) as op:
+            rds_drill(op)
+
+    [scratch] = during[0] - before
+    assert scratch.startswith(f"ubertruck-drill-{instance_id}-")
+    assert instance_ids(api) == before
