@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
@@ -66,6 +67,10 @@ def test_blocks_init_from_an_env_file_then_run_a_flow_from_the_command_line(pg18
     assert unscheduled == {"incremental-backup"}
     served = {d.name + "/" + d.flow_name: d for d in runner_deployments(name, unscheduled)}
     assert not served[f"{name}/incremental-backup"].schedules and served[f"{name}/nightly-backup"].schedules
+    rendered = cli("deployments-yaml", "--environment", name)
+    schedules = {d["entrypoint"].rpartition(":")[2]: d["schedules"] for d in yaml.safe_load(rendered.stdout)["deployments"]}
+    assert schedules["incremental_backup"] == [] and schedules["nightly_backup"]
+    assert "incremental-backup of" in rendered.stderr and "not scheduled" in rendered.stderr
 
     ran = cli("run", "nightly-backup", "--param", f"environment={name}")
     assert ran.returncode == 0, ran.stderr[-3000:]

@@ -84,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "deployments-yaml":
             from ubertruck_ops.deployments.schedules import render_prefect_yaml
 
-            print(render_prefect_yaml(args.environment), end="")
+            unscheduled = frozenset()
+            if os.environ.get("PREFECT_API_URL"):   # the tier blocks init recorded there decides
+                from ubertruck_ops.deployments.serve import unscheduled_flows
+
+                unscheduled = unscheduled_flows(args.environment)
+            print(render_prefect_yaml(args.environment, unscheduled), end="")
             return 0
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

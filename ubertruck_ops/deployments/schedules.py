@@ -36,7 +36,8 @@ DEPLOYMENTS = (
                    "02:00 IST: encrypted logical backup of the database plus app and config archives.",
                    BACKUP_QUEUE, "0 2 * * *", ("backup",)),
     DeploymentSpec("incremental-backup", "ubertruck_ops/flows/incremental_backup.py:incremental_backup",
-                   "Every 6 hours: PostgreSQL incremental backup on the physical chain.",
+                   "Every 6 hours, in the server's tier: PostgreSQL 17+ incremental, base + WAL recovery point "
+                   "(13-16), or RDS snapshot.",
                    BACKUP_QUEUE, "0 */6 * * *", ("backup",)),
     DeploymentSpec("restore", "ubertruck_ops/flows/restore.py:restore",
                    "By hand: restore a backup (confirm= must name a database that is overwritten).",
@@ -73,8 +74,8 @@ def deployment_name(environment: str) -> str:
     return environment
 
 
-def render_prefect_yaml(environment: str = "production") -> str:
-    """Return prefect.yaml for every deployment of `environment`."""
+def render_prefect_yaml(environment: str = "production", unscheduled: frozenset[str] = frozenset()) -> str:
+    """Return prefect.yaml for every deployment of `environment`; those in `unscheduled` without a schedule."""
     deployments = []
     for spec in DEPLOYMENTS:
         item = {
@@ -85,7 +86,8 @@ def render_prefect_yaml(environment: str = "production") -> str:
             "parameters": {"environment": environment, **spec.parameters},
             "enforce_parameter_schema": True,
             "work_pool": {"name": WORK_POOL, "work_queue_name": spec.queue},
-            "schedules": [{"cron": spec.cron, "timezone": TIMEZONE, "active": True}] if spec.cron else [],
+            "schedules": ([{"cron": spec.cron, "timezone": TIMEZONE, "active": True}]
+                          if spec.cron and spec.flow not in unscheduled else []),
         }
         if spec.concurrency_limit:
             item["concurrency_limit"] = spec.concurrency_limit

@@ -223,7 +223,7 @@ def unscheduled_flows(environment: str) -> frozenset[str]:
     tier = recorded_tier(environment)
     if tier is None or tier.scheduled:
         return frozenset()
-    print(f"incremental-backup of {environment} is not scheduled: {tier.why}", flush=True)
+    print(f"incremental-backup of {environment} is not scheduled: {tier.why}", file=sys.stderr, flush=True)
     return frozenset({"incremental-backup"})
 
 

@@ -17,6 +17,7 @@ from ubertruck_ops.core.tiers import RDS_SNAPSHOTS, refusal
 from ubertruck_ops.operations.backup import BackupAttempt
 from ubertruck_ops.operations.frame import operation
 from ubertruck_ops.operations.physical_backup import six_hourly_physical
+from ubertruck_ops.operations.rds import rds_six_hourly
 from ubertruck_ops.operations.tiers import read_tier
 
 
@@ -49,8 +50,6 @@ def incremental_backup(environment: str = "production", force_full: bool = False
             if reason:
                 raise PhysicalBackupRefused(f"{op.env.database.describe()}: {reason}")
             if tier.name == RDS_SNAPSHOTS:
-                from ubertruck_ops.operations.rds import rds_six_hourly
-
                 return {"tier": tier.name, "tier_why": tier.why, **rds_six_hourly(op)}
             result = six_hourly_physical(backup, facts, tier, force_full=force_full,
                                          max_chain_age_days=max_chain_age_days, keep_wal_days=keep_wal_days,

@@ -22,6 +22,7 @@ from ubertruck_ops.core.text import human_seconds
 from ubertruck_ops.operations.frame import Operation, operation
 from ubertruck_ops.operations.logical_restore import RestoreMismatch, check_backup, restore_into
 from ubertruck_ops.operations.physical_restore import restore_physical
+from ubertruck_ops.operations.rds import RdsDrillFailed, rds_drill
 from ubertruck_ops.operations.tiers import read_tier
 from ubertruck_ops.tasks import catalog, wal
 from ubertruck_ops.tasks.crypto import gpg_session
@@ -82,12 +83,10 @@ def _drills(op: Operation, mode: str) -> tuple[str, ...]:
 
 
 def _rds_drill(op: Operation, backup_id: str | None) -> DrillReport:
-    from ubertruck_ops.operations.rds import rds_drill
-
-    report = rds_drill(op)
-    if not report.passed:
-        raise DrillFailed(f"RDS restore drill of {report.backup_id} failed")
-    return report
+    try:
+        return rds_drill(op)
+    except RdsDrillFailed as exc:   # reported by rds_drill itself, like the others
+        raise DrillFailed(str(exc)) from exc
 
 
 def _physical_drill(op: Operation, backup_id: str | None = None) -> DrillReport:

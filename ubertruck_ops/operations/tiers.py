@@ -13,9 +13,8 @@ def read_tier(env: Environment) -> tuple[Tier, ServerFacts | None]:
     """Return the environment's six-hourly tier and the server facts it was chosen from (None on RDS,
     where the snapshot API decides and the database is not asked). Raise DatabaseUnreachable when
     the server does not answer."""
-    rds = getattr(env, "rds", None)
-    if rds is not None:
-        return six_hourly_tier(None, rds.instance_id), None
+    if env.rds is not None:
+        return six_hourly_tier(None, env.rds.instance_id), None
     with postgres.connect(env.database) as conn:
         facts = physical.server_facts(conn)
     return six_hourly_tier(facts, None), facts
