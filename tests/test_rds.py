@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 from moto.rds.models import DBInstance, rds_backends
-from prefect import flow
 from prefect_aws import AwsCredentials
 from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import SecretStr
@@ -24,10 +23,12 @@ from ubertruck_ops.blocks.environment import block_name
 from ubertruck_ops.blocks.rds import RdsInstance
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core import rds
+from ubertruck_ops.flows.incremental_backup import incremental_backup
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
+from ubertruck_ops.flows.restore_drill import restore_drill
 from ubertruck_ops.operations.frame import operation
-from ubertruck_ops.operations.rds import rds_drill, rds_six_hourly
+from ubertruck_ops.operations.rds import rds_drill
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
 from tests.conftest import make_database, save_env
@@ -35,18 +36,6 @@ from tests.parts import flow_run_artifacts
 
 REGION, DR_REGION, ACCOUNT = "ap-south-1", "eu-west-1", "123456789012"
 NOW = datetime.now(timezone.utc)
-
-
-@flow(name="test-rds-six-hourly")
-def six_hourly_run(environment: str) -> dict:
-    with operation("six-hourly RDS snapshot", environment) as op:
-        return rds_six_hourly(op)
-
-
-@flow(name="test-rds-drill")
-def drill_run(environment: str) -> dict:
-    with operation("RDS restore drill", environment, notify_failures=False) as op:
-        return vars(rds_drill(op))
 
 
 def client(endpoint: str, region: str = REGION, service: str = "rds"):
@@ -135,8 +124,9 @@ def test_six_hourly_snapshots_copies_to_dr_and_expires_only_our_old_snapshots(wo
                                    Tags=rds.as_tag_list(rds.snapshot_tags("test", "six-hourly", instance_id)))
     age_snapshot(old_copy["DBSnapshot"]["DBSnapshotIdentifier"], 10, DR_REGION)
 
-    result = six_hourly_run(world["env"])
+    result = incremental_backup(environment=world["env"])   # the six-hourly deployment, in the RDS tier
 
+    assert result["tier"] == "rds-snapshots" and f"RDS instance {instance_id}" in result["tier_why"]
     new = result["snapshot_id"]
     assert new.startswith(f"ubertruck-snap-{instance_id}-") and result["status"] == "ok" and result["errors"] == []
     [made] = api.describe_db_snapshots(DBSnapshotIdentifier=new)["DBSnapshots"]
@@ -158,7 +148,7 @@ def test_six_hourly_keeps_its_snapshot_then_fails_on_short_retention_and_warns_o
                         property(lambda self: datetime.now(timezone.utc) - timedelta(minutes=20)))
     before = snapshot_ids(api, instance_id)
     try:
-        state = six_hourly_run(world["env"], return_state=True)
+        state = incremental_backup(environment=world["env"], return_state=True)
     finally:
         api.modify_db_instance(DBInstanceIdentifier=instance_id, BackupRetentionPeriod=7, ApplyImmediately=True)
 
@@ -184,10 +174,13 @@ def test_drill_restores_into_a_scratch_instance_verifies_and_deletes_it_and_old_
                                              Tags=rds.as_tag_list(rds.scratch_tags("test", instance_id, newest)))
     before = instance_ids(api)
 
-    state = drill_run(world["env"], return_state=True)
+    state = restore_drill(environment=world["env"], mode="applicable", return_state=True)   # the monthly drills
 
     assert state.is_completed(), state.message
-    report = state.result()
+    result = state.result()
+    assert result["passed"] and result["physical"] is None
+    assert result["logical"]["backup_id"] == world["backup_id"] and result["logical"]["passed"]
+    report = result["rds"]
     assert report["kind"] == "rds" and report["passed"] and report["backup_id"] == report["chain"][0]
     assert report["backup_id"] == max((s for s in api.describe_db_snapshots(DBInstanceIdentifier=instance_id)
                                        ["DBSnapshots"] if rds.is_ours(rds.SnapshotInfo(
@@ -209,7 +202,7 @@ def test_drill_that_cannot_connect_fails_and_still_deletes_its_scratch_instance(
     save_rds(world["env"], moto_server, broken)
     before = instance_ids(api)
     try:
-        state = drill_run(world["env"], return_state=True)
+        state = restore_drill(environment=world["env"], mode="rds", return_state=True)
     finally:
         save_rds(world["env"], moto_server, world["instance_id"], dr_region=DR_REGION,
                  kms_key_id=world["block"].kms_key_id)

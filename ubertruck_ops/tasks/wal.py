@@ -123,6 +123,9 @@ class WalStreamer:
         from ubertruck_ops.tasks import postgres
 
         with postgres.connect(self.env.database, autocommit=True) as conn:
+            # The pg_receivewal for this server's major and sslmode (TLS needs a client built with it).
+            self.receivewal = postgres.tool("pg_receivewal", postgres.server_version_num(conn) // 10000,
+                                            self.env.database.sslmode)
             exists = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone()
             if not exists:
                 conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (self.slot,))
