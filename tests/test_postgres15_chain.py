@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from ubertruck_ops.blocks.repository import BackupRepository
-from ubertruck_ops.core.physical import WalGap, parse_segment
+from ubertruck_ops.core.physical import WalGap, parse_segment, segment_of
 from ubertruck_ops.flows.incremental_backup import incremental_backup
 from ubertruck_ops.flows.maintenance import monthly_maintenance
 from ubertruck_ops.flows.nightly_backup import nightly_backup
@@ -111,9 +111,43 @@ def test_postgres15_a_missing_wal_segment_between_the_base_and_the_target_is_ref
     assert state.is_failed() and "WAL missing between backup" in str(state.message)
     assert victim in str(state.message)
 
-    # The six-hourly proof finds the same hole.
-    base = chain15.runs[0]
-    first = parse_segment(victim, 16 << 20)[1] - 1
+    # The six-hourly proof finds the same hole, even where it reads no bytes again (before the last point).
+    size, points = 16 << 20, [run["recovery_point"] for run in chain15.runs[1:]]
+    base_start = parse_segment(points[0]["segment"], size)[1] - points[0]["segments_checked"] + 1
+    last = parse_segment(points[1]["segment"], size)[1]
     with pytest.raises(WalGap, match=victim):
-        recovery.check_segments.fn(LocalRepository(str(copy)), 1, first, first + 2, 16 << 20)
-    assert base["kind"] == "base"
+        recovery.check_segments.fn(LocalRepository(str(copy)), 1, base_start, last, size, verify_from=last)
+
+    # A damaged segment is named too.
+    damaged = points[1]["segment"]
+    stored = copy / "wal" / f"{damaged}.zst.gpg"
+    flipped = bytearray(stored.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    stored.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=f"{damaged} is damaged"):
+        recovery.check_segments.fn(LocalRepository(str(copy)), 1, last, last, size)
+
+
+def test_postgres15_wal_older_than_three_days_stays_while_the_chain_replays_it(chain15, tmp_path):
+    """The base may be up to 7 days old and a restore replays every segment since it: WAL retention's
+    3 days must not cut the chain (a clock 4 days on, every archived segment then older than 3 days)."""
+    import os
+
+    from ubertruck_ops.core.physical import ServerFacts
+    from ubertruck_ops.operations.physical_backup import wal_retention
+
+    copy = tmp_path / "repository"
+    shutil.copytree(chain15.repo_dir, copy)
+    four_days_ago = time.time() - 4 * 86400
+    archived = sorted((copy / "wal").iterdir())
+    for path in archived:
+        os.utime(path, (four_days_ago, four_days_ago))
+    facts = ServerFacts(150000, False, "replica", True, None, "-", 1, 16 << 20)
+
+    wal_retention(LocalRepository(str(copy)), facts, keep_wal_days=3)
+
+    size = 16 << 20
+    base_start = segment_of(chain15.runs[0]["wal"]["start_lsn"], size)
+    since_base = lambda paths: {p.name for p in paths if (parse_segment(p.name.split(".")[0], size) or (0, -1))[1]
+                                >= base_start}
+    assert since_base(archived) and since_base((copy / "wal").iterdir()) == since_base(archived)

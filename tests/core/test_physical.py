@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from ubertruck_ops.core.manifest import Manifest
 from ubertruck_ops.core.physical import (ChainBroken, ServerFacts, WalGap, contiguous_run, find_wal_gaps, parse_segment,
-                                         plan_backup, plan_wal, resolve_chain, segment_name, segment_of,
+                                         plan_backup, plan_wal, replay_from, resolve_chain, segment_name, segment_of,
                                          wal_to_delete)
 from ubertruck_ops.core.retention import BackupRecord, backups_to_delete
 
@@ -114,6 +114,23 @@ def test_no_sequence_of_backups_and_clock_ticks_leaves_a_kept_backup_unrestorabl
         assert record.parent is None or record.parent in kept
         low, high = ranges[backup_id]
         assert not ({low, high} & gone)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 24 * 14), min_size=1, max_size=20), st.integers(0, 24 * 3))
+def test_wal_retention_keeps_every_segment_a_restore_into_the_window_replays(hours_ago, target_hours_ago):
+    """Bases taken at any times (a base-and-WAL chain may be older than the 3-day WAL window): a restore
+    to any moment of the window starts from the newest backup finished by then and replays every
+    segment after it, so nothing from that backup's start on may go."""
+    keep = timedelta(days=3)
+    backups = [(NOW - timedelta(hours=h), 1000 - h) for h in hours_ago]    # older backups start earlier
+    start = replay_from(backups, NOW, keep)
+    target = NOW - timedelta(hours=target_hours_ago)
+    usable = [first for finished, first in sorted(backups) if finished <= target]
+    if usable:
+        assert start <= usable[-1]
+    assert start == min(first for _, first in backups) or any(f <= NOW - keep for f, _ in backups)
+    assert replay_from([], NOW, keep) is None
 
 
 def test_wal_gaps_are_the_missing_segments_between_the_chain_start_and_the_newest_archived():

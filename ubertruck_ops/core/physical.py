@@ -101,6 +101,18 @@ def wal_to_delete(segments: dict[str, datetime], protected: list[tuple[int, int]
     return sorted(doomed)
 
 
+def replay_from(backups: list[tuple[datetime, int]], now: datetime, keep: timedelta) -> int | None:
+    """Given the kept physical backups as (finished, first WAL segment), return the first segment a
+    point-in-time restore to any moment of the last `keep` may replay from: the start of the newest
+    backup finished at or before now - keep (a restore to that moment starts from it), else of the
+    oldest one; None without backups. Every archived segment from it on must stay: a base-and-WAL
+    chain replays all WAL since its base, which may be older than `keep`."""
+    if not backups:
+        return None
+    before = [start for finished, start in sorted(backups) if finished <= now - keep]
+    return before[-1] if before else min(start for _, start in backups)
+
+
 def find_wal_gaps(archived: dict[str, datetime], from_segment: int, timeline: int, segment_size: int) -> list[str]:
     """Given the archived WAL file names, return the names of segments of `timeline` missing from
     the archive between `from_segment` and the newest archived one (empty: no gap)."""

@@ -14,7 +14,8 @@ from datetime import timedelta
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.backups import base_instead
 from ubertruck_ops.core.manifest import Manifest, iso, utc_now
-from ubertruck_ops.core.physical import ServerFacts, find_wal_gaps, parse_lsn, parse_segment, plan_backup, segment_of
+from ubertruck_ops.core.physical import (ServerFacts, find_wal_gaps, parse_lsn, parse_segment, plan_backup, replay_from,
+                                         segment_of)
 from ubertruck_ops.core.text import human_bytes, human_seconds
 from ubertruck_ops.core.tiers import NATIVE_INCREMENTAL, Tier
 from ubertruck_ops.log import logger
@@ -23,6 +24,9 @@ from ubertruck_ops.tasks import catalog, load, physical, postgres, recovery, wal
 from ubertruck_ops.tasks.crypto import DecryptionKeyError, gpg_session, zstd_version
 from ubertruck_ops.tasks.execute import CommandFailed
 from ubertruck_ops.tasks.repository import Repository
+
+
+EVERY_LATER_SEGMENT = 1 << 62
 
 
 def wal_retention(repo: Repository, facts: ServerFacts, keep_wal_days: int) -> int:
@@ -34,9 +38,14 @@ def wal_retention(repo: Repository, facts: ServerFacts, keep_wal_days: int) -> i
         logger().warning("WAL retention skipped: the manifest of %s is unreadable, so the WAL it needs is unknown",
                          ", ".join(unknown))
         return 0
-    protected = [(segment_of(m.physical["start_lsn"], facts.wal_segment_size),
-                  segment_of(m.physical["end_lsn"], facts.wal_segment_size)) for m in found.manifests if m.physical]
-    return wal.apply_wal_retention(repo, protected, utc_now(), timedelta(days=keep_wal_days), facts.wal_segment_size)
+    size, now, keep = facts.wal_segment_size, utc_now(), timedelta(days=keep_wal_days)
+    physical_backups = [m for m in found.manifests if m.physical]
+    protected = [(segment_of(m.physical["start_lsn"], size), segment_of(m.physical["end_lsn"], size))
+                 for m in physical_backups]
+    start = replay_from([(m.finished, segment_of(m.physical["start_lsn"], size)) for m in physical_backups], now, keep)
+    if start is not None:
+        protected.append((start, EVERY_LATER_SEGMENT))   # a restore into the window replays all of it
+    return wal.apply_wal_retention(repo, protected, now, keep, size)
 
 
 def six_hourly_physical(backup: BackupAttempt, facts: ServerFacts, tier: Tier, *, force_full: bool,
@@ -141,12 +150,13 @@ def _recovery_point(op, last: Manifest, base: Manifest, facts: ServerFacts, arch
     step(f"wait for WAL segment {point['segment']} to be archived")
     waited = recovery.wait_until_archived(repo, point["segment"], archive_wait_seconds)
     step("check the WAL archive since the base")
-    first = segment_of(base.physical["start_lsn"], size)
+    # Every segment since the base must be there; only those after the previous point are read again.
+    first = verify_from = segment_of(base.physical["start_lsn"], size)
     previous = recovery.latest_point(repo, base.backup_id)
     if previous and previous.get("timeline") == point["timeline"]:
-        first = parse_segment(previous["checked_through"], size)[1] + 1
+        verify_from = parse_segment(previous["checked_through"], size)[1] + 1
     last_segment = parse_segment(point["segment"], size)[1]
-    checked = recovery.check_segments(repo, point["timeline"], first, last_segment, size)
+    checked = recovery.check_segments(repo, point["timeline"], first, last_segment, size, verify_from)
     step("record the recovery point")
     record = recovery.record_point(repo, base.backup_id, last.backup_id, point, point["segment"], checked, utc_now())
     op.log.info("recovery point %s (LSN %s) proven: %d new WAL segment(s) checked (%s), archived %s after closing",

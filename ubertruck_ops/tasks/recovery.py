@@ -58,10 +58,12 @@ def wait_until_archived(repo: Repository, segment: str, timeout: float, poll: fl
 
 
 @task(name="check-wal-archive", cache_policy=NO_CACHE)
-def check_segments(repo: Repository, timeline: int, first: int, last: int, segment_size: int) -> dict:
-    """Check that every segment of `timeline` from number `first` to `last` is archived with stored
-    bytes matching the checksum and size its sidecar recorded. Return how many and how many bytes were
-    checked. Raise WalGap naming the missing segments, ValueError naming a damaged one."""
+def check_segments(repo: Repository, timeline: int, first: int, last: int, segment_size: int,
+                   verify_from: int | None = None) -> dict:
+    """Check that every segment of `timeline` from number `first` to `last` is archived, and that those
+    from `verify_from` (default `first`) have stored bytes matching the checksum and size their sidecar
+    recorded. Return how many segments and bytes were verified. Raise WalGap naming the missing
+    segments, ValueError naming a damaged one."""
     archived = wal.archived_files(repo)
     present = {parse_segment(n, segment_size)[1] for n in archived
                if parse_segment(n, segment_size) and parse_segment(n, segment_size)[0] == timeline}
@@ -70,8 +72,8 @@ def check_segments(repo: Repository, timeline: int, first: int, last: int, segme
         raise WalGap(f"WAL missing from the archive between the base and the recovery point: "
                      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} segment(s)); "
                      "point-in-time restore cannot cross it: take a new base backup (force_full=true)")
-    checked = 0
-    for number in range(first, last + 1):
+    checked, verify_from = 0, max(first, first if verify_from is None else verify_from)
+    for number in range(verify_from, last + 1):
         name = segment_name(timeline, number, segment_size)
         meta = json.loads(repo.get_bytes(_sidecar(name)))
         digest, size = hashlib.sha256(), 0
@@ -82,7 +84,7 @@ def check_segments(repo: Repository, timeline: int, first: int, last: int, segme
             raise ValueError(f"archived WAL segment {name} is damaged: its stored bytes do not match the checksum "
                              "recorded when it was archived; take a new base backup (force_full=true)")
         checked += size
-    return {"segments": last - first + 1 if last >= first else 0, "bytes": checked}
+    return {"segments": max(0, last - verify_from + 1), "bytes": checked}
 
 
 def latest_point(repo: Repository, base_id: str) -> dict | None:
