@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ubertruck_ops.core.pm2 import Pm2App, restart_counts, running_problems
+import pytest
+
+from ubertruck_ops.core.pm2 import Pm2App, apps_of, batches, restart_counts, running_problems
 
 SERVICES = ["user-service", "fleet-service"]
 
@@ -34,3 +36,25 @@ def test_without_a_baseline_only_the_status_counts():
                                                                          "errored")]
     assert running_problems(apps, SERVICES, "v1.2.0") == [
         "fleet-service: fleet-service@v1.2.0 is errored, restarted 0 time(s) since it took over"]
+
+
+def test_services_are_handed_over_all_at_once_or_in_batches_of_the_blocks_size_in_order():
+    services = ["a", "b", "c", "d", "e"]
+    assert batches(services, None) == [services]
+    assert batches(services, 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert batches(services, 9) == [services]
+    assert batches([], None) == []
+    with pytest.raises(ValueError, match="at least one service"):
+        batches(services, 0)
+
+
+def test_the_daemons_list_becomes_the_apps_of_our_services_by_namespace_or_by_name():
+    items = [{"name": "user-service@v1.2.0", "pm_id": 3, "namespace": "user-service", "status": "online",
+              "restarts": 1, "script": "/r/v1.2.0/user-service/dist/main.js", "pid": 42},
+             {"name": "fleet-service", "pm_id": "4", "namespace": "default", "status": "stopped", "restarts": 0},
+             {"name": "pm2-logrotate", "pm_id": 0, "namespace": "default", "status": "online", "restarts": 0}]
+    assert apps_of(items, SERVICES) == [
+        Pm2App(name="user-service@v1.2.0", pm_id=3, service="user-service", status="online", restarts=1,
+               script="/r/v1.2.0/user-service/dist/main.js", pid=42),
+        Pm2App(name="fleet-service", pm_id=4, service="fleet-service", status="stopped", restarts=0, script="",
+               pid=None)]

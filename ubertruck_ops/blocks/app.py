@@ -33,6 +33,10 @@ class AppHost(Block):
     services: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_SERVICES), title="Services",
                                      description="Service folder -> port; PM2 runs <folder>/dist/main.js with PORT.")
     instances: int = Field(default=1, ge=1, title="Instances per service", description="PM2 cluster instances.")
+    handover_batch_size: int | None = Field(default=None, ge=1, title="Hand-over batch size",
+                                            description="How many services change release together (start the "
+                                                        "new apps, wait until ready, stop the old ones). Empty: "
+                                                        "all at once; 1: one after another.")
     web_root: str | None = Field(default="/var/www/html", title="Web root",
                                  description="Where nginx serves the frontend from; managed as a symlink to the "
                                              "release's frontend/dist. Empty: no frontend.")

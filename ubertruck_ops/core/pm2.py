@@ -1,11 +1,11 @@
 """What PM2 runs, as data, and the verdict on it against a release. Pure functions: tasks/pm2.py
-measures (reads `pm2 jlist`), this module judges."""
+measures (asks the daemon through tasks/pm2_handover.js), this module judges."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ubertruck_ops.core.releases import app_name
+from ubertruck_ops.core.releases import app_name, service_of
 
 
 @dataclass
@@ -19,6 +19,31 @@ class Pm2App:
     restarts: int
     script: str
     pid: int | None
+
+
+def apps_of(items: list[dict], services: list[str]) -> list[Pm2App]:
+    """Given the daemon's list (dicts with name, pm_id, namespace, status, restarts, script, pid), return
+    the apps of these services. Our apps carry the service as namespace; apps started by hand may
+    only be named after it."""
+    apps = []
+    for item in items:
+        namespace = item.get("namespace")
+        service = namespace if namespace in services else service_of(str(item.get("name", "")))
+        if service in services:
+            apps.append(Pm2App(name=item["name"], pm_id=int(item["pm_id"]), service=service,
+                               status=item.get("status") or "?", restarts=int(item.get("restarts") or 0),
+                               script=item.get("script") or "", pid=item.get("pid") or None))
+    return apps
+
+
+def batches(services: list[str], size: int | None) -> list[list[str]]:
+    """Given the services in order and a batch size (None: all at once), return the groups handed
+    over together, in order. Raise ValueError on a size below 1."""
+    if size is None:
+        return [list(services)] if services else []
+    if size < 1:
+        raise ValueError(f"a hand-over batch holds at least one service, not {size}")
+    return [list(services[start:start + size]) for start in range(0, len(services), size)]
 
 
 def restart_counts(apps: list[Pm2App]) -> dict[str, int]:

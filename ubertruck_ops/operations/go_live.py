@@ -1,7 +1,8 @@
 """The part deploy, its automatic rollback and rollback share: put a built release live.
 
-Switch `current`, hand every service over to the release one by one, pass the health
-gate, publish the frontend. Called from a flow; raises on the first failure and leaves
+Switch `current`, hand the services over to the release together (or in batches of the
+block's `handover_batch_size`), pass the health gate (every service probed at once), check
+what PM2 runs, publish the frontend. Called from a flow; raises on the first failure and leaves
 undoing it to the caller, which knows what was live before.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.blocks.environment import Environment
+from ubertruck_ops.core.pm2 import batches
 from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.tasks import health, pm2, release, web_server
 
@@ -16,12 +18,15 @@ from ubertruck_ops.tasks import health, pm2, release, web_server
 def go_live(app: AppHost, tag: str, step: Steps, on_service=None) -> None:
     step(f"switch current to {tag}")
     ecosystem = release.switch_current(app, tag)
-    for number, service in enumerate(app.services, 1):
-        step(f"hand over {service} to {tag}")
-        pm2.hand_over(app, service, tag, ecosystem)
+    services, done, running = list(app.services), 0, None
+    for batch in batches(services, app.handover_batch_size):
+        step(f"hand over {', '.join(batch)} to {tag}")
+        running = pm2.hand_over(app, batch, tag, ecosystem)
+        done += len(batch)
         if on_service:
-            on_service(number, len(app.services))
-    baseline = pm2.restart_counts(app)
+            on_service(done, len(services))
+    # The last batch's answer lists every app of the host: the restart counts right after the hand-over.
+    baseline = pm2.restart_counts(app, running)
     step(f"health gate for {tag}")
     health.health_gate(app, tag)
     problems = pm2.running_problems(app, tag, baseline)

@@ -1,4 +1,4 @@
-"""PM2: hand a service over to a new release without dropping a request, list, save.
+"""PM2: hand services over to a new release without dropping a request, list, save.
 
 Why not `pm2 reload`: PM2 keeps an app's script path for its lifetime - measured on PM2 7,
 `pm2 reload ecosystem.config.js --update-env` after the script path changed keeps running
@@ -7,6 +7,14 @@ the old file. So each release runs as its own PM2 app (`<service>@<tag>`, namesp
 listening socket held by the PM2 daemon, so the hand-over is: start the new app, wait
 until it says ready, then stop the old one gracefully (SIGINT, it drains). The port
 never stops accepting connections.
+
+How we talk to the daemon: through `pm2_handover.js` beside this file, which loads the PM2
+library of the same install as the pm2 command and does a whole operation (list; or start
+every new app of a batch, wait for all, delete the old ones; or save) over one connection.
+Measured on 2 cores with one client per service sending without pause: a `pm2` CLI call
+(a fresh Node process that loads all of PM2) cost 0.5 s and more, and the old per-service
+hand-over made five to eight of them per service; one helper call hands all six services
+over in about 2.5 s.
 
 The daemon runs with NODE_CLUSTER_SCHED_POLICY=none: with Node's default round-robin
 the daemon hands connections to a worker that is shutting down (measured: lost requests).
@@ -19,6 +27,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -26,12 +35,13 @@ from prefect.cache_policies import NO_CACHE
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.core import pm2 as verdicts
 from ubertruck_ops.core.pm2 import Pm2App
-from ubertruck_ops.core.releases import app_name, service_of
+from ubertruck_ops.core.releases import app_name
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.execute import CommandFailed, ToolMissing, run
 from ubertruck_ops.tasks.npm import require_node
 
 PM2_INSTALL = "npm install -g pm2@7   (or ./ops, which installs it into .tools/)"
+HELPER = Path(__file__).with_name("pm2_handover.js")
 
 
 class HandOverFailed(RuntimeError):
@@ -48,6 +58,19 @@ def pm2_command(app: AppHost) -> str:
     return found
 
 
+def pm2_library(app: AppHost) -> Path:
+    """Return the folder of the PM2 package the pm2 command runs (its bin/pm2 resolves into it), so
+    the helper speaks the daemon's own version. Raise ToolMissing when it is not a PM2 install."""
+    command = Path(os.path.realpath(pm2_command(app)))
+    for folder in (command.parent.parent, command.parent):
+        try:
+            if json.loads((folder / "package.json").read_text()).get("name") == "pm2":
+                return folder
+        except (OSError, ValueError):
+            continue
+    raise ToolMissing(f"pm2 ('{command}') is not inside a pm2 npm package; install it with: {PM2_INSTALL}")
+
+
 def _env(app: AppHost) -> dict[str, str]:
     env = {"NODE_CLUSTER_SCHED_POLICY": "none", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     if app.pm2_home:
@@ -60,72 +83,43 @@ def _pm2(app: AppHost, *args: str, timeout: float = 120) -> str:
     return run([pm2_command(app), *args], env=_env(app), timeout=timeout).stdout.decode(errors="replace")
 
 
+def _daemon(app: AppHost, request: dict, timeout: float = 120) -> dict:
+    """Do one operation of pm2_handover.js against this host's daemon (started when absent); return
+    its result. Raise CommandFailed when the helper fails or answers nothing."""
+    node, _ = require_node()
+    argv = [node, str(HELPER), str(pm2_library(app))]
+    out = run(argv, env=_env(app), input=json.dumps(request).encode(), timeout=timeout).stdout.decode(errors="replace")
+    answers = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if not answers:
+        raise CommandFailed(" ".join(argv), 0, out[-2000:], reason="no result")
+    return json.loads(answers[-1].removeprefix("RESULT "))
+
+
 def list_apps(app: AppHost) -> list[Pm2App]:
     """Return every app PM2 runs for this host's services."""
-    # When the call spawns the daemon, pm2 prints "[PM2] ..." lines before the JSON line.
-    lines = [line for line in _pm2(app, "jlist").splitlines() if line.startswith("[") and not line.startswith("[PM2")]
-    apps = []
-    for item in json.loads(lines[-1] if lines else "[]"):
-        env = item.get("pm2_env", {})
-        # our apps carry the service as namespace; apps started by hand may be named after it
-        service = env.get("namespace") if env.get("namespace") in app.services else service_of(item.get("name", ""))
-        if service not in app.services:
-            continue
-        apps.append(Pm2App(name=item["name"], pm_id=item["pm_id"], service=service, status=env.get("status", "?"),
-                           restarts=int(env.get("restart_time", 0)) + int(env.get("unstable_restarts", 0)),
-                           script=env.get("pm_exec_path", ""), pid=item.get("pid") or None))
-    return apps
+    return verdicts.apps_of(_daemon(app, {"op": "list"})["apps"], list(app.services))
 
 
-@task(name="hand-over-service", cache_policy=NO_CACHE)
-def hand_over(app: AppHost, service: str, tag: str, ecosystem: Path, ready_timeout: float = 30) -> str:
-    """Make `service` run release `tag` and nothing else, without a moment where its port refuses
-    connections; return what was done. Raise HandOverFailed (the old app left serving) when the
-    new one does not come up."""
+@task(name="hand-over-services", cache_policy=NO_CACHE)
+def hand_over(app: AppHost, services: str | Sequence[str], tag: str, ecosystem: Path,
+              ready_timeout: float = 30) -> list[Pm2App]:
+    """Make each of `services` (one name or several, handed over together) run release `tag` and
+    nothing else, without a moment where its port refuses connections; return what PM2 runs after.
+    Raise HandOverFailed (this batch's old apps left serving) when a new one does not come up."""
+    names = [services] if isinstance(services, str) else list(services)
+    wanted = {service: app_name(service, tag) for service in names}
+    result = _daemon(app, {"op": "handover", "ecosystem": str(ecosystem), "wanted": wanted,
+                           "ready_timeout_ms": int(ready_timeout * 1000)}, timeout=ready_timeout + 90)
+    if not result["ok"]:
+        failed = result["failed"]
+        raise HandOverFailed("; ".join(
+            f"{name} did not come up ({seen}); the previous release keeps serving {service}. "
+            f"Last error lines: {_error_tail(app, service)}"
+            for service, name in wanted.items() if (seen := failed.get(name)) is not None))
     log = logger()
-    wanted = app_name(service, tag)
-    running = [a for a in list_apps(app) if a.service == service]
-    mine = [a for a in running if a.name == wanted]
-    if mine and all(a.status == "online" for a in mine):
-        # Left running by an earlier, interrupted run or still live: nothing to start.
-        action = f"{service}: {wanted} already runs"
-    elif mine:
-        _pm2(app, "reload", wanted, "--update-env")
-        _wait_online(app, service, wanted, ready_timeout, restarts_before=_restarts(app, wanted))
-        action = f"{service}: restarted {wanted}"
-    else:
-        _pm2(app, "start", str(ecosystem), "--only", wanted)
-        try:
-            _wait_online(app, service, wanted, ready_timeout, restarts_before=0)
-        except HandOverFailed:
-            _delete(app, [a.pm_id for a in list_apps(app) if a.name == wanted])
-            raise
-        action = f"{service}: {wanted} took over" + (f" from {', '.join(a.name for a in running)}" if running else "")
-    old = [a for a in running if a.name != wanted]
-    _delete(app, [a.pm_id for a in old])
-    log.info(action)
-    return action
-
-
-def _restarts(app: AppHost, name: str) -> int:
-    return restart_counts(app).get(name, 0)
-
-
-def _wait_online(app: AppHost, service: str, name: str, timeout: float, restarts_before: int) -> None:
-    deadline = time.monotonic() + timeout
-    seen = "not started"
-    while time.monotonic() < deadline:
-        mine = [a for a in list_apps(app) if a.name == name]
-        if mine:
-            restarts = sum(a.restarts for a in mine)
-            seen = ", ".join(sorted({a.status for a in mine})) + f", {restarts} restart(s)"
-            if restarts > restarts_before or any(a.status in ("errored", "stopped") for a in mine):
-                break
-            if all(a.status == "online" for a in mine):
-                return
-        time.sleep(0.2)
-    raise HandOverFailed(f"{name} did not come up ({seen}); the previous release keeps serving {service}. "
-                         f"Last error lines: {_error_tail(app, service)}")
+    for service in names:
+        log.info("%s: %s", service, result["actions"][service])
+    return verdicts.apps_of(result["apps"], list(app.services))
 
 
 def _error_tail(app: AppHost, service: str, lines: int = 5) -> str:
@@ -144,13 +138,13 @@ def _error_tail(app: AppHost, service: str, lines: int = 5) -> str:
 def _delete(app: AppHost, ids: list[int]) -> None:
     if ids:
         # `delete` sends SIGINT and waits kill_timeout: in-flight requests finish first.
-        _pm2(app, "delete", *map(str, ids))
+        _daemon(app, {"op": "delete", "ids": list(ids)})
 
 
 @task(name="pm2-save", cache_policy=NO_CACHE)
 def save(app: AppHost) -> None:
     """`pm2 save`: what runs now is what `pm2 resurrect` brings back after a reboot."""
-    _pm2(app, "save", "--force")
+    _daemon(app, {"op": "save"})
 
 
 def restart_counts(app: AppHost, apps: list[Pm2App] | None = None) -> dict[str, int]:
