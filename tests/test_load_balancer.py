@@ -131,6 +131,9 @@ def test_the_alb_block_comes_from_the_variables():
         load_balancer_from_variables({"LB_KIND": "alb", "LB_HOSTS": "app-1=i-0abc"})
     with pytest.raises(ValueError, match="LB_HOSTS"):
         load_balancer_from_variables({"LB_KIND": "nginx"})
+    with pytest.raises(ValueError, match=r"missing \['web-2'\], not in APP_HOSTS \['app-2'\]"):
+        load_balancer_from_variables({"LB_KIND": "nginx", "APP_HOSTS": "web-1,web-2",
+                                      "LB_HOSTS": "web-1=10.0.1.11,app-2=10.0.1.12"})
 
 
 def test_the_nginx_block_has_an_upstream_per_service_with_every_host():

@@ -143,6 +143,7 @@ def load_balancer_from_variables(variables: Mapping[str, str]) -> LoadBalancer |
     keys are AWS_REGION/AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ELB_ENDPOINT_URL overrides the
     endpoint. LB_KIND=nginx needs LB_HOSTS (app-1=10.0.1.11,...): one upstream per service of
     LB_NGINX_UPSTREAMS (name:port,...; default APP_SERVICES) holding every host at that port.
+    LB_HOSTS's names are APP_HOSTS's when that is set.
     Raise ValueError naming the variable when one is missing or malformed.
     """
     def optional(name: str) -> str | None:
@@ -169,6 +170,13 @@ def load_balancer_from_variables(variables: Mapping[str, str]) -> LoadBalancer |
     if kind not in ("alb", "nginx"):
         raise ValueError(f"environment variable LB_KIND must be alb or nginx, not {kind!r}")
     hosts = _pairs(need("LB_HOSTS"), "LB_HOSTS")
+    fleet = [h.strip() for h in (optional("APP_HOSTS") or "").split(",") if h.strip()]
+    if fleet and set(fleet) != set(hosts):
+        # A host of the fleet the balancer does not know could not be taken out; one it knows that the
+        # fleet does not name would never be deployed while it keeps serving.
+        raise ValueError(f"LB_HOSTS must name the hosts of APP_HOSTS, each once: missing "
+                         f"{sorted(set(fleet) - set(hosts)) or 'none'}, not in APP_HOSTS "
+                         f"{sorted(set(hosts) - set(fleet)) or 'none'}")
     try:
         if kind == "alb":
             secret = optional("AWS_SECRET_ACCESS_KEY")
