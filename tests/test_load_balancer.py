@@ -35,6 +35,7 @@ from ubertruck_ops.tasks.scratch_postgres import free_port
 from tests.conftest import require
 
 REGION = "ap-south-1"
+_IMAGE: dict[str, str] = {}
 
 
 # ---- ALB on moto -------------------------------------------------------------------------------
@@ -47,7 +48,9 @@ def alb(moto_server, monkeypatch):
                   region_name=REGION)
     ec2, elbv2 = boto3.client("ec2", **kwargs), boto3.client("elbv2", **kwargs)
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    if "image" not in _IMAGE:     # listing moto's images takes a second: once per session
+        _IMAGE["image"] = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
+    image = _IMAGE["image"]
     instances = [i["InstanceId"] for i in ec2.run_instances(ImageId=image, MinCount=2, MaxCount=2)["Instances"]]
     group = elbv2.create_target_group(Name=f"ubertruck-{free_port()}", Protocol="HTTP", Port=80, VpcId=vpc,
                                       TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
