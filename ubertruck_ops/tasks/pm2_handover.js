@@ -10,7 +10,8 @@
 //   {"op": "list"}                               -> {"apps": [...]}
 //   {"op": "save"}                               -> `pm2 save --force`
 //   {"op": "delete", "ids": [pm_id, ...]}        -> `pm2 delete ID...`, all at once
-//   {"op": "handover", "ecosystem": FILE, "wanted": {service: app name}, "ready_timeout_ms": N}
+//   {"op": "handover", "ecosystem": FILE, "wanted": {service: app name}, "ready_timeout_ms": N,
+//    "overrides": {PM2 app option: value}}
 //       For every service at once: start its wanted app from the ecosystem file (reload it when it
 //       exists but is not online; keep it when it already runs), wait until every one is online
 //       (PM2's wait_ready: the app said 'ready') with no restart, then delete the service's other
@@ -90,6 +91,15 @@ async function deleteIds(ids) {
   await Promise.all(ids.map((id) => call(pm2.delete, String(id)).catch(() => null)));
 }
 
+function appConfig(request, name) {
+  // The ecosystem file is ours (written from the app host block); the overrides come from Python.
+  const file = path.resolve(request.ecosystem);
+  delete require.cache[file];
+  const app = (require(file).apps || []).find((a) => a.name === name);
+  if (!app) throw new Error(`${request.ecosystem} has no app ${name}`);
+  return { apps: [Object.assign({}, app, request.overrides || {})] };
+}
+
 async function handover(request) {
   const wanted = request.wanted;
   const services = Object.keys(wanted);
@@ -117,7 +127,7 @@ async function handover(request) {
     promise.catch((err) => { launchErrors[name] = message(err); }),
     sleep(Math.max(0, deadline - Date.now()))]);
   await Promise.all([
-    ...toStart.map((name) => bounded(call(pm2.start, request.ecosystem, { only: name }), name)),
+    ...toStart.map((name) => bounded(call(pm2.start, appConfig(request, name)), name)),
     ...toReload.map((name) => bounded(call(pm2.reload, name, { updateEnv: true }), name)),
   ]);
   const failed = await waitUp([...toStart, ...toReload], restartsBefore, Math.max(1000, deadline - Date.now()));
