@@ -8,6 +8,8 @@ undoing it to the caller, which knows what was live before.
 
 from __future__ import annotations
 
+import time
+
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.core.pm2 import batches
@@ -18,9 +20,10 @@ from ubertruck_ops.tasks import health, pm2, release, web_server
 def go_live(app: AppHost, tag: str, step: Steps, on_service=None) -> None:
     step(f"switch current to {tag}")
     ecosystem = release.switch_current(app, tag)
-    services, done, running = list(app.services), 0, None
+    services, done, running, started_at = list(app.services), 0, None, None
     for batch in batches(services, app.handover_batch_size):
         step(f"hand over {', '.join(batch)} to {tag}")
+        started_at = time.monotonic()
         running = pm2.hand_over(app, batch, tag, ecosystem)
         done += len(batch)
         if on_service:
@@ -28,7 +31,8 @@ def go_live(app: AppHost, tag: str, step: Steps, on_service=None) -> None:
     # The last batch's answer lists every app of the host: the restart counts right after the hand-over.
     baseline = pm2.restart_counts(app, running)
     step(f"health gate for {tag}")
-    health.health_gate(app, tag)
+    # The deadline counts from the start of the last batch: every service gets all of it.
+    health.health_gate(app, tag, started_at=started_at)
     problems = pm2.running_problems(app, tag, baseline)
     if problems:
         raise health.HealthGateFailed(f"PM2 after the health gate for {tag}: " + "; ".join(problems))

@@ -50,11 +50,16 @@ def probe_all(services: dict[str, int], host: str = "127.0.0.1", timeout: float 
 
 
 @task(name="health-gate", cache_policy=NO_CACHE)
-def health_gate(app: AppHost, version: str, deadline_seconds: float | None = None) -> GateVerdict:
+def health_gate(app: AppHost, version: str, deadline_seconds: float | None = None,
+                started_at: float | None = None) -> GateVerdict:
     """Probe every service, all at once, until all pass reporting `version`, or the deadline passes
-    (0: probe once). Return the passing verdict. Raise HealthGateFailed listing what failed at the deadline.
+    (0: probe once). The deadline (default: the block's health_timeout_seconds) counts from
+    `started_at` (a time.monotonic() value: when the release's apps were started; default: now),
+    so a release gets the same time to become healthy however long PM2 took to start it.
+    Return the passing verdict. Raise HealthGateFailed listing what failed at the deadline.
     """
-    deadline = time.monotonic() + (app.health_timeout_seconds if deadline_seconds is None else deadline_seconds)
+    seconds = app.health_timeout_seconds if deadline_seconds is None else deadline_seconds
+    deadline = (time.monotonic() if started_at is None else started_at) + seconds
     while True:
         verdict = judge_gate(probe_all(app.services), version)
         if verdict.passed:

@@ -123,6 +123,8 @@ def hand_over(app: AppHost, services: str | Sequence[str], tag: str, ecosystem: 
     log = logger()
     for service in names:
         log.info("%s: %s", service, result["actions"][service])
+    log.info("hand-over of %d service(s) in ms since the helper started: %s", len(names),
+             ", ".join(f"{k} {v}" for k, v in result.get("timings", {}).items()))
     return verdicts.apps_of(result["apps"], list(app.services))
 
 

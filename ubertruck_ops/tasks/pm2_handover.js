@@ -23,8 +23,11 @@
 'use strict';
 
 const path = require('path');
+const { performance } = require('perf_hooks');
 
 const pm2 = require(path.resolve(process.argv[2] || ''));
+const timings = { loaded: Math.round(performance.now()) };     // ms since this process started
+const lap = (name) => { timings[name] = Math.round(performance.now()); };
 
 function call(fn, ...args) {
   return new Promise((resolve, reject) => fn.call(pm2, ...args, (err, out) => (err ? reject(err) : resolve(out))));
@@ -130,6 +133,7 @@ async function handover(request) {
     ...toStart.map((name) => bounded(call(pm2.start, appConfig(request, name)), name)),
     ...toReload.map((name) => bounded(call(pm2.reload, name, { updateEnv: true }), name)),
   ]);
+  lap('started');
   const failed = await waitUp([...toStart, ...toReload], restartsBefore, Math.max(1000, deadline - Date.now()));
   for (const [name, error] of Object.entries(launchErrors)) {
     if (failed[name]) failed[name] += `; pm2: ${error}`;
@@ -140,8 +144,10 @@ async function handover(request) {
     await deleteIds(now.filter((a) => toStart.includes(a.name)).map((a) => a.pm_id));
     return { ok: false, actions, failed, apps: await list() };
   }
+  lap('online');
   const keep = new Set(Object.values(wanted));
   await deleteIds(ours.filter((a) => !keep.has(a.name)).map((a) => a.pm_id));
+  lap('old_stopped');
   return { ok: true, actions, failed, apps: await list() };
 }
 
@@ -150,6 +156,7 @@ async function main() {
   for await (const chunk of process.stdin) chunks.push(chunk);
   const request = JSON.parse(Buffer.concat(chunks).toString() || '{}');
   await call(pm2.connect);
+  lap('connected');
   let result;
   try {
     if (request.op === 'list') result = { apps: await list() };
@@ -160,7 +167,8 @@ async function main() {
   } finally {
     pm2.disconnect();
   }
-  process.stdout.write('RESULT ' + JSON.stringify(result) + '\n', () => process.exit(0));
+  lap('done');
+  process.stdout.write('RESULT ' + JSON.stringify(Object.assign(result, { timings })) + '\n', () => process.exit(0));
 }
 
 main().catch((err) => {
