@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from ubertruck_ops.blocks.encryption import BackupEncryption  # noqa: E402
 from ubertruck_ops.blocks.environment import Environment, save_environment  # noqa: E402
 from ubertruck_ops.blocks.repository import BackupRepository  # noqa: E402
 from ubertruck_ops.blocks.slack import SlackNotices  # noqa: E402
+from ubertruck_ops.deployments.serve import wait_for_api  # noqa: E402
 from ubertruck_ops.sandbox import data  # noqa: E402
 from ubertruck_ops.tasks.postgres import client_bin_dir  # noqa: E402
 from ubertruck_ops.tasks.scratch_postgres import LocalServer, free_port  # noqa: E402
@@ -228,3 +231,31 @@ def app_host(pm2_path, app_repository):
     cleanup = app.model_copy()     # tests may break app's pm2 command on purpose
     yield app
     stop_app_host(cleanup)
+
+
+def cli_env(api: str | None, home: Path) -> dict:
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_CLI_PROMPT": "false"}
+    env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` (SQLite) for the tests of schedules, workers and rolling deploys."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    log = open(home / "server.log", "wb")
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=cli_env(None, home), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_api(api, server, 180)
+        yield {"api": api, "home": home}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

@@ -29,6 +29,7 @@ EXAMPLES: dict[str, dict] = {
     "SlackNotices": {"webhook_url": SecretStr("https://hooks.slack.com/services/T0/B0/sentinel")},
     "RedisCache": {"password": SecretStr("sentinel-redis-password")},
     "RdsInstance": {"instance_id": "ubertruck-prod"},
+    "AppFleet": {"hosts": ["web-1", "web-2", "web-3"]},
 }
 
 

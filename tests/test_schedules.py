@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import make_database, save_env
+from tests.conftest import cli_env as _cli_env, make_database, save_env
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.deployments.registry import FLOWS
 from ubertruck_ops.deployments.schedules import DEPLOYMENTS, TIMEZONE, WORK_POOL, render_prefect_yaml
@@ -48,33 +48,6 @@ def test_every_parameter_has_a_type_a_description_and_no_secret():
             assert not any(word in parameter for word in ("password", "secret", "token", "key")), parameter
         required = set(schema.required or [])
         assert required <= {"tag"}, f"{name} requires {required}"
-
-
-def _cli_env(api: str | None, home: Path) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_CLI_PROMPT": "false"}
-    env.pop("PREFECT_API_URL", None)
-    if api:
-        env["PREFECT_API_URL"] = api
-    return env
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    log = open(home / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=_cli_env(None, home), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_api(api, server, 180)
-        yield {"api": api, "home": home}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def _prefect(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:

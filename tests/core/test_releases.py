@@ -127,3 +127,16 @@ def test_tags_sort_by_version_not_by_text():
 
     assert sorted(["v1.10.0", "v1.9.0", "v1.2.0-rc.1", "v2.0.0"], key=version_key) == \
         ["v1.2.0-rc.1", "v1.9.0", "v1.10.0", "v2.0.0"]
+
+
+def test_a_rolling_deploy_puts_each_switched_host_back_on_what_it_ran_before_that_run():
+    from ubertruck_ops.core.releases import HistoryEntry, put_back_for_run
+
+    history = [HistoryEntry("t1", "deploy", None, "v1.0.0", "succeeded", "run-a"),
+               HistoryEntry("t2", "deploy", "v1.0.0", "v1.1.0", "started", "run-b"),
+               HistoryEntry("t3", "deploy", "v1.0.0", "v1.1.0", "succeeded", "run-b"),
+               HistoryEntry("t4", "rollback", "v1.1.0", "v1.0.0", "started", "run-c")]
+    assert put_back_for_run(history, "run-b") == "v1.0.0"
+    assert put_back_for_run(history, "run-c") == "v1.1.0"
+    assert put_back_for_run(history, "run-a") is None          # nothing was live before the first deploy
+    assert put_back_for_run(history, "run-never-here") is None

@@ -19,6 +19,8 @@ from ubertruck_ops.blocks.app import AppHost, default_of, parse_services
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
+from ubertruck_ops.blocks.fleet import AppFleet
+from ubertruck_ops.blocks.load_balancer import LoadBalancer, load_balancer_from_variables
 from ubertruck_ops.blocks.monitoring import BusinessQueries, CheckThresholds, RedisCache
 from ubertruck_ops.blocks.rds import RdsInstance
 from ubertruck_ops.blocks.repository import BackupRepository
@@ -42,9 +44,11 @@ class Environment:
     queries: BusinessQueries | None = None
     redis: RedisCache | None = None
     rds: RdsInstance | None = None
+    fleet: AppFleet | None = None
+    load_balancer: LoadBalancer | None = None
 
 
-_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis", "rds"}
+_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis", "rds", "fleet", "load_balancer"}
 
 
 def block_name(environment: str, part: str) -> str:
@@ -142,7 +146,7 @@ def _block_class(part: str):
     return {"database": PostgresDatabase, "encryption": BackupEncryption, "repository": BackupRepository,
             "slack": SlackNotices, "archive": ArchiveSources, "drill_database": PostgresDatabase,
             "app": AppHost, "thresholds": CheckThresholds, "queries": BusinessQueries, "redis": RedisCache,
-            "rds": RdsInstance}[part]
+            "rds": RdsInstance, "fleet": AppFleet, "load_balancer": LoadBalancer}[part]
 
 
 def environment_from_variables(variables: Mapping[str, str]) -> Environment:
@@ -224,7 +228,31 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
     drill = optional("DRILL_DATABASE_URL")
     return Environment(database=database, encryption=encryption, repository=repository, slack=slack,
                        archive=archive, drill_database=PostgresDatabase.from_url(drill) if drill else None, app=app,
-                       thresholds=CheckThresholds(), queries=BusinessQueries(), redis=redis, rds=rds)
+                       thresholds=CheckThresholds(), queries=BusinessQueries(), redis=redis, rds=rds,
+                       fleet=_fleet(optional("APP_HOSTS"), optional("APP_HOSTS_AT_ONCE")),
+                       load_balancer=load_balancer_from_variables(variables))
+
+
+def _fleet(hosts: str | None, at_once: str | None) -> AppFleet | None:
+    """Several app hosts (APP_HOSTS=web-1,web-2,...) make deploys and rollbacks roll over them."""
+    if not hosts:
+        return None
+    names = [h.strip() for h in hosts.split(",") if h.strip()]
+    fields = {"hosts": names} | ({"hosts_at_once": at_once} if at_once else {})
+    return _build(AppFleet, {"hosts": "APP_HOSTS", "hosts_at_once": "APP_HOSTS_AT_ONCE"}, **fields)
+
+
+def load_host_app(environment: str, host: str) -> AppHost:
+    """Return the app block of one host of a fleet: `<env>-app-<host>` when saved, else the
+    environment's `<env>-app`. Raise ValueError naming both when neither exists."""
+    for name in (block_name(environment, f"app-{host}"), block_name(environment, "app")):
+        try:
+            return AppHost.load(name)
+        except ValueError as exc:
+            if "Unable to find block" not in str(exc):
+                raise
+    raise ValueError(f"no app block for host {host}: save {block_name(environment, f'app-{host}')} or "
+                     f"{block_name(environment, 'app')} (ubertruck-ops blocks init --name {environment})")
 
 
 def _missing_key():

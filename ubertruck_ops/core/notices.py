@@ -100,6 +100,17 @@ def deploy_rolled_back(environment: str, tag: str, restored: str, step: str, err
                     [f"serving again: *{restored}* (health gate passed)", f"error: {error[:1500]}"])
 
 
+def rolling_failed(operation: str, environment: str, step: str, error: str, put_back: dict[str, str],
+                   untouched: list[str]) -> dict:
+    """A rolling deploy or rollback failed on a host: which, and what every switched host now runs."""
+    lines = [f"error: {error[:1500]}"]
+    lines += [f"{host}: {outcome}" for host, outcome in put_back.items()] or ["no host had been switched"]
+    if untouched:
+        lines.append(f"never touched: {', '.join(untouched)}")
+    lines.append("every host is back in the load balancer")
+    return _payload(f":x: [{environment}] {operation} FAILED at step '{step}'", lines)
+
+
 def rollback_succeeded(environment: str, from_release: str | None, to_release: str, duration: float) -> dict:
     return _payload(f":rewind: [{environment}] rolled back to {to_release}",
                     [f"was: {from_release or 'nothing'}", f"duration: {human_seconds(duration)} (health gate passed)"])

@@ -67,7 +67,7 @@ class HistoryEntry:
     """One line of the host's deploy history."""
 
     at: str
-    action: str                  # deploy | rollback | auto-rollback
+    action: str                  # deploy | rollback | auto-rollback | auto-put-back | put-back
     from_release: str | None
     to_release: str
     outcome: str                 # started | succeeded | failed | rolled-back
@@ -84,17 +84,21 @@ class HistoryEntry:
                    outcome=data["outcome"], flow_run=data.get("flow_run"), detail=data.get("detail", ""))
 
 
+# Switches back from a release that failed: they say nothing about what ran before.
+PUT_BACK_ACTIONS = ("auto-rollback", "auto-put-back", "put-back")
+
+
 def previous_release(history: list[HistoryEntry], current: str | None, available: list[str]) -> str | None:
     """Given the history (oldest first), the live release and the releases on the host, return
     the release that was live before the current one, or None.
 
     A switch that started but never finished (its process was killed) still counts: its
-    `from` is what was live before. An automatic rollback does not: it came back from a
-    release that failed its deploy. When the history does not know the current release (a
+    `from` is what was live before. An automatic rollback (or a rolling deploy's put-back) does
+    not: it came back from a release that failed. When the history does not know the current release (a
     host deployed by hand before), the newest other release on the host is the answer.
     """
     for entry in reversed(history):
-        if entry.action == "auto-rollback" or entry.from_release == entry.to_release:
+        if entry.action in PUT_BACK_ACTIONS or entry.from_release == entry.to_release:
             continue  # a redeploy of the live tag says nothing about what came before it
         if entry.to_release == current and entry.outcome in ("started", "succeeded"):
             found = entry.from_release
@@ -122,6 +126,17 @@ def rollback_target(to: str | None, history: list[HistoryEntry], live: str | Non
         raise ValueError(f"release {target} is not on the host (kept: {', '.join(available) or 'none'}); "
                          f"deploy it instead: ubertruck-ops run deploy --param tag={target}")
     return target
+
+
+def put_back_for_run(history: list[HistoryEntry], flow_run: str) -> str | None:
+    """Given a host's history and the flow run of a deploy or rollback that switched it, return the
+    release that was live on the host before that run (what a failed rolling deploy puts back), or
+    None when the run never switched this host or nothing was live before."""
+    for entry in history:
+        if entry.flow_run == flow_run and entry.action in ("deploy", "rollback") and entry.outcome in (
+                "started", "succeeded"):
+            return entry.from_release if entry.from_release != entry.to_release else None
+    return None
 
 
 def version_key(tag: str) -> tuple:

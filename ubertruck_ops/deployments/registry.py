@@ -6,6 +6,7 @@ from prefect import Flow
 
 from ubertruck_ops.flows.checklists import afternoon_checklist, evening_checklist, morning_checklist
 from ubertruck_ops.flows.deploy import deploy
+from ubertruck_ops.flows.host_release import host_release
 from ubertruck_ops.flows.incremental_backup import incremental_backup
 from ubertruck_ops.flows.maintenance import monthly_maintenance, weekly_maintenance
 from ubertruck_ops.flows.nightly_backup import nightly_backup
@@ -15,7 +16,7 @@ from ubertruck_ops.flows.rollback import rollback
 
 FLOWS: dict[str, Flow] = {f.name: f for f in (nightly_backup, incremental_backup, restore, restore_drill, deploy, rollback,
                                          morning_checklist, afternoon_checklist, evening_checklist,
-                                         weekly_maintenance, monthly_maintenance)}
+                                         weekly_maintenance, monthly_maintenance, host_release)}
 
 
 def get_flow(name: str) -> Flow:

@@ -51,6 +51,10 @@ DEPLOYMENTS = (
     DeploymentSpec("rollback", "ubertruck_ops/flows/rollback.py:rollback",
                    "By hand: put the previous release (or to=<tag>) back live in seconds.",
                    APP_HOST_QUEUE, None, ("release",)),
+    DeploymentSpec("host-release", "ubertruck_ops/flows/host_release.py:host_release",
+                   "Started by deploy and rollback: one app host's step (build, migrate, go-live, put-back, rollback), "
+                   "run into that host's queue app-host-<host>.", APP_HOST_QUEUE, None, ("release",),
+                   concurrency_limit=None),
     DeploymentSpec("morning-checklist", "ubertruck_ops/flows/checklists.py:morning_checklist",
                    "09:00 IST: service health, overnight alerts, backup, error logs, disk, PM2, response times, jobs.",
                    APP_HOST_QUEUE, "0 9 * * *", ("checklist",)),

@@ -41,8 +41,32 @@ def blocks_init(name: str, env_file: str | None = None, variables: Mapping[str, 
         if not os.path.isfile(env_file):
             raise ValueError(f"env file {env_file} does not exist")
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    saved = save_environment(environment_from_variables(values), name)
-    return saved + [f"global-concurrency-limit/{n}" for n in ensure_concurrency_limits()]
+    env = environment_from_variables(values)
+    saved = save_environment(env, name)
+    queues = ensure_host_queues(env.fleet.hosts) if env.fleet else []
+    return saved + [f"global-concurrency-limit/{n}" for n in ensure_concurrency_limits()] + \
+        [f"work-queue/{q}" for q in queues]
+
+
+def ensure_host_queues(hosts: list[str]) -> list[str]:
+    """Create the process work pool and one work queue per app host where missing (a worker started
+    with --work-queue polls nothing until its queue exists); return the queue names."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkQueueCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from ubertruck_ops.deployments.schedules import WORK_POOL
+
+    names = [f"app-host-{host}" for host in hosts]
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+        existing = {q.name for q in client.read_work_queues(work_pool_name=WORK_POOL)}
+        for queue in names:
+            if queue not in existing:
+                client.create_work_queue(name=queue, work_pool_name=WORK_POOL)
+    return names
 
 
 def record_tier(name: str) -> str:

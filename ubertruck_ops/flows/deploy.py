@@ -14,38 +14,40 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
 from ubertruck_ops.blocks.app import AppHost
-from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.limits import DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS
 from ubertruck_ops.core.releases import (check_tag, pending_migrations, release_to_put_back, releases_to_prune,
                                          version_key)
 from ubertruck_ops.core.text import human_seconds, one_line
-from ubertruck_ops.log import logger
 from ubertruck_ops.operations.frame import Operation, operation
 from ubertruck_ops.operations.go_live import go_live, is_serving, require_app_host
+from ubertruck_ops.operations.release_build import build_release, migrate
+from ubertruck_ops.operations.rolling import rolling_deploy
 from ubertruck_ops.operations.subflows import subflow
-from ubertruck_ops.tasks import git, npm, pm2, postgres, release
+from ubertruck_ops.tasks import git, pm2, postgres, release
 from ubertruck_ops.tasks.locks import host_lock
-
-
-class MigrationFailed(RuntimeError):
-    """A migration of the new release failed; nothing was switched."""
 
 
 @flow(name="deploy", description="Build a release tag, migrate (after a backup), switch with zero downtime, "
                                  "health-gate, and roll back by itself on failure.")
-def deploy(tag: str, environment: str = "production") -> dict:
-    """Deploy release `tag` (vX.Y.Z) to `environment`'s application host; return what happened.
+def deploy(tag: str, environment: str = "production", skip_hosts: list[str] | None = None) -> dict:
+    """Deploy release `tag` (vX.Y.Z) to `environment`'s application host, or roll it over every app
+    host behind the load balancer when APP_HOSTS names several; return what happened.
 
     Args:
         tag: The release tag to deploy, e.g. v1.10.0 (it must exist in the application repository).
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+        skip_hosts: Several app hosts: hosts to leave out (e.g. one that is down); empty: every host.
     """
     # Until the lock is held nothing is changed: a failure is the run's own (no notice).
     with operation(f"deploy of {tag}", environment, notify_failures=False) as op:
         env, step = op.env, op.step
-        app = require_app_host(env, environment, needs_repo=True)
         tag = check_tag(tag)
+        if env.fleet is not None:
+            return rolling_deploy(op, tag, skip_hosts or [])
+        if skip_hosts:
+            raise ValueError("skip_hosts applies to several app hosts (APP_HOSTS); this environment has one")
+        app = require_app_host(env, environment, needs_repo=True)
         run_id = str(flow_run.get_id() or "")
 
         step("check the tools and the tag")
@@ -71,7 +73,7 @@ def deploy(tag: str, environment: str = "production") -> dict:
 
             op.on_failure("nothing live was changed")
             step(f"build {tag}")
-            commit = _build(app, tag, tags[tag])
+            commit = build_release(app, tag, tags[tag])
             update_progress_artifact(progress, 40.0)
 
             step("check for new migrations")
@@ -81,7 +83,7 @@ def deploy(tag: str, environment: str = "production") -> dict:
                 step("back up the database before migrating")
                 backup_id = subflow("nightly-backup")(environment=environment)["backup_id"]
                 step(f"apply migrations {', '.join(migrations)}")
-                _migrate(env, app, tag, migrations, backup_id)
+                migrate(env, app, tag, migrations, backup_id)
             update_progress_artifact(progress, 55.0)
 
             # From what was live before: on a redeploy of an unhealthy live tag that is `previous`, not the tag.
@@ -106,42 +108,6 @@ def deploy(tag: str, environment: str = "production") -> dict:
         op.log.info("deploy of %s complete in %s", tag, human_seconds(duration))
         return {"status": "deployed", "tag": tag, "commit": commit, "previous": live, "migrations": migrations,
                 "backup_id": backup_id, "pruned": pruned, "duration_seconds": round(duration, 2)}
-
-
-def _build(app: AppHost, tag: str, remote_commit: str) -> str:
-    """Make releases/<tag> a complete build of the tag; return its commit. A complete build of
-    the same commit already on the host is reused (a redeploy or roll-forward costs no build)."""
-    if release.is_complete(app, tag):
-        built = release.release_info(app, tag)
-        if built.get("commit") == remote_commit:
-            logger().info("releases/%s is already built from %s; reusing it", tag, remote_commit[:12])
-            return remote_commit
-    for leftover in release.remove_leftovers(app):
-        logger().warning("removed %s, left by a build that never finished", leftover)
-    staging = release.new_staging_dir(app, tag)
-    try:
-        commit = git.check_out(app.repo_url, tag, staging)
-        for folder in [*app.services, "frontend"]:
-            if (staging / folder / "package.json").is_file():
-                # The frontend's build needs its dev dependencies; the services run without them.
-                npm.install_and_build(staging / folder, omit_dev=folder != "frontend")
-            elif folder != "frontend":
-                raise RuntimeError(f"release {tag} has no {folder}/package.json")
-        release.finish_release(app, staging, tag, commit)
-        return commit
-    finally:
-        release.discard_staging(staging)
-
-
-def _migrate(env: Environment, app: AppHost, tag: str, pending: list[str], backup_id: str) -> None:
-    service_folder = release.release_dir(app, tag) / app.migrations_dir.split("/")[0]
-    try:
-        npm.run_migrations(service_folder, env.database)
-    except Exception as exc:
-        applied = postgres.applied_migrations(env.database, app.migrations_table)
-        failing = next((m for m in pending if m not in applied), pending[-1])
-        raise MigrationFailed(f"migration {failing} failed ({one_line(exc)[:600]}); nothing was switched; "
-                              f"backup {backup_id} holds the database as it was before the migrations") from None
 
 
 def _put_back(op: Operation, app: AppHost, tag: str, previous: str | None, exc: Exception, run_id: str) -> None:

@@ -18,24 +18,31 @@ from ubertruck_ops.core.releases import check_tag, rollback_target
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import operation
 from ubertruck_ops.operations.go_live import go_live, is_serving, require_app_host
+from ubertruck_ops.operations.rolling import rolling_rollback
 from ubertruck_ops.tasks import pm2, release
 from ubertruck_ops.tasks.locks import host_lock
 
 
 @flow(name="rollback", description="Put the previous release (or a named one still on the host) back live: "
                                    "switch, graceful hand-over, health gate.")
-def rollback(to: str | None = None, environment: str = "production") -> dict:
-    """Roll `environment`'s application back to `to` (default: the release live before the current one).
+def rollback(to: str | None = None, environment: str = "production", skip_hosts: list[str] | None = None) -> dict:
+    """Roll `environment`'s application back to `to` (default: the release live before the current
+    one), host by host behind the load balancer when APP_HOSTS names several.
 
     Args:
         to: A release tag still on the host; empty: the release live before the current one.
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+        skip_hosts: Several app hosts: hosts to leave out (e.g. one that is down); empty: every host.
     """
     # Until the switch a failure changed nothing: it is the run's own (no notice).
     with operation("rollback", environment, notify_failures=False) as op:
-        app = require_app_host(op.env, environment)
         if to is not None:
             check_tag(to)
+        if op.env.fleet is not None:
+            return rolling_rollback(op, to, skip_hosts or [])
+        if skip_hosts:
+            raise ValueError("skip_hosts applies to several app hosts (APP_HOSTS); this environment has one")
+        app = require_app_host(op.env, environment)
         pm2.pm2_command(app)
         run_id = str(flow_run.get_id() or "")
 

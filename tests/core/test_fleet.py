@@ -1,0 +1,36 @@
+"""core/fleet.py: a rolling deploy refuses a host that is down, rolls in batches, keeps one serving."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ubertruck_ops.core.fleet import batches, hosts_down, rolling_hosts
+
+NOW = datetime(2026, 12, 2, 3, 0, tzinfo=timezone.utc)
+
+
+def test_a_host_whose_worker_has_not_polled_recently_or_ever_is_down():
+    polled = {"web-1": NOW - timedelta(seconds=5), "web-2": NOW - timedelta(minutes=10), "web-3": None}
+    down = hosts_down(polled, NOW, timedelta(seconds=120))
+    assert set(down) == {"web-2", "web-3"}
+    assert "600 s ago" in down["web-2"] and "never" in down["web-3"]
+
+
+def test_a_down_host_refuses_the_deploy_by_name_unless_skipped():
+    hosts = ["web-1", "web-2", "web-3"]
+    with pytest.raises(ValueError, match=r"web-2: .*app-host-web-2.*skip_hosts=\['web-2'\]"):
+        rolling_hosts(hosts, {"web-2": "no worker"}, [])
+    assert rolling_hosts(hosts, {"web-2": "no worker"}, ["web-2"]) == ["web-1", "web-3"]
+    with pytest.raises(ValueError, match="web-9, not an app host"):
+        rolling_hosts(hosts, {}, ["web-9"])
+    with pytest.raises(ValueError, match="every app host is skipped"):
+        rolling_hosts(["web-1"], {}, ["web-1"])
+
+
+def test_hosts_roll_in_batches_and_never_all_at_once():
+    assert batches(["a", "b", "c"], 1) == [["a"], ["b"], ["c"]]
+    assert batches(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
+    assert batches(["a", "b", "c"], 5) == [["a", "b"], ["c"]]
+    assert batches(["a"], 3) == [["a"]]

@@ -1,0 +1,52 @@
+"""host-release: one app host's part of a rolling deploy or rollback, run on that host's worker.
+
+The rolling deploy (flows/deploy.py, flows/rollback.py with APP_HOSTS set) starts this flow's
+deployment once per host and step, into the host's own work queue (`app-host-<host>`), so each
+step runs where the releases and PM2 are: build the tag, apply the migrations (the first host
+only), go live, put back what ran before a given run, roll back. Operators do not start it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+
+from ubertruck_ops.blocks.environment import load_host_app
+from ubertruck_ops.core.releases import check_tag
+from ubertruck_ops.operations import host_steps
+from ubertruck_ops.operations.frame import operation
+
+
+@flow(name="host-release", description="One app host's step of a rolling deploy or rollback (started by deploy and "
+                                       "rollback into the host's work queue).")
+def host_release(environment: str = "production", host: str = "", step: Literal[
+        "build", "migrate", "go-live", "put-back", "rollback"] = "build", tag: str | None = None,
+                 run_id: str = "") -> dict:
+    """Do `step` on app host `host` of `environment`; return what it did.
+
+    Args:
+        environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
+        host: The app host (one of APP_HOSTS); its app block is `<env>-app-<host>`, else `<env>-app`.
+        step: build, migrate, go-live, put-back (what ran before run_id) or rollback (to tag, or the previous).
+        tag: The release tag (build, migrate, go-live; rollback: the target, empty for the previous release).
+        run_id: The rolling deploy's or rollback's flow run id, written into the host's history.
+    """
+    # The parent run reports the whole rolling operation; a host step's failure is its state.
+    with operation(f"{step} on {host}", environment, notify_failures=False) as op:
+        if not host:
+            raise ValueError("host-release needs a host")
+        app = load_host_app(environment, host)
+        if step in ("build", "migrate", "go-live"):
+            if not tag:
+                raise ValueError(f"step {step} needs a tag")
+            check_tag(tag)
+        if step == "build":
+            return host_steps.build(op, app, host, tag)
+        if step == "migrate":
+            return host_steps.apply_migrations(op, app, host, tag)
+        if step == "go-live":
+            return host_steps.switch(op, app, host, tag, "deploy", run_id)
+        if step == "put-back":
+            return host_steps.put_back(op, app, host, run_id)
+        return host_steps.roll_back(op, app, host, tag and check_tag(tag), run_id)

@@ -1,0 +1,56 @@
+"""Building a release and applying its migrations: what a single-host deploy does in its own
+process and a rolling deploy asks each host (build) and its first host (migrate) to do.
+
+Nothing live changes here: a build lands in its own release folder, and migrations run before
+any service is handed over (after the deploy's backup).
+"""
+
+from __future__ import annotations
+
+from ubertruck_ops.blocks.app import AppHost
+from ubertruck_ops.blocks.environment import Environment
+from ubertruck_ops.core.text import one_line
+from ubertruck_ops.log import logger
+from ubertruck_ops.tasks import git, npm, postgres, release
+
+
+class MigrationFailed(RuntimeError):
+    """A migration of the new release failed; nothing was switched."""
+
+
+def build_release(app: AppHost, tag: str, remote_commit: str) -> str:
+    """Make releases/<tag> a complete build of the tag; return its commit. A complete build of
+    the same commit already on the host is reused (a redeploy or roll-forward costs no build)."""
+    if release.is_complete(app, tag):
+        built = release.release_info(app, tag)
+        if built.get("commit") == remote_commit:
+            logger().info("releases/%s is already built from %s; reusing it", tag, remote_commit[:12])
+            return remote_commit
+    for leftover in release.remove_leftovers(app):
+        logger().warning("removed %s, left by a build that never finished", leftover)
+    staging = release.new_staging_dir(app, tag)
+    try:
+        commit = git.check_out(app.repo_url, tag, staging)
+        for folder in [*app.services, "frontend"]:
+            if (staging / folder / "package.json").is_file():
+                # The frontend's build needs its dev dependencies; the services run without them.
+                npm.install_and_build(staging / folder, omit_dev=folder != "frontend")
+            elif folder != "frontend":
+                raise RuntimeError(f"release {tag} has no {folder}/package.json")
+        release.finish_release(app, staging, tag, commit)
+        return commit
+    finally:
+        release.discard_staging(staging)
+
+
+def migrate(env: Environment, app: AppHost, tag: str, pending: list[str], backup_id: str) -> None:
+    """Apply the release's pending migrations from its folder on this host. Raise MigrationFailed
+    naming the first migration that did not apply and the backup taken before."""
+    service_folder = release.release_dir(app, tag) / app.migrations_dir.split("/")[0]
+    try:
+        npm.run_migrations(service_folder, env.database)
+    except Exception as exc:
+        applied = postgres.applied_migrations(env.database, app.migrations_table)
+        failing = next((m for m in pending if m not in applied), pending[-1])
+        raise MigrationFailed(f"migration {failing} failed ({one_line(exc)[:600]}); nothing was switched; "
+                              f"backup {backup_id} holds the database as it was before the migrations") from None

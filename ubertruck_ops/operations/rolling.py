@@ -1,0 +1,179 @@
+"""A deploy or rollback over several app hosts behind a load balancer, orchestrated by Prefect.
+
+The story: refuse when a host's worker is down (unless skipped); build the tag on every host at
+once (nothing live changes); on the first host back up and apply the migrations, once; then roll
+host by host (or in the fleet's batches): take it out of the balancer, switch it (hand-over and
+health gate, on the host's own worker), put it back. A failure on any host puts every host it
+already switched back on what it ran before, and leaves every host in the balancer.
+
+Every host step is a run of the `host-release` deployment in that host's work queue, a subflow of
+this run: the UI shows each host's runs under it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+from prefect.runtime import flow_run
+
+from ubertruck_ops.blocks.fleet import AppFleet
+from ubertruck_ops.core import notices
+from ubertruck_ops.core.fleet import batches, hosts_down, rolling_hosts
+from ubertruck_ops.core.text import human_seconds, one_line
+from ubertruck_ops.operations.frame import Operation
+from ubertruck_ops.tasks import load_balancer, workers
+
+HOST_STEP = "host-release"
+WORK_POOL = "ubertruck-ops"   # deployments/schedules.WORK_POOL (operations do not import deployments)
+
+
+class HostStepFailed(RuntimeError):
+    """A host's step did not complete; the message names the host and the step. `reported` is True
+    when the step's own run failed (a host's go-live then put the host back itself)."""
+
+    def __init__(self, message: str, reported: bool = False):
+        super().__init__(message)
+        self.reported = reported
+
+
+def _deployment(environment: str) -> str:
+    return f"{HOST_STEP}/{environment}"
+
+
+def _run(op: Operation, fleet: AppFleet, host: str, step: str, **parameters) -> None:
+    """Run one host step and wait for it; raise HostStepFailed unless it completed."""
+    run = workers.run_on_host(_deployment(op.environment), fleet.queue(host),
+                              {"environment": op.environment, "host": host, "step": step, **parameters},
+                              fleet.host_run_timeout_seconds, f"{step} on {host}")
+    state = run.state
+    if state is None or not state.is_final():
+        raise HostStepFailed(f"{step} on {host} did not finish within {human_seconds(fleet.host_run_timeout_seconds)} "
+                             f"(flow run {run.id})")
+    if not state.is_completed():
+        raise HostStepFailed(f"{step} on {host} {state.type.value.lower()}: {state.message or ''} (flow run {run.id})",
+                             reported=state.is_failed())
+
+
+def check_hosts(op: Operation, fleet: AppFleet, skip_hosts: list[str]) -> list[str]:
+    """Return the hosts to roll. Raise ValueError naming a host whose worker is down (not skipped)."""
+    op.step("check every app host's worker")
+    polled = workers.last_polled(WORK_POOL, {h: fleet.queue(h) for h in fleet.hosts})
+    down = hosts_down(polled, datetime.now(timezone.utc), timedelta(seconds=fleet.worker_seen_seconds))
+    hosts = rolling_hosts(fleet.hosts, down, skip_hosts)
+    for host in skip_hosts:
+        op.log.warning("skipping app host %s as asked (%s)", host, down.get(host, "its worker is up"))
+    return hosts
+
+
+def build_everywhere(op: Operation, fleet: AppFleet, hosts: list[str], tag: str) -> None:
+    """Build `tag` on every host at once. Raise HostStepFailed naming the hosts that failed."""
+    op.step(f"build {tag} on {', '.join(hosts)}")
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        futures = {h: pool.submit(contextvars.copy_context().run, _run, op, fleet, h, "build", tag=tag) for h in hosts}
+    failed = {h: f.exception() for h, f in futures.items() if f.exception() is not None}
+    if failed:
+        raise HostStepFailed("; ".join(one_line(e) for e in failed.values()) + "; nothing live was changed")
+
+
+def migrate_once(op: Operation, fleet: AppFleet, host: str, tag: str) -> None:
+    """Apply `tag`'s migrations from the first host, once for the whole deploy (the host backs the
+    database up first when there are any)."""
+    op.step(f"apply migrations from {host}")
+    _run(op, fleet, host, "migrate", tag=tag)
+
+
+def rolling_deploy(op: Operation, tag: str, skip_hosts: list[str]) -> dict:
+    """Deploy `tag` over the environment's app hosts; return what happened."""
+    fleet = op.env.fleet
+    hosts = check_hosts(op, fleet, skip_hosts)
+    op.notify(notices.deploy_started(op.environment, tag, None))
+    op.on_failure("nothing live was changed")
+    build_everywhere(op, fleet, hosts, tag)
+    migrate_once(op, fleet, hosts[0], tag)
+    op.on_failure()
+    rolled = roll(op, fleet, hosts, "go-live", tag)
+    op.on_failure(notify=False)
+    duration = op.elapsed
+    op.publish("deploy-summary", f"rolling deploy {tag}",
+               f"# Rolling deploy `{tag}`\n\n- hosts: {', '.join(rolled['hosts'])} ({rolled['batches']} batch(es))\n"
+               f"- skipped: {', '.join(skip_hosts) or 'none'}\n- duration: {human_seconds(duration)}\n",
+               notices.deploy_succeeded(op.environment, tag, None, duration, [], None))
+    return {"status": "deployed", "tag": tag, "hosts": rolled["hosts"], "skipped": skip_hosts,
+            "duration_seconds": round(duration, 2)}
+
+
+def rolling_rollback(op: Operation, to: str | None, skip_hosts: list[str]) -> dict:
+    """Roll the environment's app hosts back to `to` (None: each host's previous release)."""
+    fleet = op.env.fleet
+    hosts = check_hosts(op, fleet, skip_hosts)
+    op.on_failure()
+    rolled = roll(op, fleet, hosts, "rollback", to)
+    op.on_failure(notify=False)
+    duration = op.elapsed
+    op.publish("rollback-summary", f"rolling rollback to {to or 'the previous release'}",
+               f"# Rolling rollback to `{to or 'the previous release'}`\n\n- hosts: {', '.join(rolled['hosts'])}\n"
+               f"- duration: {human_seconds(duration)}\n",
+               notices.rollback_succeeded(op.environment, None, to or "the previous release", duration))
+    return {"status": "rolled-back", "tag": to, "hosts": rolled["hosts"], "skipped": skip_hosts,
+            "duration_seconds": round(duration, 2)}
+
+
+def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str | None) -> dict:
+    """Switch `hosts` batch by batch with host step `step` (go-live or rollback) to `tag`, each out of
+    the balancer while it switches. On a failure put every switched host back, leave every host in
+    the balancer, post which host failed and what was put back, and raise."""
+    run_id = str(flow_run.get_id() or "")
+    lb = op.env.load_balancer
+    switched: list[str] = []
+    for batch in batches(hosts, fleet.hosts_at_once):
+        taken_out: list[str] = []
+        try:
+            for host in batch:
+                if lb is not None:
+                    op.step(f"take {host} out of the load balancer")
+                    load_balancer.take_out(lb, host)
+                    taken_out.append(host)
+            for host in batch:
+                op.step(f"{step} on {host}")
+                try:
+                    _run(op, fleet, host, step, tag=tag, run_id=run_id)
+                except HostStepFailed as failed:
+                    if not failed.reported:   # crashed or timed out: its own put-back may not have run
+                        switched.append(host)
+                    raise
+                switched.append(host)
+        except Exception as exc:
+            failed_at = op.step.current
+            put_back = _put_back(op, fleet, switched, run_id)
+            _into_balancer(op, lb, taken_out)
+            untouched = [h for h in hosts if h not in switched]
+            op.notify(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), put_back, untouched))
+            op.on_failure(notify=False)
+            raise
+        _into_balancer(op, lb, taken_out, strict=True)
+    return {"hosts": switched, "batches": len(batches(hosts, fleet.hosts_at_once))}
+
+
+def _into_balancer(op: Operation, lb, hosts: list[str], strict: bool = False) -> None:
+    for host in hosts:
+        op.step(f"put {host} back into the load balancer")
+        try:
+            load_balancer.put_back(lb, host)
+        except Exception as exc:  # noqa: BLE001 - after a failure every host is tried; the first error stands
+            if strict:
+                raise
+            op.log.error("could not put %s back into the load balancer: %s", host, one_line(exc))
+
+
+def _put_back(op: Operation, fleet: AppFleet, switched: list[str], run_id: str) -> dict[str, str]:
+    """Put every switched host back on what it ran before this run, newest first; return host -> outcome."""
+    outcome = {}
+    for host in reversed(switched):
+        try:
+            _run(op, fleet, host, "put-back", run_id=run_id)
+            outcome[host] = "put back"
+        except Exception as exc:  # noqa: BLE001 - every host is tried; each outcome is reported
+            outcome[host] = f"PUT-BACK FAILED: {one_line(exc)[:200]}"
+    return outcome
