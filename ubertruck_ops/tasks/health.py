@@ -24,7 +24,10 @@ def probe(service: str, port: int, host: str = "127.0.0.1", timeout: float = 3) 
     result = Probe(service=service)
     headers = {"Connection": "close"}
     try:
-        with httpx.Client(base_url=f"http://{host}:{port}", timeout=timeout, headers=headers) as client:
+        # Plain HTTP to the host's own service: no TLS, so no certificate store to load (httpx loads
+        # certifi's for every client unless told not to: measured ~100 ms a client under load, 5 ms without).
+        with httpx.Client(base_url=f"http://{host}:{port}", timeout=timeout, headers=headers,
+                          verify=False) as client:
             health = client.get("/health")
             result.health = health.status_code
             try:
