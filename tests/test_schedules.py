@@ -58,7 +58,8 @@ def _prefect(*args: str, env: dict, timeout: float = 300) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def deployed(prefect_server):
     env = _cli_env(prefect_server["api"], prefect_server["home"])
-    created = _prefect("work-pool", "create", WORK_POOL, "--type", "process", env=env)
+    # --overwrite: the server is shared, and the rolling-deploy tests may have made the pool already.
+    created = _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite", env=env)
     assert created.returncode == 0, created.stdout + created.stderr
     result = _prefect("--no-prompt", "deploy", "--all", env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
