@@ -176,7 +176,7 @@ class Backend:
                 self.wfile.write(body)
 
             def log_message(self, *args):
-                pass
+                """Keep the test output free of one line per request."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

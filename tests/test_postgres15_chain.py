@@ -151,3 +151,14 @@ def test_postgres15_wal_older_than_three_days_stays_while_the_chain_replays_it(c
     since_base = lambda paths: {p.name for p in paths if (parse_segment(p.name.split(".")[0], size) or (0, -1))[1]
                                 >= base_start}
     assert since_base(archived) and since_base((copy / "wal").iterdir()) == since_base(archived)
+
+
+def test_a_repository_that_cannot_be_read_fails_the_wait_at_once_instead_of_waiting_it_out(tmp_path):
+    (tmp_path / "wal").write_text("a file where the WAL folder should be")   # reading any sidecar fails
+    started = time.monotonic()
+    with pytest.raises(NotADirectoryError):
+        recovery.wait_until_archived.fn(LocalRepository(str(tmp_path)), "000000010000000000000003", timeout=30)
+    assert time.monotonic() - started < 5
+    with pytest.raises(recovery.WalNotArchived, match="not archived within 1 s"):   # absent: waited, then named
+        recovery.wait_until_archived.fn(LocalRepository(str(tmp_path / "empty")), "000000010000000000000003",
+                                        timeout=1, poll=0.2)

@@ -22,16 +22,13 @@ from ubertruck_ops.core.physical import WalGap, parse_segment, segment_name
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import wal
 from ubertruck_ops.tasks.repository import Repository
+from ubertruck_ops.tasks.wal_store import read_sidecar, wal_keys
 
 POINTS = "recovery-points"
 
 
 class WalNotArchived(TimeoutError):
     """A closed WAL segment did not reach the repository in time: archiving is down or behind."""
-
-
-def _sidecar(name: str) -> str:
-    return f"{wal.PREFIX}{name}.json"
 
 
 @task(name="wait-for-wal-archive", cache_policy=NO_CACHE)
@@ -41,11 +38,9 @@ def wait_until_archived(repo: Repository, segment: str, timeout: float, poll: fl
     started = time.monotonic()
     next_log = started + 30
     while True:
-        try:
-            repo.get_bytes(_sidecar(segment))
+        # Absent: not archived yet. A repository that cannot be read is raised, not waited out.
+        if read_sidecar(repo, wal_keys(segment)[1]) is not None:
             return time.monotonic() - started
-        except Exception:  # noqa: BLE001 - not there yet (a local file or an S3 key that does not exist)
-            pass
         now = time.monotonic()
         if now - started >= timeout:
             raise WalNotArchived(f"WAL segment {segment} was closed but not archived within {timeout:.0f} s: is "
@@ -75,9 +70,12 @@ def check_segments(repo: Repository, timeline: int, first: int, last: int, segme
     checked, verify_from = 0, max(first, first if verify_from is None else verify_from)
     for number in range(verify_from, last + 1):
         name = segment_name(timeline, number, segment_size)
-        meta = json.loads(repo.get_bytes(_sidecar(name)))
+        data_key, sidecar_key = wal_keys(name)
+        meta = read_sidecar(repo, sidecar_key)
+        if meta is None:
+            raise WalGap(f"WAL segment {name} lost its sidecar while it was checked")
         digest, size = hashlib.sha256(), 0
-        for chunk in repo.read_chunks(f"{wal.PREFIX}{name}.zst.gpg"):
+        for chunk in repo.read_chunks(data_key):
             digest.update(chunk)
             size += len(chunk)
         if digest.hexdigest() != meta["stored_sha256"] or size != meta["stored_size"]:

@@ -46,7 +46,7 @@ def push_file(keys: KeyMaterial, path: str, repo: Repository) -> str:
     data_key, meta_key = wal_keys(name)
     data = Path(path).read_bytes()
     plain_sha = hashlib.sha256(data).hexdigest()
-    existing = _read_sidecar(repo, meta_key)
+    existing = read_sidecar(repo, meta_key)
     if existing is not None:
         if existing.get("plain_sha256") == plain_sha:
             return "already archived"
@@ -59,7 +59,7 @@ def push_file(keys: KeyMaterial, path: str, repo: Repository) -> str:
     return "archived"
 
 
-def _read_sidecar(repo: Repository, key: str) -> dict | None:
+def read_sidecar(repo: Repository, key: str) -> dict | None:
     """The sidecar under `key`, or None when there is none. Raise WalArchiveError when it is there but
     not a sidecar, and the repository's error when it cannot be read."""
     try:
