@@ -345,15 +345,17 @@ def test_wal_archive_command_streams_until_sigterm(tmp_path):
             env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         try:
+            # Close one segment, then wait for it while streaming goes on (switching again each
+            # round would always look for the segment closed a moment ago).
+            with server.local_connection() as conn:
+                conn.execute("SELECT txid_current()")
+                segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
             deadline = time.monotonic() + 120
-            segment = None
-            while time.monotonic() < deadline:
-                with server.local_connection() as conn:
-                    conn.execute("SELECT txid_current()")
-                    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-                if (tmp_path / "repository" / "wal" / f"{segment}.json").exists():
-                    break
-                time.sleep(2)
+            while not (tmp_path / "repository" / "wal" / f"{segment}.json").exists():
+                assert archiver.poll() is None, archiver.communicate()[1][-2000:]
+                assert time.monotonic() < deadline, f"segment {segment} was not archived while streaming"
+                time.sleep(0.2)
+            streamed_after = 120 - (deadline - time.monotonic())
             archiver.send_signal(signal.SIGTERM)
             out, err = archiver.communicate(timeout=60)
         finally:
@@ -361,6 +363,7 @@ def test_wal_archive_command_streams_until_sigterm(tmp_path):
                 archiver.kill()
         assert (tmp_path / "repository" / "wal" / f"{segment}.json").exists(), err[-2000:]
         assert archiver.returncode == 0 and "stopped after archiving" in out, err[-2000:]
+        assert streamed_after < 60, streamed_after
     finally:
         server.destroy()
 
