@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect.runtime import flow_run
 
 from ubertruck_ops.blocks.app import AppHost
-from ubertruck_ops.core.limits import DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS
+from ubertruck_ops.core.limits import DEPLOY_LOCK
 from ubertruck_ops.core.releases import pending_migrations, put_back_for_run, release_to_put_back, rollback_target
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.operations.frame import Operation
@@ -20,13 +20,15 @@ from ubertruck_ops.operations.go_live import go_live, is_serving
 from ubertruck_ops.operations.release_build import build_release, migrate
 from ubertruck_ops.operations.subflows import subflow
 from ubertruck_ops.tasks import git, pm2, postgres, release
-from ubertruck_ops.tasks.locks import host_lock
+from ubertruck_ops.tasks.locks import flock_only
 
 
 def _locked(app: AppHost, what: str):
+    # The host's own lock file (a single-host deploy on this host holds it too); the environment's
+    # deploy slot is the rolling parent run's, so the hosts of one batch switch at once.
     release.prepare_host(app)
-    return host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
-                     holder=f"{what}, flow run {flow_run.get_id() or ''}")
+    return flock_only(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds,
+                      holder=f"{what}, flow run {flow_run.get_id() or ''}")
 
 
 def build(op: Operation, app: AppHost, host: str, tag: str) -> dict:

@@ -23,10 +23,11 @@ from ubertruck_ops.core import notices
 from ubertruck_ops.core.fleet import batches, hosts_down, rolling_hosts
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation
-from ubertruck_ops.tasks import load_balancer, workers
+from ubertruck_ops.tasks import load_balancer, locks, workers
 
 HOST_STEP = "host-release"
 WORK_POOL = "ubertruck-ops"   # deployments/schedules.WORK_POOL (operations do not import deployments)
+DEFAULT_LOCK_WAIT_SECONDS = 900     # AppHost.deploy_lock_wait_seconds' default
 
 
 class HostStepFailed(RuntimeError):
@@ -88,6 +89,17 @@ def rolling_deploy(op: Operation, tag: str, skip_hosts: list[str]) -> dict:
     """Deploy `tag` over the environment's app hosts; return what happened."""
     fleet = op.env.fleet
     hosts = check_hosts(op, fleet, skip_hosts)
+    with _environment_lock(op, f"rolling deploy of {tag}"):
+        return _rolling_deploy(op, fleet, hosts, tag, skip_hosts)
+
+
+def _environment_lock(op: Operation, what: str):
+    op.step("wait for the deploy lock")
+    wait = op.env.app.deploy_lock_wait_seconds if op.env.app is not None else DEFAULT_LOCK_WAIT_SECONDS
+    return locks.rolling_lock(op.environment, wait, f"{what}, flow run {flow_run.get_id() or ''}")
+
+
+def _rolling_deploy(op: Operation, fleet: AppFleet, hosts: list[str], tag: str, skip_hosts: list[str]) -> dict:
     op.notify(notices.deploy_started(op.environment, tag, None))
     op.on_failure("nothing live was changed")
     build_everywhere(op, fleet, hosts, tag)
@@ -108,6 +120,11 @@ def rolling_rollback(op: Operation, to: str | None, skip_hosts: list[str]) -> di
     """Roll the environment's app hosts back to `to` (None: each host's previous release)."""
     fleet = op.env.fleet
     hosts = check_hosts(op, fleet, skip_hosts)
+    with _environment_lock(op, f"rolling rollback to {to or 'the previous release'}"):
+        return _rolling_rollback(op, fleet, hosts, to, skip_hosts)
+
+
+def _rolling_rollback(op: Operation, fleet: AppFleet, hosts: list[str], to: str | None, skip_hosts: list[str]) -> dict:
     op.on_failure()
     rolled = roll(op, fleet, hosts, "rollback", to)
     op.on_failure(notify=False)
@@ -115,7 +132,8 @@ def rolling_rollback(op: Operation, to: str | None, skip_hosts: list[str]) -> di
     op.publish("rollback-summary", f"rolling rollback to {to or 'the previous release'}",
                f"# Rolling rollback to `{to or 'the previous release'}`\n\n- hosts: {', '.join(rolled['hosts'])}\n"
                f"- duration: {human_seconds(duration)}\n",
-               notices.rollback_succeeded(op.environment, None, to or "the previous release", duration))
+               notices.rollback_succeeded(op.environment, f"each host's own (hosts: {', '.join(rolled['hosts'])})",
+                                          to or "each host's previous release", duration))
     return {"status": "rolled-back", "tag": to, "hosts": rolled["hosts"], "skipped": skip_hosts,
             "duration_seconds": round(duration, 2)}
 
@@ -127,6 +145,7 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
     run_id = str(flow_run.get_id() or "")
     lb = op.env.load_balancer
     switched: list[str] = []
+    put_itself_back: list[str] = []     # its own step failed and put it back on what it ran
     for batch in batches(hosts, fleet.hosts_at_once):
         taken_out: list[str] = []
         try:
@@ -135,25 +154,41 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
                     op.step(f"take {host} out of the load balancer")
                     load_balancer.take_out(lb, host)
                     taken_out.append(host)
-            for host in batch:
-                op.step(f"{step} on {host}")
-                try:
-                    _run(op, fleet, host, step, tag=tag, run_id=run_id)
-                except HostStepFailed as failed:
-                    if not failed.reported:   # crashed or timed out: its own put-back may not have run
-                        switched.append(host)
-                    raise
-                switched.append(host)
+            op.step(f"{step} on {', '.join(batch)}")
+            failures = _switch_batch(op, fleet, batch, step, tag, run_id)
+            # a host whose own run failed put itself back; one that crashed or timed out may not have
+            switched += [h for h in batch if h not in failures or not failures[h].reported]
+            put_itself_back += [h for h in batch if h in failures and failures[h].reported]
+            if failures:
+                raise HostStepFailed("; ".join(one_line(e) for e in failures.values()))
+            _into_balancer(op, lb, taken_out, strict=True)
+            if lb is not None and lb.check_urls:
+                op.step(f"check {', '.join(batch)} through the load balancer")
+                load_balancer.check_through(lb)
         except Exception as exc:
             failed_at = op.step.current
-            put_back = _put_back(op, fleet, switched, run_id)
+            put_back = {h: "its own step failed; it put itself back" for h in put_itself_back}
+            put_back.update(_put_back(op, fleet, switched, run_id))
             _into_balancer(op, lb, taken_out)
-            untouched = [h for h in hosts if h not in switched]
+            untouched = [h for h in hosts if h not in switched and h not in put_itself_back]
             op.notify(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), put_back, untouched))
             op.on_failure(notify=False)
             raise
-        _into_balancer(op, lb, taken_out, strict=True)
     return {"hosts": switched, "batches": len(batches(hosts, fleet.hosts_at_once))}
+
+
+def _switch_batch(op: Operation, fleet: AppFleet, batch: list[str], step: str, tag: str | None,
+                  run_id: str) -> dict[str, HostStepFailed]:
+    """Run `step` on every host of `batch` at once; return host -> its failure."""
+    with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+        futures = {h: pool.submit(contextvars.copy_context().run, _run, op, fleet, h, step, tag=tag, run_id=run_id)
+                   for h in batch}
+    failures = {}
+    for host, future in futures.items():
+        exc = future.exception()
+        if exc is not None:
+            failures[host] = exc if isinstance(exc, HostStepFailed) else HostStepFailed(f"{step} on {host}: {exc}")
+    return failures
 
 
 def _into_balancer(op: Operation, lb, hosts: list[str], strict: bool = False) -> None:

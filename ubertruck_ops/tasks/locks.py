@@ -37,7 +37,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from ubertruck_ops.core.limits import (BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS,
-                                       LOCK_WAIT_LOG_SECONDS)
+                                       DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS, LOCK_WAIT_LOG_SECONDS)
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.physical import state_dir
 
@@ -59,25 +59,9 @@ def host_lock(lock_dir: str | os.PathLike, limit: str, wait_seconds: float, leas
     log = logger()
     started = time.monotonic()
     deadline = started + wait_seconds
-    Path(lock_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = Path(lock_dir) / f"{limit}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fd = _open_lock_file(lock_dir, limit)
     try:
-        next_report = started + LOCK_WAIT_LOG_SECONDS
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise TimeoutError(f"another {what} is running on this host ({_describe(_read(fd))}); "
-                                       f"waited {wait_seconds:.0f} s, refused; nothing was changed") from None
-                if now >= next_report:
-                    log.info("waiting for the %s lock: held on this host by %s; waited %.0f s of %.0f s",
-                             limit, _describe(_read(fd)), now - started, wait_seconds)
-                    next_report = now + LOCK_WAIT_LOG_SECONDS
-                time.sleep(min(1.0, max(0.05, deadline - now)))
+        next_report = _take_flock(fd, limit, started, deadline, what)
         with get_client(sync_client=True) as client:
             api = str(client.api_url).rstrip("/")
             stale = _read(fd)
@@ -103,6 +87,51 @@ def host_lock(lock_dir: str | os.PathLike, limit: str, wait_seconds: float, leas
                     _write(fd, {})
     finally:
         os.close(fd)      # also drops the flock
+
+
+@contextmanager
+def flock_only(lock_dir: str | os.PathLike, name: str, wait_seconds: float, holder: str,
+               what: str = "deploy or rollback") -> Iterator[None]:
+    """Hold `lock_dir`/<name>.lock (flock) without a global concurrency slot: one app host's part of
+    a rolling deploy, whose parent run holds the environment's slot. Same waiting and refusal as
+    host_lock; the kernel drops it when the process dies."""
+    started = time.monotonic()
+    fd = _open_lock_file(lock_dir, name)
+    try:
+        _take_flock(fd, name, started, started + wait_seconds, what)
+        _write(fd, {"holder": holder, "pid": os.getpid(), "since": time.time()})
+        try:
+            yield
+        finally:
+            _write(fd, {})
+    finally:
+        os.close(fd)
+
+
+def _open_lock_file(lock_dir: str | os.PathLike, name: str) -> int:
+    Path(lock_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    return os.open(Path(lock_dir) / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+
+
+def _take_flock(fd: int, name: str, started: float, deadline: float, what: str) -> float:
+    """Wait for the flock on `fd` until `deadline`, logging who holds it; return when the next wait
+    report is due. Raise TimeoutError saying who holds it."""
+    log = logger()
+    next_report = started + LOCK_WAIT_LOG_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return next_report
+        except BlockingIOError:
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError(f"another {what} is running on this host ({_describe(_read(fd))}); "
+                                   f"waited {deadline - started:.0f} s, refused; nothing was changed") from None
+            if now >= next_report:
+                log.info("waiting for the %s lock: held on this host by %s; waited %.0f s of %.0f s",
+                         name, _describe(_read(fd)), now - started, deadline - started)
+                next_report = now + LOCK_WAIT_LOG_SECONDS
+            time.sleep(min(1.0, max(0.05, deadline - now)))
 
 
 def _acquire(client, limit: str, lease_seconds: float, started: float, deadline: float, what: str,
@@ -267,3 +296,10 @@ def backup_lock(environment: str, holder: str):
     """The lock every backup of `environment` holds (nightly and incremental never overlap)."""
     return host_lock(state_dir(environment), BACKUP_LOCK, BACKUP_LOCK_WAIT_SECONDS, BACKUP_LOCK_LEASE_SECONDS,
                      holder=holder, what="backup")
+
+
+def rolling_lock(environment: str, wait_seconds: float, holder: str):
+    """The lock a rolling deploy or rollback of `environment` holds for the whole roll: the
+    environment's deploy slot (no other deploy or rollback, single-host or rolling, runs meanwhile),
+    with its lock file in the state folder of the host that orchestrates."""
+    return host_lock(state_dir(environment), DEPLOY_LOCK, wait_seconds, DEPLOY_LOCK_LEASE_SECONDS, holder=holder)
