@@ -10,9 +10,6 @@ is refused. So these tests check order, idempotence and the refusals; the waitin
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import threading
 import time
 import urllib.request
@@ -26,13 +23,14 @@ from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import SecretStr
 
 from ubertruck_ops.blocks.load_balancer import LoadBalancer, load_balancer_from_variables
-from ubertruck_ops.core.load_balancer import LastServingHost, render_upstreams
+from ubertruck_ops.core.load_balancer import LastServingHost
 from ubertruck_ops.tasks import execute
 from ubertruck_ops.tasks import load_balancer as lb_tasks
-from ubertruck_ops.tasks.load_balancer import put_back, state, take_out
+from ubertruck_ops.tasks.load_balancer import LoadBalancerError, check_through, put_back, state, take_out
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
 from tests.conftest import require
+from tests.parts import NginxBalancer
 
 REGION = "ap-south-1"
 _IMAGE: dict[str, str] = {}
@@ -125,7 +123,9 @@ def test_the_alb_block_comes_from_the_variables():
     block = load_balancer_from_variables({
         "LB_KIND": "alb", "LB_TARGET_GROUP_ARN": "arn:aws:elasticloadbalancing:ap-south-1:1:targetgroup/u/1",
         "LB_HOSTS": "app-1=i-0abc, app-2=10.0.1.12:3000", "AWS_SECRET_ACCESS_KEY": "sentinel-secret",
-        "ELB_ENDPOINT_URL": "http://127.0.0.1:9", "LB_DEREGISTRATION_TIMEOUT": "400"})
+        "ELB_ENDPOINT_URL": "http://127.0.0.1:9", "LB_DEREGISTRATION_TIMEOUT": "400",
+        "LB_CHECK_URLS": "https://ubertruck.in/health, https://ubertruck.in/api/ping"})
+    assert block.check_urls == ["https://ubertruck.in/health", "https://ubertruck.in/api/ping"]
     assert block.targets_of("app-2") == [{"Id": "10.0.1.12", "Port": 3000}]
     assert block.aws.aws_client_parameters.endpoint_url == "http://127.0.0.1:9"
     assert block.deregistration_timeout_seconds == 400 and "sentinel-secret" not in repr(block)
@@ -134,6 +134,9 @@ def test_the_alb_block_comes_from_the_variables():
         load_balancer_from_variables({"LB_KIND": "alb", "LB_HOSTS": "app-1=i-0abc"})
     with pytest.raises(ValueError, match="LB_HOSTS"):
         load_balancer_from_variables({"LB_KIND": "nginx"})
+    with pytest.raises(ValueError, match="must be an http"):
+        load_balancer_from_variables({"LB_KIND": "nginx", "LB_HOSTS": "app-1=10.0.1.11",
+                                      "LB_CHECK_URLS": "file:///etc/passwd"})
     with pytest.raises(ValueError, match=r"missing \['web-2'\], not in APP_HOSTS \['app-2'\]"):
         load_balancer_from_variables({"LB_KIND": "nginx", "APP_HOSTS": "web-1,web-2",
                                       "LB_HOSTS": "web-1=10.0.1.11,app-2=10.0.1.12"})
@@ -188,65 +191,23 @@ class Backend:
             return self.hits
 
 
-def _nginx() -> str:
-    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    require(bool(path), "nginx is not installed (the load-balancer tests run Debian's): apt-get install -y nginx")
-    return path
-
-
 @pytest.fixture
 def nginx(tmp_path):
     """Debian's nginx (as the test user, everything in a temp prefix) on 127.0.0.1:<free port>,
     balancing upstream `app` over two backends; yields (block, port, backends)."""
-    binary = _nginx()
     backends = {"app-1": Backend("app-1"), "app-2": Backend("app-2")}
-    prefix, port = tmp_path, free_port()
-    temp = "\n".join(f"    {kind}_temp_path {prefix}/{kind}_temp;" for kind in
-                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log notice;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-{temp}
-    include {prefix}/upstreams.conf;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-    }}
-}}
-""")
-    base = [binary, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
-    block = LoadBalancer(kind="nginx", upstreams_file=str(prefix / "upstreams.conf"),
-                         upstreams={"app": {name: f"127.0.0.1:{b.port}" for name, b in backends.items()}},
-                         upstream_directives=["keepalive 8"], reload_command=base + ["-s", "reload"],
-                         test_command=base + ["-t", "-q"], pid_file=str(prefix / "nginx.pid"),
-                         drain_seconds=0.3, drain_timeout_seconds=10, poll_seconds=0.1)
-    Path(block.upstreams_file).write_text(render_upstreams(block.upstreams, set(), block.upstream_directives))
-    process = execute.spawn("nginx", base)
     try:
-        deadline = time.monotonic() + 10
-        while not (prefix / "nginx.pid").exists() or not _accepts(port):
-            assert process.poll() is None, (prefix / "error.log").read_text()
-            assert time.monotonic() < deadline, "nginx did not start listening within 10 s"
-            time.sleep(0.05)
-        yield block, port, backends
+        balancer = NginxBalancer(tmp_path, {"app": {name: f"127.0.0.1:{b.port}" for name, b in backends.items()}})
+    except RuntimeError as missing:
+        require(False, str(missing))
+    balancer.start()
+    try:
+        yield balancer.block, balancer.ports["app"], backends
     finally:
-        execute.stop(process)
+        balancer.stop()
         for b in backends.values():
             b.server.shutdown()
             b.server.server_close()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 class Load:
@@ -325,6 +286,18 @@ def test_a_configuration_nginx_refuses_is_never_reloaded_and_the_file_is_put_bac
     assert Path(block.upstreams_file).read_text() == before
     assert state(block)["hosts"] == {"app-1": "in", "app-2": "in"}
     assert all(hits > 0 for hits in _hits_during_requests(port, backends).values())
+
+
+def test_the_check_through_nginx_passes_while_a_host_serves_and_names_a_url_that_never_answers(nginx):
+    block, port, backends = nginx
+    good = block.model_copy(update={"check_urls": [f"http://127.0.0.1:{port}/"]})
+    assert set(check_through(good)) == {f"http://127.0.0.1:{port}/"}
+    dead = block.model_copy(update={"check_urls": [f"http://127.0.0.1:{free_port()}/health"],
+                                    "check_timeout_seconds": 0.5})
+    started = time.monotonic()
+    with pytest.raises(LoadBalancerError, match="did not answer 2xx through the load balancer within 0.5 s"):
+        check_through(dead)
+    assert time.monotonic() - started < 5
 
 
 def _hits_during_requests(port: int, backends, count: int = 20) -> dict[str, int]:

@@ -47,6 +47,11 @@ class LoadBalancer(Block):
     healthy_timeout_seconds: float = Field(default=300, gt=0, title="Healthy wait (s)",
                                            description="Longest wait for registered targets to pass the ALB's "
                                                        "health checks.")
+    check_urls: list[str] = Field(default_factory=list, title="Check URLs through the balancer",
+                                  description="After a host is back in, each must answer 2xx through the balancer "
+                                              "(LB_CHECK_URLS, comma-separated), e.g. https://ubertruck.in/health.")
+    check_timeout_seconds: float = Field(default=30, gt=0, title="Check through the balancer within (s)",
+                                         description="How long the URLs may take to answer 2xx after a put-back.")
     # nginx
     upstreams_file: str = Field(default=DEFAULT_UPSTREAMS_FILE, title="Upstreams file",
                                 description="The include file the project owns and rewrites "
@@ -90,6 +95,14 @@ class LoadBalancer(Block):
             for host, address in servers.items():
                 check_name(host, "host name")
                 check_server(address, f"server of host {host} in upstream {name}")
+        return value
+
+    @field_validator("check_urls")
+    @classmethod
+    def _valid_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+                raise ValueError(f"check URL {url!r} must be an http:// or https:// URL")
         return value
 
     @field_validator("upstream_directives")
@@ -167,6 +180,8 @@ def load_balancer_from_variables(variables: Mapping[str, str]) -> LoadBalancer |
     kind = (optional("LB_KIND") or "").lower()
     if not kind:
         return None
+    checks = {"check_urls": [u.strip() for u in (optional("LB_CHECK_URLS") or "").split(",") if u.strip()],
+              **seconds("LB_CHECK_TIMEOUT", "check_timeout_seconds")}
     if kind not in ("alb", "nginx"):
         raise ValueError(f"environment variable LB_KIND must be alb or nginx, not {kind!r}")
     hosts = _pairs(need("LB_HOSTS"), "LB_HOSTS")
@@ -186,7 +201,7 @@ def load_balancer_from_variables(variables: Mapping[str, str]) -> LoadBalancer |
                                  aws_client_parameters=AwsClientParameters(endpoint_url=optional("ELB_ENDPOINT_URL")))
             return LoadBalancer(kind="alb", target_group_arn=need("LB_TARGET_GROUP_ARN"), hosts=hosts, aws=aws,
                                 **seconds("LB_DEREGISTRATION_TIMEOUT", "deregistration_timeout_seconds"),
-                                **seconds("LB_HEALTHY_TIMEOUT", "healthy_timeout_seconds"))
+                                **seconds("LB_HEALTHY_TIMEOUT", "healthy_timeout_seconds"), **checks)
         services = optional("LB_NGINX_UPSTREAMS") or optional("APP_SERVICES")
         ports = parse_services(services) if services else dict(DEFAULT_SERVICES)
         upstreams = {name: {host: f"{address}:{port}" for host, address in hosts.items()}
@@ -201,6 +216,6 @@ def load_balancer_from_variables(variables: Mapping[str, str]) -> LoadBalancer |
         return LoadBalancer(kind="nginx", upstreams=upstreams,
                             upstreams_file=optional("LB_NGINX_UPSTREAMS_FILE") or DEFAULT_UPSTREAMS_FILE,
                             **extra, **seconds("LB_DRAIN_SECONDS", "drain_seconds"),
-                            **seconds("LB_DRAIN_TIMEOUT", "drain_timeout_seconds"))
+                            **seconds("LB_DRAIN_TIMEOUT", "drain_timeout_seconds"), **checks)
     except ValueError as exc:
         raise ValueError(f"load balancer variables are refused: {exc}") from None

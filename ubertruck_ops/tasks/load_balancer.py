@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from botocore.config import Config
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -279,6 +280,31 @@ def put_back(lb: LoadBalancer, host: str) -> dict:
     """Put `host` back into the balancer (a no-op when it is in) and return once the ALB reports
     its targets healthy, or nginx has reloaded. Raise LoadBalancerError when they do not get there."""
     return _alb_put_back(lb, host) if lb.kind == "alb" else _nginx_put_back(lb, host)
+
+
+@task(name="lb-check-through", cache_policy=NO_CACHE)
+def check_through(lb: LoadBalancer) -> dict[str, float]:
+    """GET each of the block's check URLs through the balancer until it answers 2xx; return URL ->
+    seconds it took. Raise LoadBalancerError naming a URL that did not within check_timeout_seconds."""
+    took: dict[str, float] = {}
+    with httpx.Client(timeout=5, verify=True, follow_redirects=False) as client:
+        for url in lb.check_urls:
+            started, last = time.monotonic(), "no answer"
+            while True:
+                try:
+                    answer = client.get(url)
+                    if 200 <= answer.status_code < 300:
+                        break
+                    last = f"HTTP {answer.status_code}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                if time.monotonic() - started > lb.check_timeout_seconds:
+                    raise LoadBalancerError(f"{url} did not answer 2xx through the load balancer within "
+                                            f"{lb.check_timeout_seconds:g} s (last: {last})")
+                time.sleep(lb.poll_seconds)
+            took[url] = round(time.monotonic() - started, 3)
+    logger().info("through the load balancer: %s", ", ".join(f"{u} {s:.2f} s" for u, s in took.items()))
+    return took
 
 
 @task(name="lb-state", cache_policy=NO_CACHE)
