@@ -251,7 +251,10 @@ def prefect_server(tmp_path_factory):
     api = f"http://127.0.0.1:{port}/api"
     log = open(home / "server.log", "wb")
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=cli_env(None, home), stdout=log, stderr=subprocess.STDOUT)
+                               "--port", str(port)],
+                              # as serve starts its server: the UI and the automations' run links know its port
+                              env={**cli_env(None, home), "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+                                   "PREFECT_SERVER_UI_API_URL": api}, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_api(api, server, 180)
         yield {"api": api, "home": home}

@@ -141,16 +141,29 @@ def test_prefect_deploy_all_creates_every_deployment_with_next_runs_in_india_tim
         assert [r.status for r in backup_schedules("staging")] == ["warn", "warn"]     # no staging deployments
 
 
-def test_a_worker_runs_a_deployment_and_a_failed_run_makes_the_cli_exit_non_zero(deployed, pg18, local_repo):
+def test_a_worker_runs_a_deployment_a_failed_run_makes_the_cli_exit_non_zero_and_the_server_alerts(
+        deployed, pg18, local_repo, slack):
+    from datetime import timedelta
+
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from ubertruck_ops.deployments.automations import ensure_automations
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
 
     api = deployed["api"]
     db = make_database(pg18)
+    # Apprise (behind Prefect's SlackWebhook) posts only to Slack's own hosts or to URLs of its own
+    # schemes: json:// POSTs JSON to the local receiver.
+    hook = f"json://127.0.0.1:{slack.port}/services/T0/B0/X"
     with temporary_settings({PREFECT_API_URL: api}):
         env_name = save_env(db, BackupRepository(url=str(local_repo)))
         ensure_concurrency_limits()
+        first = ensure_automations("production", hook, within_override=timedelta(seconds=20))
+        again = ensure_automations("production", hook, within_override=timedelta(seconds=20))
+        assert [line.split()[-1] for line in first] == ["created"] * len(first)
+        assert [line.split()[-1] for line in again] == ["updated"] * len(first)
+        names = _read(api, lambda client: [a.name for a in client.read_automations()])
+        assert all(names.count(line.split()[0].removeprefix("automation/")) == 1 for line in first), names
     env = _cli_env(api, deployed["home"])
     log = open(deployed["home"] / "worker.log", "wb")
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
@@ -164,6 +177,9 @@ def test_a_worker_runs_a_deployment_and_a_failed_run_makes_the_cli_exit_non_zero
                        "--watch", "--watch-timeout", "400", env=env, timeout=500)
         assert bad.returncode != 0
         assert "Failed" in bad.stdout + bad.stderr
+        alert = _wait_for_post(slack, "nightly-backup/production run", 60)
+        assert "ended Failed" in alert and "no-such-env" in alert, alert
+        assert f"{api.removesuffix('/api')}/runs/flow-run/" in alert, alert
     finally:
         worker.send_signal(signal.SIGINT)
         try:
@@ -171,6 +187,28 @@ def test_a_worker_runs_a_deployment_and_a_failed_run_makes_the_cli_exit_non_zero
         except subprocess.TimeoutExpired:
             worker.kill()
         log.close()
+    try:
+        # no worker now: the server itself says a scheduled flow went missing
+        missing = _wait_for_post(slack, "nightly-backup/production MISSING", 90)
+        assert "no Completed run in the last" in missing, missing
+    finally:
+        from prefect.automations import Automation
+
+        with temporary_settings({PREFECT_API_URL: api}):     # the server is shared: no alerts left firing
+            for line in first:
+                Automation.read(name=line.split()[0].removeprefix("automation/")).delete()
+
+
+def _wait_for_post(slack, text: str, seconds: float) -> str:
+    """The first post to the receiver (Apprise's JSON: title, message) containing `text`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for post in list(slack.posts):
+            message = f"{post.get('title', '')}\n{post.get('message', '')}"
+            if text in message:
+                return message
+        time.sleep(0.5)
+    raise AssertionError(f"no post with {text!r} within {seconds:.0f} s; got {slack.posts[-5:]}")
 
 
 def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect_yaml(tmp_path):
@@ -198,6 +236,8 @@ def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect
         assert schedules == _yaml_schedules()
         limits = _read(api, lambda client: {g.name for g in client.read_global_concurrency_limits(limit=50)})
         assert {"ubertruck-backup", "ubertruck-deploy"} <= limits
+        # the UI served on this port sends its API calls to this port (not to 4200's)
+        assert httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()["api_url"] == api
     finally:
         auth.close()
         serving.send_signal(signal.SIGINT)
@@ -217,3 +257,34 @@ def test_the_ci_workflow_runs_the_deploy_deployment_on_v_tags_and_waits():
     assert '--param "tag=${TAG}"' in command and "--watch" in command
     names = {f"{spec.flow}/production" for spec in DEPLOYMENTS}
     assert "deploy/production" in names
+
+
+def test_serve_on_a_shared_server_leaves_every_schedule_on_when_it_stops(prefect_server, tmp_path):
+    api = prefect_server["api"]
+    environment = "served-elsewhere"
+    env = _cli_env(api, tmp_path / "prefect-home")
+    log = open(tmp_path / "serve.log", "wb")
+    serving = subprocess.Popen([sys.executable, "-m", "ubertruck_ops.deployments.cli", "serve", "--environment",
+                                environment], cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def served(client):
+        return [d for d in client.read_deployments(limit=200) if d.name == environment]
+
+    try:
+        deadline = time.monotonic() + 180
+        while len(_read(api, served)) < len(DEPLOYMENTS):
+            assert serving.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "serve did not register its deployments"
+            time.sleep(1)
+        serving.send_signal(signal.SIGTERM)
+        serving.wait(timeout=60)
+        deployments = _read(api, served)
+        assert [d.paused for d in deployments] == [False] * len(DEPLOYMENTS)
+        scheduled = sum(1 for spec in DEPLOYMENTS if spec.cron)
+        assert sum(1 for d in deployments for s in d.schedules if s.active) == scheduled
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+        log.close()
+        _read(api, lambda client: [client.delete_deployment(d.id) for d in served(client)])
+

@@ -104,13 +104,13 @@ def _with_api(args) -> int:
 
         return run_demo(args.dir, args.size_mb)
     if args.command == "blocks":
-        from ubertruck_ops.deployments.setup import blocks_init
-
-        from ubertruck_ops.deployments.setup import record_tier
+        from ubertruck_ops.deployments.setup import blocks_init, ensure_alerts, record_tier
 
         for item in blocks_init(args.name, args.env_file):
             print(f"saved {item}")
         print(record_tier(args.name))
+        for line in ensure_alerts(args.name):
+            print(line)
         return 0
     if args.command == "run":
         return run_flow(args.flow, parse_params(args.param))

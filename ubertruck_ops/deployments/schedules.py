@@ -29,16 +29,19 @@ class DeploymentSpec:
     tags: tuple[str, ...] = ()
     concurrency_limit: int | None = 1
     parameters: dict = field(default_factory=dict)
+    # Hours without a Completed run after which the server itself posts "missing" to Slack (its
+    # period plus a grace; None: not expected on a clock). deployments/automations.py reads it.
+    missing_after_hours: float | None = None
 
 
 DEPLOYMENTS = (
     DeploymentSpec("nightly-backup", "ubertruck_ops/flows/nightly_backup.py:nightly_backup",
                    "02:00 IST: encrypted logical backup of the database plus app and config archives.",
-                   BACKUP_QUEUE, "0 2 * * *", ("backup",)),
+                   BACKUP_QUEUE, "0 2 * * *", ("backup",), missing_after_hours=26),
     DeploymentSpec("incremental-backup", "ubertruck_ops/flows/incremental_backup.py:incremental_backup",
                    "Every 6 hours, in the server's tier: PostgreSQL 17+ incremental, base + WAL recovery point "
                    "(13-16), or RDS snapshot.",
-                   BACKUP_QUEUE, "0 */6 * * *", ("backup",)),
+                   BACKUP_QUEUE, "0 */6 * * *", ("backup",), missing_after_hours=7),
     DeploymentSpec("restore", "ubertruck_ops/flows/restore.py:restore",
                    "By hand: restore a backup (confirm= must name a database that is overwritten).",
                    BACKUP_QUEUE, None, ("restore",)),
@@ -57,19 +60,19 @@ DEPLOYMENTS = (
                    concurrency_limit=None),
     DeploymentSpec("morning-checklist", "ubertruck_ops/flows/checklists.py:morning_checklist",
                    "09:00 IST: service health, overnight alerts, backup, error logs, disk, PM2, response times, jobs.",
-                   APP_HOST_QUEUE, "0 9 * * *", ("checklist",)),
+                   APP_HOST_QUEUE, "0 9 * * *", ("checklist",), missing_after_hours=25),
     DeploymentSpec("afternoon-checklist", "ubertruck_ops/flows/checklists.py:afternoon_checklist",
                    "14:00 IST: active users, booking success, settlements, response times, connections, caches.",
-                   APP_HOST_QUEUE, "0 14 * * *", ("checklist",)),
+                   APP_HOST_QUEUE, "0 14 * * *", ("checklist",), missing_after_hours=25),
     DeploymentSpec("evening-checklist", "ubertruck_ops/flows/checklists.py:evening_checklist",
                    "18:00 IST: the day's metrics and status report, security alerts, backup schedules, resources.",
-                   APP_HOST_QUEUE, "0 18 * * *", ("checklist",)),
+                   APP_HOST_QUEUE, "0 18 * * *", ("checklist",), missing_after_hours=25),
     DeploymentSpec("weekly-maintenance", "ubertruck_ops/flows/maintenance.py:weekly_maintenance",
                    "Sunday 03:00 IST: VACUUM ANALYZE, cache clean-up, log rotation, updates review.",
-                   APP_HOST_QUEUE, "0 3 * * 0", ("maintenance",)),
+                   APP_HOST_QUEUE, "0 3 * * 0", ("maintenance",), missing_after_hours=7 * 24 + 2),
     DeploymentSpec("monthly-maintenance", "ubertruck_ops/flows/maintenance.py:monthly_maintenance",
                    "1st of the month 04:00 IST: TLS expiry, restore drill, performance review, capacity planning.",
-                   BACKUP_QUEUE, "0 4 1 * *", ("maintenance", "drill")),
+                   BACKUP_QUEUE, "0 4 1 * *", ("maintenance", "drill"), missing_after_hours=31 * 24 + 2),
 )
 
 

@@ -94,9 +94,12 @@ def server_env(auth: str) -> dict[str, str]:
 def start_local_server(host: str, port: int, auth: str):
     """Start `prefect server start` on host:port requiring `auth`; return (process, api_url) once
     it answers. Raise RuntimeError when it does not come up."""
+    # `--port` alone leaves the UI calling the default port's API ("Oops. Something went wrong")
+    # and the automations' run links empty: tell the server where it is.
+    env = {**server_env(auth), "PREFECT_SERVER_UI_API_URL": f"http://{host}:{port}/api",
+           "PREFECT_UI_URL": f"http://{host}:{port}"}
     process = spawn("Prefect server", [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-                                       "--port", str(port)], env=server_env(auth), secrets=[auth],
-                    die_with_parent=True)
+                                       "--port", str(port)], env=env, secrets=[auth], die_with_parent=True)
     api = f"http://{host}:{port}/api"
     try:
         wait_for_api(api, process, SERVER_START_SECONDS)
@@ -218,13 +221,13 @@ def _interrupt(*_) -> None:
 def unscheduled_flows(environment: str) -> frozenset[str]:
     """The flows `serve` leaves without a schedule: incremental-backup when the tier `blocks init`
     recorded says none applies (said here, once, instead of a failed run every 6 hours)."""
-    from ubertruck_ops.deployments.setup import recorded_tier
+    from ubertruck_ops.deployments.setup import recorded_tier, unscheduled_by_tier
 
     tier = recorded_tier(environment)
     if tier is None or tier.scheduled:
         return frozenset()
     print(f"incremental-backup of {environment} is not scheduled: {tier.why}", file=sys.stderr, flush=True)
-    return frozenset({"incremental-backup"})
+    return unscheduled_by_tier(environment)
 
 
 def serve_everything(environment: str, host: str, port: int) -> int:
@@ -233,7 +236,7 @@ def serve_everything(environment: str, host: str, port: int) -> int:
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from ubertruck_ops.deployments.schedules import runner_deployments
-    from ubertruck_ops.deployments.setup import ensure_concurrency_limits
+    from ubertruck_ops.deployments.setup import ensure_alerts, ensure_concurrency_limits
 
     server = None
     api = os.environ.get("PREFECT_API_URL")
@@ -256,10 +259,15 @@ def serve_everything(environment: str, host: str, port: int) -> int:
             settings[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
         with temporary_settings(settings):
             ensure_concurrency_limits()
+            for line in ensure_alerts(environment):
+                print(line, flush=True)
             deployments = runner_deployments(environment, unscheduled_flows(environment))
             print(f"serving {len(deployments)} deployments of {environment} against {api}; "
                   f"UI: {api.removesuffix('/api')}; Ctrl-C stops", flush=True)
-            serve(*deployments, print_starting_message=False)
+            # Stopping serve leaves the schedules on: on a shared server (or when workers replace
+            # serve) pausing them would silently stop every scheduled job; late runs show as Late,
+            # the "missing" automations post to Slack, and a restarted serve runs what is waiting.
+            serve(*deployments, print_starting_message=False, pause_on_shutdown=False)
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:

@@ -93,3 +93,23 @@ def recorded_tier(name: str) -> Tier | None:
 
     value = remembered(TIER_KEY, name)
     return Tier(value["tier"], value["why"], tuple(value["drills"])) if value.get("tier") else None
+
+
+def unscheduled_by_tier(name: str) -> frozenset[str]:
+    """The flows environment `name` serves without a schedule: incremental-backup when the tier
+    `blocks init` recorded says none applies."""
+    tier = recorded_tier(name)
+    return frozenset() if tier is None or tier.scheduled else frozenset({"incremental-backup"})
+
+
+def ensure_alerts(name: str) -> list[str]:
+    """Create or update environment `name`'s server-side automations (failed runs, missing
+    scheduled runs) with Prefect's Slack block; return what was done, one line each."""
+    from ubertruck_ops.deployments.automations import ensure_automations
+
+    try:
+        slack = load_environment(name).slack
+    except ValueError as exc:
+        return [f"no automations for {name}: {exc}"]
+    url = slack.webhook_url.get_secret_value() if slack is not None and slack.webhook_url else None
+    return ensure_automations(name, url, unscheduled_by_tier(name))
