@@ -192,8 +192,9 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
                                   keep_full_days=int(optional("BACKUP_KEEP_FULL_DAYS")
                                                      or default_of(BackupRepository, "keep_full_days")))
 
-    webhook = optional("SLACK_WEBHOOK_URL")
-    slack = SlackNotices(webhook_url=SecretStr(webhook) if webhook else None)
+    webhook, ping = optional("SLACK_WEBHOOK_URL"), optional("HEALTHCHECK_PING_URL")
+    slack = _build(SlackNotices, {"webhook_url": "SLACK_WEBHOOK_URL", "ping_url": "HEALTHCHECK_PING_URL"},
+                   webhook_url=SecretStr(webhook) if webhook else None, ping_url=SecretStr(ping) if ping else None)
 
     app_root = optional("APP_ROOT", DEFAULT_APP_ROOT)
     config_default = ":".join([

@@ -1,9 +1,9 @@
-"""Where notices go."""
+"""Where notices go: Slack, and the dead man's switch outside Prefect."""
 
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 
 class SlackNotices(Block):
@@ -16,3 +16,14 @@ class SlackNotices(Block):
     webhook_url: SecretStr | None = Field(default=None, title="Webhook URL",
                                           description="Slack incoming webhook URL; empty sends notices to the log only.")
     timeout_seconds: float = Field(default=10, title="Timeout (s)", description="Per-post HTTP timeout.")
+    ping_url: SecretStr | None = Field(default=None, title="Dead man's switch ping URL",
+                                       description="Healthchecks.io-style check (HEALTHCHECK_PING_URL): backups, "
+                                                   "drills and checklists request <url>/start, then <url> or "
+                                                   "<url>/fail, so a dead Prefect server is noticed elsewhere.")
+
+    @field_validator("ping_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("the ping URL must be an http:// or https:// URL")
+        return value

@@ -32,6 +32,7 @@ from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.notify import notify
+from ubertruck_ops.tasks.notify import ping as notify_ping
 from ubertruck_ops.tasks.repository import Repository, open_repository
 
 FailureHandler = Callable[[Exception], None]
@@ -103,13 +104,23 @@ class Operation:
 
 
 @contextmanager
-def operation(what: str, environment: str, notify_failures: bool = True) -> Iterator[Operation]:
+def operation(what: str, environment: str, notify_failures: bool = True, ping: bool = False) -> Iterator[Operation]:
     """Run an operation of `environment` (named `what` in its notices): load its blocks, then report
     a failure of the block as `Operation.on_failure` last said, and re-raise it (or what the failure
-    handler raised instead). Raise what load_environment raises when a block is missing."""
+    handler raised instead). Raise what load_environment raises when a block is missing.
+
+    With `ping` (backups, drills, checklists) the environment's dead man's switch hears start,
+    success and fail, so a job that never ran is noticed outside Prefect."""
     op = Operation(what, environment, load_environment(environment), notify_failures)
+    if ping:
+        notify_ping(op.env.slack, "start", what)
     try:
         yield op
-    except Exception as exc:
-        op._failed(exc)
+    except BaseException as exc:     # a cancellation (TerminationSignal) is a fail too
+        if ping:
+            notify_ping(op.env.slack, "fail", f"{what}: {one_line(exc)}"[:2000])
+        if isinstance(exc, Exception):
+            op._failed(exc)
         raise
+    if ping:
+        notify_ping(op.env.slack, "success", what)

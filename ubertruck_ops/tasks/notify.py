@@ -86,3 +86,30 @@ def notify(block: SlackNotices, payload: dict) -> bool:
                     (response.body or "")[:200])
         return False
     return True
+
+
+PING_KINDS = {"start": "/start", "success": "", "fail": "/fail"}
+
+
+def ping(slack: SlackNotices, kind: str, message: str = "") -> str | None:
+    """Tell the dead man's switch (the block's ping_url) that a job started, succeeded or failed:
+    POST `<url>/start`, `<url>` or `<url>/fail` with `message` as the body. Return what happened,
+    or None without a ping URL. Never raises: a switch that does not answer is a warning, and the
+    job it reports on goes on."""
+    import httpx
+
+    if slack.ping_url is None:
+        return None
+    url = slack.ping_url.get_secret_value().rstrip("/") + PING_KINDS[kind]
+    for attempt in (1, 2):
+        try:
+            answer = httpx.post(url, content=message[:10000].encode(), timeout=5)
+            if answer.status_code < 500:
+                outcome = f"ping {kind}: HTTP {answer.status_code}"
+                (logger().info if answer.is_success else logger().warning)(outcome)
+                return outcome
+            outcome = f"ping {kind}: HTTP {answer.status_code}"
+        except httpx.HTTPError as exc:
+            outcome = f"ping {kind} failed: {type(exc).__name__}"     # never the URL: it holds the check's key
+    logger().warning("%s (after 2 attempts); the job goes on", outcome)
+    return outcome
