@@ -63,7 +63,10 @@ def test_morning_checklist_on_a_healthy_system_then_new_error_lines_then_a_servi
     for name in ("last night's backup", "database reachable", "response times", "error logs", "scheduled jobs late"):
         assert results[name]["status"] == "ok", results[name]
     assert "match their manifest" in results["last night's backup"]["detail"]
-    assert any(a.type == "markdown" for a in flow_run_artifacts(state))
+    report = next(a for a in flow_run_artifacts(state) if a.type == "markdown")
+    assert "\u2705 ok" in report.data, report.data[:500]           # the UI shows no Slack shortcodes
+    assert not any(code in report.data for code in (":white_check_mark:", ":warning:", ":red_circle:"))
+    assert report.key == "morning-checklist-report"              # one key per flow: the UI keeps its history
 
     # New lines in an error log since the last run: reported once, with the line itself.
     log = Path(app.logs) / "booking-service-error.log"

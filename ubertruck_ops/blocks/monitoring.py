@@ -65,6 +65,16 @@ class CheckThresholds(Block):
                                           description="Critical when a checked disk has less free space than this.")
     disk_used_low_pct: float = Field(default=70, title="Disk used low priority (%)",
                                      description="Low priority when a checked disk is fuller than this.")
+    backup_size_drop_pct: float = Field(default=30, ge=0, le=100, title="Backup size drop warns (%)",
+                                        description="A backup storing this much less than the median of the recent "
+                                                    "ones warns (in the run, Slack and the morning checklist).")
+    backup_rows_drop_pct: float = Field(default=10, ge=0, le=100, title="Table rows drop warns (%)",
+                                        description="A table with this many fewer rows than in the previous backup "
+                                                    "warns (tables of 100 rows or more; a missing table always).")
+    backup_faster_factor: float = Field(default=5, gt=1, title="Backup faster than usual warns (x)",
+                                        description="A backup this many times faster than the recent median warns.")
+    backup_compare_runs: int = Field(default=7, ge=1, title="Backups compared",
+                                     description="How many recent backups the size and duration medians cover.")
     queue_backlog_high: int = Field(default=1000, title="Queue backlog high",
                                     description="High priority when the queue lists hold more entries than this in "
                                                 "total.")

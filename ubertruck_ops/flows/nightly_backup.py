@@ -16,7 +16,9 @@ from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, utc_now
 from ubertruck_ops.core.text import human_bytes, human_seconds
 from ubertruck_ops.operations.backup import BackupAttempt
 from ubertruck_ops.operations.frame import operation
+from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.tasks import catalog, dump, postgres
+from ubertruck_ops.tasks.checks import backups as backup_checks
 from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
 from ubertruck_ops.tasks.repository import Repository
 
@@ -28,7 +30,7 @@ def nightly_backup(environment: str = "production") -> dict:
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    with operation("nightly backup", environment) as op:
+    with operation("nightly backup", environment, ping=True) as op:
         env, repo, step = op.env, op.repo, op.step
         backup = BackupAttempt(op)
         with backup.locked():
@@ -66,20 +68,24 @@ def nightly_backup(environment: str = "production") -> dict:
                 backup.write_manifest(manifest)
             duration = op.elapsed
 
+            step("compare with the recent backups")
+            odd = backup_checks.anomalies_of(catalog.list_manifests(repo), manifest, env.thresholds or CheckThresholds())
+            for anomaly in odd:
+                op.log.warning("backup %s looks wrong: %s", manifest.backup_id, anomaly)
             step("apply retention")
             backup.retention = retention = catalog.apply_retention(repo, env.repository, utc_now(), taken=manifest)
         backup.report_unreadable()
         op.publish("nightly-backup-summary", f"nightly backup {manifest.backup_id}",
-                   _summary(manifest, duration, retention, repo),
+                   _summary(manifest, duration, retention, repo, odd),
                    notices.backup_succeeded(environment, manifest, duration,
-                                            warnings=[w for w in [retention["clock_warning"]] if w]))
+                                            warnings=[w for w in [retention["clock_warning"]] if w] + odd))
         op.log.info("backup %s complete in %s", manifest.backup_id, human_seconds(duration))
         return {"backup_id": manifest.backup_id, "duration_seconds": round(duration, 2),
-                "objects": {o.name: o.size for o in manifest.objects}, "missing_paths": missing,
+                "objects": {o.name: o.size for o in manifest.objects}, "missing_paths": missing, "anomalies": odd,
                 "retention": retention}
 
 
-def _summary(manifest: Manifest, duration: float, retention: dict, repo: Repository) -> str:
+def _summary(manifest: Manifest, duration: float, retention: dict, repo: Repository, odd: list[str]) -> str:
     rows = "\n".join(f"| {o.name} | {human_bytes(o.size)} | `{o.sha256[:16]}…` |" for o in manifest.objects)
     tables = "\n".join(f"| {t} | {n:,} |" for t, n in manifest.row_counts.items())
     missing = "\n".join(f"- {p}" for p in manifest.missing_paths) or "- none"
@@ -89,6 +95,7 @@ def _summary(manifest: Manifest, duration: float, retention: dict, repo: Reposit
 - database: {manifest.database['name']} (PostgreSQL {manifest.database['server_version']})
 - duration: {human_seconds(duration)}
 - encryption: GnuPG {manifest.encryption['mode']}, AES256
+- compared with the recent backups: {'; '.join(f"WARNING {a}" for a in odd) or 'like them'}
 
 | object | size | sha256 |
 |---|---|---|

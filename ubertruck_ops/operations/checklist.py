@@ -14,6 +14,8 @@ from ubertruck_ops.operations.frame import Operation
 
 _ICONS = {checks.CRITICAL: ":red_circle:", checks.ERROR: ":grey_question:", checks.WARN: ":warning:",
           checks.OK: ":white_check_mark:"}
+# The UI renders artifacts as plain Markdown: Slack's shortcodes would show as text there.
+_MARKS = {checks.CRITICAL: "\U0001F534", checks.ERROR: "\u2754", checks.WARN: "\u26A0\uFE0F", checks.OK: "\u2705"}
 
 
 class ChecklistCritical(RuntimeError):
@@ -44,7 +46,7 @@ def slack_summary(title: str, environment: str, results: list[CheckResult], extr
 
 
 def markdown_report(title: str, results: list[CheckResult], body: str = "") -> str:
-    rows = "\n".join(f"| {_ICONS[r.status]} {r.status} | {r.severity or '-'} | {r.name} | {r.to_row()['value']} | "
+    rows = "\n".join(f"| {_MARKS[r.status]} {r.status} | {r.severity or '-'} | {r.name} | {r.to_row()['value']} | "
                      f"{r.to_row()['threshold']} | {r.detail.replace('|', '/')} |" for r in checks.ordered(results))
     tally = ", ".join(f"{n} {s}" for s, n in checks.counts(results).items())
     return f"""# {title}

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks
+from ubertruck_ops.core.anomalies import BackupFacts, backup_anomalies
 from ubertruck_ops.core.checks import CRITICAL, CheckResult
 from ubertruck_ops.core.text import human_bytes
 from ubertruck_ops.tasks import catalog, load
@@ -42,6 +43,11 @@ def last_backup(repo: Repository, limits: CheckThresholds) -> CheckResult:
     size = sum(o.size for o in manifest.objects)
     detail = (f"{manifest.backup_id}: {age_hours:.1f} h old, {len(manifest.objects)} objects "
               f"({human_bytes(size)}) match their manifest")
+    odd = anomalies_of(found.manifests, manifest, limits)
+    if odd:
+        return checks.warn(name, f"{len(odd)} anomal{'y' if len(odd) == 1 else 'ies'}", "like the recent backups",
+                           f"{manifest.backup_id} is complete but unlike the recent ones: {'; '.join(odd)}"[:300],
+                           "high")
     if found.unreadable:
         keys = ", ".join(sorted(found.unreadable))
         reasons = "; ".join(why for _, why in sorted(found.unreadable.items()))
@@ -49,6 +55,16 @@ def last_backup(repo: Repository, limits: CheckThresholds) -> CheckResult:
                            f"{len(found.unreadable)} unreadable manifest(s), kept by retention: {keys}; newest backup "
                            f"{manifest.backup_id} is fine ({reasons})"[:300], "medium")
     return checks.ok(name, manifest.backup_id, f"<= {limits.backup_max_age_hours} h, checksums match", detail)
+
+
+def anomalies_of(manifests: list, manifest, limits: CheckThresholds) -> list[str]:
+    """What looks wrong about `manifest` (a logical backup) against the logical backups among
+    `manifests` that finished before it (core/anomalies.py decides)."""
+    earlier = sorted((m for m in manifests if m.kind == manifest.kind and m.finished < manifest.finished),
+                     key=lambda m: m.finished)
+    return backup_anomalies(BackupFacts.of(manifest), [BackupFacts.of(m) for m in earlier],
+                            limits.backup_size_drop_pct, limits.backup_rows_drop_pct, limits.backup_faster_factor,
+                            limits.backup_compare_runs)
 
 
 def backups_per_day(repo: Repository) -> dict[str, dict]:

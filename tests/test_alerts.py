@@ -1,0 +1,103 @@
+"""Alerts that do not depend on a flow reporting its own failure: the dead man's switch pinged by
+backups, drills and checklists (a local receiver in place of Healthchecks.io), and the automation
+table. The server-side automations themselves are tested against a real `prefect server start`
+in tests/test_schedules.py (a failed run and a missing nightly backup posted by the server)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+
+from ubertruck_ops.blocks.environment import block_name, environment_from_variables
+from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.blocks.slack import SlackNotices
+from ubertruck_ops.deployments.automations import all_rule_names, missing_rules
+from ubertruck_ops.deployments.schedules import DEPLOYMENTS
+from ubertruck_ops.tasks.scratch_postgres import free_port
+
+from tests.conftest import save_env
+from tests.parts import PingReceiver
+
+
+@pytest.fixture
+def pings():
+    receiver = PingReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+def _with_ping(env: str, url: str) -> None:
+    SlackNotices(ping_url=SecretStr(url)).save(block_name(env, "slack"), overwrite=True)
+
+
+def test_a_nightly_backup_pings_start_then_success_and_a_failing_one_start_then_fail(source_db, local_repo, pings):
+    from ubertruck_ops.flows.nightly_backup import nightly_backup
+
+    env = save_env(source_db, BackupRepository(url=str(local_repo)))
+    _with_ping(env, f"{pings.url}/ping/3f1c-check")
+    nightly_backup(environment=env)
+    assert [p for p, _ in pings.pings] == ["/ping/3f1c-check/start", "/ping/3f1c-check"]
+
+    broken = save_env(source_db.model_copy(update={"password": SecretStr("wrong")}),
+                      BackupRepository(url=str(local_repo)))
+    _with_ping(broken, f"{pings.url}/ping/other")
+    state = nightly_backup(environment=broken, return_state=True)
+    assert state.is_failed()
+    assert [p for p, _ in pings.pings[2:]] == ["/ping/other/start", "/ping/other/fail"]
+    assert "nightly backup" in pings.pings[-1][1] and "wrong" not in pings.pings[-1][1]
+
+
+def test_a_dead_man_switch_that_does_not_answer_never_fails_the_backup(source_db, local_repo):
+    from ubertruck_ops.flows.nightly_backup import nightly_backup
+
+    env = save_env(source_db, BackupRepository(url=str(local_repo)))
+    _with_ping(env, f"http://127.0.0.1:{free_port()}/nobody-listens")
+    assert nightly_backup(environment=env)["backup_id"]
+
+
+def test_the_ping_url_comes_from_its_variable_and_must_be_http():
+    base = {"DATABASE_URL": "postgresql://u:p@db.example:5432/ubertruck", "BACKUP_ENCRYPTION_KEY": "k",
+            "BACKUP_REPOSITORY": "/var/backups/ubertruck"}
+    env = environment_from_variables({**base, "HEALTHCHECK_PING_URL": "https://hc-ping.com/5b2c-secret"})
+    assert env.slack.ping_url.get_secret_value() == "https://hc-ping.com/5b2c-secret"
+    with pytest.raises(ValueError, match="HEALTHCHECK_PING_URL") as refused:
+        environment_from_variables({**base, "HEALTHCHECK_PING_URL": "ftp://hc-ping.com/5b2c-secret"})
+    assert "5b2c-secret" not in str(refused.value)
+
+
+def test_every_scheduled_flow_with_a_window_has_one_missing_rule_and_an_unscheduled_one_none():
+    rules = {r.flow: r for r in missing_rules("production")}
+    assert rules["nightly-backup"].within == timedelta(hours=26)
+    assert rules["incremental-backup"].within == timedelta(hours=7)
+    assert {rules[f].within for f in ("morning-checklist", "afternoon-checklist", "evening-checklist")} == \
+        {timedelta(hours=25)}
+    assert set(rules) == {s.flow for s in DEPLOYMENTS if s.cron}          # every scheduled flow is watched
+    assert "incremental-backup" not in {r.flow for r in missing_rules("production", frozenset({"incremental-backup"}))}
+    names = all_rule_names("production")
+    assert len(names) == len(set(names)) and names[0] == "ubertruck-production-run-failed"
+
+
+def test_a_backup_that_completes_after_a_table_lost_rows_warns_in_the_run_in_slack_and_in_the_morning_check(
+        source_db, local_repo, slack):
+    import psycopg
+
+    from ubertruck_ops.blocks.monitoring import CheckThresholds
+    from ubertruck_ops.flows.nightly_backup import nightly_backup
+    from ubertruck_ops.tasks.checks.backups import last_backup
+    from ubertruck_ops.tasks.repository import open_repository
+
+    env = save_env(source_db, BackupRepository(url=str(local_repo)), slack_url=slack.webhook())
+    assert nightly_backup(environment=env)["anomalies"] == []
+    with psycopg.connect(**source_db.connect_kwargs()) as conn:
+        total = conn.execute("SELECT count(*) FROM admin.audit_log").fetchone()[0]
+        assert total >= 200, total
+        conn.execute("DELETE FROM admin.audit_log WHERE id IN "
+                     "(SELECT id FROM admin.audit_log ORDER BY id LIMIT %s)", (total // 5,))
+    odd = nightly_backup(environment=env)["anomalies"]
+    assert any("table admin.audit_log lost 20% of its rows" in a for a in odd), odd
+    notice = slack.posts[-1]["blocks"][0]["text"]["text"]
+    assert "completed" in slack.posts[-1]["text"] and "admin.audit_log lost 20%" in notice, notice
+    check = last_backup(open_repository(BackupRepository(url=str(local_repo))), CheckThresholds())
+    assert check.status == "warn" and "admin.audit_log lost 20%" in check.detail, check
