@@ -456,7 +456,7 @@ class NginxBalancer:
     server per upstream, proxying to that upstream; `block` is the LoadBalancer block that rewrites
     its upstreams file. Start with `start()`, stop with `stop()`."""
 
-    def __init__(self, prefix, upstreams: dict[str, dict[str, str]], **block_fields):
+    def __init__(self, prefix, upstreams: dict[str, dict[str, str]], access_log: str | None = None, **block_fields):
         import os
         import shutil
         from pathlib import Path
@@ -467,6 +467,7 @@ class NginxBalancer:
         if self.binary is None:
             raise RuntimeError("nginx is not installed (the load-balancer tests run Debian's): apt-get install -y nginx")
         self.prefix = Path(prefix)
+        self.access_log = access_log     # written in the ubertruck_timed log_format when given
         self.ports = {name: free_port() for name in upstreams}
         self.process = None
         base = [self.binary, "-p", str(self.prefix), "-e", str(self.prefix / "error.log"),
@@ -487,13 +488,17 @@ class NginxBalancer:
         servers = "\n".join(
             f"    server {{\n        listen 127.0.0.1:{port};\n        location / {{ proxy_pass http://{name}; "
             f"proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n    }}" for name, port in self.ports.items())
+        from ubertruck_ops.core.watch import LOG_FORMAT, LOG_FORMAT_NAME
+
+        logging = (f"    log_format {LOG_FORMAT_NAME} '{LOG_FORMAT}';\n    access_log {self.access_log} {LOG_FORMAT_NAME};"
+                   if self.access_log else "    access_log off;")
         (self.prefix / "nginx.conf").write_text(f"""daemon off;
 worker_processes 1;
 pid {self.prefix}/nginx.pid;
 error_log {self.prefix}/error.log notice;
 events {{ worker_connections 512; }}
 http {{
-    access_log off;
+{logging}
 {temp}
     include {self.prefix}/upstreams.conf;
 {servers}

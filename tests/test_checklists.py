@@ -264,3 +264,68 @@ def test_a_missing_or_damaged_backup_is_critical(live, tmp_path):
     assert state.is_failed()
     backup = results_of(state)["last night's backup"]
     assert backup["status"] == "critical" and "database.dump.zst.gpg" in backup["detail"]
+
+
+def test_watch_says_once_that_a_killed_service_is_down_then_that_it_recovered_and_emits_both_as_events(live):
+    import threading
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+    from prefect.events.worker import EventsWorker
+
+    from ubertruck_ops.blocks.environment import load_environment
+    from ubertruck_ops.operations.watch import Watch
+    from ubertruck_ops.tasks.events import resource_id
+
+    env, app, slack = live["env"], live["app"], live["slack"]
+    limits = CheckThresholds.load(f"{env}-thresholds").model_copy(
+        update={"watch_interval_seconds": 1, "watch_rounds_to_alert": 3, "disk_paths": ["/"]})
+    watcher = Watch(env, load_environment(env), limits)
+    since = time.time()
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        while watcher.rounds < 1:
+            time.sleep(0.1)
+        assert watcher.said == [], watcher.said            # a healthy system: nothing to say
+        booking = next(a for a in pm2.list_apps(app) if a.service == "booking-service")
+        killed = time.monotonic()
+        pm2.delete_apps(app, [booking.pm_id])
+        try:
+            notice = _wait_for_text(slack, "health booking-service is DOWN", 60)
+            to_notice = time.monotonic() - killed
+            print(f"\nwatch (1 s rounds, down after 3): service killed -> Slack notice in {to_notice:.1f} s")
+            assert "CRITICAL" in notice
+        finally:
+            pm2.hand_over.fn(app, "booking-service", "v1.2.0", Path(app.app_root) / "ecosystem.config.js")
+        _wait_for_text(slack, "health booking-service recovered after", 60)
+    finally:
+        watcher.stop()
+        thread.join(timeout=30)
+    kinds = [(t.kind, t.target) for t in watcher.said]
+    assert kinds == [("down", "health booking-service"), ("recovered", "health booking-service")], kinds
+    EventsWorker.drain_all()
+    deadline = time.monotonic() + 30
+    while True:
+        # built each time: the filter's `until` is the moment it is made
+        wanted = EventFilter(event=EventNameFilter(prefix=["ubertruck.watch."]),
+                             occurred=EventOccurredFilter(since=datetime.fromtimestamp(since - 5, timezone.utc)))
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=wanted, limit=20).events
+        seen = [(e.event, e.resource.id) for e in events]
+        if len(seen) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    target = resource_id(env, "health booking-service")
+    assert sorted(seen) == [("ubertruck.watch.down", target), ("ubertruck.watch.recovered", target)], seen
+
+
+def _wait_for_text(slack, text: str, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for post in list(slack.posts):
+            if text in post.get("text", ""):
+                return post["text"]
+        time.sleep(0.2)
+    raise AssertionError(f"no Slack post with {text!r} within {seconds:.0f} s: {[p.get('text') for p in slack.posts[-5:]]}")

@@ -75,6 +75,17 @@ class CheckThresholds(Block):
                                         description="A backup this many times faster than the recent median warns.")
     backup_compare_runs: int = Field(default=7, ge=1, title="Backups compared",
                                      description="How many recent backups the size and duration medians cover.")
+    watch_interval_seconds: float = Field(default=30, gt=0, title="watch: seconds between rounds",
+                                          description="How often `ubertruck-ops watch` checks everything (guide 7.1: "
+                                                      "30 s; each probe has a 5 s timeout).")
+    watch_rounds_to_alert: int = Field(default=3, ge=1, title="watch: failing rounds before an alert",
+                                       description="A target is down after this many failing rounds in a row "
+                                                   "(guide 7.1: 3).")
+    watch_remind_minutes: float = Field(default=30, gt=0, title="watch: reminder every (min)",
+                                        description="While a target stays down, Slack hears it again this often.")
+    access_log: str | None = Field(default=None, title="nginx access log",
+                                   description="The guide's nginx access log in the `ubertruck_timed` log_format "
+                                               "(README): error rate and p95 response time over 5 minutes.")
     queue_backlog_high: int = Field(default=1000, title="Queue backlog high",
                                     description="High priority when the queue lists hold more entries than this in "
                                                 "total.")

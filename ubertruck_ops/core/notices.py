@@ -114,3 +114,15 @@ def rolling_failed(operation: str, environment: str, step: str, error: str, put_
 def rollback_succeeded(environment: str, from_release: str | None, to_release: str, duration: float) -> dict:
     return _payload(f":rewind: [{environment}] rolled back to {to_release}",
                     [f"was: {from_release or 'nothing'}", f"duration: {human_seconds(duration)} (health gate passed)"])
+
+
+def watch_transition(environment: str, kind: str, target: str, severity: str, detail: str, seconds: float) -> dict:
+    """What `watch` posts when a target goes down, stays down (a reminder) or recovers."""
+    if kind == "down":
+        icon = ":rotating_light:" if severity == "critical" else ":warning:"
+        return _payload(f"{icon} [{environment}] {severity.upper()}: {target} is DOWN", [detail[:1500]])
+    if kind == "reminder":
+        return _payload(f":rotating_light: [{environment}] still DOWN after {human_seconds(seconds)}: {target}",
+                        [detail[:1500]])
+    return _payload(f":white_check_mark: [{environment}] {target} recovered after {human_seconds(seconds)}",
+                    [detail[:1500]])

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--environment", default="production", help="environment whose repository and key to use")
     archive = commands.add_parser("wal-archive", help="stream WAL continuously into the repository (pg_receivewal)")
     archive.add_argument("--environment", default="production", help="environment to archive")
+    watcher = commands.add_parser("watch", help="check services, database, disks and traffic every 30 s and alert "
+                                                "on incidents (long-lived; SIGTERM stops)")
+    watcher.add_argument("--environment", default="production", help="environment to watch")
     serve = commands.add_parser("serve", help="serve every deployment with its schedule (starts a local Prefect "
                                               "server when PREFECT_API_URL is unset)")
     serve.add_argument("--environment", default="production", help="environment the deployments act on")
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return wal_push(args.path, args.environment)     # no Prefect in this process: see wal_push
 
     try:
-        if args.command in ("demo", "blocks", "run", "wal-archive"):
+        if args.command in ("demo", "blocks", "run", "wal-archive", "watch"):
             from ubertruck_ops.deployments.serve import private_api
 
             if args.command == "run":
@@ -114,7 +117,27 @@ def _with_api(args) -> int:
         return 0
     if args.command == "run":
         return run_flow(args.flow, parse_params(args.param))
+    if args.command == "watch":
+        return watch(args.environment)
     return wal_archive(args.environment)
+
+
+def watch(environment: str) -> int:
+    """Watch `environment` until SIGINT or SIGTERM (operations/watch.py)."""
+    import signal
+
+    from ubertruck_ops.blocks.environment import load_environment
+    from ubertruck_ops.operations.watch import Watch
+
+    watcher = Watch(environment, load_environment(environment))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: watcher.stop())
+    print(f"watching {environment}: {len(watcher.plan())} checks every {watcher.limits.watch_interval_seconds:g} s, "
+          f"down after {watcher.limits.watch_rounds_to_alert} failing rounds (SIGTERM stops)", flush=True)
+    watcher.run()
+    print(f"stopped after {watcher.rounds} rounds; down now: {', '.join(watcher.incidents.down()) or 'nothing'}",
+          flush=True)
+    return 0
 
 
 def check_run(name: str, params: dict):

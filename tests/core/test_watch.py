@@ -1,0 +1,53 @@
+from datetime import datetime, timedelta, timezone
+
+from ubertruck_ops.core.watch import Incidents, Request, parse_access_line, traffic_verdict
+
+NOW = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
+
+
+def test_a_target_is_down_after_three_failing_rounds_once_then_reminded_then_recovered():
+    incidents = Incidents(rounds_to_alert=3, remind_seconds=1800)
+    said = [incidents.observe("health booking-service", True, "critical", "refused", t) for t in (0, 30, 60, 90)]
+    assert [s.kind if s else None for s in said] == [None, None, "down", None]
+    assert incidents.down() == ["health booking-service"]
+    assert incidents.observe("health booking-service", True, "critical", "refused", 1859) is None
+    reminder = incidents.observe("health booking-service", True, "critical", "refused", 1860)
+    assert reminder.kind == "reminder" and reminder.seconds == 1800
+    back = incidents.observe("health booking-service", False, "", "ok", 1900)
+    assert back.kind == "recovered" and back.seconds == 1840 and incidents.down() == []
+
+
+def test_a_failure_that_does_not_last_three_rounds_is_never_an_incident():
+    incidents = Incidents()
+    for t, failing in enumerate([True, True, False, True, True, False]):
+        assert incidents.observe("database", failing, "critical", "", t) is None
+
+
+def test_the_access_log_format_parses_and_other_lines_do_not():
+    line = ('10.0.1.5 - - [02/Dec/2026:09:59:30 +0000] "GET /api/bookings HTTP/1.1" 502 157 "-" '
+            '"curl/8.0" 0.004\n')
+    assert parse_access_line(line) == Request(NOW - timedelta(seconds=30), 502, 0.004)
+    assert parse_access_line('10.0.1.5 - - [02/Dec/2026:09:59:30 +0000] "GET / HTTP/1.1" 200 1 "-" "x"') is None
+    assert parse_access_line("garbage") is None
+
+
+def _requests(count: int, errors: int, seconds: float = 0.05, age: float = 10) -> list[Request]:
+    at = NOW - timedelta(seconds=age)
+    return [Request(at, 500 if i < errors else 200, seconds) for i in range(count)]
+
+
+def test_error_rate_above_ten_percent_is_critical_above_five_high_and_below_ok():
+    assert traffic_verdict(_requests(100, 11), NOW)[:2] == ("critical", "critical")
+    assert traffic_verdict(_requests(100, 6), NOW)[:2] == ("warn", "high")
+    assert traffic_verdict(_requests(100, 5), NOW)[:2] == ("ok", "")
+
+
+def test_p95_above_five_seconds_is_critical_above_two_high():
+    assert traffic_verdict(_requests(100, 0, seconds=5.5), NOW)[:2] == ("critical", "critical")
+    assert traffic_verdict(_requests(100, 0, seconds=2.5), NOW)[:2] == ("warn", "high")
+
+
+def test_only_the_last_five_minutes_count_and_too_few_requests_are_not_judged():
+    old = _requests(100, 100, age=400)
+    assert traffic_verdict(old + _requests(50, 0), NOW)[0] == "ok"
+    assert traffic_verdict(_requests(10, 10), NOW)[0] == "ok"

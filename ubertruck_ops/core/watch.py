@@ -1,0 +1,119 @@
+"""What `ubertruck-ops watch` decides, round after round (pure):
+- when a target is down (N failing rounds in a row), when to remind, when it recovered;
+- error rate and response time from the nginx access log (the `ubertruck_timed` log_format).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# The guide's nginx with $request_time appended: the access log `watch` reads. In nginx.conf (http {}):
+#   log_format ubertruck_timed '$remote_addr - $remote_user [$time_local] "$request" $status '
+#                              '$body_bytes_sent "$http_referer" "$http_user_agent" $request_time';
+#   access_log /var/log/nginx/ubertruck-access.log ubertruck_timed;
+LOG_FORMAT_NAME = "ubertruck_timed"
+LOG_FORMAT = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+              '"$http_referer" "$http_user_agent" $request_time')
+_LINE = re.compile(r'\[(?P<time>[^\]]+)\] "[^"]*" (?P<status>\d{3}) \S+ "[^"]*" "[^"]*" (?P<seconds>[\d.]+)\s*$')
+
+
+@dataclass(frozen=True)
+class Transition:
+    kind: str              # down | reminder | recovered
+    target: str
+    severity: str          # critical | high (of the failure)
+    detail: str
+    seconds: float = 0.0   # how long it has been down (reminder, recovered)
+
+
+@dataclass
+class _State:
+    failures: int = 0
+    down_since: float | None = None
+    reminded_at: float = 0.0
+    severity: str = ""
+    detail: str = ""
+
+
+class Incidents:
+    """Targets' states across rounds: a target is down after `rounds_to_alert` failing rounds in a
+    row (one notice per incident), reminded every `remind_seconds` while down, recovered at its
+    first passing round after that (with how long it was down)."""
+
+    def __init__(self, rounds_to_alert: int = 3, remind_seconds: float = 1800):
+        self.rounds_to_alert, self.remind_seconds = rounds_to_alert, remind_seconds
+        self._states: dict[str, _State] = {}
+
+    def observe(self, target: str, failing: bool, severity: str, detail: str, now: float) -> Transition | None:
+        """Record one round's result of `target` (monotonic seconds `now`); return what to say, if anything."""
+        state = self._states.setdefault(target, _State())
+        if not failing:
+            was_down = state.down_since
+            self._states[target] = _State()
+            if was_down is not None:
+                return Transition("recovered", target, state.severity, detail, now - was_down)
+            return None
+        state.failures += 1
+        state.detail = detail
+        if state.down_since is None:
+            if state.failures < self.rounds_to_alert:
+                return None
+            state.down_since = state.reminded_at = now
+            state.severity = severity
+            return Transition("down", target, severity, detail)
+        if now - state.reminded_at >= self.remind_seconds:
+            state.reminded_at = now
+            return Transition("reminder", target, state.severity, detail, now - state.down_since)
+        return None
+
+    def down(self) -> list[str]:
+        return sorted(t for t, s in self._states.items() if s.down_since is not None)
+
+
+@dataclass(frozen=True)
+class Request:
+    at: datetime
+    status: int
+    seconds: float
+
+
+def parse_access_line(line: str) -> Request | None:
+    """Given one line of the `ubertruck_timed` access log, return the request, or None for a line
+    in another format (counted by the caller, never guessed at)."""
+    found = _LINE.search(line)
+    if found is None:
+        return None
+    try:
+        at = datetime.strptime(found["time"], "%d/%b/%Y:%H:%M:%S %z")
+    except ValueError:
+        return None
+    return Request(at, int(found["status"]), float(found["seconds"]))
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def traffic_verdict(requests: list[Request], now: datetime, window: timedelta = timedelta(minutes=5),
+                    error_critical_pct: float = 10, error_high_pct: float = 5, p95_critical_s: float = 5,
+                    p95_high_s: float = 2, min_requests: int = 20) -> tuple[str, str, str]:
+    """Given the requests seen, return (status, severity, detail) over the last `window`: critical
+    above `error_critical_pct` 5xx or a p95 above `p95_critical_s`, failing "high" above the high
+    limits, "ok" otherwise or with fewer than `min_requests` requests (too few to judge)."""
+    recent = [r for r in requests if now - window <= r.at <= now]
+    if len(recent) < min_requests:
+        return "ok", "", f"{len(recent)} requests in the last {window.total_seconds() / 60:g} min: too few to judge"
+    errors = 100 * sum(1 for r in recent if r.status >= 500) / len(recent)
+    slow = p95([r.seconds for r in recent])
+    detail = (f"{errors:.1f}% 5xx, p95 {slow:.2f} s over {len(recent)} requests in the last "
+              f"{window.total_seconds() / 60:g} min")
+    if errors > error_critical_pct or slow > p95_critical_s:
+        return "critical", "critical", detail
+    if errors > error_high_pct or slow > p95_high_s:
+        return "warn", "high", detail
+    return "ok", "", detail

@@ -1,0 +1,26 @@
+"""Prefect events: what `watch` saw change, in the server's Event Feed where automations can act on it."""
+
+from __future__ import annotations
+
+import re
+
+from prefect.events import emit_event
+
+from ubertruck_ops.log import logger
+
+
+def resource_id(environment: str, target: str) -> str:
+    return f"ubertruck.watch.{environment}.{re.sub(r'[^a-z0-9]+', '-', target.lower()).strip('-')}"
+
+
+def emit_watch_event(environment: str, kind: str, target: str, severity: str, detail: str, seconds: float) -> bool:
+    """Emit `ubertruck.watch.<kind>` (down | reminder | recovered) for `target`; return whether it
+    was sent (no API configured: not sent, said once in the log)."""
+    event = emit_event(f"ubertruck.watch.{kind}",
+                       resource={"prefect.resource.id": resource_id(environment, target),
+                                 "prefect.resource.name": target, "ubertruck.environment": environment,
+                                 "ubertruck.severity": severity},
+                       payload={"detail": detail[:2000], "seconds": round(seconds, 1)})
+    if event is None:
+        logger().warning("no Prefect API to send the %s event of %s to", kind, target)
+    return event is not None
