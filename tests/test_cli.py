@@ -51,7 +51,7 @@ def test_blocks_init_from_an_env_file_then_run_a_flow_from_the_command_line(pg18
     env_file = tmp_path / "production.env"
     env_file.write_text(f"DATABASE_URL=postgresql://{db.user}:{db.password.get_secret_value()}@127.0.0.1:{db.port}/{db.database}\n"
                         f"BACKUP_ENCRYPTION_KEY=cli-passphrase\nBACKUP_REPOSITORY={tmp_path / 'repo'}\n"
-                        f"APP_ROOT={tmp_path / 'no-app'}\n")
+                        f"APP_ROOT={tmp_path / 'no-app'}\nSLACK_WEBHOOK_URL=https://hooks.slack.com/services/T0/B0/cli\n")
     init = cli("blocks", "init", "--env-file", str(env_file), "--name", name)
     assert init.returncode == 0, init.stderr
     assert f"saved ubertruck-postgres-database/{name}-database" in init.stdout
@@ -60,6 +60,17 @@ def test_blocks_init_from_an_env_file_then_run_a_flow_from_the_command_line(pg18
     assert load_environment(name).database.database == db.database
     # Its role has no REPLICATION: no six-hourly tier applies, said once here, and serve leaves it unscheduled.
     assert "six-hourly tier: none - the backup role lacks the REPLICATION privilege" in init.stdout
+    # the server-side alerts, once each: a re-run updates them; none for the unscheduled six-hourly backup
+    assert f"automation/ubertruck-{name}-run-failed created" in init.stdout
+    assert f"automation/ubertruck-{name}-nightly-backup-missing created" in init.stdout
+    assert "incremental-backup-missing" not in init.stdout and "hooks.slack.com" not in init.stdout
+    again = cli("blocks", "init", "--env-file", str(env_file), "--name", name)
+    assert f"automation/ubertruck-{name}-run-failed updated" in again.stdout, again.stdout
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        names = [a.name for a in client.read_automations()]
+    assert names.count(f"ubertruck-{name}-run-failed") == 1 and names.count(f"ubertruck-{name}-morning-checklist-missing") == 1
     from ubertruck_ops.deployments.schedules import runner_deployments
     from ubertruck_ops.deployments.serve import unscheduled_flows
 
