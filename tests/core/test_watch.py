@@ -1,6 +1,6 @@
 from datetime import datetime, timedelta, timezone
 
-from ubertruck_ops.core.watch import Incidents, Request, parse_access_line, traffic_verdict
+from ubertruck_ops.core.watch import Incidents, Request, counts_against, parse_access_line, traffic_verdict
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
 
@@ -51,3 +51,10 @@ def test_only_the_last_five_minutes_count_and_too_few_requests_are_not_judged():
     old = _requests(100, 100, age=400)
     assert traffic_verdict(old + _requests(50, 0), NOW)[0] == "ok"
     assert traffic_verdict(_requests(10, 10), NOW)[0] == "ok"
+
+
+def test_critical_and_unmeasurable_count_as_critical_a_high_warning_as_high_and_nothing_else_counts():
+    assert counts_against("critical", "critical") == (True, "critical")
+    assert counts_against("error", "") == (True, "critical")
+    assert counts_against("warn", "high") == (True, "high")
+    assert counts_against("warn", "medium") == (False, "") and counts_against("ok", "") == (False, "")

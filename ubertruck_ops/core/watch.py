@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ubertruck_ops.core.checks import CRITICAL, ERROR, WARN
+
 # The guide's nginx with $request_time appended: the access log `watch` reads. In nginx.conf (http {}):
 #   log_format ubertruck_timed '$remote_addr - $remote_user [$time_local] "$request" $status '
 #                              '$body_bytes_sent "$http_referer" "$http_user_agent" $request_time';
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 LOG_FORMAT_NAME = "ubertruck_timed"
 LOG_FORMAT = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
               '"$http_referer" "$http_user_agent" $request_time')
+TRAFFIC_WINDOW = timedelta(minutes=5)     # the guide's 7.3 error-rate and response-time window
 _LINE = re.compile(r'\[(?P<time>[^\]]+)\] "[^"]*" (?P<status>\d{3}) \S+ "[^"]*" "[^"]*" (?P<seconds>[\d.]+)\s*$')
 
 
@@ -99,21 +102,33 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def traffic_verdict(requests: list[Request], now: datetime, window: timedelta = timedelta(minutes=5),
+def traffic_verdict(requests: list[Request], now: datetime, window: timedelta = TRAFFIC_WINDOW,
                     error_critical_pct: float = 10, error_high_pct: float = 5, p95_critical_s: float = 5,
-                    p95_high_s: float = 2, min_requests: int = 20) -> tuple[str, str, str]:
-    """Given the requests seen, return (status, severity, detail) over the last `window`: critical
-    above `error_critical_pct` 5xx or a p95 above `p95_critical_s`, failing "high" above the high
-    limits, "ok" otherwise or with fewer than `min_requests` requests (too few to judge)."""
+                    p95_high_s: float = 2, min_requests: int = 20) -> tuple[str, str, str, str]:
+    """Given the requests seen, return (status, severity, value, detail) over the last `window`:
+    critical above `error_critical_pct` 5xx or a p95 above `p95_critical_s`, failing "high" above
+    the high limits, "ok" otherwise or with fewer than `min_requests` requests (too few to judge)."""
     recent = [r for r in requests if now - window <= r.at <= now]
+    minutes = f"{window.total_seconds() / 60:g} min"
     if len(recent) < min_requests:
-        return "ok", "", f"{len(recent)} requests in the last {window.total_seconds() / 60:g} min: too few to judge"
+        return "ok", "", f"{len(recent)} requests", f"{len(recent)} requests in the last {minutes}: too few to judge"
     errors = 100 * sum(1 for r in recent if r.status >= 500) / len(recent)
     slow = p95([r.seconds for r in recent])
-    detail = (f"{errors:.1f}% 5xx, p95 {slow:.2f} s over {len(recent)} requests in the last "
-              f"{window.total_seconds() / 60:g} min")
+    value = f"{errors:.1f}% 5xx, p95 {slow:.2f} s"
+    detail = f"{value} over {len(recent)} requests in the last {minutes}"
     if errors > error_critical_pct or slow > p95_critical_s:
-        return "critical", "critical", detail
+        return "critical", "critical", value, detail
     if errors > error_high_pct or slow > p95_high_s:
-        return "warn", "high", detail
-    return "ok", "", detail
+        return "warn", "high", value, detail
+    return "ok", "", value, detail
+
+
+def counts_against(status: str, severity: str) -> tuple[bool, str]:
+    """Whether a round's check result (core.checks status and severity) counts against its target,
+    and at which severity: critical, or a check that could not measure, is critical; a warning of
+    high severity (CPU, memory, queue, error rate 5-10%) is high; anything else passes."""
+    if status in (CRITICAL, ERROR):
+        return True, "critical"
+    if status == WARN and severity == "high":
+        return True, "high"
+    return False, ""

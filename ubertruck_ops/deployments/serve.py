@@ -221,13 +221,13 @@ def _interrupt(*_) -> None:
 def unscheduled_flows(environment: str) -> frozenset[str]:
     """The flows `serve` leaves without a schedule: incremental-backup when the tier `blocks init`
     recorded says none applies (said here, once, instead of a failed run every 6 hours)."""
-    from ubertruck_ops.deployments.setup import recorded_tier, unscheduled_by_tier
+    from ubertruck_ops.deployments.setup import recorded_tier, unscheduled_by
 
     tier = recorded_tier(environment)
-    if tier is None or tier.scheduled:
-        return frozenset()
-    print(f"incremental-backup of {environment} is not scheduled: {tier.why}", file=sys.stderr, flush=True)
-    return unscheduled_by_tier(environment)
+    unscheduled = unscheduled_by(tier)
+    for flow in sorted(unscheduled):
+        print(f"{flow} of {environment} is not scheduled: {tier.why}", file=sys.stderr, flush=True)
+    return unscheduled
 
 
 def serve_everything(environment: str, host: str, port: int) -> int:
@@ -265,8 +265,8 @@ def serve_everything(environment: str, host: str, port: int) -> int:
             print(f"serving {len(deployments)} deployments of {environment} against {api}; "
                   f"UI: {api.removesuffix('/api')}; Ctrl-C stops", flush=True)
             # Stopping serve leaves the schedules on: on a shared server (or when workers replace
-            # serve) pausing them would silently stop every scheduled job; late runs show as Late,
-            # the "missing" automations post to Slack, and a restarted serve runs what is waiting.
+            # serve) pausing them would silently stop every scheduled job; while nothing runs them,
+            # the "missing" automations post to Slack.
             serve(*deployments, print_starting_message=False, pause_on_shutdown=False)
     except KeyboardInterrupt:
         print("stopping", flush=True)

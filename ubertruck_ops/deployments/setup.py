@@ -95,10 +95,9 @@ def recorded_tier(name: str) -> Tier | None:
     return Tier(value["tier"], value["why"], tuple(value["drills"])) if value.get("tier") else None
 
 
-def unscheduled_by_tier(name: str) -> frozenset[str]:
-    """The flows environment `name` serves without a schedule: incremental-backup when the tier
-    `blocks init` recorded says none applies."""
-    tier = recorded_tier(name)
+def unscheduled_by(tier: Tier | None) -> frozenset[str]:
+    """The flows served without a schedule under `tier` (the one `blocks init` recorded, None when
+    none was): incremental-backup when no six-hourly tier applies."""
     return frozenset() if tier is None or tier.scheduled else frozenset({"incremental-backup"})
 
 
@@ -111,5 +110,5 @@ def ensure_alerts(name: str) -> list[str]:
         slack = load_environment(name).slack
     except ValueError as exc:
         return [f"no automations for {name}: {exc}"]
-    url = slack.webhook_url.get_secret_value() if slack is not None and slack.webhook_url else None
-    return ensure_automations(name, url, unscheduled_by_tier(name))
+    url = slack.webhook_url.get_secret_value() if slack.webhook_url else None
+    return ensure_automations(name, url, unscheduled_by(recorded_tier(name)))

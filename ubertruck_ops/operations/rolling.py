@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from prefect.runtime import flow_run
 
+from ubertruck_ops.blocks.app import AppHost, default_of
 from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.fleet import batches, hosts_down, rolling_hosts
@@ -27,7 +28,6 @@ from ubertruck_ops.tasks import load_balancer, locks, workers
 
 HOST_STEP = "host-release"
 WORK_POOL = "ubertruck-ops"   # deployments/schedules.WORK_POOL (operations do not import deployments)
-DEFAULT_LOCK_WAIT_SECONDS = 900     # AppHost.deploy_lock_wait_seconds' default
 
 
 class HostStepFailed(RuntimeError):
@@ -95,7 +95,8 @@ def rolling_deploy(op: Operation, tag: str, skip_hosts: list[str]) -> dict:
 
 def _environment_lock(op: Operation, what: str):
     op.step("wait for the deploy lock")
-    wait = op.env.app.deploy_lock_wait_seconds if op.env.app is not None else DEFAULT_LOCK_WAIT_SECONDS
+    wait = (op.env.app.deploy_lock_wait_seconds if op.env.app is not None
+            else default_of(AppHost, "deploy_lock_wait_seconds"))
     return locks.rolling_lock(op.environment, wait, f"{what}, flow run {flow_run.get_id() or ''}")
 
 

@@ -20,7 +20,7 @@ from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks, notices
 from ubertruck_ops.core.checks import CheckResult
-from ubertruck_ops.core.watch import Incidents, Transition, traffic_verdict
+from ubertruck_ops.core.watch import TRAFFIC_WINDOW, Incidents, Transition, counts_against, traffic_verdict
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.access_log import AccessLog
 from ubertruck_ops.tasks.checks import cache, database, host, run_checks, services
@@ -28,17 +28,6 @@ from ubertruck_ops.tasks.events import emit_watch_event
 from ubertruck_ops.tasks.notify import notify
 
 PROBE_SECONDS = 5          # the guide's 7.1 timeout
-
-
-def failing(result: CheckResult) -> tuple[bool, str]:
-    """Whether a round's result counts against its target, and at which severity: critical (or a
-    check that could not measure) is critical; a warning of high severity (CPU, memory, queue,
-    error rate 5-10%) is high; anything else passes."""
-    if result.status in (checks.CRITICAL, checks.ERROR):
-        return True, "critical"
-    if result.status == checks.WARN and result.severity == "high":
-        return True, "high"
-    return False, ""
 
 
 class Watch:
@@ -71,18 +60,17 @@ class Watch:
 
     def _traffic(self) -> CheckResult:
         now = datetime.now(timezone.utc)
-        self.requests = [r for r in self.requests + self.access_log.read_new()
-                         if (now - r.at).total_seconds() <= 300]
-        status, severity, detail = traffic_verdict(
+        self.requests = [r for r in self.requests + self.access_log.read_new() if now - r.at <= TRAFFIC_WINDOW]
+        status, severity, value, detail = traffic_verdict(
             self.requests, now, error_critical_pct=self.limits.error_rate_critical_pct,
             error_high_pct=self.limits.error_rate_high_pct, p95_critical_s=self.limits.response_time_critical_s,
             p95_high_s=self.limits.response_time_medium_s)
         name = "error rate and response time"
         if status == "critical":
-            return checks.critical(name, detail.split(" over ")[0], "guide 7.3", detail)
+            return checks.critical(name, value, "guide 7.3", detail)
         if status == "warn":
-            return checks.warn(name, detail.split(" over ")[0], "guide 7.3", detail, severity)
-        return checks.ok(name, detail.split(" over ")[0], "guide 7.3", detail)
+            return checks.warn(name, value, "guide 7.3", detail, severity)
+        return checks.ok(name, value, "guide 7.3", detail)
 
     def round(self) -> list[Transition]:
         """Run every check once; post and emit what changed; return it."""
@@ -91,7 +79,7 @@ class Watch:
         now = time.monotonic()
         said = []
         for result in results:
-            bad, severity = failing(result)
+            bad, severity = counts_against(result.status, result.severity)
             transition = self.incidents.observe(result.name, bad, severity, result.detail, now)
             if transition is not None:
                 said.append(transition)
