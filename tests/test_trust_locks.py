@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -267,3 +268,47 @@ def test_the_lease_is_renewed_with_the_api_that_granted_it_not_whatever_a_bare_t
         os.close(fd)
         receiver.stop()
     assert receiver.paths and all(lease in p and p.endswith("/renew") for p in receiver.paths), receiver.paths
+
+
+HOLD_HOST_LOCK = """
+import sys, time
+from ubertruck_ops.tasks.locks import flock_only
+with flock_only(sys.argv[1], "ubertruck-deploy", 5, holder="go-live on web-2, flow run killed"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_host_step_killed_holding_its_host_lock_frees_it_and_a_waiting_step_says_who_holds_it(tmp_path):
+    from ubertruck_ops.tasks.locks import flock_only
+
+    folder = tmp_path / "shared"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_HOST_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError, match="go-live on web-2, flow run killed"):
+            with flock_only(folder, "ubertruck-deploy", 1, holder="second"):
+                pass
+        assert oct((folder / "ubertruck-deploy.lock").stat().st_mode & 0o777) == "0o600"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        started = time.monotonic()
+        with flock_only(folder, "ubertruck-deploy", 5, holder="next"):
+            assert time.monotonic() - started < 1           # the kernel dropped the dead step's lock
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_a_symlink_planted_as_the_host_lock_file_is_refused(tmp_path):
+    from ubertruck_ops.tasks.locks import flock_only
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    target = tmp_path / "victim"
+    target.write_text("keep me")
+    (folder / "ubertruck-deploy.lock").symlink_to(target)    # another local user's trap
+    with pytest.raises(OSError):
+        with flock_only(folder, "ubertruck-deploy", 1, holder="step"):
+            pass
+    assert target.read_text() == "keep me"
