@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import cli_env as _cli_env, make_database, save_env
+from tests.parts import Browser
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.deployments.registry import FLOWS
 from ubertruck_ops.deployments.schedules import DEPLOYMENTS, TIMEZONE, WORK_POOL, render_prefect_yaml
@@ -238,6 +240,7 @@ def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect
         assert {"ubertruck-backup", "ubertruck-deploy"} <= limits
         # the UI served on this port sends its API calls to this port (not to 4200's)
         assert httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()["api_url"] == api
+        _a_person_logs_in_and_sees_every_deployment(f"http://127.0.0.1:{port}", secret, tmp_path)
     finally:
         auth.close()
         serving.send_signal(signal.SIGINT)
@@ -245,6 +248,34 @@ def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect
         log.close()
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{api}/health", timeout=2)          # the server it started is gone too
+
+
+def _a_person_logs_in_and_sees_every_deployment(ui: str, secret: str, tmp_path: Path) -> None:
+    """Debian's Chromium opens serve's UI: the login page, the auth string typed in, then the
+    deployments page lists every deployment with its schedule (issue 15 saw "Oops. Something went
+    wrong" and no deployments on a --port server). The screenshot stays in tmp_path."""
+    browser = Browser(tmp_path / "chromium").start()
+    try:
+        browser.open(f"{ui}/deployments", until="Login")
+        browser.evaluate("document.querySelector('input[type=password]').focus()")
+        browser.call("Input.insertText", text=secret)
+        browser.evaluate("document.querySelector('form').requestSubmit()")
+        flows = {spec.flow for spec in DEPLOYMENTS}
+
+        def listed(text: str) -> list[str]:
+            """The flows of the table's rows: each row reads "<deployment name>" then "<flow name>"."""
+            lines = text.split("Items per page")[0].splitlines()
+            return [line for above, line in zip(lines, lines[1:]) if above == "production" and line in flows]
+        page = browser.open(f"{ui}/deployments", until=lambda text: f"{len(DEPLOYMENTS)} Deployments" in text
+                            and len(listed(text)) >= 10)
+        png = browser.screenshot(tmp_path / "deployments.png")
+    finally:
+        browser.stop()
+    assert "Something went wrong" not in page and "Authentication failed" not in page, page[:2000]
+    assert len(set(listed(page))) == len(listed(page)) == 10, page[:2000]      # the first page of 12, by 10
+    assert "At 02:00 AM every day" in page and "At 09:00 AM every day" in page
+    width, height = struct.unpack(">II", png[16:24])          # the PNG's IHDR
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and width == 1400 and height > 800 and len(png) > 50_000
 
 
 def test_the_ci_workflow_runs_the_deploy_deployment_on_v_tags_and_waits():
