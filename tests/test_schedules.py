@@ -290,10 +290,24 @@ def test_the_ci_workflow_runs_the_deploy_deployment_on_v_tags_and_waits():
     assert "deploy/production" in names
 
 
-def test_serve_on_a_shared_server_leaves_every_schedule_on_when_it_stops(prefect_server, tmp_path):
+def test_serve_on_a_shared_server_keeps_one_of_each_alert_and_leaves_every_schedule_on_when_it_stops(
+        prefect_server, tmp_path):
     api = prefect_server["api"]
     environment = "served-elsewhere"
     env = _cli_env(api, tmp_path / "prefect-home")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ubertruck_ops.blocks.database import PostgresDatabase
+    from ubertruck_ops.deployments.automations import all_rule_names
+    from ubertruck_ops.deployments.setup import ensure_alerts
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        # blocks init's part first (the environment's blocks, its automations), then serve does it again
+        save_env(PostgresDatabase(host="127.0.0.1", port=1, database="d", user="u"),
+                 BackupRepository(url=str(tmp_path / "repo")), name=environment,
+                 slack_url="https://hooks.slack.com/services/T0/B0/shared")
+        assert all(line.endswith(" created") for line in ensure_alerts(environment))
+    rules = set(all_rule_names(environment))
     log = open(tmp_path / "serve.log", "wb")
     serving = subprocess.Popen([sys.executable, "-m", "ubertruck_ops.deployments.cli", "serve", "--environment",
                                 environment], cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -307,6 +321,10 @@ def test_serve_on_a_shared_server_leaves_every_schedule_on_when_it_stops(prefect
             assert serving.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "serve did not register its deployments"
             time.sleep(1)
+        # after `blocks init` and after serve: one automation of each name, every rule
+        automations = _read(api, lambda client: [a.name for a in client.read_automations()])
+        assert sorted(name for name in automations if name in rules) == sorted(rules), automations
+        assert f"automation/ubertruck-{environment}-run-failed updated" in (tmp_path / "serve.log").read_text()
         serving.send_signal(signal.SIGTERM)
         serving.wait(timeout=60)
         deployments = _read(api, served)
@@ -318,4 +336,6 @@ def test_serve_on_a_shared_server_leaves_every_schedule_on_when_it_stops(prefect
             serving.kill()
         log.close()
         _read(api, lambda client: [client.delete_deployment(d.id) for d in served(client)])
+        _read(api, lambda client: [client.delete_automation(a.id) for a in client.read_automations()
+                                   if a.name in rules])
 
