@@ -125,14 +125,15 @@ def new_env_name() -> str:
 def save_env(db: PostgresDatabase, repo: BackupRepository, *, app_root: Path | None = None,
              passphrase: str | None = None, encryption: BackupEncryption | None = None,
              slack_url: str | None = None, drill: PostgresDatabase | None = None, name: str | None = None,
-             app: AppHost | None = None) -> str:
+             app: AppHost | None = None, ping_url: str | None = None) -> str:
     """Save a test environment's blocks; return its name."""
     name = name or new_env_name()
     env = Environment(
         database=db,
         encryption=encryption or BackupEncryption(passphrase=SecretStr(passphrase or secrets.token_urlsafe(24))),
         repository=repo,
-        slack=SlackNotices(webhook_url=SecretStr(slack_url) if slack_url else None, timeout_seconds=3),
+        slack=SlackNotices(webhook_url=SecretStr(slack_url) if slack_url else None, timeout_seconds=3,
+                           ping_url=SecretStr(ping_url) if ping_url else None),
         archive=ArchiveSources(app_root=str(app_root) if app_root else None,
                                config_files=[str(app_root / "shared" / ".env.production")] if app_root else []),
         drill_database=drill, app=app)

@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import make_app_host, make_database, require, save_env, stop_app_host
-from tests.parts import RedisServer, SilentServer, SlackReceiver, flow_run_artifacts
+from tests.parts import PingReceiver, RedisServer, SilentServer, SlackReceiver, flow_run_artifacts
 from ubertruck_ops.blocks.monitoring import CheckThresholds, RedisCache
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.checklists import afternoon_checklist, evening_checklist, morning_checklist
@@ -248,10 +248,16 @@ def test_a_missing_or_damaged_backup_is_critical(live, tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = save_env(live["db"], BackupRepository(url=str(empty)), app=live["app"])
-    results = results_of(morning_checklist(environment=env, return_state=True))
+    pings = PingReceiver().start()
+    env = save_env(live["db"], BackupRepository(url=str(empty)), app=live["app"], ping_url=f"{pings.url}/ping/9am")
+    state = morning_checklist(environment=env, return_state=True)
+    pings.stop()
+    results = results_of(state)
     assert results["last night's backup"]["status"] == "critical" and "no complete backup" in \
         results["last night's backup"]["detail"]
+    # the dead man's switch hears the checklist start and fail (a critical item fails the run)
+    assert state.is_failed() and [path for path, _ in pings.pings] == ["/ping/9am/start", "/ping/9am/fail"]
+    assert "last night's backup" in pings.pings[-1][1], pings.pings
 
     damaged = tmp_path / "damaged"
     shutil.copytree(live["repo"], damaged)

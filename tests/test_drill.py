@@ -13,7 +13,7 @@ from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore_drill import restore_drill
 
 from tests.conftest import save_env
-from tests.parts import flow_run_artifacts, list_databases
+from tests.parts import PingReceiver, flow_run_artifacts, list_databases
 
 
 def scratch_servers() -> set[int]:
@@ -22,9 +22,12 @@ def scratch_servers() -> set[int]:
 
 
 def test_drill_restores_latest_backup_into_a_throwaway_server_and_reports(pg18, source_db, local_repo, slack):
-    env = save_env(source_db, BackupRepository(url=str(local_repo)), slack_url=slack.webhook())
+    pings = PingReceiver().start()
+    env = save_env(source_db, BackupRepository(url=str(local_repo)), slack_url=slack.webhook(),
+                   ping_url=f"{pings.url}/ping/drill-check")
     nightly_backup(environment=env)
     latest = nightly_backup(environment=env)
+    del pings.pings[:]                        # the backups' own pings (tested in test_alerts)
     servers_before, folders_before = scratch_servers(), set(glob.glob("/tmp/ubertruck-pg-*"))
 
     state = restore_drill(environment=env, return_state=True)
@@ -39,6 +42,8 @@ def test_drill_restores_latest_backup_into_a_throwaway_server_and_reports(pg18, 
     [artifact] = [a for a in flow_run_artifacts(state) if a.key == "restore-drill-report"]
     assert "PASSED" in artifact.data and "RTO" in artifact.data
     assert "restore drill passed" in slack.texts()[-1]
+    pings.stop()
+    assert [path for path, _ in pings.pings] == ["/ping/drill-check/start", "/ping/drill-check"]  # the dead man's switch
 
 
 def test_drill_into_drill_database_url_server_drops_its_scratch_database(pg18, source_db, local_repo):
