@@ -335,3 +335,33 @@ def _wait_for_text(slack, text: str, seconds: float) -> str:
                 return post["text"]
         time.sleep(0.2)
     raise AssertionError(f"no Slack post with {text!r} within {seconds:.0f} s: {[p.get('text') for p in slack.posts[-5:]]}")
+
+
+def test_the_watch_command_starts_says_what_it_watches_and_stops_cleanly_on_sigterm(live):
+    """The command an operator runs as a service (the watcher itself is tested above, in-process)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = live["env"]
+    command = subprocess.Popen([sys.executable, "-m", "ubertruck_ops.deployments.cli", "watch", "--environment", env],
+                               env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = command.stdout.readline()
+        assert first.startswith(f"watching {env}: ") and "every 30 s, down after 3 failing rounds" in first, \
+            first + command.stderr.read() if command.poll() is not None else first
+        time.sleep(8)          # inside the first round (5 s probes) or the 30 s wait after it
+        sent = time.monotonic()
+        command.send_signal(signal.SIGTERM)
+        out, err = command.communicate(timeout=30)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    assert command.returncode == 0, err[-3000:]
+    assert time.monotonic() - sent < 10, "the watch took too long to stop"
+    assert "stopped after 1 round; down now: nothing" in out, out + err[-2000:]

@@ -135,8 +135,8 @@ def watch(environment: str) -> int:
     print(f"watching {environment}: {len(watcher.plan())} checks every {watcher.limits.watch_interval_seconds:g} s, "
           f"down after {watcher.limits.watch_rounds_to_alert} failing rounds (SIGTERM stops)", flush=True)
     watcher.run()
-    print(f"stopped after {watcher.rounds} rounds; down now: {', '.join(watcher.incidents.down()) or 'nothing'}",
-          flush=True)
+    rounds = f"{watcher.rounds} round{'' if watcher.rounds == 1 else 's'}"
+    print(f"stopped after {rounds}; down now: {', '.join(watcher.incidents.down()) or 'nothing'}", flush=True)
     return 0
 
 
