@@ -307,12 +307,13 @@ class RedisServer:
         self.password = password
         self.process = None
 
-    def start(self) -> "RedisServer":
+    def start(self, port: int | None = None) -> "RedisServer":
+        """Start on `port` (a restart at the same address) or a free one."""
         import subprocess
 
         if self.binary is None:
             raise RuntimeError("redis-server is missing: apt-get install -y redis-server")
-        self.port = free_port()
+        self.port = port or free_port()
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--requirepass", self.password, "--daemonize", "no", "--logfile", ""],

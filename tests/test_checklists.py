@@ -155,6 +155,33 @@ def test_afternoon_checklist_with_redis_up_then_stopped(live):
         RedisCache(url=redis_server.url, password=SecretStr(redis_server.password)).save(f"{env}-redis", overwrite=True)
 
 
+def test_watch_says_redis_is_down_once_its_rounds_fail_and_that_it_is_back_after_a_restart(live):
+    from ubertruck_ops.blocks.environment import load_environment
+    from ubertruck_ops.operations.watch import Watch
+
+    env, redis_server, slack = live["env"], live["redis"], live["slack"]
+    limits = CheckThresholds.load(f"{env}-thresholds").model_copy(update={"watch_rounds_to_alert": 2})
+    watcher = Watch(env, load_environment(env), limits)
+
+    def redis_said() -> list[tuple[str, str]]:
+        return [(t.kind, t.severity) for t in watcher.round() if t.target == "redis reachable"]
+
+    assert "redis reachable" in watcher.plan() and redis_said() == []
+    port = redis_server.port
+    redis_server.stop()
+    try:
+        assert redis_said() == []                       # one failing round is not an incident yet
+        assert redis_said() == [("down", "critical")]
+        down = [json.dumps(post) for post in slack.posts if "redis reachable is DOWN" in post.get("text", "")]
+        assert len(down) == 1 and f"127.0.0.1:{port}" in down[0], down       # the detail names where
+        assert redis_said() == []                       # said once, not every round
+    finally:
+        redis_server.start(port)
+    assert redis_said() == [("recovered", "critical")]
+    assert any("redis reachable recovered after" in text for text in slack.texts()[-3:]), slack.texts()[-3:]
+    assert redis_server.password not in json.dumps(slack.posts)
+
+
 def test_slack_down_still_publishes_the_report(live):
     down = SlackReceiver(status=500).start()
     try:

@@ -2,7 +2,7 @@
 between checklists, long-lived beside the flows and independent of them.
 
 Every round runs, at once and each with a 5 s deadline: every service's /health, /health/ready
-and /health/live; the database; the disks; CPU and memory; the queue backlog (with Redis); the
+and /health/live; the database; Redis and its queue backlog; the disks; CPU and memory; the
 error rate and p95 response time from the nginx access log. A target failing
 `watch_rounds_to_alert` rounds in a row (3) is an incident: one Slack notice (critical or high), a
 reminder every `watch_remind_minutes` (30) while it lasts, a recovery notice with its duration.
@@ -52,8 +52,10 @@ class Watch:
         if env.app is not None:
             for service in env.app.services:
                 plan[f"health {service}"] = lambda s=service: services.service_health(env.app, s, PROBE_SECONDS)
-        if env.redis is not None and limits.queue_keys:
-            plan["queue backlog"] = lambda: cache.queue_backlog(env.redis, limits)
+        if env.redis is not None:
+            plan["redis reachable"] = lambda: cache.reachable(env.redis)
+            if limits.queue_keys:
+                plan["queue backlog"] = lambda: cache.queue_backlog(env.redis, limits)
         if self.access_log is not None:
             plan["error rate and response time"] = self._traffic
         return plan

@@ -23,6 +23,17 @@ def _where(block: RedisCache) -> str:
     return f"{parts.hostname}:{parts.port or 6379}"
 
 
+def reachable(block: RedisCache) -> CheckResult:
+    """Redis answers PING: critical otherwise (the services' cache and job queue live there),
+    naming host and port only."""
+    try:
+        _client(block).ping()
+    except redis.RedisError as exc:
+        return checks.critical("redis reachable", "unreachable", "answers", f"Redis at {_where(block)}: "
+                                                                           f"{one_line(exc)}"[:300])
+    return checks.ok("redis reachable", "answers", "answers", f"Redis at {_where(block)} answered PING")
+
+
 def cache_hit_rate(block: RedisCache, limits: CheckThresholds) -> CheckResult:
     """Redis keyspace hit rate (medium when low); critical when Redis does not answer."""
     try:
