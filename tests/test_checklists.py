@@ -195,9 +195,23 @@ def test_slack_down_still_publishes_the_report(live):
 
 
 def test_evening_report_compares_the_day_with_yesterday_and_draws_it(live):
+    from tests.parts import serve_tls_certificate
+
     env, repo = live["env"], live["repo"]
-    state = evening_checklist(environment=env, return_state=True)
+    with serve_tls_certificate(days_valid=20) as served:
+        limits = CheckThresholds.load(f"{env}-thresholds")
+        limits.tls_hosts = [served.target]
+        limits.save(f"{env}-thresholds", overwrite=True)
+        try:
+            state = evening_checklist(environment=env, return_state=True)
+        finally:
+            limits.tls_hosts = []
+            limits.save(f"{env}-thresholds", overwrite=True)
     results = results_of(state)
+    # the guide's 7.3 low-priority rules, daily: a certificate expiring within 30 days, disk, updates
+    tls = results[f"tls {served.target}"]
+    assert tls["status"] == "warn" and tls["severity"] == "low", tls
+    assert "pending updates" in results and any(name.startswith("disk ") for name in results)
     assert results["daily metrics"]["status"] == "ok" and "bookings" in results["daily metrics"]["detail"]
     # the test API has no deployments: the schedules check says so instead of passing
     assert results["schedule nightly-backup"]["status"] == "warn" and "no deployment nightly-backup/" in \

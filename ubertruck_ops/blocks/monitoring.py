@@ -114,7 +114,7 @@ class CheckThresholds(Block):
     endpoints: list[str] = Field(default_factory=list, title="Extra endpoints",
                                  description="URLs checked besides every service's /health (e.g. the public site).")
     tls_hosts: list[str] = Field(default_factory=list, title="TLS hosts", description="host[:port] whose "
-                                                                                       "certificate expiry is checked.")
+                                 "certificate expiry is checked (evening checklist and monthly maintenance).")
     auth_log: str | None = Field(default="/var/log/auth.log", title="Auth log",
                                  description="Read for failed logins where readable.")
     queue_keys: list[str] = Field(default_factory=list, title="Queue keys",

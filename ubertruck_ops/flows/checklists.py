@@ -20,7 +20,7 @@ from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.operations.checklist import business_queries, publish, thresholds
 from ubertruck_ops.operations.frame import Operation, operation
-from ubertruck_ops.tasks.checks import backups, cache, database, host, orchestration, run_checks, services
+from ubertruck_ops.tasks.checks import backups, cache, database, host, orchestration, run_checks, services, tls
 
 BACKUP_CHECK_SECONDS = 900      # verifying every object's checksum reads the whole backup
 
@@ -125,7 +125,8 @@ METRICS = {"bookings": "bookings_day", "revenue (INR)": "revenue_day", "truck ut
 
 
 @flow(name="evening-checklist", description="18:00: the day's metrics against yesterday (with a chart), security "
-                                            "alerts, backup schedules, resources, pending updates, status report.")
+                                            "alerts, backup schedules, resources, TLS expiry, pending updates, "
+                                            "status report.")
 def evening_checklist(environment: str = "production", day: str | None = None) -> dict:
     """Run the guide's evening checks and the daily status report for `day` (default today, UTC).
 
@@ -163,6 +164,9 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
         }
         for path in limits.disk_paths:
             plan[f"disk {path}"] = lambda path=path: host.disk(path, limits)
+        for target in limits.tls_hosts:      # the guide's 7.3 "SSL certificate expiry < 30 days" is daily
+            plan[f"tls {target}"] = lambda target=target: tls.certificate_expiry(target, limits.tls_expiry_days,
+                                                                                 limits.check_timeout_seconds)
         if limits.auth_log and os.path.exists(limits.auth_log):
             plan["auth log failed logins"] = lambda: host.failed_logins_in_auth_log(limits.auth_log, limits)
         if env.app is not None:
