@@ -1,6 +1,8 @@
 from datetime import datetime, timedelta, timezone
 
-from ubertruck_ops.core.watch import Incidents, Request, counts_against, parse_access_line, traffic_verdict
+from ubertruck_ops.core.notices import watch_transition
+from ubertruck_ops.core.watch import (Incidents, Request, counts_against, medium_rounds, parse_access_line,
+                                      traffic_verdict)
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
 
@@ -53,8 +55,29 @@ def test_only_the_last_five_minutes_count_and_too_few_requests_are_not_judged():
     assert traffic_verdict(_requests(10, 10), NOW)[0] == "ok"
 
 
-def test_critical_and_unmeasurable_count_as_critical_a_high_warning_as_high_and_nothing_else_counts():
+def test_critical_and_unmeasurable_count_as_critical_high_and_medium_warnings_as_themselves_low_not_at_all():
     assert counts_against("critical", "critical") == (True, "critical")
     assert counts_against("error", "") == (True, "critical")
     assert counts_against("warn", "high") == (True, "high")
-    assert counts_against("warn", "medium") == (False, "") and counts_against("ok", "") == (False, "")
+    assert counts_against("warn", "medium") == (True, "medium")
+    assert counts_against("warn", "low") == (False, "") and counts_against("ok", "") == (False, "")
+
+
+def test_a_medium_finding_is_posted_only_once_it_has_lasted_its_minutes_and_worsening_to_high_posts_at_once():
+    rounds = medium_rounds(10, 30)
+    assert rounds == 20 and medium_rounds(10, 700) == 1 and medium_rounds(0.5, 30) == 1
+    incidents = Incidents(rounds_to_alert=3, medium_rounds=rounds)
+    said = [incidents.observe("cpu", True, "medium", "85% used", 30 * n) for n in range(rounds)]
+    assert [s.kind for s in said if s] == ["down"] and said[-1].severity == "medium"      # after 10 minutes
+    climbing = Incidents(rounds_to_alert=3, medium_rounds=rounds)
+    said = [climbing.observe("cpu", True, severity, "", 30 * n) for n, severity in
+            enumerate(["medium", "medium", "medium", "medium", "high"])]
+    assert [(s.kind, s.severity) for s in said if s] == [("down", "high")] and said[-1] is not None
+    assert Incidents(rounds_to_alert=5, medium_rounds=2).medium_rounds == 5     # never sooner than critical
+
+
+def test_an_outage_is_down_and_a_passed_limit_is_over_its_limit_in_the_notice():
+    assert "CRITICAL: health booking-service is DOWN" in watch_transition("prod", "down", "health booking-service",
+                                                                          "critical", "refused", 0)["text"]
+    assert "MEDIUM: cpu is over its limit" in watch_transition("prod", "down", "cpu", "medium", "85% used", 0)["text"]
+    assert "still over its limit after" in watch_transition("prod", "reminder", "cpu", "high", "95%", 1800)["text"]

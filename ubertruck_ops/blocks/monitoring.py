@@ -81,6 +81,10 @@ class CheckThresholds(Block):
     watch_rounds_to_alert: int = Field(default=3, ge=1, title="watch: failing rounds before an alert",
                                        description="A target is down after this many failing rounds in a row "
                                                    "(guide 7.1: 3).")
+    watch_medium_minutes: float = Field(default=10, gt=0, title="watch: medium findings after (min)",
+                                        description="A medium-priority finding (CPU above its medium limit) is "
+                                                    "posted once it has lasted this long (guide 7.3: within 15 "
+                                                    "minutes); critical and high ones after the failing rounds.")
     watch_remind_minutes: float = Field(default=30, gt=0, title="watch: reminder every (min)",
                                         description="While a target stays down, Slack hears it again this often.")
     access_log: str | None = Field(default=None, title="nginx access log",

@@ -118,11 +118,13 @@ def rollback_succeeded(environment: str, from_release: str | None, to_release: s
 
 def watch_transition(environment: str, kind: str, target: str, severity: str, detail: str, seconds: float) -> dict:
     """What `watch` posts when a target goes down, stays down (a reminder) or recovers."""
+    # A critical finding is an outage ("DOWN"); a high or medium one is a limit passed (CPU, queue, ...).
+    state = "DOWN" if severity == "critical" else "over its limit"
     if kind == "down":
         icon = ":rotating_light:" if severity == "critical" else ":warning:"
-        return _payload(f"{icon} [{environment}] {severity.upper()}: {target} is DOWN", [detail[:1500]])
+        return _payload(f"{icon} [{environment}] {severity.upper()}: {target} is {state}", [detail[:1500]])
     if kind == "reminder":
-        return _payload(f":rotating_light: [{environment}] still DOWN after {human_seconds(seconds)}: {target}",
+        return _payload(f":rotating_light: [{environment}] still {state} after {human_seconds(seconds)}: {target}",
                         [detail[:1500]])
     return _payload(f":white_check_mark: [{environment}] {target} recovered after {human_seconds(seconds)}",
                     [detail[:1500]])

@@ -27,7 +27,7 @@ _LINE = re.compile(r'\[(?P<time>[^\]]+)\] "[^"]*" (?P<status>\d{3}) \S+ "[^"]*" 
 class Transition:
     kind: str              # down | reminder | recovered
     target: str
-    severity: str          # critical | high (of the failure)
+    severity: str          # critical | high | medium (of the failure)
     detail: str
     seconds: float = 0.0   # how long it has been down (reminder, recovered)
 
@@ -43,11 +43,13 @@ class _State:
 
 class Incidents:
     """Targets' states across rounds: a target is down after `rounds_to_alert` failing rounds in a
-    row (one notice per incident), reminded every `remind_seconds` while down, recovered at its
-    first passing round after that (with how long it was down)."""
+    row (`medium_rounds` when this round's finding is only medium), one notice per incident,
+    reminded every `remind_seconds` while down, recovered at its first passing round after that
+    (with how long it was down)."""
 
-    def __init__(self, rounds_to_alert: int = 3, remind_seconds: float = 1800):
+    def __init__(self, rounds_to_alert: int = 3, remind_seconds: float = 1800, medium_rounds: int | None = None):
         self.rounds_to_alert, self.remind_seconds = rounds_to_alert, remind_seconds
+        self.medium_rounds = max(rounds_to_alert, medium_rounds or rounds_to_alert)
         self._states: dict[str, _State] = {}
 
     def observe(self, target: str, failing: bool, severity: str, detail: str, now: float) -> Transition | None:
@@ -62,7 +64,7 @@ class Incidents:
         state.failures += 1
         state.detail = detail
         if state.down_since is None:
-            if state.failures < self.rounds_to_alert:
+            if state.failures < (self.medium_rounds if severity == "medium" else self.rounds_to_alert):
                 return None
             state.down_since = state.reminded_at = now
             state.severity = severity
@@ -126,9 +128,15 @@ def traffic_verdict(requests: list[Request], now: datetime, window: timedelta = 
 def counts_against(status: str, severity: str) -> tuple[bool, str]:
     """Whether a round's check result (core.checks status and severity) counts against its target,
     and at which severity: critical, or a check that could not measure, is critical; a warning of
-    high severity (CPU, memory, queue, error rate 5-10%) is high; anything else passes."""
+    high severity (CPU or memory > 90%, queue, error rate 5-10%, p95 > 2 s) is high, of medium
+    severity (CPU > 80%) medium; a low one (disk > 70% used) passes: the daily checklists say it."""
     if status in (CRITICAL, ERROR):
         return True, "critical"
-    if status == WARN and severity == "high":
-        return True, "high"
+    if status == WARN and severity in ("high", "medium"):
+        return True, severity
     return False, ""
+
+
+def medium_rounds(medium_minutes: float, interval_seconds: float) -> int:
+    """How many rounds `interval_seconds` apart make `medium_minutes` (at least one)."""
+    return max(1, math.ceil(medium_minutes * 60 / interval_seconds))

@@ -4,7 +4,8 @@ between checklists, long-lived beside the flows and independent of them.
 Every round runs, at once and each with a 5 s deadline: every service's /health, /health/ready
 and /health/live; the database; Redis and its queue backlog; the disks; CPU and memory; the
 error rate and p95 response time from the nginx access log. A target failing
-`watch_rounds_to_alert` rounds in a row (3) is an incident: one Slack notice (critical or high), a
+`watch_rounds_to_alert` rounds in a row (3; a medium finding, CPU > 80%, after
+`watch_medium_minutes`, 10) is an incident: one Slack notice (critical, high or medium), a
 reminder every `watch_remind_minutes` (30) while it lasts, a recovery notice with its duration.
 Every change is also a Prefect event (`ubertruck.watch.down|reminder|recovered`). Decisions are
 core/watch.py's; the checks are the checklists' own (tasks/checks/).
@@ -20,7 +21,8 @@ from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks, notices
 from ubertruck_ops.core.checks import CheckResult
-from ubertruck_ops.core.watch import TRAFFIC_WINDOW, Incidents, Transition, counts_against, traffic_verdict
+from ubertruck_ops.core.watch import (TRAFFIC_WINDOW, Incidents, Transition, counts_against, medium_rounds,
+                                      traffic_verdict)
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.access_log import AccessLog
 from ubertruck_ops.tasks.checks import cache, database, host, run_checks, services
@@ -36,7 +38,8 @@ class Watch:
     def __init__(self, environment: str, env: Environment, limits: CheckThresholds | None = None):
         self.environment, self.env = environment, env
         self.limits = limits or env.thresholds or CheckThresholds()
-        self.incidents = Incidents(self.limits.watch_rounds_to_alert, self.limits.watch_remind_minutes * 60)
+        self.incidents = Incidents(self.limits.watch_rounds_to_alert, self.limits.watch_remind_minutes * 60,
+                                   medium_rounds(self.limits.watch_medium_minutes, self.limits.watch_interval_seconds))
         self.access_log = AccessLog(self.limits.access_log) if self.limits.access_log else None
         self.requests: list = []
         self.rounds = 0
