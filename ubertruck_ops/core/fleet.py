@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+WORK_POOL = "ubertruck-ops"     # the process work pool of every deployment and every app host's queue
+
 
 def hosts_down(last_polled: dict[str, datetime | None], now: datetime, seen_within: timedelta) -> dict[str, str]:
     """Given each host's worker's last poll of its queue (None: never), return the hosts counted as
@@ -30,7 +32,7 @@ def rolling_hosts(hosts: list[str], down: dict[str, str], skip: list[str]) -> li
     if refused:
         detail = "; ".join(f"{h}: {why} (queue app-host-{h})" for h, why in refused.items())
         raise ValueError(f"app host(s) down before the deploy, nothing was changed: {detail}; start the host's worker "
-                         f"(prefect worker start --pool ubertruck-ops --work-queue app-host-<host>) or pass "
+                         f"(prefect worker start --pool {WORK_POOL} --work-queue app-host-<host>) or pass "
                          f"skip_hosts={sorted(refused)}")
     rolling = [h for h in hosts if h not in skip]
     if not rolling:

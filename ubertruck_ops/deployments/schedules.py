@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from ubertruck_ops.core.fleet import WORK_POOL     # every deployment's pool (the app hosts' queues too)
+
 TIMEZONE = "Asia/Kolkata"
-WORK_POOL = "ubertruck-ops"
 # Deploys, rollbacks and the checks that read PM2 and the services' logs must run on the
 # application host; backups, restores and drills on the backup host.
 APP_HOST_QUEUE = "app-host"

@@ -21,13 +21,12 @@ from prefect.runtime import flow_run
 from ubertruck_ops.blocks.app import AppHost, default_of
 from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.fleet import batches, hosts_down, rolling_hosts
+from ubertruck_ops.core.fleet import WORK_POOL, batches, hosts_down, rolling_hosts
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.tasks import load_balancer, locks, workers
 
 HOST_STEP = "host-release"
-WORK_POOL = "ubertruck-ops"   # deployments/schedules.WORK_POOL (operations do not import deployments)
 
 
 class HostStepFailed(RuntimeError):
