@@ -32,13 +32,18 @@ def _with_ping(env: str, url: str) -> None:
     SlackNotices(ping_url=SecretStr(url)).save(block_name(env, "slack"), overwrite=True)
 
 
-def test_a_nightly_backup_pings_start_then_success_and_a_failing_one_start_then_fail(source_db, local_repo, pings):
+def test_a_nightly_backup_pings_start_then_success_and_a_failing_one_start_then_fail(source_db, local_repo, pings,
+                                                                                      caplog):
+    import logging
+
     from ubertruck_ops.flows.nightly_backup import nightly_backup
 
     env = save_env(source_db, BackupRepository(url=str(local_repo)))
     _with_ping(env, f"{pings.url}/ping/3f1c-check")
+    caplog.set_level(logging.DEBUG)         # every library's request log, as an operator's debug logging would
     nightly_backup(environment=env)
     assert [p for p, _ in pings.pings] == ["/ping/3f1c-check/start", "/ping/3f1c-check"]
+    assert "3f1c-check" not in caplog.text, "the ping URL (the check's key) reached a log"
 
     broken = save_env(source_db.model_copy(update={"password": SecretStr("wrong")}),
                       BackupRepository(url=str(local_repo)))
