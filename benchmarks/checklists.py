@@ -13,15 +13,11 @@ Goal: (b) <= the per-check timeout + 5 s. Prints a Markdown table; exit status 0
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_sandbox import prepare, sandbox_with_app
 
 
 def main() -> int:
@@ -29,32 +25,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=10, help="per-check timeout (the block's default: 10 s)")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ut-bench-checklists-"))
-    root.chmod(0o755)   # the embedded PostgreSQL runs as an unprivileged user when we are root
-    os.environ["PREFECT_HOME"] = str(root / "prefect")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+    root = prepare("ut-bench-checklists-")
 
     from tests.parts import SilentServer
     from ubertruck_ops.blocks.monitoring import CheckThresholds
-    from ubertruck_ops.deployments.setup import ensure_concurrency_limits
     from ubertruck_ops.flows.checklists import morning_checklist
     from ubertruck_ops.flows.deploy import deploy
-    from ubertruck_ops.sandbox.environment import Sandbox
     from ubertruck_ops.tasks.checks.orchestration import checklist_rows
 
     timings: dict[str, list[float]] = {"healthy": [], "one endpoint hanging": []}
     states: dict[str, list[str]] = {"healthy": [], "one endpoint hanging": []}
-    sandbox = Sandbox(root / "sandbox", size_mb=20, with_app=True)
     silent = SilentServer().start()
     try:
-        with prefect_test_harness(server_startup_timeout=120), \
-                temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            ensure_concurrency_limits()
-            sandbox.start(save_as="bench")
+        with sandbox_with_app(root):
             deploy(tag="v1.2.0", environment="bench")
             for case, endpoints in (("healthy", []), ("one endpoint hanging", [silent.url])):
                 CheckThresholds(check_timeout_seconds=args.timeout, endpoints=endpoints).save(
@@ -70,8 +53,6 @@ def main() -> int:
                           flush=True)
     finally:
         silent.stop()
-        sandbox.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
     goal = args.timeout + 5
     print("\n| case | runs | median | max | final states | goal | result |\n|---|---|---|---|---|---|---|")

@@ -30,15 +30,12 @@ import argparse
 import http.client
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_sandbox import prepare, sandbox_with_app
 
 ROLLBACK_WALL_GOAL = 5.0
 ROLLBACK_SERVING_GOAL = 10.0
@@ -124,87 +121,70 @@ def main() -> int:
                         help="the app host's health gate deadline, seconds (the sandbox's own: 20)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ut-bench-deploy-", dir=args.workdir))   # a new folder inside --workdir
-    root.chmod(0o755)   # the embedded PostgreSQL runs as an unprivileged user when we are root
-    os.environ["PREFECT_HOME"] = str(root / "prefect")      # keep the operator's Prefect home untouched
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+    root = prepare("ut-bench-deploy-", args.workdir)      # a new folder inside --workdir
 
     from ubertruck_ops.blocks.environment import block_name
-    from ubertruck_ops.deployments.setup import ensure_concurrency_limits
     from ubertruck_ops.flows.deploy import deploy
     from ubertruck_ops.flows.rollback import rollback
-    from ubertruck_ops.sandbox.environment import Sandbox
     from ubertruck_ops.tasks import pm2, release
 
     setup_rows: list[tuple[str, float]] = []
     figures: dict[tuple[str, str], list] = {}
     examples: dict[tuple[str, str], list[str]] = {}
-    sandbox = Sandbox(root / "sandbox", size_mb=20, with_app=True)
-    try:
-        with prefect_test_harness(server_startup_timeout=120), \
-                temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            ensure_concurrency_limits()
-            env = sandbox.start(save_as="bench")
-            app = env.app
-            app.health_timeout_seconds = args.health_deadline
-            app.save(block_name("bench", "app"), overwrite=True)
-            ports = list(app.services.values())
+    with sandbox_with_app(root) as env:
+        app = env.app
+        app.health_timeout_seconds = args.health_deadline
+        app.save(block_name("bench", "app"), overwrite=True)
+        ports = list(app.services.values())
 
-            def setup(label, call):
+        def setup(label, call):
+            clock = time.monotonic()
+            call()
+            setup_rows.append((label, time.monotonic() - clock))
+            print(f"{label}: {setup_rows[-1][1]:.1f} s", flush=True)
+
+        setup("deploy v1.0.0 on an empty host (build + backup + migration 001)",
+              lambda: deploy(tag="v1.0.0", environment="bench"))
+        setup("deploy v1.1.0 (build + backup + migration 002)", lambda: deploy(tag="v1.1.0", environment="bench"))
+        setup("deploy v1.2.0 (build, no migration)", lambda: deploy(tag="v1.2.0", environment="bench"))
+        setup("deploy v1.3.1 (build; never ready: rolled back to v1.2.0)",
+              lambda: deploy(tag="v1.3.1", environment="bench", return_state=True))
+        assert release.live_release(app) == "v1.2.0"
+
+        def measure(load, key, call, target=None):
+            with Clients(ports, per_service=load == LOADS[1]) as clients:
                 clock = time.monotonic()
-                call()
-                setup_rows.append((label, time.monotonic() - clock))
-                print(f"{label}: {setup_rows[-1][1]:.1f} s", flush=True)
+                outcome = call()
+                wall = time.monotonic() - clock
+                time.sleep(0.5)        # let the clients see what serves now
+            since = clients.serving_since(ports, target) if target else None
+            serving = since - clock if since is not None else None
+            loadavg = os.getloadavg()[0]     # other work on the machine shows here
+            for name, value in (("wall", wall), ("serving", serving), ("failed", len(clients.failures)),
+                                ("ok", clients.ok), ("loadavg", loadavg)):
+                figures.setdefault((load, f"{key} {name}"), []).append(value)
+            examples.setdefault((load, key), []).extend(clients.failures[:3])
+            print(f"[{load}] {key}: {wall:.1f} s" + (f", all serving {target} after {serving:.1f} s"
+                                                     if serving is not None else "")
+                  + f", requests ok {clients.ok}, failed {len(clients.failures)}, load average {loadavg:.1f}",
+                  flush=True)
+            return outcome
 
-            setup("deploy v1.0.0 on an empty host (build + backup + migration 001)",
-                  lambda: deploy(tag="v1.0.0", environment="bench"))
-            setup("deploy v1.1.0 (build + backup + migration 002)", lambda: deploy(tag="v1.1.0", environment="bench"))
-            setup("deploy v1.2.0 (build, no migration)", lambda: deploy(tag="v1.2.0", environment="bench"))
-            setup("deploy v1.3.1 (build; never ready: rolled back to v1.2.0)",
-                  lambda: deploy(tag="v1.3.1", environment="bench", return_state=True))
-            assert release.live_release(app) == "v1.2.0"
+        def guide_restart():
+            for item in pm2.list_apps(app):
+                pm2.restart_app(app, item.pm_id)      # the guide: pm2 restart, one app after another
 
-            def measure(load, key, call, target=None):
-                with Clients(ports, per_service=load == LOADS[1]) as clients:
-                    clock = time.monotonic()
-                    outcome = call()
-                    wall = time.monotonic() - clock
-                    time.sleep(0.5)        # let the clients see what serves now
-                since = clients.serving_since(ports, target) if target else None
-                serving = since - clock if since is not None else None
-                loadavg = os.getloadavg()[0]     # other work on the machine shows here
-                for name, value in (("wall", wall), ("serving", serving), ("failed", len(clients.failures)),
-                                    ("ok", clients.ok), ("loadavg", loadavg)):
-                    figures.setdefault((load, f"{key} {name}"), []).append(value)
-                examples.setdefault((load, key), []).extend(clients.failures[:3])
-                print(f"[{load}] {key}: {wall:.1f} s" + (f", all serving {target} after {serving:.1f} s"
-                                                         if serving is not None else "")
-                      + f", requests ok {clients.ok}, failed {len(clients.failures)}, load average {loadavg:.1f}",
-                      flush=True)
-                return outcome
-
-            def guide_restart():
-                for item in pm2.list_apps(app):
-                    pm2.restart_app(app, item.pm_id)      # the guide: pm2 restart, one app after another
-
-            for load in LOADS:
-                for number in range(1, args.rounds + 1):
-                    print(f"-- {load}, round {number}", flush=True)
-                    back = measure(load, "rollback", lambda: rollback(to="v1.1.0", environment="bench"), "v1.1.0")
-                    assert back["status"] == "rolled-back", back
-                    forward = measure(load, "deploy", lambda: deploy(tag="v1.2.0", environment="bench"), "v1.2.0")
-                    assert forward["status"] == "deployed", forward
-                    state = measure(load, "auto-rollback",
-                                    lambda: deploy(tag="v1.3.1", environment="bench", return_state=True), "v1.2.0")
-                    assert state.is_failed() and release.live_release(app) == "v1.2.0", state
-                    measure(load, "guide", guide_restart)
-    finally:
-        sandbox.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        for load in LOADS:
+            for number in range(1, args.rounds + 1):
+                print(f"-- {load}, round {number}", flush=True)
+                back = measure(load, "rollback", lambda: rollback(to="v1.1.0", environment="bench"), "v1.1.0")
+                assert back["status"] == "rolled-back", back
+                forward = measure(load, "deploy", lambda: deploy(tag="v1.2.0", environment="bench"), "v1.2.0")
+                assert forward["status"] == "deployed", forward
+                state = measure(load, "auto-rollback",
+                                lambda: deploy(tag="v1.3.1", environment="bench", return_state=True), "v1.2.0")
+                assert state.is_failed() and release.live_release(app) == "v1.2.0", state
+                measure(load, "guide", guide_restart)
 
     print("\nSetup, no load:\n\n| step | wall |\n|---|---|")
     for label, wall in setup_rows:
