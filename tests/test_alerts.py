@@ -84,6 +84,25 @@ def test_every_scheduled_flow_with_a_window_has_one_missing_rule_and_an_unschedu
     assert len(names) == len(set(names)) and names[0] == "ubertruck-production-run-failed"
 
 
+def test_a_backup_is_compared_with_one_that_finished_in_the_same_second():
+    # Seen on CI: two sub-second backups both "finished" at 12:35:50, and a finished-before rule
+    # found nothing to compare the second with, so a table that lost 20% of its rows went unsaid.
+    from ubertruck_ops.blocks.monitoring import CheckThresholds
+    from ubertruck_ops.core.manifest import Manifest, StoredObject
+    from ubertruck_ops.tasks.checks.backups import anomalies_of
+
+    def backup(backup_id: str, started: str, rows: int) -> Manifest:
+        return Manifest(backup_id, "logical", f"2026-12-02T12:35:{started}+00:00", "2026-12-02T12:35:50+00:00",
+                        {}, {}, {}, [StoredObject("database.dump.zst.gpg", "database", 1_000_000, "0" * 64)],
+                        {"admin.audit_log": rows})
+
+    before = backup("20261202T123549Z-logical-00abe2", "49", 1_000)
+    now = backup("20261202T123550Z-logical-6edee0", "50", 800)
+    assert anomalies_of([before, now], now, CheckThresholds()) == [
+        "table admin.audit_log lost 20% of its rows (1,000 -> 800 since 20261202T123549Z-logical-00abe2)"]
+    assert anomalies_of([before, now], before, CheckThresholds()) == []
+
+
 def test_a_backup_that_completes_after_a_table_lost_rows_warns_in_the_run_in_slack_and_in_the_morning_check(
         source_db, local_repo, slack):
     import psycopg

@@ -74,3 +74,16 @@ def test_unknown_keys_in_a_manifest_of_our_format_are_ignored():
     raw["objects"][0]["storage_class"] = "GLACIER"
     manifest = Manifest.from_json(json.dumps(raw).encode())
     assert manifest.backup_id == "20261124T020000Z-logical-a1b2c3" and manifest.objects[0].size == 10
+
+
+def _ran(backup_id: str, started: str, finished: str) -> Manifest:
+    return Manifest(backup_id, "logical", f"2026-11-24T02:00:{started}+00:00", f"2026-11-24T02:00:{finished}+00:00",
+                    {}, {}, {})
+
+
+def test_two_short_backups_finishing_in_the_same_second_keep_the_order_they_ran_in():
+    # Times are whole seconds: a 0.4 s backup at 02:00:49.7 and the next at 02:00:50.5 both
+    # finish at 02:00:50; by finish time alone they would tie and either could be "the newest".
+    first, second = _ran("20261124T020049Z-logical-ffffff", "49", "50"), _ran("20261124T020050Z-logical-000000", "50", "50")
+    assert sorted([second, first], key=lambda m: m.run_order) == [first, second]
+    assert first.run_order < second.run_order

@@ -88,6 +88,12 @@ class Manifest:
     def started(self) -> datetime:
         return parse_time(self.started_at)
 
+    @property
+    def run_order(self) -> tuple:
+        """Sort key: the order backups ran in. Times are whole seconds, so two short backups can
+        finish in the same one; the start, then the id (start time, a random token) break the tie."""
+        return (self.finished, self.started, self.backup_id)
+
 
 def new_backup_id(now: datetime, kind: str, token: str) -> str:
     """Return a sortable backup id such as 20261124T020000Z-logical-1a2b3c."""

@@ -78,7 +78,7 @@ def scan(repo: Repository) -> Scan:
     for key, why in unreadable.items():
         logger().warning("manifest %s is unreadable (%s): that backup is kept, never deleted by retention, and "
                          "not used for restores; check it (a newer release may read it)", key, why)
-    return Scan(listed, sorted(manifests, key=lambda m: m.finished), unreadable)
+    return Scan(listed, sorted(manifests, key=lambda m: m.run_order), unreadable)
 
 
 def list_manifests(repo: Repository) -> list[Manifest]:

@@ -59,9 +59,9 @@ def last_backup(repo: Repository, limits: CheckThresholds) -> CheckResult:
 
 def anomalies_of(manifests: list, manifest, limits: CheckThresholds) -> list[str]:
     """What looks wrong about `manifest` (a logical backup) against the logical backups among
-    `manifests` that finished before it (core/anomalies.py decides)."""
-    earlier = sorted((m for m in manifests if m.kind == manifest.kind and m.finished < manifest.finished),
-                     key=lambda m: m.finished)
+    `manifests` that ran before it (core/anomalies.py decides)."""
+    earlier = sorted((m for m in manifests if m.kind == manifest.kind and m.run_order < manifest.run_order),
+                     key=lambda m: m.run_order)
     return backup_anomalies(BackupFacts.of(manifest), [BackupFacts.of(m) for m in earlier],
                             limits.backup_size_drop_pct, limits.backup_rows_drop_pct, limits.backup_faster_factor,
                             limits.backup_compare_runs)
