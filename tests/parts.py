@@ -254,6 +254,7 @@ class LoadGenerator:
 
     def __init__(self, ports: list[int], threads: int = 3, timeout: float = 5):
         self.ports = ports
+        (self.prefix / "error.log").write_text("")      # this attempt's errors only
         self.threads = threads
         self.timeout = timeout
         self.ok = 0
@@ -469,7 +470,7 @@ class NginxBalancer:
             raise RuntimeError("nginx is not installed (the load-balancer tests run Debian's): apt-get install -y nginx")
         self.prefix = Path(prefix)
         self.access_log = access_log     # written in the ubertruck_timed log_format when given
-        self.ports = {name: free_port() for name in upstreams}
+        self.ports: dict[str, int] = {}  # listen port per upstream, picked by start()
         self.process = None
         base = [self.binary, "-p", str(self.prefix), "-e", str(self.prefix / "error.log"),
                 "-c", str(self.prefix / "nginx.conf")]
@@ -481,9 +482,21 @@ class NginxBalancer:
         self.argv = base
 
     def start(self) -> "NginxBalancer":
+        # A port found free can be taken before nginx binds it (a client's outgoing connection
+        # draws from the same ephemeral range; seen on CI): pick the ports here, and pick new
+        # ones when nginx says one is in use.
+        for attempt in range(3):
+            try:
+                return self._start_on({name: free_port() for name in self.block.upstreams})
+            except _PortTaken:
+                if attempt == 2:
+                    raise
+
+    def _start_on(self, ports: dict[str, int]) -> "NginxBalancer":
         from ubertruck_ops.core.load_balancer import render_upstreams
         from ubertruck_ops.tasks import execute
 
+        self.ports = ports
         temp = "\n".join(f"    {kind}_temp_path {self.prefix}/{kind}_temp;" for kind in
                          ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         servers = "\n".join(
@@ -511,7 +524,8 @@ http {{
         deadline = time.monotonic() + 10
         while not (self.prefix / "nginx.pid").exists() or not all(_accepts(p) for p in self.ports.values()):
             if self.process.poll() is not None:
-                raise RuntimeError((self.prefix / "error.log").read_text())
+                errors = (self.prefix / "error.log").read_text()
+                raise (_PortTaken if "Address already in use" in errors else RuntimeError)(errors)
             if time.monotonic() > deadline:
                 raise RuntimeError("nginx did not start listening within 10 s")
             time.sleep(0.05)
@@ -522,6 +536,10 @@ http {{
 
         if self.process is not None:
             execute.stop(self.process)
+
+
+class _PortTaken(RuntimeError):
+    """nginx could not bind a port found free a moment before."""
 
 
 def _accepts(port: int) -> bool:
