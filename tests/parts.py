@@ -254,7 +254,6 @@ class LoadGenerator:
 
     def __init__(self, ports: list[int], threads: int = 3, timeout: float = 5):
         self.ports = ports
-        (self.prefix / "error.log").write_text("")      # this attempt's errors only
         self.threads = threads
         self.timeout = timeout
         self.ok = 0
@@ -497,6 +496,7 @@ class NginxBalancer:
         from ubertruck_ops.tasks import execute
 
         self.ports = ports
+        (self.prefix / "error.log").write_text("")      # this attempt's errors only
         temp = "\n".join(f"    {kind}_temp_path {self.prefix}/{kind}_temp;" for kind in
                          ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         servers = "\n".join(
