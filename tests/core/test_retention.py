@@ -25,6 +25,14 @@ def test_retention_never_deletes_the_newest_complete_full_backup_even_when_expir
     assert backups_to_delete([full(40), full(50)], NOW, keep_full_days=30) == {"full-50"}
 
 
+def test_of_two_expired_fulls_finishing_in_the_same_second_the_later_started_one_is_kept():
+    same_second = NOW - timedelta(days=40)
+    earlier = BackupRecord("20261015T020049Z-logical-ffffff", same_second)
+    later = BackupRecord("20261015T020050Z-logical-000000", same_second)
+    for listed in ([earlier, later], [later, earlier]):
+        assert backups_to_delete(listed, NOW, keep_full_days=30) == {earlier.backup_id}
+
+
 def test_retention_keeps_the_parents_of_kept_incrementals():
     base = full(40)
     inc1 = BackupRecord("inc-1", NOW - timedelta(days=5), parent="full-40")

@@ -41,7 +41,9 @@ def backups_to_delete(backups: list[BackupRecord], now: datetime, keep_full_days
             keep.add(record.backup_id)
     fulls = [b for b in backups if b.is_full]
     if fulls:
-        keep.add(max(fulls, key=lambda b: b.finished_at).backup_id)
+        # Finish times are whole seconds: of two fulls finishing in the same one, keep the one that
+        # started later (ids begin with the start time), whatever order they were listed in.
+        keep.add(max(fulls, key=lambda b: (b.finished_at, b.backup_id)).backup_id)
     for backup_id in list(keep):
         parent = by_id[backup_id].parent
         while parent is not None and parent in by_id and parent not in keep:
