@@ -72,6 +72,30 @@ def test_the_ping_url_comes_from_its_variable_and_must_be_http():
     assert "5b2c-secret" not in str(refused.value)
 
 
+def test_the_archiver_and_the_watcher_have_switches_of_their_own_from_their_variables():
+    base = {"DATABASE_URL": "postgresql://u:p@db.example:5432/ubertruck", "BACKUP_ENCRYPTION_KEY": "k",
+            "BACKUP_REPOSITORY": "/var/backups/ubertruck"}
+    env = environment_from_variables({**base, "WAL_ARCHIVE_PING_URL": "https://hc-ping.com/wal-key",
+                                      "WATCH_PING_URL": "https://hc-ping.com/watch-key"})
+    assert env.slack.wal_archive_ping_url.get_secret_value() == "https://hc-ping.com/wal-key"
+    assert env.slack.watch_ping_url.get_secret_value() == "https://hc-ping.com/watch-key"
+    assert env.slack.ping_url is None
+    for name in ("WAL_ARCHIVE_PING_URL", "WATCH_PING_URL"):
+        with pytest.raises(ValueError, match=name) as refused:
+            environment_from_variables({**base, name: "file:///etc/wal-key"})
+        assert "wal-key" not in str(refused.value)
+
+
+def test_a_fail_ping_to_a_url_with_a_query_goes_to_the_fail_path_not_the_success_one(pings):
+    from ubertruck_ops.tasks.notify import ping_address, ping_check
+
+    assert ping_address("https://hc-ping.com/5b2c?create=1", "fail") == "https://hc-ping.com/5b2c/fail?create=1"
+    assert ping_address("https://hc-ping.com/5b2c/", "start") == "https://hc-ping.com/5b2c/start"
+    ping_check(SecretStr(f"{pings.url}/ping/slug-check?create=1"), "fail", "pg_receivewal stopped")
+    ping_check(SecretStr(f"{pings.url}/ping/slug-check?create=1"), "success")
+    assert [p for p, _ in pings.pings] == ["/ping/slug-check/fail?create=1", "/ping/slug-check?create=1"]
+
+
 def test_every_scheduled_flow_with_a_window_has_one_missing_rule_and_an_unscheduled_one_none():
     rules = {r.flow: r for r in missing_rules("production")}
     assert rules["nightly-backup"].within == timedelta(hours=26)

@@ -192,9 +192,11 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
                                   keep_full_days=int(optional("BACKUP_KEEP_FULL_DAYS")
                                                      or default_of(BackupRepository, "keep_full_days")))
 
-    webhook, ping = optional("SLACK_WEBHOOK_URL"), optional("HEALTHCHECK_PING_URL")
-    slack = _build(SlackNotices, {"webhook_url": "SLACK_WEBHOOK_URL", "ping_url": "HEALTHCHECK_PING_URL"},
-                   webhook_url=SecretStr(webhook) if webhook else None, ping_url=SecretStr(ping) if ping else None)
+    slack_variables = {"webhook_url": "SLACK_WEBHOOK_URL", "ping_url": "HEALTHCHECK_PING_URL",
+                       "wal_archive_ping_url": "WAL_ARCHIVE_PING_URL", "watch_ping_url": "WATCH_PING_URL"}
+    slack = _build(SlackNotices, slack_variables,
+                   **{field: SecretStr(optional(name)) if optional(name) else None
+                      for field, name in slack_variables.items()})
 
     app_root = optional("APP_ROOT", DEFAULT_APP_ROOT)
     config_default = ":".join([

@@ -20,8 +20,16 @@ class SlackNotices(Block):
                                        description="Healthchecks.io-style check (HEALTHCHECK_PING_URL): backups, "
                                                    "drills and checklists request <url>/start, then <url> or "
                                                    "<url>/fail, so a dead Prefect server is noticed elsewhere.")
+    wal_archive_ping_url: SecretStr | None = Field(
+        default=None, title="wal-archive's dead man's switch",
+        description="A check of its own for `ubertruck-ops wal-archive` (WAL_ARCHIVE_PING_URL): /start when it "
+                    "starts, a success ping at most once a minute while WAL is archived, /fail while it fails.")
+    watch_ping_url: SecretStr | None = Field(
+        default=None, title="watch's dead man's switch",
+        description="A check of its own for `ubertruck-ops watch` (WATCH_PING_URL): /start when it starts, a "
+                    "success ping at most once a minute while rounds complete, /fail while they fail.")
 
-    @field_validator("ping_url")
+    @field_validator("ping_url", "wal_archive_ping_url", "watch_ping_url")
     @classmethod
     def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("https://", "http://")):

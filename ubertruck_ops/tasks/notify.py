@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler, 
                                                    ServerErrorRetryHandler)
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.handler import RetryHandler
+from pydantic import SecretStr
 from slack_sdk.webhook import WebhookClient
 
 from ubertruck_ops.blocks.slack import SlackNotices
@@ -91,22 +92,37 @@ def notify(block: SlackNotices, payload: dict) -> bool:
 PING_KINDS = {"start": "/start", "success": "", "fail": "/fail"}
 
 
+def ping_address(url: str, kind: str) -> str:
+    """Given a check's ping URL and a kind (start, success, fail), return the URL to request: the
+    suffix goes at the end of the path, before any query (`.../uuid?create=1` + fail ->
+    `.../uuid/fail?create=1`; appended after the query it would read as a success ping)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + PING_KINDS[kind]))
+
+
 def ping(slack: SlackNotices, kind: str, message: str = "") -> str | None:
-    """Tell the dead man's switch (the block's ping_url) that a job started, succeeded or failed:
-    POST `<url>/start`, `<url>` or `<url>/fail` with `message` as the body. Return what happened,
-    or None without a ping URL. Never raises: a switch that does not answer is a warning, and the
-    job it reports on goes on.
+    """Tell the environment's dead man's switch (the block's ping_url) that a job started, succeeded
+    or failed (ping_check). Return what happened, or None without a ping URL."""
+    return ping_check(slack.ping_url, kind, message)
+
+
+def ping_check(url: SecretStr | None, kind: str, message: str = "") -> str | None:
+    """POST `message` to `<url>/start`, `<url>` or `<url>/fail` (ping_address). Return what
+    happened, or None when `url` is None. Never raises: a switch that does not answer is a warning,
+    and the job it reports on goes on.
 
     urllib, not httpx: httpx logs every request's URL at INFO, and this URL holds the check's key."""
     import urllib.request
     from urllib.error import HTTPError
 
-    if slack.ping_url is None:
+    if url is None:
         return None
-    url = slack.ping_url.get_secret_value().rstrip("/") + PING_KINDS[kind]
+    address = ping_address(url.get_secret_value(), kind)
     for attempt in (1, 2):
         try:
-            request = urllib.request.Request(url, data=message[:10000].encode(), method="POST",
+            request = urllib.request.Request(address, data=message[:10000].encode(), method="POST",
                                              headers={"Content-Type": "text/plain; charset=utf-8"})
             with urllib.request.urlopen(request, timeout=5) as answer:
                 status = answer.status
