@@ -81,3 +81,12 @@ def test_an_outage_is_down_and_a_passed_limit_is_over_its_limit_in_the_notice():
                                                                           "critical", "refused", 0)["text"]
     assert "MEDIUM: cpu is over its limit" in watch_transition("prod", "down", "cpu", "medium", "85% used", 0)["text"]
     assert "still over its limit after" in watch_transition("prod", "reminder", "cpu", "high", "95%", 1800)["text"]
+
+
+def test_the_watchers_switch_hears_success_at_most_once_a_period_and_a_failure_at_once():
+    from ubertruck_ops.core.watch import Heartbeat
+
+    beat = Heartbeat(period=60)
+    said = [beat.after_round(failed, t) for t, failed in
+            [(0, False), (30, False), (61, False), (70, True), (80, True), (131, True), (140, False), (150, False)]]
+    assert said == ["success", None, "success", "fail", None, "fail", "success", None]

@@ -140,3 +140,22 @@ def counts_against(status: str, severity: str) -> tuple[bool, str]:
 def medium_rounds(medium_minutes: float, interval_seconds: float) -> int:
     """How many rounds `interval_seconds` apart make `medium_minutes` (at least one)."""
     return max(1, math.ceil(medium_minutes * 60 / interval_seconds))
+
+
+class Heartbeat:
+    """When `watch` pings its dead man's switch after a round: a success at most every `period`
+    seconds while rounds complete, a failure at once when a round fails (then at most every
+    `period` while they keep failing), and whichever comes first after a change."""
+
+    def __init__(self, period: float = 60.0):
+        self.period = period
+        self._last: tuple[str, float] | None = None
+
+    def after_round(self, failed: bool, now: float) -> str | None:
+        """Given whether the round failed and monotonic `now`, return the ping to send (success |
+        fail) or None."""
+        kind = "fail" if failed else "success"
+        if self._last is not None and self._last[0] == kind and now - self._last[1] < self.period:
+            return None
+        self._last = (kind, now)
+        return kind

@@ -1,4 +1,5 @@
-"""The `ubertruck-ops` command: demo, serve, blocks init, run, wal-archive, wal-push, deployments-yaml."""
+"""The `ubertruck-ops` command: demo, serve, blocks init, run, wal-archive, wal-push, watch, deployments-yaml,
+systemd-units."""
 
 from __future__ import annotations
 
@@ -56,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     watcher = commands.add_parser("watch", help="check services, database, disks and traffic every 30 s and alert "
                                                 "on incidents (long-lived; SIGTERM stops)")
     watcher.add_argument("--environment", default="production", help="environment to watch")
+    watcher.add_argument("--interval", type=_seconds, metavar="SECONDS",
+                         help="seconds between rounds, instead of the thresholds block's watch_interval_seconds")
+    units = commands.add_parser("systemd-units", help="print systemd unit files for serve (or a worker per app "
+                                                      "host queue), wal-archive and watch")
+    units.add_argument("--environment", default="production", help="environment the units act on")
+    units.add_argument("--user", default="ubertruck-ops", help="the dedicated user they run as (default "
+                                                               "ubertruck-ops)")
+    units.add_argument("--directory", help="write each unit into this folder instead of printing them")
     serve = commands.add_parser("serve", help="serve every deployment with its schedule (starts a local Prefect "
                                               "server when PREFECT_API_URL is unset)")
     serve.add_argument("--environment", default="production", help="environment the deployments act on")
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return wal_push(args.path, args.environment)     # no Prefect in this process: see wal_push
 
     try:
-        if args.command in ("demo", "blocks", "run", "wal-archive", "watch"):
+        if args.command in ("demo", "blocks", "run", "wal-archive", "watch", "systemd-units"):
             from ubertruck_ops.deployments.serve import private_api
 
             if args.command == "run":
@@ -107,29 +116,48 @@ def _with_api(args) -> int:
 
         return run_demo(args.dir, args.size_mb)
     if args.command == "blocks":
-        from ubertruck_ops.deployments.setup import blocks_init, ensure_alerts, record_tier
+        from ubertruck_ops.deployments.setup import blocks_init, ensure_alerts, record_tier, wal_safety
 
         for item in blocks_init(args.name, args.env_file):
             print(f"saved {item}")
         print(record_tier(args.name))
+        for line in wal_safety(args.name):      # loud, but never a failed blocks init: the blocks are saved
+            print(line, flush=True)
         for line in ensure_alerts(args.name):
             print(line)
         return 0
     if args.command == "run":
         return run_flow(args.flow, parse_params(args.param))
     if args.command == "watch":
-        return watch(args.environment)
+        return watch(args.environment, args.interval)
+    if args.command == "systemd-units":
+        from ubertruck_ops.deployments.units import print_units
+
+        return print_units(args.environment, args.user, args.directory)
     return wal_archive(args.environment)
 
 
-def watch(environment: str) -> int:
-    """Watch `environment` until SIGINT or SIGTERM (operations/watch.py)."""
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--interval must be a number of seconds above 0, got {text}")
+    return value
+
+
+def watch(environment: str, interval: float | None = None) -> int:
+    """Watch `environment` until SIGINT or SIGTERM (operations/watch.py), rounds `interval` seconds
+    apart when given (else the thresholds block's watch_interval_seconds)."""
     import signal
 
     from ubertruck_ops.blocks.environment import load_environment
+    from ubertruck_ops.blocks.monitoring import CheckThresholds
     from ubertruck_ops.operations.watch import Watch
 
-    watcher = Watch(environment, load_environment(environment))
+    env = load_environment(environment)
+    limits = env.thresholds or CheckThresholds()
+    if interval is not None:
+        limits = limits.model_copy(update={"watch_interval_seconds": interval})
+    watcher = Watch(environment, env, limits)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: watcher.stop())
     print(f"watching {environment}: {len(watcher.plan())} checks every {watcher.limits.watch_interval_seconds:g} s, "

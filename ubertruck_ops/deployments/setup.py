@@ -87,6 +87,29 @@ def record_tier(name: str) -> str:
     return line if tier.scheduled else line + " (incremental-backup is served without a schedule)"
 
 
+def wal_safety(name: str) -> list[str]:
+    """Check environment `name`'s replication slot and max_slot_wal_keep_size now (the checks of
+    watch and the morning checklist); return one line each, problems in capitals so they stand out.
+    Never raises: blocks init has saved the blocks by then, and a server that does not answer yet
+    is said, not failed."""
+    from ubertruck_ops.blocks.monitoring import CheckThresholds
+    from ubertruck_ops.core.checks import OK
+    from ubertruck_ops.tasks.checks.replication import wal_slot
+    from ubertruck_ops.tasks.repository import open_repository
+
+    try:
+        env = load_environment(name)
+        if env.rds is not None:
+            return []           # RDS: no slot of ours, the instance's own PITR
+        results = wal_slot(env.database, env.thresholds or CheckThresholds(), name, open_repository(env.repository))
+    except Exception as exc:  # noqa: BLE001 - reported, never a failed blocks init
+        return [f"WARNING wal slot: not checked ({type(exc).__name__}: {str(exc)[:300]}); `ubertruck-ops watch` and "
+                "the morning checklist check it"]
+    loud = {"warn": "WARNING", "critical": "CRITICAL", "error": "ERROR"}
+    return [f"{r.name}: ok - {r.detail}" if r.status == OK else f"{loud[r.status]} {r.name}: {r.detail}"
+            for r in results]
+
+
 def recorded_tier(name: str) -> Tier | None:
     """Return the tier `blocks init` recorded for environment `name`, or None."""
     from ubertruck_ops.tasks.checks.orchestration import remembered

@@ -20,9 +20,11 @@ from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.operations.checklist import business_queries, publish, thresholds
 from ubertruck_ops.operations.frame import Operation, operation
-from ubertruck_ops.tasks.checks import backups, cache, database, host, orchestration, run_checks, services, tls
+from ubertruck_ops.tasks.checks import (backups, cache, database, host, orchestration, replication, run_checks,
+                                        services, tls)
 
 BACKUP_CHECK_SECONDS = 900      # verifying every object's checksum reads the whole backup
+ARCHIVE_LIST_SECONDS = 120      # listing three days of WAL in S3 takes seconds, not ten
 
 
 def business(name: str, env: Environment, queries: dict[str, str], judge) -> CheckResult:
@@ -32,8 +34,8 @@ def business(name: str, env: Environment, queries: dict[str, str], judge) -> Che
     return judge(database.query_number(env.database, queries[name]))
 
 
-@flow(name="morning-checklist", description="9:00: service health, overnight alerts, backup, error logs, disk, "
-                                            "PM2, response times, scheduled jobs.")
+@flow(name="morning-checklist", description="9:00: service health, overnight alerts, backup, WAL slot and archive, "
+                                            "error logs, disk, PM2, response times, scheduled jobs.")
 def morning_checklist(environment: str = "production") -> dict:
     """Given `environment`, run the guide's 9:00 checks: what happened overnight (alerts, the backup, new
     error lines, PM2 restarts) and whether everything serves now. Fail when any is critical.
@@ -51,6 +53,9 @@ def morning_checklist(environment: str = "production") -> dict:
                       "scheduled jobs late": orchestration.late_runs}
         for path in limits.disk_paths:
             plan[f"disk {path}"] = lambda path=path: host.disk(path, limits)
+        if env.rds is None:     # our slot on the primary and the WAL archive (RDS has neither)
+            plan["wal slot"] = lambda: replication.wal_slot(env.database, limits, environment, op.repo)
+            plan["wal archive lag"] = lambda: replication.archive_lag(env.database, op.repo, limits, environment)
         for url in limits.endpoints:
             plan[f"endpoint {url}"] = lambda url=url: services.endpoint(url, limits.check_timeout_seconds)
         if env.app is None:
@@ -73,7 +78,8 @@ def morning_checklist(environment: str = "production") -> dict:
 
             plan["pm2 status"] = pm2_status
             plan["error logs"] = error_logs
-        results = run_checks(plan, limits.check_timeout_seconds, {"last night's backup": BACKUP_CHECK_SECONDS})
+        results = run_checks(plan, limits.check_timeout_seconds, {"last night's backup": BACKUP_CHECK_SECONDS,
+                                                                  "wal archive lag": ARCHIVE_LIST_SECONDS})
         if learned:
             orchestration.remember("checklist_state", environment, {**state, **learned})
         return publish(op, "morning-checklist", "Morning checklist (9:00)", results)

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ubertruck_ops.core import notices
+from ubertruck_ops.blocks.monitoring import CheckThresholds
+from ubertruck_ops.core import checks, notices
+from ubertruck_ops.core.checks import OK
 from ubertruck_ops.core.backups import base_instead
 from ubertruck_ops.core.manifest import Manifest, iso, utc_now
 from ubertruck_ops.core.physical import (ServerFacts, find_wal_gaps, parse_lsn, parse_segment, plan_backup, replay_from,
                                          segment_of)
-from ubertruck_ops.core.text import human_bytes, human_seconds
+from ubertruck_ops.core.text import human_bytes, human_seconds, one_line
 from ubertruck_ops.core.tiers import NATIVE_INCREMENTAL, Tier
 from ubertruck_ops.log import logger
 from ubertruck_ops.operations.backup import BackupAttempt
 from ubertruck_ops.tasks import catalog, load, physical, postgres, recovery, wal
+from ubertruck_ops.tasks.checks import replication
 from ubertruck_ops.tasks.crypto import DecryptionKeyError, gpg_session, zstd_version
 from ubertruck_ops.tasks.execute import CommandFailed
 from ubertruck_ops.tasks.repository import Repository
@@ -86,8 +89,26 @@ def six_hourly_physical(backup: BackupAttempt, facts: ServerFacts, tier: Tier, *
             "WAL archiving", op.environment, "gap check",
             f"{len(gaps)} WAL segment(s) missing from the archive, first {gaps[0]}",
             ["point-in-time restore cannot cross the gap; check `ubertruck-ops wal-archive`"]))
+    step("check the WAL archive keeps up with the server")
+    result["wal_lag"] = _archive_lag(op)
     result.update(retention=retention, wal_gaps=gaps, duration_seconds=round(op.elapsed, 2))
     return result
+
+
+def _archive_lag(op) -> dict:
+    """The gap check sees only up to the newest archived segment: an archiver that stopped leaves
+    no gap. Compare that segment with the server's current one; warn and notify when it is behind
+    (core/wal_safety.py decides). Return the check's row."""
+    limits = op.env.thresholds or CheckThresholds()
+    try:
+        lag = replication.archive_lag(op.env.database, op.repo, limits, op.environment)
+    except Exception as exc:  # noqa: BLE001 - the backup stands; the check says it could not measure
+        lag = checks.error("wal archive lag", one_line(exc))
+    if lag.status != OK:
+        op.log.warning("WAL archive behind: %s", lag.detail)
+        op.notify(notices.operation_failed("WAL archiving", op.environment, "archive lag check", lag.detail,
+                                           ["point-in-time restore cannot reach past the newest archived segment"]))
+    return lag.to_row()
 
 
 def _backup(op, backup: BackupAttempt, facts: ServerFacts, kind: str, why: str, last: Manifest | None,

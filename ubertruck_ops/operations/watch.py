@@ -9,10 +9,20 @@ error rate and p95 response time from the nginx access log. A target failing
 reminder every `watch_remind_minutes` (30) while it lasts, a recovery notice with its duration.
 Every change is also a Prefect event (`ubertruck.watch.down|reminder|recovered`). Decisions are
 core/watch.py's; the checks are the checklists' own (tasks/checks/).
+
+Where the database is not RDS, every round also reads our replication slot (retained WAL, its
+consumer: core/wal_safety.py), and a thread of its own lists the WAL archive at most every
+`lag_period` seconds to measure how far it is behind the server (a listing of S3 takes seconds; a
+round must not wait for it); each such measurement counts as one round of its target.
+
+The watcher is watched too: its own dead man's switch (the slack block's watch_ping_url) hears
+/start, a success at most every `ping_period` seconds while rounds complete, and /fail while they
+fail (a round that raised, or a Slack notice it owed that Slack did not take).
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from datetime import datetime, timezone
@@ -21,13 +31,16 @@ from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks, notices
 from ubertruck_ops.core.checks import CheckResult
-from ubertruck_ops.core.watch import (TRAFFIC_WINDOW, Incidents, Transition, counts_against, medium_rounds,
-                                      traffic_verdict)
+from ubertruck_ops.core.text import one_line
+from ubertruck_ops.core.wal_safety import LAG_CHECK_SECONDS, WAL_SLOT, lag_check_due
+from ubertruck_ops.core.watch import (TRAFFIC_WINDOW, Heartbeat, Incidents, Transition, counts_against,
+                                      medium_rounds, traffic_verdict)
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.access_log import AccessLog
-from ubertruck_ops.tasks.checks import cache, database, host, run_checks, services
+from ubertruck_ops.tasks.checks import cache, database, host, replication, run_checks, services
 from ubertruck_ops.tasks.events import emit_watch_event
-from ubertruck_ops.tasks.notify import notify
+from ubertruck_ops.tasks.notify import notify, ping_check
+from ubertruck_ops.tasks.repository import open_repository
 
 PROBE_SECONDS = 5          # the guide's 7.1 timeout
 
@@ -35,7 +48,8 @@ PROBE_SECONDS = 5          # the guide's 7.1 timeout
 class Watch:
     """The watcher of one environment; `run()` until `stop()`."""
 
-    def __init__(self, environment: str, env: Environment, limits: CheckThresholds | None = None):
+    def __init__(self, environment: str, env: Environment, limits: CheckThresholds | None = None,
+                 ping_period: float = 60.0, lag_period: float = LAG_CHECK_SECONDS):
         self.environment, self.env = environment, env
         self.limits = limits or env.thresholds or CheckThresholds()
         self.incidents = Incidents(self.limits.watch_rounds_to_alert, self.limits.watch_remind_minutes * 60,
@@ -44,7 +58,11 @@ class Watch:
         self.requests: list = []
         self.rounds = 0
         self.said: list[Transition] = []
+        self.heartbeat = Heartbeat(ping_period)
+        self.undelivered: list[str] = []      # this round's notices Slack did not take
         self._stopping = threading.Event()
+        self._repo = None
+        self._lag = _Background("wal archive lag", self._measure_lag, lag_period) if env.rds is None else None
 
     def plan(self) -> dict:
         env, limits = self.env, self.limits
@@ -61,7 +79,19 @@ class Watch:
                 plan["queue backlog"] = lambda: cache.queue_backlog(env.redis, limits)
         if self.access_log is not None:
             plan["error rate and response time"] = self._traffic
+        if env.rds is None:     # RDS has no slot of ours
+            plan[f"wal slot {WAL_SLOT}"] = lambda: replication.wal_slot(env.database, limits, self.environment,
+                                                                         self.repo, keep_size=False)
         return plan
+
+    @property
+    def repo(self):
+        if self._repo is None:
+            self._repo = open_repository(self.env.repository)
+        return self._repo
+
+    def _measure_lag(self) -> CheckResult:
+        return replication.archive_lag(self.env.database, self.repo, self.limits, self.environment)
 
     def _traffic(self) -> CheckResult:
         now = datetime.now(timezone.utc)
@@ -79,9 +109,12 @@ class Watch:
 
     def round(self) -> list[Transition]:
         """Run every check once; post and emit what changed; return it."""
+        self.undelivered = []
         results = run_checks(self.plan(), PROBE_SECONDS + 1)
-        self.rounds += 1
         now = time.monotonic()
+        if self._lag is not None:
+            results += self._lag.poll(now)
+        self.rounds += 1
         said = []
         for result in results:
             bad, severity = counts_against(result.status, result.severity)
@@ -95,21 +128,71 @@ class Watch:
     def _tell(self, t: Transition) -> None:
         (logger().error if t.kind != "recovered" else logger().info)(
             "%s: %s %s (%s)", t.target, t.kind, t.severity, t.detail)
-        notify.fn(self.env.slack, notices.watch_transition(self.environment, t.kind, t.target, t.severity, t.detail,
-                                                        t.seconds))
+        sent = notify.fn(self.env.slack, notices.watch_transition(self.environment, t.kind, t.target, t.severity,
+                                                               t.detail, t.seconds))
+        if not sent and self.env.slack.webhook_url is not None:
+            self.undelivered.append(f"{t.target} {t.kind}")
         emit_watch_event(self.environment, t.kind, t.target, t.severity, t.detail, t.seconds)
+
+    def ping(self, kind: str, message: str) -> str | None:
+        """Tell the watcher's own dead man's switch (never raises; no URL: nothing)."""
+        return ping_check(self.env.slack.watch_ping_url, kind, f"watch {self.environment}: {message}")
 
     def run(self) -> None:
         """Round after round, `watch_interval_seconds` apart (from each round's start), until stop()."""
+        self.ping("start", f"started, rounds every {self.limits.watch_interval_seconds:g} s")
         while not self._stopping.is_set():
             started = time.monotonic()
+            failure = ""
             try:
                 self.round()
+                if self.undelivered:
+                    failure = f"Slack did not take {len(self.undelivered)} notice(s): {', '.join(self.undelivered)}"
             except Exception as exc:  # noqa: BLE001 - one bad round is logged; the watch goes on
                 logger().exception("a watch round failed: %s", exc)
+                # The type only: a message may carry a URL or a value we must not send to a third party.
+                failure = f"round {self.rounds + 1} failed: {type(exc).__name__} (see the watch's log)"
+            kind = self.heartbeat.after_round(bool(failure), time.monotonic())
+            if kind is not None:
+                self.ping(kind, failure or f"{self.rounds} round(s) complete, down now: "
+                                           f"{', '.join(self.incidents.down()) or 'nothing'}")
             self._stopping.wait(max(0.0, self.limits.watch_interval_seconds - (time.monotonic() - started)))
         if self.access_log is not None:
             self.access_log.close()
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+class _Background:
+    """One check measured in a thread of its own, at most every `period` seconds (core decides);
+    each measurement is handed out once, to the round that follows it."""
+
+    def __init__(self, name: str, check, period: float):
+        self.name, self.check, self.period = name, check, period
+        self._fresh: list[CheckResult] = []
+        self._started: float | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def poll(self, now: float) -> list[CheckResult]:
+        """Return the measurement made since the last poll (none or one); start the next when due."""
+        with self._lock:
+            fresh, self._fresh = self._fresh, []
+        if (self._thread is None or not self._thread.is_alive()) and lag_check_due(self._started, now, self.period):
+            self._started = now
+            # In a copy of this context: the Prefect settings (API, auth) live in context variables.
+            self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._measure,),
+                                            name=f"watch {self.name}", daemon=True)
+            self._thread.start()
+        return fresh
+
+    def _measure(self) -> None:
+        clock = time.monotonic()
+        try:
+            result = self.check()
+        except Exception as exc:  # noqa: BLE001 - a check that cannot measure says so, it never passes
+            result = checks.error(self.name, one_line(exc))
+        result.seconds = time.monotonic() - clock
+        with self._lock:
+            self._fresh = [result]
