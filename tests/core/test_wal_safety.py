@@ -60,6 +60,8 @@ def test_a_lost_slot_is_critical_and_names_the_hole_from_the_newest_archived_seg
     assert "force_full=true" in result.detail and "pg_drop_replication_slot('ubertruck_wal')" in result.detail
     unknown = judge(facts)
     assert unknown.status == CRITICAL and "up to 00000001000000030000000F" in unknown.detail
+    one = judge(facts, newest="00000001000000030000000E")
+    assert "segment 00000001000000030000000F is missing from the archive" in one.detail
 
 
 def test_the_hole_of_a_lost_slot_that_kept_its_restart_lsn_starts_there():

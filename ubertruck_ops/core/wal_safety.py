@@ -101,8 +101,14 @@ def slot_verdict(facts: SlotFacts, *, environment: str, archives_wal: bool, warn
     fix = f"{start_archiver(environment)}; {drop_slot(slot)}"
     if facts.wal_status == "lost":
         first, last = lost_range(facts, newest_archived)
-        hole = (f"segments {first} to {last} (at most) are missing from the archive" if first else
-                f"segments up to {last} that were not archived are missing from the archive")
+        if first is None:
+            hole = f"the segments up to {last} that were not archived are missing from the archive"
+        elif first > last:
+            hole = f"the archive holds every finished segment, but WAL after {last} is gone from the server"
+        elif first == last:
+            hole = f"segment {first} is missing from the archive"
+        else:
+            hole = f"segments {first} to {last} (at most) are missing from the archive"
         return checks.critical(name, "lost", "wal_status reserved", (
             f"slot {slot} was invalidated by the server (wal_status lost; max_slot_wal_keep_size "
             f"{facts.keep_size_mib} MB): {hole}; point-in-time "
