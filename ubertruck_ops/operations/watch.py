@@ -81,7 +81,7 @@ class Watch:
             plan["error rate and response time"] = self._traffic
         if env.rds is None:     # RDS has no slot of ours
             plan[f"wal slot {WAL_SLOT}"] = lambda: replication.wal_slot(env.database, limits, self.environment,
-                                                                         self.repo, keep_size=False)
+                                                                         self._repo_or_none(), keep_size=False)
         return plan
 
     @property
@@ -89,6 +89,15 @@ class Watch:
         if self._repo is None:
             self._repo = open_repository(self.env.repository)
         return self._repo
+
+    def _repo_or_none(self):
+        """The repository, for naming a lost slot's hole; None when it cannot be opened (the slot's
+        verdict must not depend on it)."""
+        try:
+            return self.repo
+        except Exception as exc:  # noqa: BLE001 - said in the log; the lag check reports the repository
+            logger().warning("could not open the repository: %s", one_line(exc))
+            return None
 
     def _measure_lag(self) -> CheckResult:
         return replication.archive_lag(self.env.database, self.repo, self.limits, self.environment)

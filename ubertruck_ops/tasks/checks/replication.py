@@ -13,9 +13,11 @@ from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.core.physical import ServerFacts
+from ubertruck_ops.core.text import one_line
 from ubertruck_ops.core.tiers import six_hourly_tier
 from ubertruck_ops.core.wal_safety import (WAL_SLOT, SlotFacts, archive_lag as lag_verdict, keep_size_verdict,
                                            newest_archived, slot_verdict)
+from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import physical
 from ubertruck_ops.tasks.postgres import connect
 from ubertruck_ops.tasks.repository import Repository
@@ -59,7 +61,11 @@ def wal_slot(db: PostgresDatabase, limits: CheckThresholds, environment: str, re
         slot_facts = read_slot(conn, facts, slot)
     newest = None
     if slot_facts.wal_status == "lost" and repo is not None:
-        found = newest_archived(archived_files(repo), slot_facts.current_segment, slot_facts.segment_size)
+        try:
+            found = newest_archived(archived_files(repo), slot_facts.current_segment, slot_facts.segment_size)
+        except Exception as exc:  # noqa: BLE001 - the lost slot is critical whether or not the archive answers
+            logger().warning("could not list the WAL archive to name the hole (%s)", one_line(exc))
+            found = None
         newest = found[0] if found else None
     results = [slot_verdict(slot_facts, environment=environment, archives_wal=archiving,
                             warn_mib=limits.wal_slot_warn_mib, critical_mib=limits.wal_slot_critical_mib,
