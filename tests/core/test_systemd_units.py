@@ -49,6 +49,12 @@ def test_several_app_hosts_get_a_worker_per_queue_instead_of_serve():
     assert "User=deploy" in web2 and "KillMode=mixed" in web2 and "TimeoutStopSec=7200" in web2
 
 
+def test_a_fleet_of_one_host_still_gets_workers_its_host_steps_run_on_its_queue():
+    names = [u.name for u in service_units("production", COMMAND, hosts=["web-1"])]
+    assert "ubertruck-ops-worker-app-host-web-1-production.service" in names
+    assert "ubertruck-ops-serve-production.service" not in names
+
+
 def test_the_printed_text_is_every_unit_in_turn():
     units = service_units("staging", COMMAND)
     text = render(units)

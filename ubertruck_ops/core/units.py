@@ -85,7 +85,7 @@ WantedBy=multi-user.target
 def service_units(environment: str, ubertruck_ops: str, user: str = "ubertruck-ops",
                   hosts: list[str] | None = None, prefect: str | None = None) -> list[Unit]:
     """Given the environment, the absolute path of the installed `ubertruck-ops` (and of `prefect`
-    beside it), the user to run as and the app hosts (None or one: a single machine), return the
+    beside it), the user to run as and the fleet's app hosts (none: a single machine), return the
     units: `serve`, or with several hosts a worker for the backups queue, the app-host queue and
     each host's queue; then `wal-archive` and `watch`. Raise ValueError on a name or path a unit
     cannot carry safely."""
@@ -97,7 +97,8 @@ def service_units(environment: str, ubertruck_ops: str, user: str = "ubertruck-o
         raise ValueError(f"ExecStart needs absolute paths, got {ubertruck_ops!r}")
     command = shell_safe_path(ubertruck_ops, "the ubertruck-ops command")
     units = []
-    single = not hosts or len(hosts) < 2
+    # A fleet block, even of one host, makes deploys run their host steps on its queues: workers then.
+    single = not hosts
     if single:
         name = unit_name("serve", environment)
         units.append(Unit(name, _service(
