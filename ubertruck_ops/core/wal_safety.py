@@ -97,7 +97,7 @@ def slot_verdict(facts: SlotFacts, *, environment: str, archives_wal: bool, warn
                            f"archive; {start_archiver(environment)} (it creates the slot)", "high")
     retained = facts.retained_bytes or 0
     held = f"retains {human_bytes(retained)} of WAL on the primary"
-    consumer = f"streaming to pid {facts.active_pid}" if facts.active else "no consumer (inactive)"
+    consumer = f"streaming to pid {facts.active_pid}" if facts.active else "no consumer"
     fix = f"{start_archiver(environment)}; {drop_slot(slot)}"
     if facts.wal_status == "lost":
         first, last = lost_range(facts, newest_archived)
