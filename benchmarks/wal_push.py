@@ -3,7 +3,7 @@ segment, against a Prefect server this script starts; and in the same run the wa
 (each push started a private Prefect API to read two blocks), and the start-up of `ubertruck-ops run`
 with and without PREFECT_API_URL.
 
-- Server: `prefect server start` on 127.0.0.1 (deployments/serve.start_local_server: basic auth, a
+- Server: serve's own on 127.0.0.1 (deployments/serve.start_local_server: basic auth, a
   temporary PREFECT_HOME), the environment's blocks saved into it, a local repository.
 - Now: --rounds wal-push processes with PREFECT_API_URL and PREFECT_API_AUTH_STRING set.
 - Before: --baseline-rounds wal-push processes of the code before the change (`git archive` of the
@@ -11,12 +11,15 @@ with and without PREFECT_API_URL.
   the same PREFECT_HOME: each starts its private API on the same SQLite database.
 - `run` start-up: `ubertruck-ops run nightly-backup --param environment=<missing>` (fails as soon as
   the flow loads its blocks): with PREFECT_API_URL, and without it (the private API).
+- With --compare-ref REF: as many wal-push processes of REF's code (`git archive`, PYTHONPATH),
+  interleaved with the ones now, on the same server; and the cost of the check of who holds the
+  API's address (tasks/api_identity.check_connection) in this process, median of 200 connections.
 
 Segments are a quarter random bytes and the rest zeros (WAL compresses between the two). Prints
 median, min and max wall per process, and the WAL throughput one archiver keeps up with (16 MiB over
 the median). Exit status 0 whatever the figures.
 
-    .venv/bin/python benchmarks/wal_push.py [--rounds 9] [--baseline-rounds 3] [--run-rounds 3]
+    .venv/bin/python benchmarks/wal_push.py [--rounds 9] [--baseline-rounds 3] [--run-rounds 3] [--compare-ref REF]
 """
 
 from __future__ import annotations
@@ -59,11 +62,33 @@ def baseline_tree(folder: Path) -> tuple[Path, str]:
     added = subprocess.run(["git", "-C", str(ROOT), "log", "--diff-filter=A", "--format=%H", "--",
                             "ubertruck_ops/tasks/wal_push.py"], capture_output=True, text=True, check=True)
     first = added.stdout.split()[-1]
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", f"{first}~1", "ubertruck_ops"],
+    return tree_at(f"{first}~1", folder), f"{first[:7]}~1"
+
+
+def tree_at(ref: str, folder: Path) -> Path:
+    """Extract ubertruck_ops/ as it is at git `ref` into `folder`; return `folder`."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "ubertruck_ops"],
                              capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
-    return folder, f"{first[:7]}~1"
+    return folder
+
+
+def check_cost(api: str, rounds: int = 200) -> list[float]:
+    """Seconds one check of who holds `api`'s address takes (connect excluded), `rounds` times."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from ubertruck_ops.tasks.api_identity import check_connection, trusted_users
+
+    trusted, address = trusted_users(), urlsplit(api)
+    walls = []
+    for _ in range(rounds):
+        with socket.create_connection((address.hostname, address.port)) as sock:
+            clock = time.perf_counter()
+            check_connection(sock, api, trusted)
+            walls.append(time.perf_counter() - clock)
+    return walls
 
 
 def save_blocks(api: str, auth: str, repository: Path) -> None:
@@ -96,6 +121,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=9, help="wal-push processes now (default 9)")
     parser.add_argument("--baseline-rounds", type=int, default=3, help="wal-push processes before (default 3)")
     parser.add_argument("--run-rounds", type=int, default=3, help="`run` start-ups each way (default 3)")
+    parser.add_argument("--compare-ref", help="also time wal-push of this git ref's code, interleaved")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ubertruck-bench-wal-"))
     home = root / "prefect"
@@ -127,7 +153,13 @@ def main() -> int:
             finally:
                 path.unlink()
 
-        now = [push(with_api, [str(COMMAND)]) for _ in range(args.rounds)]
+        now, then = [], []
+        ref_env = {**with_api, "PYTHONPATH": str(tree_at(args.compare_ref, root / "ref"))} if args.compare_ref else None
+        for _ in range(args.rounds):
+            now.append(push(with_api, [str(COMMAND)]))
+            if ref_env:
+                then.append(push(ref_env, [str(COMMAND)]))
+        checks = check_cost(api) if args.compare_ref else []
         old_tree, old_rev = baseline_tree(root / "before")
         old_env = {**base, "PYTHONPATH": str(old_tree)}
         before = [push(old_env, [sys.executable, "-m", "ubertruck_ops.deployments.cli"], cwd=old_tree)
@@ -141,14 +173,20 @@ def main() -> int:
             stop(process, timeout=30)
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"Prefect server (`prefect server start`, basic auth) came up in {server_start:.1f} s; "
+    print(f"Prefect server (serve's: on a socket we bound, basic auth) came up in {server_start:.1f} s; "
           f"{archived} segments archived; baseline code: {old_rev}\n")
     print("| whole process | median | min | max | runs | WAL one archiver keeps up with |")
     print("|---|---:|---:|---:|---:|---:|")
     print(row("`wal-push` of a 16 MiB segment, PREFECT_API_URL set (now)", now))
+    if then:
+        print(row(f"`wal-push` of a 16 MiB segment at {args.compare_ref}, interleaved with now", then))
     print(row("`wal-push` before: a private Prefect API per push", before))
     print(row("`run` start-up to a failed flow, PREFECT_API_URL set", run_api, throughput=False))
     print(row("`run` start-up to a failed flow, no PREFECT_API_URL (private API)", run_private, throughput=False))
+    if checks:
+        print(f"\ncheck of who holds the API's address: median {statistics.median(checks) * 1e3:.2f} ms "
+              f"(min {min(checks) * 1e3:.2f}, max {max(checks) * 1e3:.2f}, {len(checks)} connections; "
+              f"{sum(1 for table in ('/proc/net/tcp', '/proc/net/tcp6') for _ in open(table)) - 2} sockets in the table)")
     print(f"\nwal-push: {statistics.median(before) / statistics.median(now):.1f}x faster per segment; "
           f"goal <= 1.5 s per segment: {'met' if statistics.median(now) <= 1.5 else 'NOT met'}")
     return 0

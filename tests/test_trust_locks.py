@@ -38,7 +38,8 @@ def _environ(pid: int) -> str:
 def _api_servers_of(home: Path) -> list[int]:
     """Prefect API servers (ours or Prefect's ephemeral one) working on PREFECT_HOME `home`."""
     return [pid for pid, (_, cmd) in processes().items()
-            if ("uvicorn" in cmd or "prefect server start" in cmd.replace("-m prefect", "prefect"))
+            if ("uvicorn" in cmd or "ubertruck_ops.deployments.api_server" in cmd
+                or "prefect server start" in cmd.replace("-m prefect", "prefect"))
             and f"PREFECT_HOME={home}\0" in _environ(pid)]
 
 

@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
 
             unscheduled = frozenset()
             if os.environ.get("PREFECT_API_URL"):   # the tier blocks init recorded there decides
-                from ubertruck_ops.deployments.serve import unscheduled_flows
+                from ubertruck_ops.deployments.serve import private_api, unscheduled_flows
 
-                unscheduled = unscheduled_flows(args.environment)
+                with private_api():     # PREFECT_API_URL is set: its server's identity checked, no server started
+                    unscheduled = unscheduled_flows(args.environment)
             print(render_prefect_yaml(args.environment, unscheduled), end="")
             return 0
     except ValueError as exc:

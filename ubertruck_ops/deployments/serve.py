@@ -13,6 +13,12 @@ Every server we start authenticates every request (Prefect's basic auth): a rand
 PREFECT_HOME/api-auth-string (0600), handed to the server and to our clients by environment, never
 argv. Every server we start also keeps its concurrency leases on disk under PREFECT_HOME, so a lease
 outlives the API process that granted it and the next run can release a killed holder's slot.
+
+Nobody else gets the auth string by taking the port first: we bind the server's listening socket
+ourselves (a taken port is refused, naming its holder, before anything is sent) and hold it until
+the server is stopped; the server process (deployments/api_server.py) serves on that socket. A
+PREFECT_API_URL given to us is checked the same way before the first request: its address on this
+host must be held by a user we trust (tasks/api_identity.py).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import secrets
 import signal
 import stat
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,11 +36,13 @@ from typing import Iterator
 
 import httpx
 
+from ubertruck_ops.tasks.api_identity import check_api, held_by, listen_on, trusted_users
 from ubertruck_ops.tasks.execute import spawn, stop
 
 SERVER_START_SECONDS = 180      # the first start migrates the SQLite database
 AUTH_FILE = "api-auth-string"
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+API_SERVER = "ubertruck_ops.deployments.api_server"     # the module our server processes run
 # The API URL of the private server this process started (tasks/locks.py records it with a lease).
 PRIVATE_API_VARIABLE = "UBERTRUCK_PRIVATE_API_URL"
 
@@ -91,33 +100,56 @@ def server_env(auth: str) -> dict[str, str]:
     return env
 
 
-def start_local_server(host: str, port: int, auth: str):
-    """Start `prefect server start` on host:port requiring `auth`; return (process, api_url) once
-    it answers. Raise RuntimeError when it does not come up."""
-    # `--port` alone leaves the UI calling the default port's API ("Oops. Something went wrong")
-    # and the automations' run links empty: tell the server where it is.
-    env = {**server_env(auth), "PREFECT_SERVER_UI_API_URL": f"http://{host}:{port}/api",
-           "PREFECT_UI_URL": f"http://{host}:{port}"}
-    process = spawn("Prefect server", [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-                                       "--port", str(port)], env=env, secrets=[auth], die_with_parent=True)
-    api = f"http://{host}:{port}/api"
+def _start_server(name: str, host: str, port: int, auth: str, env: dict[str, str], timeout: float):
+    """Bind host:port, start our API server process on that socket, return (process, api_url) once it
+    answers. The process keeps our copy of the socket (process.listener) until `_stop` closes it."""
+    listener = listen_on(host, port)
+    port = listener.getsockname()[1]
+    api = f"http://{f'[{host}]' if ':' in host else host}:{port}/api"
+    env = {**env, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_UI_URL": api.removesuffix("/api")}
+    if os.environ.get("PYTHONPATH"):        # the server runs the same code as the process that starts it
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     try:
-        wait_for_api(api, process, SERVER_START_SECONDS)
-    except RuntimeError:
-        stop(process, timeout=30)
+        process = spawn(name, [sys.executable, "-m", API_SERVER, "--fd", str(listener.fileno()), "--host", host,
+                               "--port", str(port)], env=env, secrets=[auth], die_with_parent=True,
+                        pass_fds=[listener.fileno()])
+    except BaseException:
+        listener.close()
+        raise
+    process.listener = listener
+    try:
+        wait_for_api(api, process, timeout)
+    except BaseException:
+        _stop(process)
         raise
     return process, api
 
 
+def start_local_server(host: str, port: int, auth: str):
+    """Start `serve`'s Prefect server (what `prefect server start` runs: API, UI, services) on host:port
+    requiring `auth`; return (process, api_url) once it answers. Raise UntrustedApi when someone else
+    holds the port, RuntimeError when the server does not come up."""
+    # The UI calls the API address it is told (PREFECT_SERVER_UI_API_URL, else port 4200's) and the
+    # automations' run links need PREFECT_UI_URL: _start_server sets both to where it listens.
+    return _start_server("Prefect server", host, port, auth, server_env(auth), SERVER_START_SECONDS)
+
+
 def wait_for_api(api: str, process, seconds: float) -> None:
-    """Return once the Prefect API at `api` answers its health check. Raise RuntimeError when
-    `process` (the server) exits first or `seconds` pass, with the last connection error."""
+    """Return once the Prefect API at `api` answers its health check from a socket that `process` (the
+    server we started) or one of its children holds. Raise UntrustedApi, before any request, when
+    another process listens on that address; RuntimeError when `process` exits first or `seconds`
+    pass, with the last connection error."""
+    url = httpx.URL(api)
+    ours: set[int] = set()
     deadline = time.monotonic() + seconds
     last = "no answer yet"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the Prefect server exited with status {process.returncode} "
                                f"(is its port already in use? try --port)")
+        if not held_by(url.host, url.port, process.pid, ours):
+            time.sleep(0.1)         # not listening yet
+            continue
         try:
             reply = httpx.get(f"{api}/health", timeout=2)
             if reply.status_code == 200:
@@ -129,57 +161,48 @@ def wait_for_api(api: str, process, seconds: float) -> None:
     raise RuntimeError(f"the Prefect server did not answer on {api} within {seconds:.0f} s ({last})")
 
 
-def _use_local_auth_file() -> None:
-    """With PREFECT_API_URL on this machine and no PREFECT_API_AUTH_STRING, use the auth string
-    `serve` keeps under PREFECT_HOME (so operators' commands reach the API `serve` started)."""
+def use_api_from_environment() -> None:
+    """With PREFECT_API_URL set: check, before anything is sent to it or believed from it, that a
+    server of a user we trust holds its address when that is on this host (tasks/api_identity.py;
+    raise UntrustedApi otherwise). Then, when it is on this machine and no PREFECT_API_AUTH_STRING
+    is set, use the auth string `serve` keeps under PREFECT_HOME (so operators' commands reach the
+    API `serve` started). The local string never goes to another host's URL."""
     api = os.environ.get("PREFECT_API_URL", "")
-    host = httpx.URL(api).host if api else ""
+    if not api:
+        return
+    check_api(api, trusted_users(auth_file=auth_file()))
+    host = httpx.URL(api).host
     if host in ("127.0.0.1", "localhost", "::1") and not os.environ.get("PREFECT_API_AUTH_STRING") \
             and auth_file().is_file():
         os.environ["PREFECT_API_AUTH_STRING"] = api_auth_string()
+
+
+_use_local_auth_file = use_api_from_environment      # the name before the identity check
 
 
 @contextmanager
 def private_api() -> Iterator[str | None]:
     """Without PREFECT_API_URL: start a private Prefect API for this process (our own stand-in for
     Prefect's ephemeral API) that dies with it, point this process's clients at it, stop it at the
-    end. With PREFECT_API_URL: use that (with the local auth string when it is on this machine).
-    Yield the API URL of the server started, or None."""
+    end. With PREFECT_API_URL: use that, once its identity is checked (with the local auth string
+    when it is on this machine). Yield the API URL of the server started, or None."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     if os.environ.get("PREFECT_API_URL"):
-        _use_local_auth_file()
+        use_api_from_environment()
         if os.environ.get("PREFECT_API_AUTH_STRING"):
             with temporary_settings({PREFECT_API_AUTH_STRING: os.environ["PREFECT_API_AUTH_STRING"]}):
                 yield None
         else:
             yield None
         return
-    from ubertruck_ops.tasks.scratch_postgres import free_port
-
     auth = api_auth_string()
     env = server_env(auth)
     # As Prefect's ephemeral server: no UI, no services (schedules need `serve` or a worker).
     env.update({"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"})
-    import prefect
-
     timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", SERVER_START_SECONDS))
-    process = api = None
-    for attempt in range(3):       # a port taken between probing and binding: try another
-        port = free_port()
-        process = spawn("Prefect API", [sys.executable, "-m", "uvicorn", "--app-dir",
-                                        str(Path(prefect.__file__).parent.parent), "--factory",
-                                        "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-                                        "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-                        env=env, secrets=[auth], die_with_parent=True)
-        api = f"http://127.0.0.1:{port}/api"
-        try:
-            wait_for_api(api, process, timeout)
-            break
-        except RuntimeError:
-            _stop(process)
-            if attempt == 2 or process.returncode is None:
-                raise
+    # Port 0: the kernel picks a free port as we bind it, and we hold it from then on.
+    process, api = _start_server("Prefect API", "127.0.0.1", 0, auth, env, timeout)
     saved = {name: os.environ.get(name) for name in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING",
                                                      PRIVATE_API_VARIABLE)}
     os.environ.update({"PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": auth, PRIVATE_API_VARIABLE: api})
@@ -212,6 +235,9 @@ def _flush_to_api() -> None:
 
 def _stop(process) -> None:
     stop(process, timeout=30)     # a server that will not stop is killed
+    listener = getattr(process, "listener", None)
+    if listener is not None:
+        listener.close()          # only now may the port go to someone else
 
 
 def _interrupt(*_) -> None:
@@ -240,6 +266,7 @@ def serve_everything(environment: str, host: str, port: int) -> int:
 
     server = None
     api = os.environ.get("PREFECT_API_URL")
+    stopping, died = threading.Event(), threading.Event()
     # SIGTERM (systemd, docker stop) stops as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -249,11 +276,13 @@ def serve_everything(environment: str, host: str, port: int) -> int:
                   f"its API and UI ask for the auth string kept in {auth_file()} "
                   f"(clients: export PREFECT_API_AUTH_STRING=\"$(cat {auth_file()})\")", flush=True)
             server, api = start_local_server(host, port, auth)
+            threading.Thread(target=_stop_when_server_exits, args=(server, stopping, died), daemon=True,
+                             name="server-watch").start()
             # The runs `serve` starts inherit the environment: their clients authenticate too.
             os.environ["PREFECT_API_AUTH_STRING"] = auth
         else:
             os.environ["PREFECT_API_URL"] = api
-            _use_local_auth_file()
+            use_api_from_environment()
         settings = {PREFECT_API_URL: api}
         if os.environ.get("PREFECT_API_AUTH_STRING"):
             settings[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
@@ -271,6 +300,21 @@ def serve_everything(environment: str, host: str, port: int) -> int:
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:
+        stopping.set()
         if server is not None:
             _stop(server)
-    return 0
+    return 1 if died.is_set() else 0
+
+
+def _stop_when_server_exits(process, stopping: threading.Event, died: threading.Event) -> None:
+    """Stop `serve` (exit status 1, for systemd to restart it) when the server it started exits on its
+    own: serving on against a dead server helps nobody. Until serve exits it still holds the
+    server's listening socket, so no one else can take the port and collect the auth string its
+    runner sends."""
+    process.wait()
+    if stopping.is_set():
+        return
+    died.set()
+    print(f"the Prefect server (pid {process.pid}) exited with status {process.returncode}: stopping serve",
+          file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -5,13 +5,17 @@ The API is the one in PREFECT_API_URL; PREFECT_API_AUTH_STRING is sent as HTTP b
 PREFECT_API_KEY as a bearer token, as Prefect's own client does. With a PREFECT_API_URL on this
 machine and no auth string, the one `ubertruck-ops serve` keeps under PREFECT_HOME is used, as
 `deployments/serve.py` does for the other commands. Redirects are refused, so the credentials go
-only where PREFECT_API_URL says. Nested blocks (an S3 bucket block inside the repository block)
+only where PREFECT_API_URL says. Each connection is checked before the request is written: when the
+server's end is on this host it must belong to a user we trust (tasks/api_identity.py), or nothing
+is sent and no answer believed. Nested blocks (an S3 bucket block inside the repository block)
 come back inline, as plain JSON objects.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import http.client
 import json
 import os
 import ssl
@@ -21,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from ubertruck_ops.tasks.api_identity import check_connection, needs_check, trusted_users
 
 TIMEOUT_SECONDS = 15
 AUTH_FILE = "api-auth-string"           # deployments/serve.AUTH_FILE
@@ -44,6 +50,9 @@ class Api:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)    # holds the credentials
     context: ssl.SSLContext | None = field(default=None, repr=False)
+    # {uid: why}: who may hold the API's address when it is on this host; None: read it at request time
+    trusted: Mapping[int, str] | None = field(default=None, repr=False)
+    checked: bool = True            # plain http, or https without certificate checks
 
 
 def api_from_environment(environ: Mapping[str, str] | None = None, what: str = "this command") -> Api:
@@ -59,6 +68,7 @@ def api_from_environment(environ: Mapping[str, str] | None = None, what: str = "
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ApiNotConfigured(f"PREFECT_API_URL must be an http(s) URL such as http://127.0.0.1:4200/api, not {url!r}")
     headers = {"Accept": "application/json"}
+    # The local string goes only to this host's loopback names, never to a URL naming another host.
     auth = environ.get("PREFECT_API_AUTH_STRING") or (_local_auth_string(environ) if parsed.hostname in LOCAL_HOSTS
                                                       else None)
     if auth:
@@ -71,14 +81,17 @@ def api_from_environment(environ: Mapping[str, str] | None = None, what: str = "
         if (environ.get("PREFECT_API_TLS_INSECURE_SKIP_VERIFY") or "").lower() in ("1", "true", "yes"):
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-    return Api(url, headers, context)
+    return Api(url, headers, context, trusted_users(environ, _auth_file(environ)), needs_check(url, environ))
+
+
+def _auth_file(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("PREFECT_HOME") or "~/.prefect").expanduser() / AUTH_FILE
 
 
 def _local_auth_string(environ: Mapping[str, str]) -> str | None:
     """The auth string `serve` keeps in PREFECT_HOME/api-auth-string (0600, ours), or None."""
-    home = Path(environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
     try:
-        fd = os.open(home / AUTH_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(_auth_file(environ), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -94,6 +107,64 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None     # urllib would forward the Authorization header to wherever the reply points
 
 
+class _CheckedConnection(http.client.HTTPConnection):
+    """An HTTP connection that checks who holds the other end once connected, before writing a byte:
+    the check runs on the very socket the request then uses, so no one can slip in between."""
+
+    def __init__(self, *args, check, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check = check
+
+    def connect(self) -> None:
+        super().connect()
+        try:
+            self._check(self.sock)
+        except BaseException:
+            self.sock.close()
+            self.sock = None
+            raise
+
+
+class _CheckedConnectionSecure(http.client.HTTPSConnection):
+    """The same for https without certificate checks (PREFECT_API_TLS_INSECURE_SKIP_VERIFY)."""
+
+    def __init__(self, *args, check, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check = check
+
+    def connect(self) -> None:
+        # HTTPSConnection.connect wraps the socket in TLS at once (sending its hello): check first.
+        http.client.HTTPConnection.connect(self)
+        try:
+            self._check(self.sock)
+        except BaseException:
+            self.sock.close()
+            self.sock = None
+            raise
+        server_hostname = self._tunnel_host or self.host
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=server_hostname)
+
+
+class _CheckedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    def __init__(self, api: Api):
+        urllib.request.HTTPHandler.__init__(self)
+        urllib.request.HTTPSHandler.__init__(self, context=api.context)
+        trusted = api.trusted if api.trusted is not None else trusted_users()
+        self._check = functools.partial(check_connection, url=api.url, trusted=trusted)
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(_CheckedConnection, check=self._check), req)
+
+    def https_open(self, req):
+        return self.do_open(functools.partial(_CheckedConnectionSecure, check=self._check), req,
+                            context=self._context)
+
+
+def _opener(api: Api) -> urllib.request.OpenerDirector:
+    handlers = [_NoRedirect, _CheckedHandler(api) if api.checked else urllib.request.HTTPSHandler(context=api.context)]
+    return urllib.request.build_opener(*handlers)
+
+
 def read_block_data(api: Api, slug: str, name: str) -> dict[str, Any]:
     """Return the data of block document `slug`/`name`, secrets and nested blocks included.
 
@@ -103,7 +174,7 @@ def read_block_data(api: Api, slug: str, name: str) -> dict[str, Any]:
     path = f"/block_types/slug/{urllib.parse.quote(slug, safe='')}/block_documents/name/" \
            f"{urllib.parse.quote(name, safe='')}?include_secrets=true"
     request = urllib.request.Request(api.url + path, headers=dict(api.headers))
-    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=api.context))
+    opener = _opener(api)
     try:
         with opener.open(request, timeout=TIMEOUT_SECONDS) as reply:
             body = reply.read()

@@ -128,8 +128,11 @@ def run(
 
 
 def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-          secrets: Iterable[str] = (), die_with_parent: bool = False) -> subprocess.Popen:
+          secrets: Iterable[str] = (), die_with_parent: bool = False, pass_fds: Sequence[int] = ()) -> subprocess.Popen:
     """Start a long-running helper (output discarded) and return it; the caller stops it.
+
+    `pass_fds`: descriptors the helper inherits (e.g. a listening socket we bound for it); the
+    caller keeps its own copies.
 
     `die_with_parent`: the kernel sends the helper SIGTERM when this process dies, even by SIGKILL
     (Linux PR_SET_PDEATHSIG; it fires when the calling thread ends, so call it from the main thread).
@@ -139,7 +142,7 @@ def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = Non
     logger().info("starting %s: %s", name, display(argv, secrets))
     try:
         return subprocess.Popen(list(map(str, argv)), env=child_env(env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=tuple(pass_fds),
                                 preexec_fn=_die_with_parent() if die_with_parent else None)
     except FileNotFoundError:
         raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH") from None
