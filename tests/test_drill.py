@@ -188,3 +188,47 @@ def test_a_sigkilled_drill_takes_its_scratch_server_with_it_and_the_next_drill_s
                 os.kill(found[0], signal.SIGQUIT)
         time.sleep(1)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_the_sweep_stops_a_server_still_running_on_a_dead_drills_folder_and_keeps_a_live_owners(pg18):
+    """A leftover whose server still runs (started detached, as drills before this release did) is
+    stopped - it is a postgres working in that folder's data directory - and removed; a folder whose
+    owner lives is not touched, server and all."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from ubertruck_ops.tasks import leftovers
+    from ubertruck_ops.tasks.postgres import client_bin_dir
+    from ubertruck_ops.tasks.scratch_postgres import LocalServer
+
+    tmp = Path(tempfile.mkdtemp(prefix="ut-sweep-"))
+    os.chmod(tmp, 0o711)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    servers = {}
+    try:
+        for owner in ("dead", "alive"):
+            folder = Path(tempfile.mkdtemp(prefix="ubertruck-pg-", dir=tmp))
+            if owner == "alive":
+                leftovers.record_owner(folder)
+            else:
+                (folder / "owner.json").write_text(json.dumps({"pid": int(dead.stdout), "start": 1,
+                                                               "boot": leftovers.boot_id()}))
+            servers[owner] = LocalServer(client_bin_dir(), folder).start()    # pg_ctl: parent 1 once we are gone
+        running = {owner: _postmaster(server.base)[0] for owner, server in servers.items()}
+
+        removed = leftovers.sweep_leftovers(tmp)
+
+        assert removed == [str(servers["dead"].base)]
+        assert not _serves(running["dead"], servers["dead"].base) and not servers["dead"].base.exists()
+        assert _serves(running["alive"], servers["alive"].base)
+        assert leftovers.sweep_leftovers(tmp) == []
+    finally:
+        for server in servers.values():
+            if server.base.exists():
+                server.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
