@@ -275,7 +275,8 @@ def _pids_through(port: int, requests: int) -> set[int]:
 
 
 def _last_failure_notice(slack) -> str:
-    return next(p["text"] + "\n" + p["blocks"][0]["text"]["text"] for p in reversed(slack.posts) if "FAILED" in p["text"])
+    return next(p["text"] + "\n" + p["blocks"][0]["text"]["text"] for p in reversed(slack.posts)
+                if "FAILED" in p["text"])
 
 
 @pytest.mark.timeout(300)

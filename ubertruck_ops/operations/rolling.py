@@ -63,8 +63,8 @@ def _run(op: Operation, fleet: AppFleet, host: str, step: str, **parameters) -> 
     state = run.state
     if state is None or not state.is_final():
         waited = f"{step} on {host} did not finish within {human_seconds(timeout)} (flow run {run.id})"
-        final, history = workers.cancel_and_confirm(run.id, CANCEL_CONFIRM_SECONDS,
-                                                    f"the {op.what} stopped waiting for it after {human_seconds(timeout)}")
+        why = f"the {op.what} stopped waiting for it after {human_seconds(timeout)}"
+        final, history = workers.cancel_and_confirm(run.id, CANCEL_CONFIRM_SECONDS, why)
         if timed_out_step_outcome(final, history) == NEVER_RAN:
             raise HostStepFailed(f"{waited}; cancelled before it started: nothing changed on {host}", never_ran=True)
         now = "cancelled" if final == "CANCELLED" else f"{final.lower()}, not confirmed cancelled"
