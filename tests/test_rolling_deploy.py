@@ -6,7 +6,8 @@ steps run on the hosts' own workers, as subflows of the deploy.
 One module fixture carries the hosts through the story (each test starts where the one before
 left them): v1.0.0 everywhere; a rolling deploy of v1.1.0 under load; v1.2.0, which crashes on
 web-2, put back on web-1 and web-2 with web-3 untouched; a rolling rollback in batches of two; a
-host whose worker is down refusing the deploy."""
+host whose worker is down refusing the deploy; a take-out whose nginx drain times out (the host back
+in nginx); a go-live whose worker went away, cancelled, and the worker back late switching nothing."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def fleet(prefect_server, pg18, pm2_path, app_repository, tmp_path_factory):
     except RuntimeError as missing:
         require(False, str(missing))
     slack = SlackReceiver().start()
-    workers, logs = [], []
+    logs = []
     with temporary_settings({PREFECT_API_URL: api}):
         ensure_concurrency_limits()
         db = make_database(pg18, size_mb=2)
@@ -116,13 +117,27 @@ def fleet(prefect_server, pg18, pm2_path, app_repository, tmp_path_factory):
                                      entrypoint="ubertruck_ops/flows/host_release.py:host_release",
                                      parameter_openapi_schema=host_release.parameters.model_dump(),
                                      enforce_parameter_schema=True)
-        for host in HOSTS:
-            log = open(home / f"worker-{host}.log", "wb")
+        workers: dict[str, subprocess.Popen] = {}
+
+        def start_worker(host: str) -> None:
+            log = open(home / f"worker-{host}.log", "ab")
             logs.append(log)
-            workers.append(subprocess.Popen(
+            workers[host] = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--work-queue",
                  f"app-host-{host}", "--type", "process", "--name", f"worker-{host}"],
-                cwd=PROJECT, env=cli_env(api, home), stdout=log, stderr=subprocess.STDOUT))
+                cwd=PROJECT, env=cli_env(api, home), stdout=log, stderr=subprocess.STDOUT)
+
+        def stop_worker(host: str) -> None:
+            worker = workers.pop(host)
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(timeout=10)
+
+        for host in HOSTS:
+            start_worker(host)
         try:
             # v1.0.0 live on every host: the go-live host step, run here rather than on the workers
             for host in HOSTS:
@@ -133,11 +148,12 @@ def fleet(prefect_server, pg18, pm2_path, app_repository, tmp_path_factory):
             checks = [f"http://127.0.0.1:{port}/health" for port in balancer.ports.values()]
             balancer.block.model_copy(update={"check_urls": checks}).save(block_name(env, "load-balancer"),
                                                                           overwrite=True)
-            yield {"env": env, "apps": apps, "db": db, "api": api, "balancer": balancer, "slack": slack}
+            yield {"env": env, "apps": apps, "db": db, "api": api, "balancer": balancer, "slack": slack,
+                   "start_worker": start_worker, "stop_worker": stop_worker}
         finally:
-            for worker in workers:
+            for worker in workers.values():
                 worker.send_signal(signal.SIGINT)
-            for worker in workers:
+            for worker in workers.values():
                 try:
                     worker.wait(timeout=30)
                 except subprocess.TimeoutExpired:
@@ -249,3 +265,146 @@ def test_a_host_whose_worker_is_down_refuses_the_deploy_by_name_before_anything_
     assert refused.is_failed() and "web-4" in str(refused.message) and "skip_hosts=['web-4']" in str(refused.message)
     assert {h: release.live_release(app) for h, app in apps.items()} == live
     assert not any(release.is_complete(app, "v1.2.1") for app in apps.values())
+
+
+def _pids_through(port: int, requests: int) -> set[int]:
+    import httpx
+
+    with httpx.Client(timeout=5) as client:
+        return {client.get(f"http://127.0.0.1:{port}/health").json()["pid"] for _ in range(requests)}
+
+
+def _last_failure_notice(slack) -> str:
+    return next(p["text"] + "\n" + p["blocks"][0]["text"]["text"] for p in reversed(slack.posts)
+                if "FAILED" in p["text"])
+
+
+@pytest.mark.timeout(300)
+def test_a_take_out_whose_drain_times_out_puts_the_host_back_into_nginx_and_the_notice_says_what_was_done(fleet):
+    """nginx's take-out writes `down` and reloads before it waits for the old workers to drain: when
+    the drain times out (a slow upload holds an old worker), the host is already out, and must be
+    put back; the notice names what happened, not an unconditional "every host is back"."""
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ubertruck_ops.blocks.load_balancer import LoadBalancer
+    from ubertruck_ops.flows.rollback import rollback
+
+    env, apps, balancer, slack = fleet["env"], fleet["apps"], fleet["balancer"], fleet["slack"]
+    live = {h: release.live_release(app) for h, app in apps.items()}
+    name = block_name(env, "load-balancer")
+    with temporary_settings({PREFECT_API_URL: fleet["api"]}):
+        saved = LoadBalancer.load(name)
+        saved.model_copy(update={"drain_timeout_seconds": 2}).save(name, overwrite=True)
+        slow = socket.create_connection(("127.0.0.1", balancer.ports["user-service"]))
+        # an upload still coming in: the worker holding it stays until it ends
+        slow.sendall(b"POST /api/uploads HTTP/1.1\r\nHost: ubertruck\r\nContent-Length: 100000\r\n\r\nfirst bytes")
+        try:
+            failed = rollback(environment=env, return_state=True)
+        finally:
+            slow.close()
+            saved.save(name, overwrite=True)
+    assert failed.is_failed() and "still hold connections after 2 s" in str(failed.message), failed.message
+    # what nginx runs: no host down in its upstreams, and web-1's own processes answer through it again
+    assert " down;" not in (balancer.prefix / "upstreams.conf").read_text()
+    assert _all_in(fleet)
+    web1 = _pids_through(apps["web-1"].services["user-service"], 20)
+    assert web1 & _pids_through(balancer.ports["user-service"], 60), "nginx sends nothing to web-1"
+    assert {h: release.live_release(app) for h, app in apps.items()} == live
+    notice = _last_failure_notice(slack)
+    assert "FAILED at step 'take web-1 out of the load balancer'" in notice, notice
+    assert "no host had been switched" in notice and "never touched: web-2, web-3" in notice, notice
+    assert "every host is back in the load balancer (put back: web-1)" in notice, notice
+
+
+STEP_TIMEOUT = 60
+
+
+def _runs_named(name: str, since):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    return [r for r in runs if r.created and r.created >= since]
+
+
+def _final_state(run_id, seconds: float):
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run_id).state
+            if state.is_final() or time.monotonic() > deadline:
+                return state
+            time.sleep(1)
+
+
+@pytest.mark.timeout(900)
+def test_a_host_step_the_deploy_gave_up_on_is_cancelled_and_a_worker_back_late_switches_nothing(fleet):
+    """web-2's worker is gone when its go-live is due: the deploy waits its timeout, cancels the step,
+    puts web-1 back and ends Failed. The worker comes back afterwards: the cancelled go-live never
+    runs, and a step whose cancel never reached it refuses as expired. web-2 keeps what it ran."""
+    import contextvars
+    import threading
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ubertruck_ops.flows.deploy import deploy
+
+    env, apps, slack = fleet["env"], fleet["apps"], fleet["slack"]
+    live = {h: release.live_release(app) for h, app in apps.items()}
+    assert set(live.values()) == {"v1.0.0"}
+    web2_history = release.read_history(apps["web-2"])
+    started = datetime.now(timezone.utc)
+    stopped: list[str] = []
+
+    def stop_web2_once_built() -> None:
+        # web-2 builds with the others, then its worker goes away before its go-live is due
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if any(r.state.is_completed() for r in _runs_named("build on web-2", started)):
+                fleet["stop_worker"]("web-2")
+                stopped.append("web-2")
+                return
+            time.sleep(0.5)
+
+    with temporary_settings({PREFECT_API_URL: fleet["api"]}):
+        AppFleet(hosts=list(HOSTS), worker_seen_seconds=60, host_run_timeout_seconds=STEP_TIMEOUT).save(
+            block_name(env, "fleet"), overwrite=True)
+        stopper = threading.Thread(target=contextvars.copy_context().run, args=(stop_web2_once_built,))
+        stopper.start()
+        try:
+            failed = deploy(tag="v1.1.0", environment=env, return_state=True)
+        finally:
+            stopper.join()
+            AppFleet(hosts=list(HOSTS), worker_seen_seconds=60).save(block_name(env, "fleet"), overwrite=True)
+        assert stopped == ["web-2"], "web-2's build never completed"
+        assert failed.is_failed(), failed.message
+        [given_up] = _runs_named("go-live on web-2", started)
+        notice = _last_failure_notice(slack)
+
+        fleet["start_worker"]("web-2")          # the worker comes back after the deploy ended
+        assert _final_state(given_up.id, 90).type.value == "CANCELLED"
+        assert release.live_release(apps["web-2"]) == "v1.0.0", "the late worker put the failed deploy's release live"
+        assert "go-live on web-2 did not finish" in str(failed.message), failed.message
+        assert "cancelled before it started: nothing changed on web-2" in str(failed.message), failed.message
+        # A step the cancel did not reach (the deploy's process was killed, say): its deadline has passed.
+        late = run_deployment(f"host-release/{env}", work_queue_name="app-host-web-2", timeout=0,
+                              parameters={"environment": env, "host": "web-2", "step": "go-live", "tag": "v1.1.0",
+                                          "run_id": "a deploy that died",
+                                          "not_after": (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()})
+        refused = _final_state(late.id, 180)
+        assert refused.type.value == "FAILED" and "refused" in str(refused.message), refused
+        assert _final_state(given_up.id, 1).type.value == "CANCELLED"
+    assert {h: release.live_release(app) for h, app in apps.items()} == live
+    assert all(versions(app) == {"v1.0.0"} for app in apps.values())
+    assert release.read_history(apps["web-2"]) == web2_history, "a late step changed web-2"
+    assert _all_in(fleet)
+    assert "web-2: its go-live was cancelled before it started; unchanged" in notice, notice
+    assert "web-1: put back" in notice and "never touched: web-3" in notice, notice
+    assert "every host is back in the load balancer (put back: web-2)" in notice, notice

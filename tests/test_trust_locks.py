@@ -313,3 +313,87 @@ def test_a_symlink_planted_as_the_host_lock_file_is_refused(tmp_path):
         with flock_only(folder, "ubertruck-deploy", 1, holder="step"):
             pass
     assert target.read_text() == "keep me"
+
+
+HOLD_THE_BACKUP_SLOT = """
+import sys
+from ubertruck_ops.core.limits import BACKUP_LOCK
+from ubertruck_ops.tasks.locks import host_lock
+with host_lock(sys.argv[1], BACKUP_LOCK, 60, 300, holder="nightly backup of prod on host-a"):
+    print("held", flush=True)
+    sys.stdin.read()          # until the test closes our stdin
+"""
+
+
+def _backup_slots_taken() -> int:
+    from prefect.client.orchestration import get_client
+
+    from ubertruck_ops.core.limits import BACKUP_LOCK
+
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(BACKUP_LOCK).active_slots
+
+
+def _stale_record(api: str, private: bool) -> dict:
+    import uuid
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return {"lease_id": str(uuid.uuid4()), "holder": "nightly backup of prod, flow run killed",
+            "pid": int(dead.stdout), "api": api, "private_api": private, "since": time.time() - 60,
+            "until": time.time() + 240}
+
+
+def test_a_stale_lock_of_a_killed_private_api_run_never_frees_the_slot_a_live_run_on_another_host_holds(tmp_path):
+    """Run A on host-a holds the backup slot of the shared server; on host-b a cron backup run with a
+    private API was killed (its API died with it) and left its lock file. The next run on host-b
+    talks to the shared server: it must wait for A, not give A's slot back by name and enter."""
+    from prefect.settings import PREFECT_API_URL
+
+    from ubertruck_ops.core.limits import BACKUP_LOCK
+    from ubertruck_ops.tasks.locks import host_lock
+
+    api = PREFECT_API_URL.value().rstrip("/")
+    assert _backup_slots_taken() == 0
+    host_a = subprocess.Popen([sys.executable, "-c", HOLD_THE_BACKUP_SLOT, str(tmp_path / "host-a")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PREFECT_API_URL": api})
+    try:
+        assert host_a.stdout.readline().strip() == "held"
+        assert _backup_slots_taken() == 1
+        host_b = tmp_path / "host-b"
+        host_b.mkdir()
+        # what a killed `ubertruck-ops run` left: its private API's lease, renewed a minute ago
+        (host_b / f"{BACKUP_LOCK}.lock").write_text(json.dumps(_stale_record("http://127.0.0.1:1/api", True)))
+        entered = False
+        with pytest.raises(TimeoutError, match="stayed taken by another backup"):
+            with host_lock(host_b, BACKUP_LOCK, 4, 300, holder="nightly backup of prod on host-b", what="backup"):
+                entered = True
+        assert not entered, "run B entered the backup lock while run A held it"
+        assert _backup_slots_taken() == 1 and host_a.poll() is None, "run A's slot was given away"
+    finally:
+        host_a.stdin.close()           # A finishes and releases its slot
+        host_a.wait(timeout=60)
+    assert host_a.returncode == 0
+    assert _backup_slots_taken() == 0
+
+
+def test_a_stale_lock_whose_lease_this_server_lost_unexpired_gives_back_that_one_slot_and_the_next_run_enters(
+        tmp_path):
+    """The slot a server still counts for a dead holder whose lease it lost (a server keeping leases in
+    memory restarted) is given back by name: otherwise every later backup would wait for ever."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from ubertruck_ops.core.limits import BACKUP_LOCK
+    from ubertruck_ops.tasks.locks import host_lock
+
+    api = PREFECT_API_URL.value().rstrip("/")
+    with get_client(sync_client=True) as client:       # the dead holder's slot, its lease gone
+        client.increment_concurrency_slots([BACKUP_LOCK], 1, "concurrency")
+    assert _backup_slots_taken() == 1
+    (tmp_path / f"{BACKUP_LOCK}.lock").write_text(json.dumps(_stale_record(api, False)))
+    started = time.monotonic()
+    with host_lock(tmp_path, BACKUP_LOCK, 30, 300, holder="nightly backup of prod", what="backup"):
+        assert _backup_slots_taken() == 1
+    assert time.monotonic() - started < 10
+    assert _backup_slots_taken() == 0

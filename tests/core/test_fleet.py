@@ -34,3 +34,28 @@ def test_hosts_roll_in_batches_and_never_all_at_once():
     assert batches(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
     assert batches(["a", "b", "c"], 5) == [["a", "b"], ["c"]]
     assert batches(["a"], 3) == [["a"]]
+
+
+def test_a_host_step_started_after_its_deadline_refuses_and_one_in_time_goes_on():
+    from ubertruck_ops.core.fleet import StepExpired, refuse_if_expired, step_deadline
+
+    deadline = step_deadline(NOW, 1800)
+    assert deadline == "2026-12-02T03:30:00+00:00"
+    refuse_if_expired(deadline, NOW + timedelta(minutes=29), "go-live of v1.2.0 on web-2")
+    refuse_if_expired(None, NOW + timedelta(days=1), "go-live of v1.2.0 on web-2")      # no deadline given
+    with pytest.raises(StepExpired, match=r"go-live of v1.2.0 on web-2 refused: .* 1m 30s later .*nothing was changed"):
+        refuse_if_expired(deadline, NOW + timedelta(minutes=31, seconds=30), "go-live of v1.2.0 on web-2")
+    with pytest.raises(ValueError, match="no UTC offset"):
+        refuse_if_expired("2026-12-02T03:30:00", NOW, "go-live")
+
+
+def test_a_timed_out_step_counts_as_never_ran_only_when_cancelled_without_ever_running():
+    from ubertruck_ops.core.fleet import MAY_HAVE_RUN, NEVER_RAN, timed_out_step_outcome
+
+    assert timed_out_step_outcome("CANCELLED", ["SCHEDULED", "CANCELLED"]) == NEVER_RAN
+    assert timed_out_step_outcome("CANCELLED", ["SCHEDULED", "PENDING", "CANCELLING", "CANCELLED"]) == NEVER_RAN
+    assert timed_out_step_outcome("CANCELLED", ["SCHEDULED", "PENDING", "RUNNING", "CANCELLING",
+                                                "CANCELLED"]) == MAY_HAVE_RUN
+    assert timed_out_step_outcome("CANCELLING", ["SCHEDULED", "PENDING", "RUNNING", "CANCELLING"]) == MAY_HAVE_RUN
+    assert timed_out_step_outcome("COMPLETED", ["SCHEDULED", "RUNNING", "COMPLETED"]) == MAY_HAVE_RUN
+    assert timed_out_step_outcome(None, []) == MAY_HAVE_RUN

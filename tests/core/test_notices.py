@@ -30,3 +30,25 @@ def test_failure_notices_say_a_complete_backup_is_kept_and_what_retention_freed(
     unreadable = notices.unreadable_manifests("production", {"2026/10/01/x/manifest.json": "unsupported format 2"})
     assert "retention kept 1 backup(s) whose manifest it cannot read" in unreadable["text"]
     assert "`2026/10/01/x/manifest.json`: unsupported format 2" in str(unreadable)
+
+
+def _text(payload: dict) -> str:
+    return payload["blocks"][0]["text"]["text"]
+
+
+def test_a_rolling_failure_notice_says_only_what_was_done_to_the_balancer():
+    timed_out = notices.rolling_failed("deploy of v1.2.0", "production", "take web-1 out of the load balancer",
+                                       "nginx's workers still hold connections after 2 s", {}, ["web-2", "web-3"],
+                                       {"web-1": notices.BACK_IN})
+    text = _text(timed_out)
+    assert "no host had been switched" in text and "never touched: web-2, web-3" in text
+    assert "every host is back in the load balancer (put back: web-1)" in text
+    stuck = _text(notices.rolling_failed("deploy of v1.2.0", "production", "go-live on web-2", "boom",
+                                         {"web-1": "put back"}, ["web-3"],
+                                         {"web-2": notices.BACK_IN, "web-3": "nginx -t failed"}))
+    assert "every host is back" not in stuck
+    assert "web-3 is OUT of the load balancer: putting it back failed (nginx -t failed)" in stuck
+    assert "put back into the load balancer: web-2" in stuck
+    no_balancer = _text(notices.rolling_failed("deploy of v1.2.0", "production", "go-live on web-1", "boom",
+                                               {"web-1": "put back"}, [], None))
+    assert "load balancer" not in no_balancer

@@ -3,7 +3,9 @@ roll, and what a failure puts back. Pure functions, unit-tested."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+
+from ubertruck_ops.core.text import human_seconds
 
 WORK_POOL = "ubertruck-ops"     # the process work pool of every deployment and every app host's queue
 
@@ -45,3 +47,46 @@ def batches(hosts: list[str], at_once: int) -> list[list[str]]:
     batch when there are several (the balancer must keep one serving)."""
     size = max(1, min(at_once, len(hosts) - 1)) if len(hosts) > 1 else 1
     return [hosts[i:i + size] for i in range(0, len(hosts), size)]
+
+
+# ---- host steps the rolling deploy stopped waiting for --------------------------------------------
+
+NEVER_RAN = "never-ran"                   # cancelled before its flow ever ran: nothing changed on the host
+MAY_HAVE_RUN = "may-have-run"             # it ran (or may still run): count the host as possibly switched
+
+
+class StepExpired(ValueError):
+    """A host step started after the rolling deploy had stopped waiting for it."""
+
+
+def step_deadline(now: datetime, timeout_seconds: float) -> str:
+    """Given when the rolling deploy starts a host step and how long it waits for it, return the
+    step's `not_after` (ISO 8601, UTC): after it the step refuses to act, whoever starts it."""
+    return (now + timedelta(seconds=timeout_seconds)).astimezone(timezone.utc).isoformat()
+
+
+def refuse_if_expired(not_after: str | None, now: datetime, what: str) -> None:
+    """Raise StepExpired when `now` is past the step's `not_after` (empty: no deadline). Raise
+    ValueError when `not_after` is not an ISO 8601 time with an offset."""
+    if not not_after:
+        return
+    try:
+        deadline = datetime.fromisoformat(not_after)
+    except ValueError:
+        raise ValueError(f"not_after {not_after!r} is not an ISO 8601 time (e.g. 2026-12-02T03:00:00+00:00)") from None
+    if deadline.tzinfo is None:
+        raise ValueError(f"not_after {not_after!r} has no UTC offset; give one (e.g. +00:00)")
+    if now > deadline:
+        late = human_seconds((now - deadline).total_seconds())
+        raise StepExpired(f"{what} refused: it had to start by {deadline.isoformat()} and it is {late} later (the "
+                          "rolling deploy had stopped waiting for it and moved on); nothing was changed")
+
+
+def timed_out_step_outcome(final_state: str | None, history: list[str]) -> str:
+    """Given a timed-out host step run's state after cancelling it (None or a non-final type: the
+    cancel could not be confirmed) and every state type it went through, return NEVER_RAN when it is
+    confirmed Cancelled without ever having been Running (with its not_after deadline past, it
+    cannot start later either), else MAY_HAVE_RUN."""
+    if final_state == "CANCELLED" and "RUNNING" not in history:
+        return NEVER_RAN
+    return MAY_HAVE_RUN

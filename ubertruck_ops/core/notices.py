@@ -100,14 +100,30 @@ def deploy_rolled_back(environment: str, tag: str, restored: str, step: str, err
                     [f"serving again: *{restored}* (health gate passed)", f"error: {error[:1500]}"])
 
 
+BACK_IN = "back in"      # a host's put-back into the load balancer succeeded (operations/rolling.py)
+
+
 def rolling_failed(operation: str, environment: str, step: str, error: str, put_back: dict[str, str],
-                   untouched: list[str]) -> dict:
-    """A rolling deploy or rollback failed on a host: which, and what every switched host now runs."""
+                   untouched: list[str], balancer: dict[str, str] | None = None) -> dict:
+    """A rolling deploy or rollback failed on a host: which, what every host it changed now runs, and
+    what became of the hosts it took out of the load balancer (`balancer`: host -> BACK_IN or why its
+    put-back failed; None: there is no load balancer). Every line says what was done."""
     lines = [f"error: {error[:1500]}"]
     lines += [f"{host}: {outcome}" for host, outcome in put_back.items()] or ["no host had been switched"]
     if untouched:
         lines.append(f"never touched: {', '.join(untouched)}")
-    lines.append("every host is back in the load balancer")
+    if balancer is not None:
+        back = [host for host, outcome in balancer.items() if outcome == BACK_IN]
+        out = {host: outcome for host, outcome in balancer.items() if outcome != BACK_IN}
+        if out:
+            lines += [f":warning: {host} is OUT of the load balancer: putting it back failed ({why}); put it back by "
+                      "hand before the next rolling deploy" for host, why in out.items()]
+            if back:
+                lines.append(f"put back into the load balancer: {', '.join(back)}")
+        elif back:
+            lines.append(f"every host is back in the load balancer (put back: {', '.join(back)})")
+        else:
+            lines.append("no host was out of the load balancer when it failed")
     return _payload(f":x: [{environment}] {operation} FAILED at step '{step}'", lines)
 
 

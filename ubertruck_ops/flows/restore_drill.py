@@ -4,7 +4,8 @@ The story: find the latest complete backup; verify its checksums and key; restor
 into a scratch target (a throwaway PostgreSQL, or a scratch database on
 DRILL_DATABASE_URL's server); compare every table's row count with the manifest;
 record RTO (start to verified) and RPO (the backup's age); remove the scratch target
-whatever happened; report; fail on any mismatch.
+whatever happened; report; fail on any mismatch. A drill killed outright (SIGKILL, OOM) takes its
+scratch server with it, and the next drill removes its scratch folder.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ubertruck_ops.operations.logical_restore import RestoreMismatch, check_back
 from ubertruck_ops.operations.physical_restore import restore_physical
 from ubertruck_ops.operations.rds import RdsDrillFailed, rds_drill
 from ubertruck_ops.operations.tiers import read_tier
-from ubertruck_ops.tasks import catalog, wal
+from ubertruck_ops.tasks import catalog, leftovers, wal
 from ubertruck_ops.tasks.crypto import gpg_session
 from ubertruck_ops.tasks.postgres import DatabaseUnreachable
 from ubertruck_ops.tasks.scratch_postgres import scratch_target
@@ -53,6 +54,8 @@ def restore_drill(environment: str = "production", backup_id: str | None = None,
     """
     # Each drill reports itself, passed or failed (artifact and notice), then raises DrillFailed.
     with operation("restore drill", environment, notify_failures=False, ping=True) as op:
+        op.step("remove earlier drills' leftovers whose run is gone")
+        leftovers.sweep_leftovers()
         reports, failures = [], []
         for kind in _drills(op, mode):
             op.restart_clock()
@@ -95,7 +98,8 @@ def _physical_drill(op: Operation, backup_id: str | None = None) -> DrillReport:
     try:
         step("rebuild the physical chain in a scratch folder")
         with gpg_session(env.encryption, for_restore=True) as gpg:
-            result = restore_physical(repo, gpg, None, None, keep_running=False, known_roles=(env.database.user,))
+            result = restore_physical(repo, gpg, None, None, keep_running=False, known_roles=(env.database.user,),
+                                      scratch=True)
     except Exception as exc:  # noqa: BLE001 - reported, then raised as the drill's failure
         error = exc
     finally:

@@ -20,17 +20,20 @@ from ubertruck_ops.core.physical import plan_wal
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import catalog, load, physical, postgres, wal
 from ubertruck_ops.tasks.crypto import GpgSession
+from ubertruck_ops.tasks.leftovers import claim_folder
 from ubertruck_ops.tasks.repository import Repository
 from ubertruck_ops.tasks.scratch_postgres import LocalServer, make_traversable_parents
 
 
 def restore_physical(repo: Repository, gpg: GpgSession, target_time: datetime | None, workdir: Path | None,
-                     keep_running: bool, known_roles: tuple[str, ...] = ()) -> dict:
+                     keep_running: bool, known_roles: tuple[str, ...] = (), scratch: bool = False) -> dict:
     """Rebuild and start a cluster from the physical chain; return where it is and what it holds.
 
     The cluster is byte-faithful: its roles, passwords and pg_hba.conf stay as backed up (the server
     is reached through hba/ident files of its own, outside the data directory). `known_roles` are
     roles that exist in it (the backup's login), used to find its bootstrap superuser.
+    `scratch` (a drill; without `workdir` and `keep_running`): the folder records this process as its
+    owner and the server dies with it, so nothing of a killed drill stays running or stays for good.
     Raise ValueError when `workdir` holds characters a shell would interpret, before anything is made.
     """
     log = logger()
@@ -45,17 +48,23 @@ def restore_physical(repo: Repository, gpg: GpgSession, target_time: datetime | 
         load.verify_objects(repo, manifest)
     wal_files = plan_wal(last, wal.archived_files(repo), target_time)
 
-    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ubertruck-restore-"))
-    if workdir.exists() and any(workdir.iterdir()):
+    if scratch and (workdir is not None or keep_running):
+        raise ValueError("a scratch restore makes its own folder and does not keep its server running")
+    if workdir is not None and workdir.exists() and any(workdir.iterdir()):
         raise FileExistsError(f"{workdir} is not empty: give an empty or new folder as restore_folder")
+    if workdir is None:
+        workdir = claim_folder("ubertruck-restore-") if scratch else Path(tempfile.mkdtemp(prefix="ubertruck-restore-"))
     make_traversable_parents(workdir)   # parents the server user must pass through, even under umask 077
     workdir.mkdir(exist_ok=True, mode=0o700)
     workdir.chmod(0o700)   # decrypted data and WAL land here: nobody else may read them
     try:
         return _rebuild_and_start(repo, gpg, chain, wal_files, workdir, bin_dir, target_time, keep_running,
-                                  known_roles)
+                                  known_roles, scratch)
     except BaseException:
         # Nothing half-restored stays behind: the folder was empty or new, so all in it is ours.
+        if scratch:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         for item in workdir.iterdir():
             shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
         raise
@@ -63,7 +72,7 @@ def restore_physical(repo: Repository, gpg: GpgSession, target_time: datetime | 
 
 def _rebuild_and_start(repo: Repository, gpg: GpgSession, chain: list[Manifest], wal_files: list[str], workdir: Path,
                        bin_dir: Path, target_time: datetime | None, keep_running: bool,
-                       known_roles: tuple[str, ...]) -> dict:
+                       known_roles: tuple[str, ...], scratch: bool = False) -> dict:
     log = logger()
     last = chain[-1]
     data = workdir / "data"
@@ -80,7 +89,8 @@ def _rebuild_and_start(repo: Repository, gpg: GpgSession, chain: list[Manifest],
     fetched = wal.fetch_segments(repo, wal_files, gpg, workdir / "wal")
     recovery = physical.configure_recovery(data, workdir / "wal", target_time)
 
-    server = LocalServer(bin_dir, workdir, durable=True, settings=recovery, restored=True, known_roles=known_roles)
+    server = LocalServer(bin_dir, workdir, durable=True, settings=recovery, restored=True, known_roles=known_roles,
+                         scratch=scratch)
     server.give_to_server_user(workdir, recursive=True)
     server.start()
     try:

@@ -21,21 +21,27 @@ from prefect.runtime import flow_run
 from ubertruck_ops.blocks.app import AppHost, default_of
 from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.fleet import WORK_POOL, batches, hosts_down, rolling_hosts
+from ubertruck_ops.core.fleet import (NEVER_RAN, WORK_POOL, batches, hosts_down, rolling_hosts, step_deadline,
+                                      timed_out_step_outcome)
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.tasks import load_balancer, locks, workers
 
 HOST_STEP = "host-release"
+# How long a timed-out host step's cancellation is awaited: a worker stops a Running step's process
+# (SIGTERM, then its grace) within this; a Scheduled one is Cancelled at once.
+CANCEL_CONFIRM_SECONDS = 60
 
 
 class HostStepFailed(RuntimeError):
     """A host's step did not complete; the message names the host and the step. `reported` is True
-    when the step's own run failed (a host's go-live then put the host back itself)."""
+    when the step's own run failed (a host's go-live then put the host back itself); `never_ran` when
+    it timed out and was confirmed cancelled before it ever ran (nothing changed on the host)."""
 
-    def __init__(self, message: str, reported: bool = False):
+    def __init__(self, message: str, reported: bool = False, never_ran: bool = False):
         super().__init__(message)
         self.reported = reported
+        self.never_ran = never_ran
 
 
 def _deployment(environment: str) -> str:
@@ -43,14 +49,26 @@ def _deployment(environment: str) -> str:
 
 
 def _run(op: Operation, fleet: AppFleet, host: str, step: str, **parameters) -> None:
-    """Run one host step and wait for it; raise HostStepFailed unless it completed."""
+    """Run one host step and wait for it; raise HostStepFailed unless it completed.
+
+    The step gets a deadline (`not_after`: when this run stops waiting for it), past which it refuses
+    to act whoever starts it; a step not finished in time is cancelled, and its cancellation awaited,
+    before the caller decides what to put back: a worker that comes back later must not switch a
+    host after the deploy has ended."""
+    timeout = fleet.host_run_timeout_seconds
+    not_after = step_deadline(datetime.now(timezone.utc), timeout)
     run = workers.run_on_host(_deployment(op.environment), fleet.queue(host),
-                              {"environment": op.environment, "host": host, "step": step, **parameters},
-                              fleet.host_run_timeout_seconds, f"{step} on {host}")
+                              {"environment": op.environment, "host": host, "step": step, "not_after": not_after,
+                               **parameters}, timeout, f"{step} on {host}")
     state = run.state
     if state is None or not state.is_final():
-        raise HostStepFailed(f"{step} on {host} did not finish within {human_seconds(fleet.host_run_timeout_seconds)} "
-                             f"(flow run {run.id})")
+        waited = f"{step} on {host} did not finish within {human_seconds(timeout)} (flow run {run.id})"
+        why = f"the {op.what} stopped waiting for it after {human_seconds(timeout)}"
+        final, history = workers.cancel_and_confirm(run.id, CANCEL_CONFIRM_SECONDS, why)
+        if timed_out_step_outcome(final, history) == NEVER_RAN:
+            raise HostStepFailed(f"{waited}; cancelled before it started: nothing changed on {host}", never_ran=True)
+        now = "cancelled" if final == "CANCELLED" else f"{final.lower()}, not confirmed cancelled"
+        raise HostStepFailed(f"{waited}; it had started and is {now}: {host} counts as possibly changed")
     if not state.is_completed():
         raise HostStepFailed(f"{step} on {host} {state.type.value.lower()}: {state.message or ''} (flow run {run.id})",
                              reported=state.is_failed())
@@ -81,7 +99,13 @@ def migrate_once(op: Operation, fleet: AppFleet, host: str, tag: str) -> None:
     """Apply `tag`'s migrations from the first host, once for the whole deploy (the host backs the
     database up first when there are any)."""
     op.step(f"apply migrations from {host}")
-    _run(op, fleet, host, "migrate", tag=tag)
+    try:
+        _run(op, fleet, host, "migrate", tag=tag)
+    except HostStepFailed as exc:
+        if not exc.never_ran:
+            op.on_failure(f"no host was switched; the migrate step on {host} ran (or may still run) and may have "
+                          "applied migrations: check the migrations table before deploying again")
+        raise
 
 
 def rolling_deploy(op: Operation, tag: str, skip_hosts: list[str]) -> dict:
@@ -140,25 +164,32 @@ def _rolling_rollback(op: Operation, fleet: AppFleet, hosts: list[str], to: str 
 
 def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str | None) -> dict:
     """Switch `hosts` batch by batch with host step `step` (go-live or rollback) to `tag`, each out of
-    the balancer while it switches. On a failure put every switched host back, leave every host in
-    the balancer, post which host failed and what was put back, and raise."""
+    the balancer while it switches. On a failure put every host that switched (or may have) back,
+    every host taken out back into the balancer, post what was done to each host, and raise."""
     run_id = str(flow_run.get_id() or "")
     lb = op.env.load_balancer
-    switched: list[str] = []
-    put_itself_back: list[str] = []     # its own step failed and put it back on what it ran
+    switched: list[str] = []             # switched, or may have: put back on a failure
+    outcomes: dict[str, str] = {}        # what happened to a host that is not put back
     for batch in batches(hosts, fleet.hosts_at_once):
         taken_out: list[str] = []
         try:
             for host in batch:
                 if lb is not None:
                     op.step(f"take {host} out of the load balancer")
-                    load_balancer.take_out(lb, host)
+                    # Out from the moment its take-out starts: nginx writes `down` and reloads, the ALB
+                    # deregisters, before either waits for the drain (which may time out).
                     taken_out.append(host)
+                    load_balancer.take_out(lb, host)
             op.step(f"{step} on {', '.join(batch)}")
             failures = _switch_batch(op, fleet, batch, step, tag, run_id)
-            # a host whose own run failed put itself back; one that crashed or timed out may not have
-            switched += [h for h in batch if h not in failures or not failures[h].reported]
-            put_itself_back += [h for h in batch if h in failures and failures[h].reported]
+            for host in batch:
+                failure = failures.get(host)
+                if failure is not None and failure.reported:
+                    outcomes[host] = "its own step failed; it put itself back"
+                elif failure is not None and failure.never_ran:
+                    outcomes[host] = f"its {step} was cancelled before it started; unchanged"
+                else:      # switched, or crashed or timed out after it started: it may have switched
+                    switched.append(host)
             if failures:
                 raise HostStepFailed("; ".join(one_line(e) for e in failures.values()))
             _into_balancer(op, lb, taken_out, strict=True)
@@ -167,11 +198,12 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
                 load_balancer.check_through(lb)
         except Exception as exc:
             failed_at = op.step.current
-            put_back = {h: "its own step failed; it put itself back" for h in put_itself_back}
+            put_back = {h: outcomes[h] for h in hosts if h in outcomes}
             put_back.update(_put_back(op, fleet, switched, run_id))
-            _into_balancer(op, lb, taken_out)
-            untouched = [h for h in hosts if h not in switched and h not in put_itself_back]
-            op.notify(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), put_back, untouched))
+            balancer = _into_balancer(op, lb, taken_out) if lb is not None else None
+            untouched = [h for h in hosts if h not in put_back and h not in taken_out]
+            op.notify(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), put_back, untouched,
+                                             balancer))
             op.on_failure(notify=False)
             raise
     return {"hosts": switched, "batches": len(batches(hosts, fleet.hosts_at_once))}
@@ -191,15 +223,21 @@ def _switch_batch(op: Operation, fleet: AppFleet, batch: list[str], step: str, t
     return failures
 
 
-def _into_balancer(op: Operation, lb, hosts: list[str], strict: bool = False) -> None:
+def _into_balancer(op: Operation, lb, hosts: list[str], strict: bool = False) -> dict[str, str]:
+    """Put `hosts` back into the balancer; return host -> notices.BACK_IN or why it is not back.
+    With `strict`, raise the first error instead."""
+    done = {}
     for host in hosts:
         op.step(f"put {host} back into the load balancer")
         try:
             load_balancer.put_back(lb, host)
+            done[host] = notices.BACK_IN
         except Exception as exc:  # noqa: BLE001 - after a failure every host is tried; the first error stands
             if strict:
                 raise
             op.log.error("could not put %s back into the load balancer: %s", host, one_line(exc))
+            done[host] = one_line(exc)[:300]
+    return done
 
 
 def _put_back(op: Operation, fleet: AppFleet, switched: list[str], run_id: str) -> dict[str, str]:

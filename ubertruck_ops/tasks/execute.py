@@ -128,24 +128,34 @@ def run(
 
 
 def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-          secrets: Iterable[str] = (), die_with_parent: bool = False, pass_fds: Sequence[int] = ()) -> subprocess.Popen:
-    """Start a long-running helper (output discarded) and return it; the caller stops it.
+          secrets: Iterable[str] = (), die_with_parent: bool = False, death_signal: int = signal.SIGTERM,
+          user: str | None = None, group: str | None = None,
+          output: str | os.PathLike | None = None, pass_fds: Sequence[int] = ()) -> subprocess.Popen:
+    """Start a long-running helper and return it; the caller stops it.
 
-    `pass_fds`: descriptors the helper inherits (e.g. a listening socket we bound for it); the
-    caller keeps its own copies.
-
-    `die_with_parent`: the kernel sends the helper SIGTERM when this process dies, even by SIGKILL
-    (Linux PR_SET_PDEATHSIG; it fires when the calling thread ends, so call it from the main thread).
-    The helper also gets a session of its own: a signal to our process group (Ctrl-C, systemd's
-    stop) reaches only us, and we stop the helper once we are done with it.
+    `die_with_parent`: the kernel sends the helper `death_signal` (SIGTERM unless given) when this
+    process dies, even by SIGKILL (Linux PR_SET_PDEATHSIG; it fires when the calling thread ends, so
+    call it from the main thread). The helper also gets a session of its own: a signal to our
+    process group (Ctrl-C, systemd's stop) reaches only us, and we stop the helper once we are done
+    with it. `user`/`group` as for `run`. `output`: a file (created 0600) that gets the helper's
+    stdout and stderr, appended; else they are discarded. `pass_fds`: descriptors the helper
+    inherits (e.g. a listening socket we bound for it); the caller keeps its own copies.
     """
+    identity: dict = {"user": user} if user else {}
+    if group:
+        identity.update(group=group, extra_groups=[])
     logger().info("starting %s: %s", name, display(argv, secrets))
+    sink = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600) if output else None
     try:
         return subprocess.Popen(list(map(str, argv)), env=child_env(env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=tuple(pass_fds),
-                                preexec_fn=_die_with_parent() if die_with_parent else None)
+                                stdout=subprocess.DEVNULL if sink is None else sink,
+                                stderr=subprocess.DEVNULL if sink is None else sink, pass_fds=tuple(pass_fds),
+                                preexec_fn=_die_with_parent(death_signal) if die_with_parent else None, **identity)
     except FileNotFoundError:
         raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH") from None
+    finally:
+        if sink is not None:
+            os.close(sink)
 
 
 def stop(process: subprocess.Popen | None, timeout: float = 10) -> int | None:
@@ -169,9 +179,10 @@ def stop(process: subprocess.Popen | None, timeout: float = 10) -> int | None:
     return process.returncode
 
 
-def _die_with_parent() -> Callable[[], None]:
-    """Return a preexec hook that asks for SIGTERM when the parent dies (resolved before the fork,
-    so the child only makes the system call)."""
+def _die_with_parent(death_signal: int = signal.SIGTERM) -> Callable[[], None]:
+    """Return a preexec hook that asks for `death_signal` when the parent dies (resolved before the
+    fork, so the child only makes the system call). It runs after a change of user (Popen's order),
+    which would otherwise clear the request."""
     import ctypes
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -179,7 +190,7 @@ def _die_with_parent() -> Callable[[], None]:
 
     def hook() -> None:
         os.setsid()
-        prctl(1, signal.SIGTERM)        # PR_SET_PDEATHSIG
+        prctl(1, death_signal)          # PR_SET_PDEATHSIG
         if os.getppid() != parent:      # the parent died before the request took effect
             os._exit(1)
     return hook

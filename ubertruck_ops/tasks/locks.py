@@ -7,13 +7,15 @@ reclaims the lease (minutes), and for good when the lease lived in an API proces
 (Prefect's ephemeral API, a restarted server keeping leases in memory). The lock file is held with
 flock(2), which the kernel drops when its process dies; it names the lease, the API that granted
 it and until when it was renewed, so the next run on the host knows the holder is gone and gives
-back exactly the slot that holder took:
+back the slot that holder took, when the API it talks to counted it (core/locks.py decides):
 
 - the API still knows the lease (a server; or one of our servers, which keep leases on disk under
   PREFECT_HOME): release that lease;
-- the API does not know it, and it cannot have been reclaimed (it lived in another API process, or
-  it has not expired yet): the holder's one slot is given back by name;
-- otherwise (expired on the same long-lived server) the server's lease reaper gave it back.
+- this same API granted it, lost it although it had not expired (a server keeping leases in memory
+  restarted) and still counts it: the holder's one slot is given back by name;
+- otherwise nothing: a lease granted by a private API (gone with its run) or by another API never
+  took a slot on this one, and giving one back by name would free a live run's slot (another host's);
+  an expired lease is given back by the server's lease reaper.
 
 Only Prefect's public client API is used (increment/renew/release with lease, decrement).
 """
@@ -38,6 +40,7 @@ from prefect.exceptions import ObjectNotFound
 
 from ubertruck_ops.core.limits import (BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS,
                                        DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS, LOCK_WAIT_LOG_SECONDS)
+from ubertruck_ops.core.locks import NOTHING, RELEASE_LEASE, stale_lease_action
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.physical import state_dir
 
@@ -169,7 +172,8 @@ def _acquire(client, limit: str, lease_seconds: float, started: float, deadline:
 
 
 def _give_back(client, limit: str, stale: dict, api: str) -> None:
-    """Give back the one slot a dead holder on this host took (see the module's docstring)."""
+    """Give back the one slot a dead holder on this host took, when this API counted it
+    (core/locks.stale_lease_action decides; see the module's docstring)."""
     log = logger()
     lease_id = UUID(stale["lease_id"])
     try:
@@ -179,28 +183,22 @@ def _give_back(client, limit: str, stale: dict, api: str) -> None:
         if exc.response.status_code not in (404, 410):
             raise
         known = False
-    client.release_concurrency_slots_with_lease(lease_id)
-    if known:
+    taken = None
+    if not known:
+        try:
+            taken = client.read_global_concurrency_limit_by_name(limit).active_slots
+        except ObjectNotFound:
+            taken = None
+    decision = stale_lease_action(stale, api, known, taken)
+    if decision.action == RELEASE_LEASE:
+        client.release_concurrency_slots_with_lease(lease_id)
         log.info("released its lease %s", lease_id)
         return
-    if stale.get("releasing"):
-        log.info("it was releasing its lease when it ended; nothing left to give back")
-        return
-    elsewhere = bool(stale.get("private_api")) or stale.get("api") != api
-    unexpired = time.time() < float(stale.get("until") or 0)
-    if not (elsewhere or unexpired):
-        log.info("its lease had expired; the server gave its slot back")
-        return
-    try:
-        taken = client.read_global_concurrency_limit_by_name(limit).active_slots
-    except ObjectNotFound:
-        return
-    if taken <= 0:
-        log.info("the limit %s has no slot taken; nothing to give back", limit)
+    if decision.action == NOTHING:
+        log.info("%s", decision.why)
         return
     client.release_concurrency_slots([limit], 1, max(1.0, time.time() - float(stale.get("since") or time.time())))
-    log.warning("its lease lived in an API process that is gone; gave back its one slot of %s by name "
-                "(%d -> %d taken)", limit, taken, taken - 1)
+    log.warning("%s (%d -> %d taken)", decision.why, taken, taken - 1)
 
 
 def _limit_state(client, limit: str) -> str:

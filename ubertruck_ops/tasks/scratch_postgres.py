@@ -13,6 +13,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -26,10 +27,12 @@ from pydantic import SecretStr
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.core.names import setting_option, shell_safe_path, truncate_bytes
 from ubertruck_ops.log import logger
-from ubertruck_ops.tasks.execute import CommandFailed, run
+from ubertruck_ops.tasks.execute import CommandFailed, display, run, spawn
+from ubertruck_ops.tasks.leftovers import claim_folder
 
 SERVER_USER = "ubertruck-pg"
 IDENT_MAP = "ubertruck"
+START_SECONDS = 60
 
 
 def free_port() -> int:
@@ -114,17 +117,26 @@ class LocalServer:
     password change; its bootstrap superuser is found among "postgres" and `known_roles`.
     `tls_only=True` accepts TCP connections over TLS only (hostssl; give ssl=on and the
     certificate in `settings`); the rules are otherwise the same.
+    `scratch=True` is a throwaway server (a drill's): it runs as our child and dies with this process,
+    even by SIGKILL (fast shutdown on PR_SET_PDEATHSIG; `pg_ctl start` would leave it running for
+    good, parent 1, on a copy of production), and its folder, made here unless given, records this
+    process as its owner, so a later drill sweeps it once we are gone (tasks/leftovers.py).
     """
 
     def __init__(self, bin_dir: Path | str, base_dir: Path | str | None = None, *, durable: bool = False,
                  port: int | None = None, settings: dict[str, str] | None = None, restored: bool = False,
-                 known_roles: tuple[str, ...] = (), tls_only: bool = False):
+                 known_roles: tuple[str, ...] = (), tls_only: bool = False, scratch: bool = False):
         self.bin_dir = Path(bin_dir)
         if not (self.bin_dir / "postgres").exists():
             raise FileNotFoundError(f"no PostgreSQL server binaries in {self.bin_dir}")
         if base_dir is not None:
             shell_safe_path(base_dir, "server folder")   # before anything is created
-        self.base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="ubertruck-pg-"))
+        self.scratch = scratch
+        self._process = None      # a scratch server: our child
+        if base_dir:
+            self.base = Path(base_dir)
+        else:
+            self.base = claim_folder("ubertruck-pg-") if scratch else Path(tempfile.mkdtemp(prefix="ubertruck-pg-"))
         self.base = Path(shell_safe_path(self.base, "server folder"))
         self._own_base = base_dir is None
         self.data = self.base / "data"
@@ -173,11 +185,14 @@ class LocalServer:
         self.sockets.chmod(0o700)
         self.give_to_server_user(self.sockets)
         self._write_auth(self.superuser and (self.superuser,) or self._candidates)
-        try:
-            self._pg_ctl("-l", self.log_file, "-w", "-t", "60", "-o", self._options, "start", timeout=120)
-        except CommandFailed as exc:
-            log = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
-            raise CommandFailed(exc.command, exc.returncode, exc.stderr + "\n" + log) from None
+        if self.scratch:
+            self._start_child()
+        else:
+            try:
+                self._pg_ctl("-l", self.log_file, "-w", "-t", str(START_SECONDS), "-o", self._options, "start",
+                             timeout=120)
+            except CommandFailed as exc:
+                raise CommandFailed(exc.command, exc.returncode, exc.stderr + "\n" + self._log_tail()) from None
         self.started = True
         try:
             if self.superuser is None:
@@ -188,6 +203,52 @@ class LocalServer:
             self.stop()   # a server we cannot reach must not stay behind
             raise
         return self
+
+    def _log_tail(self) -> str:
+        return self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+
+    def _start_child(self) -> None:
+        """Start the postmaster as our child (no shell: each setting its own argument) and wait until
+        it accepts connections, as `pg_ctl -w` does: its postmaster.pid names it and says ready."""
+        argv = [self.bin_dir / "postgres", "-D", self.data]
+        for name, value in self._server_settings().items():
+            argv += ["-c", f"{name}={value}"]
+        self._process = spawn("scratch PostgreSQL", argv, die_with_parent=True, death_signal=signal.SIGINT,
+                              user=self.user, group=self.group, output=self.log_file)
+        deadline = time.monotonic() + START_SECONDS
+        while self._postmaster_status() not in ("ready", "standby"):
+            if self._process.poll() is not None:
+                status = self._process.returncode
+                self._process = None
+                raise CommandFailed(display(argv), status, self._log_tail())
+            if time.monotonic() > deadline:
+                self._stop_child()
+                raise CommandFailed(display(argv), None, self._log_tail(),
+                                    reason=f"not accepting connections within {START_SECONDS} s")
+            time.sleep(0.1)
+
+    def _postmaster_status(self) -> str:
+        """The status line of postmaster.pid when it names our child (starting, ready, standby, ...)."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return ""
+        if len(lines) < 8 or lines[0].strip() != str(self._process.pid):
+            return ""
+        return lines[7].strip()
+
+    def _stop_child(self) -> None:
+        """Fast shutdown of our child server (SIGINT: sessions are ended), SIGKILL if it hangs."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except Exception:  # noqa: BLE001 - a server that will not stop is killed
+            logger().warning("scratch PostgreSQL (pid %s) did not stop within 60 s; killing it", process.pid)
+            process.kill()
+            process.wait(timeout=10)
 
     def _initdb(self) -> None:
         self.data.mkdir(exist_ok=True)
@@ -206,6 +267,10 @@ class LocalServer:
 
     def _server_options(self) -> str:
         """Return pg_ctl's -o string (run through sh by pg_ctl): every value validated and quoted."""
+        return " ".join(setting_option(name, value) for name, value in self._server_settings().items())
+
+    def _server_settings(self) -> dict[str, str]:
+        """The server's settings (paths checked shell-safe: they also reach pg_ctl's shell)."""
         settings = {"listen_addresses": "127.0.0.1", "port": str(self.port),
                     "unix_socket_directories": shell_safe_path(self.sockets, "socket folder"),
                     "unix_socket_permissions": "0700",
@@ -218,7 +283,7 @@ class LocalServer:
             # Scratch servers hold copies: durability only costs time here.
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
         settings.update(self.settings)
-        return " ".join(setting_option(name, value) for name, value in settings.items())
+        return settings
 
     def _write_auth(self, superusers: tuple[str, ...]) -> None:
         """Write the hba and ident files (outside the data directory, readable by the server only)."""
@@ -292,7 +357,10 @@ class LocalServer:
 
     def stop(self) -> None:
         if self.started:
-            self._pg_ctl("-w", "-t", "60", "-m", "fast", "stop", timeout=120)
+            if self.scratch:
+                self._stop_child()
+            else:
+                self._pg_ctl("-w", "-t", "60", "-m", "fast", "stop", timeout=120)
             self.started = False
 
     def destroy(self) -> None:
@@ -354,7 +422,7 @@ def scratch_target(drill_server: PostgresDatabase | None, label: str) -> Iterato
         return
     from ubertruck_ops.tasks.postgres import client_bin_dir
 
-    server = LocalServer(client_bin_dir())
+    server = LocalServer(client_bin_dir(), scratch=True)
     try:
         server.start()
         log.info("scratch PostgreSQL started on 127.0.0.1:%s in %s", server.port, server.base)
