@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 
 # sslmode values libpq accepts only when built with TLS (OpenSSL).
@@ -21,6 +22,34 @@ def is_local_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+# RFC 1123 labels (underscores too: container and service names carry them), at most 253 characters.
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
+_ABSTRACT_SOCKET = re.compile(r"@[A-Za-z0-9._/-]+")
+
+
+def is_ip_address(text: str) -> bool:
+    """Return True for an IPv4 or IPv6 address (brackets and a zone allowed)."""
+    try:
+        ipaddress.ip_address(text.strip().removeprefix("[").removesuffix("]"))
+        return True
+    except ValueError:
+        return False
+
+
+def is_valid_host(host: str) -> bool:
+    """Return True when `host` is what libpq's host may be: a host name, an IP address, a socket
+    folder (an absolute path) or an abstract socket (@name); or empty (libpq's default). An `@`
+    anywhere else means user info leaked into the host: an unencoded @ in the password makes libpq
+    end the password there and read the rest as the host."""
+    if host == "":
+        return True
+    if host.startswith("/"):
+        return "@" not in host and "\x00" not in host
+    if host.startswith("@"):
+        return bool(_ABSTRACT_SOCKET.fullmatch(host)) and "@" not in host[1:]
+    return is_ip_address(host) or bool(_HOST_NAME.fullmatch(host))
 
 
 def default_sslmode(hosts: str, sslmode: str | None, sslrootcert: str | None = None,

@@ -1,0 +1,72 @@
+"""What `blocks init` refuses to save (issue 22, items 8 and 13): a DATABASE_URL whose password holds an
+unencoded @ (libpq would keep only its start as the password and save the rest as the non-secret host,
+shown everywhere), and APP_SERVICES names that would become paths. The real command, as an operator runs
+it; the refusal names the variable and repeats nothing of the value."""
+
+from __future__ import annotations
+
+import pytest
+
+from ubertruck_ops.blocks.database import PostgresDatabase
+
+from tests.conftest import new_env_name
+from tests.test_cli import cli
+
+PASSWORD = "P@ssw0rd-Kx7q-secret-tail"
+FRAGMENTS = ("ssw0rd", "Kx7q", "secret-tail", "w0rd-Kx7q")
+
+
+def _env_file(tmp_path, **variables: str):
+    lines = {"BACKUP_ENCRYPTION_KEY": "inputs-passphrase", "BACKUP_REPOSITORY": str(tmp_path / "repo"),
+             "APP_ROOT": str(tmp_path / "no-app"), **variables}
+    path = tmp_path / "inputs.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+    return path
+
+
+@pytest.mark.parametrize("variable, url", [
+    ("DATABASE_URL", f"postgresql://backup:{PASSWORD}@db.internal:5432/ubertruck_prod"),
+    ("DRILL_DATABASE_URL", f"postgresql://drill:{PASSWORD}@drill.internal:5432/postgres"),
+])
+def test_blocks_init_refuses_a_password_with_an_unencoded_at_naming_the_variable_and_repeating_none_of_it(
+        tmp_path, variable, url):
+    name = new_env_name()
+    variables = {"DATABASE_URL": "postgresql://backup:fine@db.internal:5432/ubertruck_prod", variable: url}
+
+    init = cli("blocks", "init", "--env-file", str(_env_file(tmp_path, **variables)), "--name", name)
+
+    assert init.returncode != 0
+    said = init.stdout + init.stderr
+    assert f"{variable} has a host that is not a host name, an IP address or a socket folder" in said, said[-2000:]
+    assert "percent-encode @ as %40" in said
+    for fragment in FRAGMENTS:
+        assert fragment not in said, f"{fragment!r} of the password reached the output"
+    with pytest.raises(ValueError):
+        PostgresDatabase.load(f"{name}-database")      # nothing was saved
+
+
+def test_the_same_password_percent_encoded_is_saved_whole_as_the_secret(tmp_path):
+    name = new_env_name()
+    url = f"postgresql://backup:{PASSWORD.replace('@', '%40')}@db.internal:5432/ubertruck_prod"
+
+    init = cli("blocks", "init", "--env-file", str(_env_file(tmp_path, DATABASE_URL=url)), "--name", name)
+
+    assert init.returncode == 0, init.stderr[-3000:]
+    saved = PostgresDatabase.load(f"{name}-database")
+    assert saved.host == "db.internal" and saved.password.get_secret_value() == PASSWORD
+    assert not any(fragment in init.stdout + init.stderr for fragment in FRAGMENTS)
+
+
+@pytest.mark.parametrize("services", ["../../etc:3001", "user-service:3001,-rf:3002"])
+def test_blocks_init_refuses_app_services_that_are_not_plain_names_and_ports_naming_the_variable(tmp_path, services):
+    name = new_env_name()
+    env_file = _env_file(tmp_path, DATABASE_URL="postgresql://backup:fine@db.internal:5432/ubertruck_prod",
+                         APP_SERVICES=services)
+
+    init = cli("blocks", "init", "--env-file", str(env_file), "--name", name)
+
+    assert init.returncode != 0
+    assert "APP_SERVICES item" in init.stderr, init.stderr[-2000:]
+    assert "lowercase letters, digits and dashes" in init.stderr or "from 1 to 65535" in init.stderr
+    with pytest.raises(ValueError):
+        PostgresDatabase.load(f"{name}-database")
