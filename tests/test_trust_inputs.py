@@ -70,3 +70,11 @@ def test_blocks_init_refuses_app_services_that_are_not_plain_names_and_ports_nam
     assert "lowercase letters, digits and dashes" in init.stderr or "from 1 to 65535" in init.stderr
     with pytest.raises(ValueError):
         PostgresDatabase.load(f"{name}-database")
+
+
+def test_a_database_url_whose_hostaddr_is_off_this_machine_gets_the_require_default_even_for_host_localhost():
+    db = PostgresDatabase.from_url("postgresql://backup:pw@localhost:5432/ubertruck_prod?hostaddr=10.0.0.5")
+    assert db.sslmode == "require" and db.libpq_env()["PGSSLMODE"] == "require"
+    assert db.connect_kwargs()["sslmode"] == "require"
+    tunnel = PostgresDatabase.from_url("postgresql://backup:pw@db.example.com/ubertruck_prod?hostaddr=127.0.0.1")
+    assert tunnel.sslmode is None

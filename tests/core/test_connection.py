@@ -96,3 +96,16 @@ def test_host_names_addresses_and_socket_folders_are_hosts(host):
                                   "/tmp/x@y", "@a@b", "x" * 64 + ".example.com", "db/x"])
 def test_what_an_unencoded_at_in_the_password_leaves_in_the_host_is_no_host(host):
     assert not is_valid_host(host)
+
+
+@pytest.mark.parametrize("hosts, hostaddr, expected", [
+    ("localhost", "10.0.0.5", "require"),                 # libpq connects to the address, not to localhost
+    ("/run/postgresql", "192.168.1.20", "require"),
+    ("127.0.0.1,localhost", "127.0.0.1,10.0.0.5", "require"),
+    ("localhost", "127.0.0.1,10.0.0.5", "require"),         # does not pair up: every address counts
+    ("db.example.com", "127.0.0.1", None),                  # an SSH tunnel: the connection stays on this machine
+    ("db.example.com,localhost", ",127.0.0.1", "require"),  # the first goes to db.example.com itself
+    ("localhost", "", None),
+])
+def test_a_hostaddr_off_this_machine_makes_the_server_remote_whatever_the_host_says(hosts, hostaddr, expected):
+    assert default_sslmode(hosts, None, None, None, hostaddr) == expected

@@ -54,7 +54,8 @@ class PostgresDatabase(Block):
     password: SecretStr | None = Field(default=None, title="Password", description="Password of the role.")
     sslmode: str | None = Field(default=None, title="SSL mode",
                                 description="libpq sslmode, e.g. require. From DATABASE_URL: require by default for "
-                                            "a host off this machine, verify-full when sslrootcert is given.")
+                                            "a host (or hostaddr) off this machine, verify-full when sslrootcert "
+                                            "is given.")
     parameters: dict[str, str] = Field(
         default_factory=dict, title="Connection parameters",
         description="Every other libpq parameter of DATABASE_URL (sslrootcert, options, target_session_attrs...), "
@@ -89,7 +90,8 @@ class PostgresDatabase(Block):
             extra["port"] = ports
         # Off this machine TLS by default (the guide's RDS), checked against sslrootcert when given;
         # the tools are then chosen among TLS-capable ones (tasks/postgres.client_tools).
-        sslmode = default_sslmode(host, params.get("sslmode"), params.get("sslrootcert"), params.get("requiressl"))
+        sslmode = default_sslmode(host, params.get("sslmode"), params.get("sslrootcert"), params.get("requiressl"),
+                                  params.get("hostaddr"))
         return cls(host=host, port=port, database=params["dbname"], user=params["user"],
                    password=SecretStr(params["password"]) if params.get("password") else None,
                    sslmode=sslmode, parameters=extra)
