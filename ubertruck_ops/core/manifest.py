@@ -14,6 +14,9 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 # Used with fullmatch: `$` would also accept a trailing newline.
 _BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-(?P<kind>[a-z]+)-[0-9a-f]{6}")
+# An object is a plain file in its backup's folder: never a path (`../../etc/shadow`, `/etc/shadow`), never
+# a hidden or partial file. A manifest is untrusted input: whoever can write the repository writes it.
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,12 @@ def validate_backup_id(backup_id: str) -> str:
     return backup_id
 
 
+def is_object_name(name: str) -> bool:
+    """Return True when `name` can name an object of a backup: a plain file name (no path, not hidden,
+    not a `.partial`), so a key built from it stays inside the backup's folder."""
+    return bool(_OBJECT_NAME.fullmatch(name)) and ".." not in name and not name.endswith(".partial")
+
+
 def backup_folder(backup_id: str) -> str:
     """Return the repository folder of a backup: YYYY/MM/DD/<backup-id> (the guide's date folders)."""
     validate_backup_id(backup_id)
@@ -157,6 +166,9 @@ def _check_types(manifest: "Manifest") -> None:
         if not (isinstance(obj.name, str) and isinstance(obj.role, str) and isinstance(obj.size, int)
                 and isinstance(obj.sha256, str)):
             problems.append(f"object {obj.name!r} has a mistyped name, role, size or sha256")
+        elif not is_object_name(obj.name):
+            problems.append(f"object name {obj.name[:80]!r} is not a plain file name of the backup's folder "
+                            "(letters, digits and . _ -; no path); nothing of it was read")
     if problems:
         raise ValueError("unreadable manifest: " + "; ".join(problems))
 
