@@ -78,3 +78,26 @@ def test_a_database_url_whose_hostaddr_is_off_this_machine_gets_the_require_defa
     assert db.connect_kwargs()["sslmode"] == "require"
     tunnel = PostgresDatabase.from_url("postgresql://backup:pw@db.example.com/ubertruck_prod?hostaddr=127.0.0.1")
     assert tunnel.sslmode is None
+
+
+@pytest.mark.parametrize("method", ["logical", "physical"])
+def test_a_restore_to_a_target_time_without_an_offset_is_refused_before_anything_is_touched(pg18, tmp_path, method):
+    """Issue 22, item 13: `17:00` was read as UTC, 5.5 hours off the guide's India time."""
+    from tests.conftest import make_database, save_env
+    from tests.parts import table_checksums
+    from ubertruck_ops.blocks.repository import BackupRepository
+    from ubertruck_ops.flows.nightly_backup import nightly_backup
+    from ubertruck_ops.flows.restore import restore
+
+    db = make_database(pg18, size_mb=1)
+    env = save_env(db, BackupRepository(url=str(tmp_path / "repo")))
+    nightly_backup(environment=env)
+    before = table_checksums(db)
+    confirm = {"confirm": db.database} if method == "logical" else {}
+
+    state = restore(environment=env, target_time="2026-11-24T17:00:00", method=method, return_state=True, **confirm)
+
+    assert state.is_failed()
+    assert "target_time '2026-11-24T17:00:00' has no offset" in str(state.message)
+    assert "e.g. 2026-11-24T17:00:00+05:30 for India time" in str(state.message)
+    assert table_checksums(db) == before

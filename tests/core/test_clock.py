@@ -92,3 +92,24 @@ def test_a_jump_of_every_clock_within_the_allowance_is_indistinguishable_from_a_
 
 def test_the_schedule_allowance_lets_one_late_night_through():
     assert SCHEDULE_ALLOWANCE >= timedelta(hours=24) + timedelta(hours=6)
+
+
+def test_a_target_time_with_an_offset_is_read_as_that_moment():
+    from ubertruck_ops.core.clock import parse_target_time
+
+    assert parse_target_time("2026-11-24T17:00:00+05:30") == datetime(2026, 11, 24, 11, 30, tzinfo=timezone.utc)
+    assert parse_target_time("2026-11-24T11:30:00Z") == datetime(2026, 11, 24, 11, 30, tzinfo=timezone.utc)
+    assert parse_target_time(None) is None and parse_target_time("") is None
+
+
+def test_a_target_time_without_an_offset_is_refused_naming_an_india_time_example():
+    import pytest
+
+    from ubertruck_ops.core.clock import parse_target_time
+
+    with pytest.raises(ValueError, match=r"has no offset, so it could be India time or UTC \(5.5 hours apart\): add "
+                                         r"one, e.g. 2026-11-24T17:00:00\+05:30 for India time or "
+                                         r"2026-11-24T17:00:00Z for UTC"):
+        parse_target_time("2026-11-24T17:00:00")
+    with pytest.raises(ValueError, match=r"is not ISO 8601 with an offset, e.g. 2026-11-24T17:00:00\+05:30"):
+        parse_target_time("yesterday at five")

@@ -108,3 +108,24 @@ def _span(delta: timedelta) -> str:
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f} days"
     return human_seconds(seconds)
+
+
+TARGET_TIME_EXAMPLE = "2026-11-24T17:00:00+05:30"
+
+
+def parse_target_time(text: str | None) -> datetime | None:
+    """Given a restore's target_time (ISO 8601 with an offset), return it as an aware datetime; None
+    for none. Raise ValueError, with an example, when it does not parse or has no offset: the guide's
+    times are India time while the tools count in UTC, so a bare `17:00` would be 5.5 hours off one
+    way or the other, and a point-in-time restore to the wrong moment is silently wrong data."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"target_time {text!r} is not ISO 8601 with an offset, e.g. {TARGET_TIME_EXAMPLE} "
+                         "(India time) or 2026-11-24T11:30:00Z (UTC)") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"target_time {text!r} has no offset, so it could be India time or UTC (5.5 hours apart): "
+                         f"add one, e.g. {TARGET_TIME_EXAMPLE} for India time or {text}Z for UTC")
+    return moment
