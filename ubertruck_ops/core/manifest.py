@@ -12,6 +12,9 @@ from datetime import datetime, timezone
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+DOTTED, QUOTED = "dotted", "quoted"       # Manifest.row_count_keys
+# A name that needs no quotes to read back unambiguously: no dot, no quote, no capital, no space.
+_PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
 # Used with fullmatch: `$` would also accept a trailing newline.
 _BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-(?P<kind>[a-z]+)-[0-9a-f]{6}")
 # An object is a plain file in its backup's folder: never a path (`../../etc/shadow`, `/etc/shadow`), never
@@ -40,6 +43,9 @@ class Manifest:
     encryption: dict                           # mode, cipher, recipients (public ids only)
     objects: list[StoredObject] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
+    # How row_counts' keys name tables: "quoted" (row_count_key: unambiguous) in manifests written since
+    # issue 22; "dotted" (schema.table joined by a dot) in earlier ones, which lack the field.
+    row_count_keys: str = DOTTED
     parent: str | None = None
     missing_paths: list[str] = field(default_factory=list)
     physical: dict = field(default_factory=dict)   # start/end LSN, system identifier, timeline (physical kinds)
@@ -96,6 +102,21 @@ class Manifest:
         """Sort key: the order backups ran in. Times are whole seconds, so two short backups can
         finish in the same one; the start, then the id (start time, a random token) break the tie."""
         return (self.finished, self.started, self.backup_id)
+
+
+def row_count_key(schema: str, table: str, style: str = QUOTED) -> str:
+    """Given a table's schema and name, return its key among a manifest's row counts. QUOTED keys are
+    unambiguous: a name that is not plain (a dot, a quote, a capital...) is double-quoted as SQL
+    quotes identifiers, so schema `a.b` table `c` is `"a.b".c` and schema `a` table `b.c` is
+    `a."b.c"`; plain names read as before (`core.users`). DOTTED is the earlier, ambiguous join, used
+    to compare with manifests written before the field existed."""
+    if style == DOTTED:
+        return f"{schema}.{table}"
+
+    def quoted(name: str) -> str:
+        return name if _PLAIN_IDENTIFIER.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+
+    return f"{quoted(schema)}.{quoted(table)}"
 
 
 def new_backup_id(now: datetime, kind: str, token: str) -> str:
@@ -157,6 +178,8 @@ def _check_types(manifest: "Manifest") -> None:
             parse_time(getattr(manifest, name))
         except (TypeError, ValueError):
             problems.append(f"{name} {getattr(manifest, name)!r} is not an ISO 8601 time")
+    if manifest.row_count_keys not in (DOTTED, QUOTED):
+        problems.append(f"row_count_keys {manifest.row_count_keys!r} is not one this release knows ({DOTTED}, {QUOTED})")
     if manifest.parent is not None and not isinstance(manifest.parent, str):
         problems.append("parent is not a backup id")
     for name in ("database", "tools", "encryption", "row_counts", "physical"):

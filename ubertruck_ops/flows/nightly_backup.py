@@ -14,7 +14,7 @@ from __future__ import annotations
 from prefect import flow
 
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.manifest import Manifest, backup_folder, iso
+from ubertruck_ops.core.manifest import QUOTED, Manifest, backup_folder, iso
 from ubertruck_ops.core.text import human_bytes, human_seconds
 from ubertruck_ops.operations.backup import BackupAttempt
 from ubertruck_ops.operations.frame import operation
@@ -69,7 +69,7 @@ def nightly_backup(environment: str = "production") -> dict:
                     tools=tools,
                     encryption={"mode": env.encryption.mode, "cipher": "AES256",
                                 "recipients": env.encryption.recipients},
-                    objects=objects, row_counts=counts, missing_paths=missing)
+                    objects=objects, row_counts=counts, row_count_keys=QUOTED, missing_paths=missing)
                 backup.write_manifest(manifest)
             duration = op.elapsed
 

@@ -19,7 +19,7 @@ from ubertruck_ops.blocks.rds import RdsInstance
 from ubertruck_ops.core import checks, notices, rds
 from ubertruck_ops.core.clock import ClockReading, disagreement
 from ubertruck_ops.core.maintenance import DrillReport
-from ubertruck_ops.core.manifest import utc_now
+from ubertruck_ops.core.manifest import QUOTED, utc_now
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.tasks import catalog, postgres
@@ -132,10 +132,10 @@ def restored_database(database: PostgresDatabase, address: str, port: int) -> Po
     return database.with_endpoint(address, port)
 
 
-def _count_rows(database: PostgresDatabase) -> dict[str, int]:
+def _count_rows(database: PostgresDatabase, keys: str = QUOTED) -> dict[str, int]:
     with postgres.connect(database) as conn:
         conn.read_only = True
-        return postgres.row_counts(conn)
+        return postgres.row_counts(conn, keys)
 
 
 def delete_leftovers(op: Operation, block: RdsInstance) -> list[str]:
@@ -186,7 +186,7 @@ def rds_drill(op: Operation, snapshot_id: str | None = None, target_time: dateti
                 aws.restore_snapshot(block, backup, scratch, described, tags, block.scratch_instance_class)
             address, port = aws.wait_instance(block, scratch)
             step(f"verify the scratch instance against {manifest.backup_id}")
-            counts = _count_rows(restored_database(source, address, port))
+            counts = _count_rows(restored_database(source, address, port), manifest.row_count_keys)
             problems = rds.restored_shortfalls(manifest.row_counts, counts)
             rto = time.monotonic() - started
         finally:

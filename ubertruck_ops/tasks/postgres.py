@@ -25,7 +25,7 @@ from psycopg import sql
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.core.clock import DATABASE_SERVER, ClockReading
 from ubertruck_ops.core.connection import ClientTools, choose_client_tools, needs_tls, no_client_tools_message
-from ubertruck_ops.core.manifest import utc_now
+from ubertruck_ops.core.manifest import QUOTED, row_count_key, utc_now
 from ubertruck_ops.tasks.execute import CommandFailed, Stage, ToolMissing, run
 
 
@@ -193,8 +193,10 @@ def read_server_clock(db: PostgresDatabase) -> ClockReading:
         return server_clock(conn)
 
 
-def row_counts(conn: psycopg.Connection) -> dict[str, int]:
-    """Return exact row counts of every user table visible to `conn`'s transaction."""
+def row_counts(conn: psycopg.Connection, keys: str = QUOTED) -> dict[str, int]:
+    """Return exact row counts of every user table visible to `conn`'s transaction, keyed as a
+    manifest's row counts are (core.manifest.row_count_key; `keys`: that manifest's row_count_keys,
+    so a backup written before keys were quoted is compared the way it was written)."""
     tables = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
@@ -202,7 +204,7 @@ def row_counts(conn: psycopg.Connection) -> dict[str, int]:
     counts = {}
     for schema, table in tables:
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+        counts[row_count_key(schema, table, keys)] = conn.execute(query).fetchone()[0]
     return counts
 
 
