@@ -113,3 +113,4 @@ def test_a_target_time_without_an_offset_is_refused_naming_an_india_time_example
         parse_target_time("2026-11-24T17:00:00")
     with pytest.raises(ValueError, match=r"is not ISO 8601 with an offset, e.g. 2026-11-24T17:00:00\+05:30"):
         parse_target_time("yesterday at five")
+

@@ -113,7 +113,8 @@ class BackupAttempt:
     def _failed(self, exc: Exception) -> None:
         self.report_unreadable()
         if self.final is None:
-            self.op.failure_notice(exc, notices.after_failed_backup(self.retention) if self.backup_id else [])
+            lines = notices.after_failed_backup(self.retention) if self.backup_id else []
+            self.op.failure_notice(exc, lines + [w for w in [self.retention.get("held")] if w])
             return
         step = self.op.step.current
         self.op.notify(notices.backup_kept_after_failure(self.op.what, self.op.environment, self.final.backup_id,

@@ -240,6 +240,8 @@ def repository_full(description: str, exc: BaseException, retention: dict) -> Re
             else "left no manifest (its partial objects could not be removed yet: retention removes them later)")
     if "expired" not in retention:
         after = "retention could not run afterwards (see the log), so nothing was freed"
+    elif retention.get("held"):
+        after = f"nothing expired was freed: {retention['held']}"
     elif expired or freed:
         after = (f"retention then freed {human_bytes(freed)} ({len(expired)} expired backup(s)"
                  f"{': ' + ', '.join(expired) if expired else ''}), so the next backup has that much more room")
