@@ -201,6 +201,9 @@ def parse_time(text: str) -> datetime:
 
 
 def utc_now() -> datetime:
+    """This host's clock, the one seam backups read "now" through. Whether it may be trusted is
+    core/clock.py's question (compared with the database server's and the repository's); tests move
+    it with libfaketime around the real command, never with a variable or a patch."""
     return datetime.now(timezone.utc)
 
 
