@@ -408,3 +408,29 @@ def test_the_watch_command_starts_says_what_it_watches_and_stops_cleanly_on_sigt
     assert command.returncode == 0, err[-3000:]
     assert time.monotonic() - sent < 10, "the watch took too long to stop"
     assert "stopped after 1 round; down now: nothing" in out, out + err[-2000:]
+
+
+def test_the_morning_checklist_reads_no_error_log_through_a_link_or_a_fifo_and_says_what_it_refused(live, tmp_path):
+    """Issue 22, item 13: whoever can write the log folder plants `x-error.log -> a secret file`; the
+    checklist used to post the target's last line to Slack."""
+    import os
+
+    env, app, slack = live["env"], live["app"], live["slack"]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:$6$SECRET-HASH-LINE:19000:0:99999:7:::\n")
+    logs = Path(app.logs)
+    planted = [logs / "route-service-evil-error.log", logs / "fifo-error.log"]
+    planted[0].symlink_to(secret)
+    os.mkfifo(planted[1])
+    try:
+        posts = len(slack.posts)
+        results = results_of(morning_checklist(environment=env, return_state=True))
+    finally:
+        for path in planted:
+            path.unlink()
+    row = results["error logs"]
+    assert row["status"] == "warn", row
+    assert "not read (only regular files, never through a link): fifo-error.log (not a regular file), " \
+           "route-service-evil-error.log (a symbolic link)" in row["detail"], row["detail"]
+    said = json.dumps(results) + json.dumps(slack.posts[posts:])
+    assert "SECRET-HASH-LINE" not in said

@@ -1,5 +1,5 @@
 """No path loses a backup (issue 11): retention fails closed on manifests it cannot read, a backup
-is final once its manifest is written, a full repository frees itself, a clock behind loses nothing.
+is final once its manifest is written, a full repository frees itself (clocks: test_trust_clock.py).
 
 Real parts: PostgreSQL 18, gpg, a local repository (a real tmpfs for the full disk), moto's S3
 over HTTP behind a proxy that denies chosen requests, a Slack receiver.
@@ -20,7 +20,6 @@ import pytest
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core.manifest import MANIFEST_NAME, Manifest, StoredObject, backup_folder, iso
 from ubertruck_ops.core.text import human_bytes
-from ubertruck_ops.flows import nightly_backup as nightly_module
 from ubertruck_ops.flows.checklists import morning_checklist
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.tasks import load
@@ -130,7 +129,7 @@ def test_s3_denying_delete_during_retention_fails_the_run_but_keeps_the_complete
                                                                                        slack):
     repo, env = s3_env
     expired = put_fake_s3_backup(s3_client, repo, "20260901T020000Z-logical-aaaaaa", 60)
-    put_fake_s3_backup(s3_client, repo, "20261120T020000Z-logical-bbbbbb", 4)
+    put_fake_s3_backup(s3_client, repo, "20261120T020000Z-logical-bbbbbb", 1)   # last night's
     # Retention's DeleteObjects is denied once: the discard of old would then have succeeded.
     s3_proxy.fail_next(1, "POST", "?delete", status=403, code="AccessDenied")
 
@@ -154,7 +153,7 @@ def test_s3_answering_a_batch_delete_with_per_key_denials_fails_retention_and_ke
                                                                                               s3_client, slack):
     repo, env = s3_env
     expired = put_fake_s3_backup(s3_client, repo, "20260901T020000Z-logical-aaaaaa", 60)
-    put_fake_s3_backup(s3_client, repo, "20261120T020000Z-logical-bbbbbb", 4)
+    put_fake_s3_backup(s3_client, repo, "20261120T020000Z-logical-bbbbbb", 1)   # last night's
     # A bucket policy denying s3:DeleteObject: DeleteObjects answers 200 and lists an error per key.
     s3_proxy.deny_batch_deletes = True
 
@@ -172,7 +171,7 @@ def test_s3_answering_a_batch_delete_with_per_key_denials_fails_retention_and_ke
 def test_a_manifest_s3_refuses_to_hand_out_is_kept_and_reported_never_deleted(s3_env, s3_proxy, s3_client, slack):
     repo, env = s3_env
     denied = put_fake_s3_backup(s3_client, repo, "20260901T020000Z-logical-aaaaaa", 60)
-    put_fake_s3_backup(s3_client, repo, "20261120T020000Z-logical-bbbbbb", 4)
+    put_fake_s3_backup(s3_client, repo, "20261120T020000Z-logical-bbbbbb", 1)   # last night's
     s3_proxy.fail_always("GET", "20260901T020000Z-logical-aaaaaa/manifest.json", status=403, code="AccessDenied")
 
     state = nightly_backup(environment=env, return_state=True)
@@ -202,8 +201,9 @@ def tiny_disk(tmp_path):
 def test_a_full_repository_fails_the_backup_clearly_retention_frees_the_expired_one_and_the_next_backup_succeeds(
         small_db, tiny_disk, slack):
     env = save_env(small_db, BackupRepository(url=str(tiny_disk), keep_full_days=30), slack_url=slack.webhook())
-    recent = fake_local_backup(tiny_disk, "20261120T020000Z-logical-bbbbbb", 4,
-                               fake_manifest("20261120T020000Z-logical-bbbbbb", 4).to_json())
+    # Last night's backup: retention judges ages only while backups run on schedule (core/clock.py).
+    recent = fake_local_backup(tiny_disk, "20261120T020000Z-logical-bbbbbb", 1,
+                               fake_manifest("20261120T020000Z-logical-bbbbbb", 1).to_json())
     # The expired backup takes all but 8 KiB of the disk: no dump fits.
     size = shutil.disk_usage(tiny_disk).free - 8192 - 4096
     expired = fake_local_backup(tiny_disk, "20260901T020000Z-logical-aaaaaa", 60,
@@ -227,28 +227,3 @@ def test_a_full_repository_fails_the_backup_clearly_retention_frees_the_expired_
     again = nightly_backup(environment=env, return_state=True)
     assert again.is_completed(), again.message
     assert len(list(tiny_disk.rglob(MANIFEST_NAME))) == 2
-
-
-def test_a_clock_two_hours_behind_loses_no_backup_and_asks_whether_the_clock_is_behind(small_db, local_repo, slack,
-                                                                                      monkeypatch):
-    env = save_env(small_db, BackupRepository(url=str(local_repo)), slack_url=slack.webhook())
-    first = nightly_backup(environment=env)
-    behind = timedelta(hours=2)
-    real = nightly_module.utc_now
-    monkeypatch.setattr(nightly_module, "utc_now", lambda: real() - behind)
-
-    state = nightly_backup(environment=env, return_state=True)
-
-    assert state.is_completed(), state.message
-    second = state.result()
-    repo = open_repository(BackupRepository(url=str(local_repo)))
-    manifests = {m.backup_id: m for m in (Manifest.from_json(p.read_bytes()) for p in local_repo.rglob(MANIFEST_NAME))}
-    assert set(manifests) == {first["backup_id"], second["backup_id"]}
-    for manifest in manifests.values():
-        load.verify_objects.fn(repo, manifest)
-    assert second["retention"]["expired"] == [] and second["retention"]["incomplete_removed"] == []
-    warning = second["retention"]["clock_warning"]
-    assert f"before backup {first['backup_id']} already in the repository" in warning
-    assert "is this host's clock behind?" in flow_run_logs(state)
-    [done] = [p for p in slack.posts if "completed" in p["text"] and second["backup_id"] in str(p)]
-    assert "is this host's clock behind?" in str(done)

@@ -217,3 +217,14 @@ def test_the_published_frontend_is_readable_by_the_web_server_and_writable_by_no
         assert mode(folder) & 0o011 == 0o011 and mode(folder) & 0o022 == 0, folder
     with pytest.raises(ValueError):
         share_with_web_server(tmp_path / "elsewhere" / "dist", app_root)
+
+
+def test_a_full_repository_whose_retention_was_held_says_why_nothing_was_freed():
+    import errno
+
+    from ubertruck_ops.tasks.catalog import repository_full
+
+    message = str(repository_full("local folder /srv/b", OSError(errno.ENOSPC, "full"),
+                                  {"failed_backup_removed": True, "expired": [], "bytes_freed": 0,
+                                   "held": "retention held: this host's clock is 45.0 days ahead"}))
+    assert "nothing expired was freed: retention held: this host's clock is 45.0 days ahead" in message

@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from ubertruck_ops.core.anomalies import BackupFacts, backup_anomalies
 
 
@@ -44,3 +46,16 @@ def test_a_run_five_times_faster_than_usual_warns():
     found = backup_anomalies(facts("now", seconds=12), RECENT)
     assert len(found) == 1 and "5x faster than the median of the last 7" in found[0], found
     assert backup_anomalies(facts("now", seconds=13), RECENT) == []
+
+
+def test_a_table_with_an_odd_name_is_not_reported_missing_when_the_next_backup_quotes_its_key():
+    from types import SimpleNamespace
+
+    def manifest(backup_id, rows, keys):
+        return SimpleNamespace(backup_id=backup_id, objects=[], row_counts=rows, row_count_keys=keys,
+                               finished=datetime(2026, 11, 24, 2, 5), started=datetime(2026, 11, 24, 2, 0))
+
+    old = BackupFacts.of(manifest("old", {"core.users": 500, "a.b.c": 500, "Sales.Orders": 500}, "dotted"))
+    new = BackupFacts.of(manifest("new", {"core.users": 500, '"a.b".c': 500, '"Sales"."Orders"': 500}, "quoted"))
+    assert old.rows == {"core.users": 500}
+    assert backup_anomalies(new, [old]) == []

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ubertruck_ops.core.connection import (ClientTools, choose_client_tools, default_sslmode, is_local_host, needs_tls,
-                                         no_client_tools_message)
+from ubertruck_ops.core.connection import (ClientTools, choose_client_tools, default_sslmode, is_local_host,
+                                         is_valid_host, needs_tls, no_client_tools_message)
 
 
 @pytest.mark.parametrize("host", ["", "localhost", "127.0.0.1", "127.8.9.10", "::1", "[::1]", "/run/postgresql",
@@ -83,3 +83,29 @@ def test_a_server_newer_than_the_shipped_tools_without_tls_gets_no_unencrypted_a
     text = no_client_tools_message("pg_restore", 19, None, [WHEEL, DEBIAN15])
     assert "sslmode=prefer (libpq's default)" in text and "postgresql-client-19" in text
     assert "TLS (OpenSSL)" not in text and "trusted network" not in text
+
+
+@pytest.mark.parametrize("host", ["db.example.com", "db", "my_db-1.internal.", "10.0.0.5", "::1", "[fe80::1]",
+                                  "/run/postgresql", "/tmp/sock dir", "@abstract", "",
+                                  "mydb.abc.ap-south-1.rds.amazonaws.com"])
+def test_host_names_addresses_and_socket_folders_are_hosts(host):
+    assert is_valid_host(host)
+
+
+@pytest.mark.parametrize("host", ["ssw0rd@db", "ss@w0rd@db.example.com", "evil host", "db:5432", "-h", "a..b",
+                                  "/tmp/x@y", "@a@b", "x" * 64 + ".example.com", "db/x"])
+def test_what_an_unencoded_at_in_the_password_leaves_in_the_host_is_no_host(host):
+    assert not is_valid_host(host)
+
+
+@pytest.mark.parametrize("hosts, hostaddr, expected", [
+    ("localhost", "10.0.0.5", "require"),                 # libpq connects to the address, not to localhost
+    ("/run/postgresql", "192.168.1.20", "require"),
+    ("127.0.0.1,localhost", "127.0.0.1,10.0.0.5", "require"),
+    ("localhost", "127.0.0.1,10.0.0.5", "require"),         # does not pair up: every address counts
+    ("db.example.com", "127.0.0.1", None),                  # an SSH tunnel: the connection stays on this machine
+    ("db.example.com,localhost", ",127.0.0.1", "require"),  # the first goes to db.example.com itself
+    ("localhost", "", None),
+])
+def test_a_hostaddr_off_this_machine_makes_the_server_remote_whatever_the_host_says(hosts, hostaddr, expected):
+    assert default_sslmode(hosts, None, None, None, hostaddr) == expected

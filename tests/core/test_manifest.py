@@ -87,3 +87,30 @@ def test_two_short_backups_finishing_in_the_same_second_keep_the_order_they_ran_
     first, second = _ran("20261124T020049Z-logical-ffffff", "49", "50"), _ran("20261124T020050Z-logical-000000", "50", "50")
     assert sorted([second, first], key=lambda m: m.run_order) == [first, second]
     assert first.run_order < second.run_order
+
+
+def test_row_count_keys_of_tables_whose_names_hold_dots_never_collide():
+    from ubertruck_ops.core.manifest import DOTTED, row_count_key
+
+    assert row_count_key("a.b", "c") == '"a.b".c' and row_count_key("a", "b.c") == 'a."b.c"'
+    assert row_count_key("a.b", "c", DOTTED) == row_count_key("a", "b.c", DOTTED) == "a.b.c"   # the old collision
+    assert row_count_key("core", "users") == "core.users"            # plain names read as they always did
+    assert row_count_key("Sales", 'odd"name') == '"Sales"."odd""name"'
+
+
+def test_a_manifest_written_before_row_count_keys_existed_reads_as_dotted_and_an_unknown_style_is_refused():
+    import json
+
+    import pytest
+
+    from ubertruck_ops.core.manifest import DOTTED, QUOTED, Manifest
+
+    current = Manifest(backup_id="20261124T020000Z-logical-abcdef", kind="logical", started_at="2026-11-24T02:00:00+00:00",
+                       finished_at="2026-11-24T02:05:00+00:00", database={}, tools={}, encryption={},
+                       row_counts={'"a.b".c': 1}, row_count_keys=QUOTED)
+    raw = json.loads(current.to_json())
+    assert Manifest.from_json(current.to_json()).row_count_keys == QUOTED
+    old = {k: v for k, v in raw.items() if k != "row_count_keys"}
+    assert Manifest.from_json(json.dumps(old).encode()).row_count_keys == DOTTED
+    with pytest.raises(ValueError, match="row_count_keys 'bracketed' is not one this release knows"):
+        Manifest.from_json(json.dumps({**raw, "row_count_keys": "bracketed"}).encode())

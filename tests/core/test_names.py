@@ -25,3 +25,17 @@ def test_staging_and_kept_names_fit_in_63_bytes_and_never_equal_the_target_or_ea
     assert names.staging_name(target, "ffff0000") != staging       # one name per run
     assert names.kept_name(target, moment, 1) != kept
     assert names.staging_token_of(staging) == "abcd1234"
+
+
+@pytest.mark.parametrize("name, port", [("user-service", 3001), ("svc2", 1), ("a", 65535)])
+def test_plain_service_names_and_ports_pass(name, port):
+    assert names.service_problem(name, port) is None
+
+
+@pytest.mark.parametrize("name, port, said", [
+    ("../../etc", 3001, "lowercase letters, digits and dashes"), ("/tmp/x", 3001, "lowercase letters"),
+    ("-rf", 3001, "starting with a letter or digit"), ("User_Service", 3001, "lowercase letters"),
+    ("a" * 64, 3001, "lowercase letters"), ("user-service", 0, "from 1 to 65535"),
+    ("user-service", 65536, "from 1 to 65535"), ("user-service", True, "from 1 to 65535")])
+def test_service_names_that_could_become_paths_or_options_and_ports_out_of_range_are_refused(name, port, said):
+    assert said in names.service_problem(name, port)

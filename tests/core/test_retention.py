@@ -71,7 +71,7 @@ def test_retention_never_deletes_a_folder_whose_manifest_it_cannot_read_however_
     folders = {old: NOW - timedelta(days=54), newer: NOW - timedelta(days=4), unreadable: NOW - timedelta(days=84),
                leftover: NOW - timedelta(days=53), running: NOW - timedelta(hours=1)}
     plan = plan_retention(records, folders, {old, newer, unreadable}, {unreadable: "logical"}, NOW, 30,
-                          timedelta(hours=24))
+                          timedelta(hours=24), hold=None)
     assert plan.expired == [old] and plan.leftovers == [leftover] and plan.unreadable == [unreadable]
 
 
@@ -84,7 +84,7 @@ def test_an_unreadable_incremental_keeps_every_physical_backup_before_it():
     lost_link = "20261002T020000Z-incremental-dddddd"
     folders = {r.backup_id: r.finished_at for r in (base, logical, newest)} | {lost_link: NOW - timedelta(days=53)}
     plan = plan_retention([base, logical, newest], folders, set(folders), {lost_link: "incremental"}, NOW, 30,
-                          timedelta(hours=24))
+                          timedelta(hours=24), hold=None)
     assert plan.expired == [logical.backup_id], "the base the unreadable incremental may build on must stay"
 
 
@@ -98,3 +98,13 @@ def test_a_backup_that_finished_before_the_newest_in_the_repository_says_the_clo
     warning = clock_behind(mine, NOW - timedelta(hours=2), others)
     assert "is this host's clock behind?" in warning and "1h 00m before backup 20261124T010000Z-logical-aaaaaa" \
         in warning and "Nothing was deleted because of it" in warning
+
+
+def test_while_the_clock_is_held_no_backup_goes_by_age_but_folders_without_a_manifest_still_do():
+    old, newer, leftover = ("20261001T020000Z-logical-aaaaaa", "20261120T020000Z-logical-bbbbbb",
+                            "20261002T020000Z-logical-dddddd")
+    records = [BackupRecord(old, NOW - timedelta(days=54)), BackupRecord(newer, NOW - timedelta(days=4))]
+    folders = {old: NOW - timedelta(days=54), newer: NOW - timedelta(days=4), leftover: NOW - timedelta(days=53)}
+    plan = plan_retention(records, folders, {old, newer}, {}, NOW, 30, timedelta(hours=24), hold="clock ahead")
+    assert plan.expired == [] and plan.would_expire == [old] and plan.held == "clock ahead"
+    assert plan.leftovers == [leftover]

@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
+from ubertruck_ops.core.names import service_problem
+
 # The guide's application host. The fields below own these defaults; everything else (blocks init,
 # the archive's sources, the sandbox) reads them from the class: `default_of(AppHost, "app_root")`.
 DEFAULT_SERVICES = {"user-service": 3001, "fleet-service": 3002, "booking-service": 3003, "route-service": 3004,
@@ -72,6 +74,15 @@ class AppHost(Block):
                              "lists); use an SSH deploy key or a git credential helper")
         return value
 
+    @field_validator("services")
+    @classmethod
+    def _services_are_names_and_ports(cls, value: dict[str, int]) -> dict[str, int]:
+        # A saved block is checked too (the UI, an older release): names become paths under the release.
+        problems = [p for p in (service_problem(name, port) for name, port in value.items()) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
     @property
     def releases_dir(self) -> str:
         return f"{self.app_root.rstrip('/')}/releases"
@@ -90,12 +101,19 @@ class AppHost(Block):
 
 
 def parse_services(text: str) -> dict[str, int]:
-    """Given APP_SERVICES ('name:port,name:port'), return name -> port. Raise ValueError on a bad item."""
+    """Given APP_SERVICES ('name:port,name:port'), return name -> port. Raise ValueError naming
+    APP_SERVICES on a bad item: a name that is not lowercase letters, digits and dashes (it becomes a
+    path), a port outside 1-65535, a name given twice."""
     services = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, port = item.partition(":")
-        if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not name or not port.isdigit():
             raise ValueError(f"APP_SERVICES item {item!r} must be name:port")
+        problem = service_problem(name, int(port))
+        if problem:
+            raise ValueError(f"APP_SERVICES item {item!r}: {problem}")
+        if name in services:
+            raise ValueError(f"APP_SERVICES names service {name} twice")
         services[name] = int(port)
     if not services:
         raise ValueError("APP_SERVICES names no service")

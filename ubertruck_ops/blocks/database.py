@@ -9,7 +9,7 @@ from psycopg.conninfo import conninfo_to_dict
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from ubertruck_ops.core.connection import default_sslmode
+from ubertruck_ops.core.connection import default_sslmode, is_ip_address, is_valid_host
 
 # libpq's environment variable for each connection keyword (libpq "Environment Variables"), so the
 # PostgreSQL tools get the URL's parameters without argv. Keywords missing here have no variable
@@ -54,39 +54,44 @@ class PostgresDatabase(Block):
     password: SecretStr | None = Field(default=None, title="Password", description="Password of the role.")
     sslmode: str | None = Field(default=None, title="SSL mode",
                                 description="libpq sslmode, e.g. require. From DATABASE_URL: require by default for "
-                                            "a host off this machine, verify-full when sslrootcert is given.")
+                                            "a host (or hostaddr) off this machine, verify-full when sslrootcert "
+                                            "is given.")
     parameters: dict[str, str] = Field(
         default_factory=dict, title="Connection parameters",
         description="Every other libpq parameter of DATABASE_URL (sslrootcert, options, target_session_attrs...), "
                     "passed to psycopg and to the PostgreSQL tools; never a secret.")
 
     @classmethod
-    def from_url(cls, url: str) -> "PostgresDatabase":
-        """Given a postgresql:// URL, return the block with every parameter of it kept.
-        Raise ValueError when it is not a valid libpq URL or names no database or user."""
+    def from_url(cls, url: str, variable: str = "DATABASE_URL") -> "PostgresDatabase":
+        """Given a postgresql:// URL (read from `variable`, which messages name), return the block with
+        every parameter of it kept. Raise ValueError, quoting nothing of the URL, when it is not a valid
+        libpq URL, names no database or user, or has a host that is no host (a password's unencoded @)."""
         if not url.startswith(("postgres://", "postgresql://")):
-            raise ValueError("DATABASE_URL must start with postgresql://")
+            raise ValueError(f"{variable} must start with postgresql://")
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
             # libpq's message quotes the faulty part; it can hold the password, so it is not repeated.
-            raise ValueError("DATABASE_URL is not a valid libpq URL (check its parameters' names and "
+            raise ValueError(f"{variable} is not a valid libpq URL (check its parameters' names and "
                              "percent-encoding): postgresql://USER:PASSWORD@HOST:PORT/DATABASE?param=value") from None
         params = {k: str(v) for k, v in params.items()}
         for name, why in _REFUSED.items():
             if name in params:
-                raise ValueError(f"DATABASE_URL parameter {name} is not supported: {why}")
+                raise ValueError(f"{variable} parameter {name} is not supported: {why}")
         if not params.get("dbname") or not params.get("user"):
-            raise ValueError("DATABASE_URL must name a user and a database: postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+            raise ValueError(f"{variable} must name a user and a database: "
+                             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+        _refuse_leaked_user_info(params, variable)
         host = params.get("host") or "localhost"
         hosts = host.split(",")
-        port, ports = _ports(params.get("port", ""), len(hosts))
+        port, ports = _ports(params.get("port", ""), len(hosts), variable)
         extra = {k: v for k, v in params.items() if k not in _OWN_FIELDS}
         if ports:
             extra["port"] = ports
         # Off this machine TLS by default (the guide's RDS), checked against sslrootcert when given;
         # the tools are then chosen among TLS-capable ones (tasks/postgres.client_tools).
-        sslmode = default_sslmode(host, params.get("sslmode"), params.get("sslrootcert"), params.get("requiressl"))
+        sslmode = default_sslmode(host, params.get("sslmode"), params.get("sslrootcert"), params.get("requiressl"),
+                                  params.get("hostaddr"))
         return cls(host=host, port=port, database=params["dbname"], user=params["user"],
                    password=SecretStr(params["password"]) if params.get("password") else None,
                    sslmode=sslmode, parameters=extra)
@@ -160,15 +165,33 @@ class PostgresDatabase(Block):
         return server(self) == server(other)
 
 
-def _ports(value: str, hosts: int) -> tuple[int, str | None]:
+def _refuse_leaked_user_info(params: dict[str, str], variable: str) -> None:
+    """Raise ValueError when a host, hostaddr or the database name cannot be what it claims: libpq ends
+    the password at its first unencoded @ (or /) and reads the rest as host or database, fields that
+    are not secret and travel into logs, Slack and the Prefect database. The message quotes none of it."""
+    hosts = params.get("host", "").split(",")
+    addresses = [a for a in params.get("hostaddr", "").split(",") if a]
+    if not all(is_valid_host(h.strip()) for h in hosts) or not all(is_ip_address(a) for a in addresses):
+        raise ValueError(f"{variable} has a host that is not a host name, an IP address or a socket folder (an "
+                         "absolute path); this happens when the password holds an unencoded @: percent-encode @ as "
+                         "%40 (and / as %2F, : as %3A, # as %23) in the password. Nothing of the URL is repeated here")
+    if any(c in params["dbname"] for c in "@/"):
+        raise ValueError(f"{variable} has a database name holding @ or /; this happens when the password holds an "
+                         "unencoded @ or /: percent-encode @ as %40 and / as %2F in the password. Nothing of the URL "
+                         "is repeated here")
+
+
+def _ports(value: str, hosts: int, variable: str = "DATABASE_URL") -> tuple[int, str | None]:
     """Given libpq's port value and the number of hosts, return (first port, the full comma list or
     None when one port serves every host). Raise ValueError on a port that is not a number."""
     given = value.split(",") if value else [""]
     if len(given) not in (1, hosts):
-        raise ValueError(f"DATABASE_URL gives {len(given)} ports for {hosts} hosts")
+        raise ValueError(f"{variable} gives {len(given)} ports for {hosts} hosts")
     filled = [p or "5432" for p in given]
     if not all(p.isdigit() and 0 < int(p) < 65536 for p in filled):
-        raise ValueError(f"DATABASE_URL has a port that is not a number: {value}")
+        # Not quoted: with an unencoded @ in the password, the port can hold part of it.
+        raise ValueError(f"{variable} has a port that is not a number from 1 to 65535; if the password holds an "
+                         "unencoded @ or :, percent-encode @ as %40 and : as %3A")
     if len(set(filled)) == 1:
         return int(filled[0]), None
     return int(filled[0]), ",".join(filled)

@@ -230,7 +230,7 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
 
     drill = optional("DRILL_DATABASE_URL")
     return Environment(database=database, encryption=encryption, repository=repository, slack=slack,
-                       archive=archive, drill_database=PostgresDatabase.from_url(drill) if drill else None, app=app,
+                       archive=archive, drill_database=PostgresDatabase.from_url(drill, "DRILL_DATABASE_URL") if drill else None, app=app,
                        thresholds=CheckThresholds(), queries=BusinessQueries(), redis=redis, rds=rds,
                        fleet=_fleet(optional("APP_HOSTS"), optional("APP_HOSTS_AT_ONCE")),
                        load_balancer=load_balancer_from_variables(variables))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from statistics import median
 
+from ubertruck_ops.core.manifest import DOTTED, QUOTED, row_count_key
 from ubertruck_ops.core.text import human_bytes, human_seconds
 
 # Below these a change is noise, not news: a table of a few rows, a backup of a few seconds.
@@ -24,9 +25,15 @@ class BackupFacts:
 
     @classmethod
     def of(cls, manifest) -> "BackupFacts":
-        """The facts of a manifest (core.manifest.Manifest)."""
+        """The facts of a manifest (core.manifest.Manifest). Of a manifest whose row counts are keyed the
+        earlier, ambiguous way only the tables whose key reads the same either way are kept, so a
+        table with an odd name is not reported missing when the next backup quotes its key."""
+        rows = dict(manifest.row_counts)
+        if getattr(manifest, "row_count_keys", QUOTED) == DOTTED:
+            rows = {key: n for key, n in rows.items() if key.count(".") == 1
+                    and row_count_key(*key.split("."), QUOTED) == key}
         return cls(manifest.backup_id, sum(o.size for o in manifest.objects),
-                   (manifest.finished - manifest.started).total_seconds(), dict(manifest.row_counts))
+                   (manifest.finished - manifest.started).total_seconds(), rows)
 
 
 def backup_anomalies(current: BackupFacts, recent: list[BackupFacts], size_drop_pct: float = 30,

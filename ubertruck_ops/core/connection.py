@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 
 # sslmode values libpq accepts only when built with TLS (OpenSSL).
@@ -23,20 +24,65 @@ def is_local_host(host: str) -> bool:
         return False
 
 
+# RFC 1123 labels (underscores too: container and service names carry them), at most 253 characters.
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
+_ABSTRACT_SOCKET = re.compile(r"@[A-Za-z0-9._/-]+")
+
+
+def is_ip_address(text: str) -> bool:
+    """Return True for an IPv4 or IPv6 address (brackets and a zone allowed)."""
+    try:
+        ipaddress.ip_address(text.strip().removeprefix("[").removesuffix("]"))
+        return True
+    except ValueError:
+        return False
+
+
+def is_valid_host(host: str) -> bool:
+    """Return True when `host` is what libpq's host may be: a host name, an IP address, a socket
+    folder (an absolute path) or an abstract socket (@name); or empty (libpq's default). An `@`
+    anywhere else means user info leaked into the host: an unencoded @ in the password makes libpq
+    end the password there and read the rest as the host."""
+    if host == "":
+        return True
+    if host.startswith("/"):
+        return "@" not in host and "\x00" not in host
+    if host.startswith("@"):
+        return bool(_ABSTRACT_SOCKET.fullmatch(host)) and "@" not in host[1:]
+    return is_ip_address(host) or bool(_HOST_NAME.fullmatch(host))
+
+
 def default_sslmode(hosts: str, sslmode: str | None, sslrootcert: str | None = None,
-                    requiressl: str | None = None) -> str | None:
-    """Given libpq's comma-separated host list and the URL's sslmode, sslrootcert and legacy
-    requiressl, return the sslmode to use: the URL's own when it gives one (or requiressl, which
+                    requiressl: str | None = None, hostaddr: str | None = None) -> str | None:
+    """Given libpq's comma-separated host list, the URL's sslmode, sslrootcert, legacy requiressl and
+    hostaddr list, return the sslmode to use: the URL's own when it gives one (or requiressl, which
     libpq turns into one); else `verify-full` when a root certificate is given (checking the
-    server against it is why one gives it); else `require` when any host is off this machine
-    (several hosts are local only if all are); else None (libpq's own default, prefer)."""
+    server against it is why one gives it); else `require` when any server is off this machine
+    (several are local only if all are); else None (libpq's own default, prefer).
+
+    Where a hostaddr is given libpq connects to that address, whatever the host says (the host then
+    only names the server for TLS and the password file): `host=localhost&hostaddr=10.0.0.5` is a
+    remote server."""
     if sslmode or requiressl:
         return sslmode or None
     if sslrootcert:
         return "verify-full"
-    if not all(is_local_host(h) for h in hosts.split(",")):
+    if not all(is_local_host(h) for h in connected_to(hosts, hostaddr)):
         return "require"
     return None
+
+
+def connected_to(hosts: str, hostaddr: str | None) -> list[str]:
+    """Given libpq's host and hostaddr lists, return where each connection attempt goes: the
+    hostaddr at that position when given, else the host. A hostaddr list that does not pair up
+    with the hosts (libpq refuses it) counts every address and host."""
+    names = hosts.split(",")
+    addresses = (hostaddr or "").split(",") if hostaddr else []
+    if not addresses:
+        return names
+    if len(addresses) != len(names):
+        return names + addresses
+    return [address.strip() or name for name, address in zip(names, addresses)]
 
 
 def needs_tls(sslmode: str | None) -> bool:

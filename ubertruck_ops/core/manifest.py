@@ -12,8 +12,14 @@ from datetime import datetime, timezone
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+DOTTED, QUOTED = "dotted", "quoted"       # Manifest.row_count_keys
+# A name that needs no quotes to read back unambiguously: no dot, no quote, no capital, no space.
+_PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
 # Used with fullmatch: `$` would also accept a trailing newline.
 _BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-(?P<kind>[a-z]+)-[0-9a-f]{6}")
+# An object is a plain file in its backup's folder: never a path (`../../etc/shadow`, `/etc/shadow`), never
+# a hidden or partial file. A manifest is untrusted input: whoever can write the repository writes it.
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class Manifest:
     encryption: dict                           # mode, cipher, recipients (public ids only)
     objects: list[StoredObject] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
+    # How row_counts' keys name tables: "quoted" (row_count_key: unambiguous) in manifests written since
+    # issue 22; "dotted" (schema.table joined by a dot) in earlier ones, which lack the field.
+    row_count_keys: str = DOTTED
     parent: str | None = None
     missing_paths: list[str] = field(default_factory=list)
     physical: dict = field(default_factory=dict)   # start/end LSN, system identifier, timeline (physical kinds)
@@ -95,6 +104,21 @@ class Manifest:
         return (self.finished, self.started, self.backup_id)
 
 
+def row_count_key(schema: str, table: str, style: str = QUOTED) -> str:
+    """Given a table's schema and name, return its key among a manifest's row counts. QUOTED keys are
+    unambiguous: a name that is not plain (a dot, a quote, a capital...) is double-quoted as SQL
+    quotes identifiers, so schema `a.b` table `c` is `"a.b".c` and schema `a` table `b.c` is
+    `a."b.c"`; plain names read as before (`core.users`). DOTTED is the earlier, ambiguous join, used
+    to compare with manifests written before the field existed."""
+    if style == DOTTED:
+        return f"{schema}.{table}"
+
+    def quoted(name: str) -> str:
+        return name if _PLAIN_IDENTIFIER.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+
+    return f"{quoted(schema)}.{quoted(table)}"
+
+
 def new_backup_id(now: datetime, kind: str, token: str) -> str:
     """Return a sortable backup id such as 20261124T020000Z-logical-1a2b3c."""
     return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{kind}-{token[:6]}"
@@ -105,6 +129,12 @@ def validate_backup_id(backup_id: str) -> str:
     if not isinstance(backup_id, str) or not _BACKUP_ID.fullmatch(backup_id):
         raise ValueError(f"backup id {backup_id!r} is not of the form YYYYMMDDTHHMMSSZ-kind-xxxxxx")
     return backup_id
+
+
+def is_object_name(name: str) -> bool:
+    """Return True when `name` can name an object of a backup: a plain file name (no path, not hidden,
+    not a `.partial`), so a key built from it stays inside the backup's folder."""
+    return bool(_OBJECT_NAME.fullmatch(name)) and ".." not in name and not name.endswith(".partial")
 
 
 def backup_folder(backup_id: str) -> str:
@@ -148,6 +178,8 @@ def _check_types(manifest: "Manifest") -> None:
             parse_time(getattr(manifest, name))
         except (TypeError, ValueError):
             problems.append(f"{name} {getattr(manifest, name)!r} is not an ISO 8601 time")
+    if manifest.row_count_keys not in (DOTTED, QUOTED):
+        problems.append(f"row_count_keys {manifest.row_count_keys!r} is not one this release knows ({DOTTED}, {QUOTED})")
     if manifest.parent is not None and not isinstance(manifest.parent, str):
         problems.append("parent is not a backup id")
     for name in ("database", "tools", "encryption", "row_counts", "physical"):
@@ -157,6 +189,9 @@ def _check_types(manifest: "Manifest") -> None:
         if not (isinstance(obj.name, str) and isinstance(obj.role, str) and isinstance(obj.size, int)
                 and isinstance(obj.sha256, str)):
             problems.append(f"object {obj.name!r} has a mistyped name, role, size or sha256")
+        elif not is_object_name(obj.name):
+            problems.append(f"object name {obj.name[:80]!r} is not a plain file name of the backup's folder "
+                            "(letters, digits and . _ -; no path); nothing of it was read")
     if problems:
         raise ValueError("unreadable manifest: " + "; ".join(problems))
 
@@ -166,6 +201,9 @@ def parse_time(text: str) -> datetime:
 
 
 def utc_now() -> datetime:
+    """This host's clock, the one seam backups read "now" through. Whether it may be trusted is
+    core/clock.py's question (compared with the database server's and the repository's); tests move
+    it with libfaketime around the real command, never with a variable or a patch."""
     return datetime.now(timezone.utc)
 
 

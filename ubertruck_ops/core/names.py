@@ -21,6 +21,23 @@ _SETTING_NAME = re.compile(r"[a-z_][a-z0-9_.]*")
 _SETTING_VALUE = re.compile(r"[A-Za-z0-9._:/+%, -]*")
 
 
+# A service name becomes a folder of the release (APP_ROOT/releases/<tag>/<name>), a PM2 app name and log
+# file names: lowercase letters, digits and dashes only, so it can never be `..`, a path or an option.
+_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+def service_problem(name: object, port: object) -> str | None:
+    """Given one service's name and port, return what is wrong with them, or None: the name must be
+    lowercase letters, digits and dashes starting with a letter or digit (at most 63 characters); the
+    port a number from 1 to 65535."""
+    if not isinstance(name, str) or not _SERVICE_NAME.fullmatch(name):
+        return (f"service name {name!r} must be lowercase letters, digits and dashes, starting with a letter or "
+                "digit (it becomes a folder, a PM2 app and log file names)")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        return f"service {name}'s port {port!r} must be a number from 1 to 65535"
+    return None
+
+
 def truncate_bytes(text: str, limit: int = MAX_NAME_BYTES) -> str:
     """Given text, return its longest prefix of at most `limit` UTF-8 bytes that ends on a character."""
     return text.encode()[:limit].decode(errors="ignore")

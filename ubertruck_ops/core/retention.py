@@ -7,12 +7,15 @@ Rules (the guide's 9.1, made safe):
 - folders without a manifest (a failed or running backup) go once older than the grace;
 - it fails closed: a folder whose manifest exists but cannot be read (a newer format, damaged,
   a read error) is never deleted, and nothing it might depend on goes either (an unreadable
-  incremental keeps every physical backup before it: its parent could be any of them).
+  incremental keeps every physical backup before it: its parent could be any of them);
+- it fails closed on time: when core/clock.py holds (this host's clock disagrees with the database
+  server's or the repository's, or the history says the clock may have jumped), nothing is deleted
+  by age; folders without a manifest still go (they hold no backup).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ubertruck_ops.core.text import human_seconds
@@ -65,6 +68,8 @@ class RetentionPlan:
     expired: list[str]          # complete backups read and found expired
     leftovers: list[str]        # folders with no manifest key at all, older than the grace
     unreadable: list[str]       # folders whose manifest exists but could not be read: kept, reported
+    held: str | None = None     # why nothing was deleted by age this run (core/clock.py), else None
+    would_expire: list[str] = field(default_factory=list)   # what age alone would have deleted while held
 
 
 PHYSICAL = ("base", "incremental")
@@ -72,17 +77,21 @@ PHYSICAL = ("base", "incremental")
 
 def plan_retention(backups: list[BackupRecord], folders: dict[str, datetime], with_manifest: set[str],
                    unreadable: dict[str, str], now: datetime, keep_full_days: int, grace: timedelta,
-                   keep_incremental_days: int = 7) -> RetentionPlan:
+                   keep_incremental_days: int = 7, *, hold: str | None) -> RetentionPlan:
     """Given the readable complete backups, every backup folder with its newest object's time, the
-    folders holding a manifest key (readable or not) and the unreadable ones ({backup id: kind named
-    by the id}), return what to delete. Only readable expired backups and folders without any
-    manifest key ever go; an unreadable folder, and what an unreadable incremental may build on, stay."""
+    folders holding a manifest key (readable or not), the unreadable ones ({backup id: kind named
+    by the id}) and the clock's verdict (`hold`: why ages cannot be trusted this run, from
+    core.clock.retention_hold), return what to delete. Only readable expired backups and folders
+    without any manifest key ever go; an unreadable folder, and what an unreadable incremental may
+    build on, stay; while held, no backup goes (what would have is listed in `would_expire`)."""
     expired = backups_to_delete(backups, now, keep_full_days, keep_incremental_days)
     for backup_id, kind in unreadable.items():
         if kind == "incremental":
             expired -= {b.backup_id for b in backups if b.kind in PHYSICAL and b.backup_id < backup_id}
     expired -= set(unreadable)
     leftovers = stale_incomplete(folders, with_manifest | set(unreadable), now, grace)
+    if hold:
+        return RetentionPlan([], leftovers, sorted(unreadable), hold, sorted(expired))
     return RetentionPlan(sorted(expired), leftovers, sorted(unreadable))
 
 

@@ -75,7 +75,7 @@ def _publish(op, tier, result: dict, backup: BackupAttempt) -> None:
                 f"- WAL {wal['start_lsn']} to {wal['end_lsn']}, timeline {wal['timeline']}\n"
                 f"- duration: {human_seconds(result['duration_seconds'])}\n"
                 f"- WAL archive gaps since the chain's base: {gaps}\n")
-    warnings = [w for w in [result["retention"]["clock_warning"]] if w]
+    warnings = backup.warnings()
     if backup.final is not None:
         notice = notices.backup_succeeded(op.environment, backup.final, result["duration_seconds"],
                                           what=f"{kind} backup", warnings=warnings)

@@ -1,10 +1,12 @@
 """nightly-backup: the production database and files, encrypted, into the repository.
 
-The story: take the backup lock; open one snapshot of the database; count every
-table's rows and describe its roles inside that snapshot; stream pg_dump of that same
-snapshot through zstd and gpg into the repository; archive the app and config files;
-write the manifest last - from then on the backup is final, whatever fails after it; apply
-retention (after a failed backup too, so a full repository frees itself); report.
+The story: take the backup lock; open one snapshot of the database and read the server's
+clock in it (the backup is dated by it; core/clock.py); count every table's rows and describe
+its roles inside that snapshot; stream pg_dump of that same snapshot through zstd and gpg into
+the repository; archive the app and config files; write the manifest last - from then on the
+backup is final, whatever fails after it; apply retention (after a failed backup too, so a full
+repository frees itself), which deletes nothing by age unless this host's clock agrees with the
+server's and the repository's; report.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from prefect import flow
 
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.manifest import Manifest, backup_folder, iso, utc_now
+from ubertruck_ops.core.manifest import QUOTED, Manifest, backup_folder, iso
 from ubertruck_ops.core.text import human_bytes, human_seconds
 from ubertruck_ops.operations.backup import BackupAttempt
 from ubertruck_ops.operations.frame import operation
@@ -36,13 +38,15 @@ def nightly_backup(environment: str = "production") -> dict:
         with backup.locked():
             with backup.until_manifest():
                 op.restart_clock()
-                started = utc_now()
-                folder = backup.begin("logical", started)
-                op.log.info("backup %s of %s into %s", backup.backup_id, env.database.describe(), repo.description)
-
                 with gpg_session(env.encryption) as gpg:
                     step("open a consistent snapshot")
                     with postgres.open_snapshot(env.database) as snapshot:
+                        # Named and dated by the server's clock, read in the dump's own connection.
+                        backup.read_clock(snapshot.clock)
+                        started = backup.now()
+                        folder = backup.begin("logical", started)
+                        op.log.info("backup %s of %s into %s", backup.backup_id, env.database.describe(),
+                                    repo.description)
                         step("count rows in the snapshot")
                         counts = postgres.row_counts(snapshot.conn)
                         roles = postgres.describe_roles(snapshot.conn)
@@ -58,13 +62,14 @@ def nightly_backup(environment: str = "production") -> dict:
 
                 step("write the manifest")
                 manifest = Manifest(
-                    backup_id=backup.backup_id, kind="logical", started_at=iso(started), finished_at=iso(utc_now()),
+                    backup_id=backup.backup_id, kind="logical", started_at=iso(started),
+                    finished_at=iso(backup.now()),
                     database={"name": env.database.database, "host": env.database.host, "port": env.database.port,
                               "server_version": snapshot.server_version, "owner": roles["database_owner"]},
                     tools=tools,
                     encryption={"mode": env.encryption.mode, "cipher": "AES256",
                                 "recipients": env.encryption.recipients},
-                    objects=objects, row_counts=counts, missing_paths=missing)
+                    objects=objects, row_counts=counts, row_count_keys=QUOTED, missing_paths=missing)
                 backup.write_manifest(manifest)
             duration = op.elapsed
 
@@ -73,12 +78,12 @@ def nightly_backup(environment: str = "production") -> dict:
             for anomaly in odd:
                 op.log.warning("backup %s looks wrong: %s", manifest.backup_id, anomaly)
             step("apply retention")
-            backup.retention = retention = catalog.apply_retention(repo, env.repository, utc_now(), taken=manifest)
+            retention = backup.apply_retention()
         backup.report_unreadable()
         op.publish("nightly-backup-summary", f"nightly backup {manifest.backup_id}",
                    _summary(manifest, duration, retention, repo, odd),
                    notices.backup_succeeded(environment, manifest, duration,
-                                            warnings=[w for w in [retention["clock_warning"]] if w] + odd))
+                                            warnings=backup.warnings() + odd))
         op.log.info("backup %s complete in %s", manifest.backup_id, human_seconds(duration))
         return {"backup_id": manifest.backup_id, "duration_seconds": round(duration, 2),
                 "objects": {o.name: o.size for o in manifest.objects}, "missing_paths": missing, "anomalies": odd,
@@ -111,5 +116,6 @@ Missing optional paths (not archived):
 Retention: expired {len(retention['expired'])}, incomplete leftovers removed {len(retention['incomplete_removed'])},
 stale multipart uploads aborted {retention['uploads_aborted']}, {human_bytes(retention['bytes_freed'])} freed;
 kept because their manifest is unreadable: {', '.join(sorted(retention['unreadable'])) or 'none'}.
+{('**Clock:** ' + retention['held']) if retention.get('held') else ''}
 {('**Clock:** ' + retention['clock_warning']) if retention['clock_warning'] else ''}
 """

@@ -21,6 +21,7 @@ from prefect import flow
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import names, notices, rds
+from ubertruck_ops.core.clock import parse_target_time
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.log import logger
 from ubertruck_ops.operations.frame import operation
@@ -61,7 +62,8 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
         backup_id: The backup to restore; empty: the latest complete one (or the newest before target_time).
         target_environment: Whose database receives the restore; empty: environment's own.
         confirm: Required to overwrite an existing database: its exact name.
-        target_time: ISO 8601 moment to restore to, e.g. 2026-11-24T17:00:00+05:30.
+        target_time: ISO 8601 moment to restore to, with its offset, e.g. 2026-11-24T17:00:00+05:30 (India time);
+            one without an offset is refused (India time or UTC? 5.5 hours apart).
         files_to: Folder to extract the app and config archives into (never /); empty: not extracted.
         method: logical (nightly dump) or physical (incremental chain + WAL, point in time).
         restore_folder: Physical only: an empty or new folder to build the restored cluster in (its data
@@ -188,13 +190,8 @@ def _drop_quietly(server: PostgresDatabase, database: str) -> None:
 
 
 def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"target_time {text!r} is not ISO 8601, e.g. 2026-11-24T17:00:00+05:30") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    """target_time as an aware datetime; refused without an offset (core.clock.parse_target_time)."""
+    return parse_target_time(text)
 
 
 def _restore_physical(environment: str, target_time: str | None, restore_folder: str | None, keep_running: bool,

@@ -49,7 +49,7 @@ def restore_into(server: PostgresDatabase, database: str, manifest: Manifest, re
         try:
             load.restore_database(repo, manifest, gpg, server, database, postgres.server_version_num(admin))
             with postgres.connect(server, database) as conn:
-                counts = postgres.row_counts(conn)
+                counts = postgres.row_counts(conn, manifest.row_count_keys)
             problems = compare_counts(manifest.row_counts, counts)
             if problems:
                 raise RestoreMismatch("restored row counts differ from the manifest: " + "; ".join(problems))

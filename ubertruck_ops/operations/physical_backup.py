@@ -32,16 +32,20 @@ from ubertruck_ops.tasks.repository import Repository
 EVERY_LATER_SEGMENT = 1 << 62
 
 
-def wal_retention(repo: Repository, facts: ServerFacts, keep_wal_days: int) -> int:
+def wal_retention(repo: Repository, facts: ServerFacts, keep_wal_days: int, now=None, held: str | None = None) -> int:
     """Delete archived WAL no kept backup needs; return how many files went. Skipped (0, warned) while
-    a physical backup's manifest is unreadable: the WAL it needs is unknown, so none may go."""
+    a physical backup's manifest is unreadable: the WAL it needs is unknown, so none may go; and while
+    backup retention is `held` for the clock (core/clock.py): WAL ages are read off the same clock."""
+    if held:
+        logger().warning("WAL retention skipped: %s", held)
+        return 0
     found = catalog.scan(repo)
     unknown = [i for i, kind in found.unreadable_ids().items() if kind != "logical"]
     if unknown:
         logger().warning("WAL retention skipped: the manifest of %s is unreadable, so the WAL it needs is unknown",
                          ", ".join(unknown))
         return 0
-    size, now, keep = facts.wal_segment_size, utc_now(), timedelta(days=keep_wal_days)
+    size, now, keep = facts.wal_segment_size, now or utc_now(), timedelta(days=keep_wal_days)
     physical_backups = [m for m in found.manifests if m.physical]
     protected = [(segment_of(m.physical["start_lsn"], size), segment_of(m.physical["end_lsn"], size))
                  for m in physical_backups]
@@ -58,7 +62,9 @@ def six_hourly_physical(backup: BackupAttempt, facts: ServerFacts, tier: Tier, *
     op = backup.op
     env, repo, step, log = op.env, op.repo, op.step, op.log
     op.restart_clock()
-    started = utc_now()
+    # Dated by the database server's clock; retention and WAL retention judge ages only while this host's agrees.
+    backup.read_clock(postgres.read_server_clock(env.database))
+    started = backup.now()
     last, base = catalog.latest_physical(repo)
     current_lsn = physical.current_wal_lsn(env.database)
     wal_since_base = parse_lsn(current_lsn) - parse_lsn(base.physical["start_lsn"]) if base else 0
@@ -67,7 +73,7 @@ def six_hourly_physical(backup: BackupAttempt, facts: ServerFacts, tier: Tier, *
                             max_wal_since_base=int(max_wal_since_base_gib * (1 << 30)))
     log.info("%s: %s", kind, why)
     if kind == "recovery-point":
-        result, chain_base = _recovery_point(op, last, base, facts, archive_wait_seconds), base
+        result, chain_base = _recovery_point(op, backup, last, base, facts, archive_wait_seconds), base
     else:
         with backup.until_manifest():
             result = _backup(op, backup, facts, kind, why, last, started)
@@ -76,9 +82,9 @@ def six_hourly_physical(backup: BackupAttempt, facts: ServerFacts, tier: Tier, *
     result.update(why=result["why"] or why, chain_base=chain_base.backup_id)
 
     step("apply retention")
-    backup.retention = retention = catalog.apply_retention(repo, env.repository, utc_now(), taken=backup.final)
+    retention = backup.apply_retention()
     step("apply WAL retention")
-    retention["wal_deleted"] = wal_retention(repo, facts, keep_wal_days)
+    retention["wal_deleted"] = wal_retention(repo, facts, keep_wal_days, backup.now(), retention["held"])
     step("check the WAL archive for gaps")
     gaps = find_wal_gaps(wal.archived_files(repo), segment_of(chain_base.physical["start_lsn"], facts.wal_segment_size),
                          facts.timeline, facts.wal_segment_size)
@@ -140,14 +146,14 @@ def _backup(op, backup: BackupAttempt, facts: ServerFacts, kind: str, why: str, 
             log.warning("incremental backup failed (%s); starting a new chain with a base backup", exc)
             catalog.discard_backup(repo, backup.backup_id)
             (kind, why), last = fallback, None
-            folder = backup.begin(kind, utc_now())
+            folder = backup.begin(kind, backup.now())
             objects, wal_range, backup_manifest = physical.take_basebackup(env.database, gpg, repo, folder, None, client)
         tools = {"pg_basebackup": postgres.tool_version("pg_basebackup", client), "gpg": gpg.version(),
                  "zstd": zstd_version()}
 
     step("write the manifest")
     manifest = Manifest(
-        backup_id=backup.backup_id, kind=kind, started_at=iso(started), finished_at=iso(utc_now()),
+        backup_id=backup.backup_id, kind=kind, started_at=iso(started), finished_at=iso(backup.now()),
         database={"name": env.database.database, "host": env.database.host, "port": env.database.port,
                   "server_version": str(facts.version_num)},
         tools=tools, encryption={"mode": env.encryption.mode, "cipher": "AES256",
@@ -162,7 +168,8 @@ def _backup(op, backup: BackupAttempt, facts: ServerFacts, kind: str, why: str, 
             "wal": wal_range, "recovery_point": None}
 
 
-def _recovery_point(op, last: Manifest, base: Manifest, facts: ServerFacts, archive_wait_seconds: float) -> dict:
+def _recovery_point(op, backup: BackupAttempt, last: Manifest, base: Manifest, facts: ServerFacts,
+                    archive_wait_seconds: float) -> dict:
     """Make the last hours restorable and prove it: close the segment, wait for it, check the WAL
     since the base (what the previous point checked is not read again), record the point."""
     repo, step, size = op.repo, op.step, facts.wal_segment_size
@@ -179,7 +186,8 @@ def _recovery_point(op, last: Manifest, base: Manifest, facts: ServerFacts, arch
     last_segment = parse_segment(point["segment"], size)[1]
     checked = recovery.check_segments(repo, point["timeline"], first, last_segment, size, verify_from)
     step("record the recovery point")
-    record = recovery.record_point(repo, base.backup_id, last.backup_id, point, point["segment"], checked, utc_now())
+    record = recovery.record_point(repo, base.backup_id, last.backup_id, point, point["segment"], checked,
+                                   backup.now())
     op.log.info("recovery point %s (LSN %s) proven: %d new WAL segment(s) checked (%s), archived %s after closing",
                 record["time"], record["lsn"], checked["segments"], human_bytes(checked["bytes"]),
                 human_seconds(waited))

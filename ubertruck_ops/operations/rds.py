@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.rds import RdsInstance
 from ubertruck_ops.core import checks, notices, rds
+from ubertruck_ops.core.clock import ClockReading, disagreement
 from ubertruck_ops.core.maintenance import DrillReport
-from ubertruck_ops.core.manifest import utc_now
+from ubertruck_ops.core.manifest import QUOTED, utc_now
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.tasks import catalog, postgres
@@ -50,10 +51,14 @@ def rds_six_hourly(op: Operation, schedule: str = "six-hourly") -> dict:
     notice of their own and do not fail the run."""
     block, step = rds_block(op), op.step
     step("take an RDS snapshot")
+    before = utc_now()
     snapshot_id = rds.snapshot_name(block.instance_id, datetime.now(timezone.utc))
     tags = rds.snapshot_tags(op.environment, schedule, block.instance_id)
     aws.create_snapshot(block, snapshot_id, tags)
     snapshot = aws.wait_snapshot(block, snapshot_id)
+    # RDS dates the snapshot by its own clock: expiry by age only while this host's agrees (core/clock.py).
+    clock = disagreement([ClockReading("Amazon RDS", before, utc_now(), snapshot.created)]) \
+        if snapshot.created else "RDS did not say when the new snapshot was created, so this host's clock is unchecked"
 
     errors: list[str] = []
     copied = None
@@ -68,7 +73,11 @@ def rds_six_hourly(op: Operation, schedule: str = "six-hourly") -> dict:
 
     step("expire old RDS snapshots")
     expired: dict[str, list[str]] = {}
-    for region in [block.region] + ([block.dr_region] if block.dr_region else []):
+    regions = [block.region] + ([block.dr_region] if block.dr_region else [])
+    if clock:
+        errors.append(f"expiry held: {clock}: no snapshot was deleted; fix the time (timedatectl; check NTP)")
+        regions = []
+    for region in regions:
         try:
             doomed = rds.snapshots_to_expire(aws.list_snapshots(block, region), block.instance_id, utc_now(),
                                              block.snapshot_retention_days)
@@ -123,10 +132,10 @@ def restored_database(database: PostgresDatabase, address: str, port: int) -> Po
     return database.with_endpoint(address, port)
 
 
-def _count_rows(database: PostgresDatabase) -> dict[str, int]:
+def _count_rows(database: PostgresDatabase, keys: str = QUOTED) -> dict[str, int]:
     with postgres.connect(database) as conn:
         conn.read_only = True
-        return postgres.row_counts(conn)
+        return postgres.row_counts(conn, keys)
 
 
 def delete_leftovers(op: Operation, block: RdsInstance) -> list[str]:
@@ -177,7 +186,7 @@ def rds_drill(op: Operation, snapshot_id: str | None = None, target_time: dateti
                 aws.restore_snapshot(block, backup, scratch, described, tags, block.scratch_instance_class)
             address, port = aws.wait_instance(block, scratch)
             step(f"verify the scratch instance against {manifest.backup_id}")
-            counts = _count_rows(restored_database(source, address, port))
+            counts = _count_rows(restored_database(source, address, port), manifest.row_count_keys)
             problems = rds.restored_shortfalls(manifest.row_counts, counts)
             rto = time.monotonic() - started
         finally:

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core.manifest import (MANIFEST_NAME, Manifest, backup_folder, backup_id_of_key, is_manifest_key,
                                          kind_of_id, validate_backup_id)
+from ubertruck_ops.core.clock import ClockReading, retention_hold
 from ubertruck_ops.core.retention import BackupRecord, clock_behind, plan_retention
 from ubertruck_ops.core.text import human_bytes, one_line
 from ubertruck_ops.log import logger
@@ -122,6 +123,18 @@ def write_manifest(repo: Repository, manifest: Manifest) -> str:
     return key
 
 
+def object_clock(repo: Repository, key: str, before: datetime, after: datetime) -> ClockReading | None:
+    """Given an object written between `before` and `after` by this host's clock, return the
+    repository's time for it (S3's LastModified, the folder's mtime) as a reading of its clock;
+    None when the listing does not show it."""
+    listed = [item for item in repo.list(key.rsplit("/", 1)[0] + "/") if item.key == key]
+    if not listed:
+        return None
+    # S3 keeps whole seconds: the object may carry a time up to a second before `before`.
+    return ClockReading(f"the repository ({repo.description})", before - timedelta(seconds=1), after,
+                        listed[0].modified)
+
+
 def discard_backup(repo: Repository, backup_id: str) -> None:
     """Remove whatever a failed backup wrote, so no half-written object is mistaken for a good one."""
     keys = [item.key for item in repo.list(backup_folder(backup_id) + "/")]
@@ -142,9 +155,14 @@ def discard_backup_quietly(repo: Repository, backup_id: str) -> bool:
 
 
 @task(name="apply-retention", cache_policy=NO_CACHE)
-def apply_retention(repo: Repository, block: BackupRepository, now: datetime, taken: Manifest | None = None) -> dict:
+def apply_retention(repo: Repository, block: BackupRepository, now: datetime, taken: Manifest | None = None,
+                    readings: list[ClockReading] | None = None) -> dict:
     """Delete expired backups and stale leftovers per core/retention.py; return what went, what was
-    kept because its manifest is unreadable, and (given the backup just `taken`) a clock warning."""
+    kept because its manifest is unreadable, and (given the backup just `taken`) a clock warning.
+
+    `readings` are the other clocks read this run (core/clock.py): without one that agrees with
+    this host's, or when the newest earlier backup is older than the schedule allows, nothing is
+    deleted by age and `held` says why (logged as a warning; the flow tells Slack)."""
     found = scan(repo)
     records = [BackupRecord(m.backup_id, m.finished, m.parent, m.kind) for m in found.manifests]
     newest_object: dict[str, datetime] = {}
@@ -154,34 +172,51 @@ def apply_retention(repo: Repository, block: BackupRepository, now: datetime, ta
             newest_object[backup_id] = max(newest_object.get(backup_id, item.modified), item.modified)
     with_manifest = {backup_id_of_key(item.key) for item in found.listed if is_manifest_key(item.key)}
     grace = timedelta(hours=block.incomplete_grace_hours)
+    earlier = [r.finished_at for r in records if taken is None or r.backup_id != taken.backup_id]
+    hold = retention_hold(list(readings or []), max(earlier, default=None), now)
     plan = plan_retention(records, newest_object, with_manifest, found.unreadable_ids(), now, block.keep_full_days,
-                          grace)
+                          grace, hold=hold)
     doomed = set(plan.expired) | set(plan.leftovers)
     # The manifest goes first: a backup is never left looking complete with objects missing.
     doomed_items = [item for item in found.listed if backup_id_of_key(item.key) in doomed]
     keys = sorted((item.key for item in doomed_items), key=lambda k: not k.endswith(MANIFEST_NAME))
     if keys:
         repo.delete(keys)
-    aborted = repo.abort_stale_uploads(grace)
+    # A multipart upload's age is judged by this host's clock too: one running ahead would abort uploads in flight.
+    aborted = 0 if hold else repo.abort_stale_uploads(grace)
     freed = sum(item.size for item in doomed_items)
     if doomed or aborted:
         logger().info("retention: %d expired, %d incomplete leftovers, %d stale uploads aborted, %s freed",
                       len(plan.expired), len(plan.leftovers), aborted, human_bytes(freed))
+    if hold:
+        spared = f" (age alone would have deleted {len(plan.would_expire)}: {', '.join(plan.would_expire)})" \
+            if plan.would_expire else ""
+        logger().warning("retention held: %s%s", hold, spared)
     clock = clock_behind(taken.backup_id, taken.finished, records) if taken else None
     if clock:
         logger().warning("%s", clock)
     return {"expired": plan.expired, "incomplete_removed": plan.leftovers, "uploads_aborted": aborted,
-            "bytes_freed": freed, "unreadable": found.unreadable, "clock_warning": clock}
+            "bytes_freed": freed, "unreadable": found.unreadable, "clock_warning": clock,
+            "held": _held_line(plan), "would_expire": plan.would_expire}
 
 
-def clean_up_failed_backup(repo: Repository, block: BackupRepository, backup_id: str | None, now: datetime) -> dict:
+def _held_line(plan) -> str | None:
+    """The sentence the notice and the run's result carry when retention was held."""
+    if not plan.held:
+        return None
+    spared = f"; {len(plan.would_expire)} backup(s) old enough to go were kept" if plan.would_expire else ""
+    return f"retention held: {plan.held}{spared}"
+
+
+def clean_up_failed_backup(repo: Repository, block: BackupRepository, backup_id: str | None, now: datetime,
+                           readings: list[ClockReading] | None = None) -> dict:
     """After a backup failed before its manifest: remove what it wrote, then apply retention anyway
     (on a full repository nothing else would ever free space). Best effort: return retention's
     report (without its keys when it failed too: logged, never raised over the backup's own error)
     and whether the failed backup's objects are gone."""
     removed = discard_backup_quietly(repo, backup_id) if backup_id else True
     try:
-        return {"failed_backup_removed": removed, **apply_retention(repo, block, now)}
+        return {"failed_backup_removed": removed, **apply_retention(repo, block, now, readings=readings)}
     except Exception as exc:  # noqa: BLE001 - the backup's own error is the one to report
         logger().warning("retention after the failed backup failed too (%s)", one_line(exc))
         return {"failed_backup_removed": removed}
@@ -205,6 +240,8 @@ def repository_full(description: str, exc: BaseException, retention: dict) -> Re
             else "left no manifest (its partial objects could not be removed yet: retention removes them later)")
     if "expired" not in retention:
         after = "retention could not run afterwards (see the log), so nothing was freed"
+    elif retention.get("held"):
+        after = f"nothing expired was freed: {retention['held']}"
     elif expired or freed:
         after = (f"retention then freed {human_bytes(freed)} ({len(expired)} expired backup(s)"
                  f"{': ' + ', '.join(expired) if expired else ''}), so the next backup has that much more room")

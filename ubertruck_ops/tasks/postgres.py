@@ -13,6 +13,7 @@ import importlib.util
 import json
 import re
 import tempfile
+from datetime import timezone
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ import psycopg
 from psycopg import sql
 
 from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.core.clock import DATABASE_SERVER, ClockReading
 from ubertruck_ops.core.connection import ClientTools, choose_client_tools, needs_tls, no_client_tools_message
+from ubertruck_ops.core.manifest import QUOTED, row_count_key, utc_now
 from ubertruck_ops.tasks.execute import CommandFailed, Stage, ToolMissing, run
 
 
@@ -150,6 +153,7 @@ class Snapshot:
     server_version: str
     table_bytes: dict[str, int] = field(default_factory=dict)
     tools: ClientTools | None = None   # the pg_dump for this server and sslmode
+    clock: ClockReading | None = None  # the server's clock against this host's, read in this very connection
 
 
 @contextmanager
@@ -162,6 +166,7 @@ def open_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         tools = client_tools(server_version_num(conn) // 10000, db.sslmode, needs=("pg_dump",))
+        clock = server_clock(conn)
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         version = conn.execute("SHOW server_version").fetchone()[0]
         sizes = dict(conn.execute(
@@ -169,13 +174,29 @@ def open_snapshot(db: PostgresDatabase) -> Iterator[Snapshot]:
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
             "AND n.nspname NOT LIKE 'pg_toast%'").fetchall())
-        yield Snapshot(conn, snapshot_id, version, sizes, tools)
+        yield Snapshot(conn, snapshot_id, version, sizes, tools, clock)
     finally:
         conn.close()
 
 
-def row_counts(conn: psycopg.Connection) -> dict[str, int]:
-    """Return exact row counts of every user table visible to `conn`'s transaction."""
+def server_clock(conn: psycopg.Connection) -> ClockReading:
+    """Return the database server's clock read between two readings of this host's (core/clock.py):
+    the database server keeps its own time, so a host clock that jumped shows as a difference."""
+    before = utc_now()
+    theirs = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    return ClockReading(DATABASE_SERVER, before, utc_now(), theirs.astimezone(timezone.utc))
+
+
+def read_server_clock(db: PostgresDatabase) -> ClockReading:
+    """Connect to `db` and return its server's clock against this host's (server_clock)."""
+    with connect(db, autocommit=True) as conn:
+        return server_clock(conn)
+
+
+def row_counts(conn: psycopg.Connection, keys: str = QUOTED) -> dict[str, int]:
+    """Return exact row counts of every user table visible to `conn`'s transaction, keyed as a
+    manifest's row counts are (core.manifest.row_count_key; `keys`: that manifest's row_count_keys,
+    so a backup written before keys were quoted is compared the way it was written)."""
     tables = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
@@ -183,7 +204,7 @@ def row_counts(conn: psycopg.Connection) -> dict[str, int]:
     counts = {}
     for schema, table in tables:
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+        counts[row_count_key(schema, table, keys)] = conn.execute(query).fetchone()[0]
     return counts
 
 

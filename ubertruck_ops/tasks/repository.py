@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from stat import S_ISREG
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol
@@ -66,13 +67,29 @@ class Repository(Protocol):
     def link(self, key: str) -> str: ...
 
 
+class KeyOutsideRepository(ValueError):
+    """A key names something outside the repository (an absolute path, `..`, a link leading out)."""
+
+
 class LocalRepository:
     def __init__(self, root: str):
         self.root = Path(root)
         self.description = f"local folder {root}"
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        """Return the path of `key`. Raise KeyOutsideRepository, before anything is opened, when the key is
+        absolute, has an empty, `.` or `..` part, or resolves (through links) outside the repository's
+        folder: keys come from listings and from manifests, which whoever writes the repository writes."""
+        body = key[:-1] if key.endswith("/") else key       # a listing's prefix ends in /
+        parts = body.split("/") if body else []
+        if key.startswith("/") or "\x00" in key or any(part in ("", ".", "..") for part in parts):
+            raise KeyOutsideRepository(f"key {key[:80]!r} is not a relative path inside {self.description}")
+        path = self.root / key
+        root = os.path.realpath(self.root)
+        resolved = os.path.realpath(path)
+        if resolved != root and not resolved.startswith(root + os.sep):
+            raise KeyOutsideRepository(f"key {key[:80]!r} leads outside {self.description} (through a link)")
+        return path
 
     def location(self, key: str) -> str:
         """Return where the object under `key` is: its path."""
@@ -91,12 +108,23 @@ class LocalRepository:
         writer.commit()
 
     def get_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        with self._open(key) as handle:
+            return handle.read()
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
-        with open(self._path(key), "rb") as handle:
+        with self._open(key) as handle:
             while chunk := handle.read(CHUNK):
                 yield chunk
+
+    def _open(self, key: str):
+        """Open an object for reading: a regular file, never through a final link (one swapped in after
+        _path checked it would otherwise be followed)."""
+        fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        handle = os.fdopen(fd, "rb")
+        if not S_ISREG(os.fstat(fd).st_mode):
+            handle.close()
+            raise KeyOutsideRepository(f"key {key[:80]!r} in {self.description} is not a regular file")
+        return handle
 
     def list(self, prefix: str = "") -> list[Listed]:
         base = self._path(prefix) if prefix else self.root
@@ -104,7 +132,8 @@ class LocalRepository:
             return []
         found = []
         for path in base.rglob("*"):
-            if path.is_file():
+            # We never write links: one planted here (to /etc/shadow, say) is no object of ours.
+            if path.is_file() and not path.is_symlink():
                 stat = path.stat()
                 found.append(Listed(path.relative_to(self.root).as_posix(), stat.st_size,
                                     datetime.fromtimestamp(stat.st_mtime, timezone.utc)))

@@ -3,11 +3,13 @@ failed logins in the auth log, pending package updates."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import time
 from pathlib import Path
+from stat import S_ISREG
 
 import psutil
 
@@ -43,17 +45,30 @@ def memory(limits: CheckThresholds) -> CheckResult:
 def new_error_lines(log_dir: str, offsets: dict[str, list]) -> tuple[CheckResult, dict]:
     """Lines added to <log_dir>/*-error.log since `offsets` ({file: [inode, size]}, from the last
     run); return the result (medium when there are any) and the offsets to remember. A file
-    that was rotated (new inode) or truncated is read from its start."""
+    that was rotated (new inode) or truncated is read from its start.
+
+    Only regular files are read, opened without following a symbolic link: whoever can write the
+    log folder could otherwise plant `x-error.log -> /etc/shadow` and have its last line posted
+    to Slack. What was refused is said (a warning), and nothing of it is read."""
     folder = Path(log_dir)
     if not folder.is_dir():
         return checks.error("error logs", f"log folder {log_dir} does not exist"), offsets
-    new_offsets, counts, samples = {}, {}, []
+    new_offsets, counts, samples, refused = {}, {}, [], []
     for path in sorted(folder.glob("*-error.log")):
-        stat = path.stat()
-        inode, start = offsets.get(path.name, [None, 0])
-        if inode != stat.st_ino or start > stat.st_size:
-            start = 0
-        with open(path, "rb") as handle:
+        try:
+            # O_NONBLOCK: a FIFO planted under the name must not hang the checklist before fstat refuses it.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            refused.append(f"{path.name} ({'a symbolic link' if exc.errno == errno.ELOOP else exc.strerror})")
+            continue
+        with os.fdopen(fd, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            if not S_ISREG(stat.st_mode):
+                refused.append(f"{path.name} (not a regular file)")
+                continue
+            inode, start = offsets.get(path.name, [None, 0])
+            if inode != stat.st_ino or start > stat.st_size:
+                start = 0
             handle.seek(start)
             chunk = handle.read(stat.st_size - start)
         lines = [line for line in chunk.decode(errors="replace").splitlines() if line.strip()]
@@ -62,9 +77,13 @@ def new_error_lines(log_dir: str, offsets: dict[str, list]) -> tuple[CheckResult
             counts[path.name] = len(lines)
             samples.append(f"{path.name}: {lines[-1].strip()[:120]}")
     total = sum(counts.values())
+    not_read = (f"not read (only regular files, never through a link): {', '.join(refused[:5])}"
+                if refused else "")
     if total:
-        return checks.warn("error logs", total, "0 new lines",
-                           f"{total} new line(s): " + "; ".join(samples[:3]), "medium"), new_offsets
+        detail = "; ".join([f"{total} new line(s): " + "; ".join(samples[:3])] + ([not_read] if not_read else []))
+        return checks.warn("error logs", total, "0 new lines", detail, "medium"), new_offsets
+    if refused:
+        return checks.warn("error logs", len(refused), "only regular files", not_read, "medium"), new_offsets
     return checks.ok("error logs", 0, "0 new lines", f"no new lines in {len(new_offsets)} error log(s)"), new_offsets
 
 
