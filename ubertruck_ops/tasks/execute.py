@@ -128,21 +128,29 @@ def run(
 
 
 def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-          secrets: Iterable[str] = (), die_with_parent: bool = False) -> subprocess.Popen:
-    """Start a long-running helper (output discarded) and return it; the caller stops it.
+          secrets: Iterable[str] = (), die_with_parent: bool = False,
+          on_stderr_line: Callable[[str], None] | None = None) -> subprocess.Popen:
+    """Start a long-running helper and return it; the caller stops it. Its output is discarded,
+    except that each line of its stderr goes to `on_stderr_line` (secrets masked) when given.
 
     `die_with_parent`: the kernel sends the helper SIGTERM when this process dies, even by SIGKILL
     (Linux PR_SET_PDEATHSIG; it fires when the calling thread ends, so call it from the main thread).
     The helper also gets a session of its own: a signal to our process group (Ctrl-C, systemd's
     stop) reaches only us, and we stop the helper once we are done with it.
     """
+    secrets = list(secrets)
     logger().info("starting %s: %s", name, display(argv, secrets))
     try:
-        return subprocess.Popen(list(map(str, argv)), env=child_env(env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent() if die_with_parent else None)
+        process = subprocess.Popen(list(map(str, argv)), env=child_env(env), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE if on_stderr_line else subprocess.DEVNULL,
+                                   preexec_fn=_die_with_parent() if die_with_parent else None)
     except FileNotFoundError:
         raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH") from None
+    if on_stderr_line is not None:
+        threading.Thread(target=_drain, args=(process.stderr, collections.deque(maxlen=1),
+                                              lambda line: on_stderr_line(mask(line, secrets))), daemon=True).start()
+    return process
 
 
 def stop(process: subprocess.Popen | None, timeout: float = 10) -> int | None:

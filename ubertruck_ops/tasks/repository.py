@@ -87,8 +87,12 @@ class LocalRepository:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         writer = self.writer(key)
-        writer.write(data)
-        writer.commit()
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.abort()      # a full disk must not keep the half-written file
+            raise
 
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -169,8 +173,12 @@ class _LocalWriter:
             os.close(folder)
 
     def abort(self) -> None:
-        self.handle.close()
-        self.partial.unlink(missing_ok=True)
+        try:
+            self.handle.close()     # flushes what is buffered: on a full disk that fails again
+        except OSError:
+            pass
+        finally:
+            self.partial.unlink(missing_ok=True)
 
 
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
@@ -390,6 +398,6 @@ class _S3Writer:
             logger().warning("could not abort multipart upload of %s (%s); the next backup's clean-up will", self.key, exc)
 
 
-def open_repository(block: BackupRepository) -> Repository:
-    """Given the repository block, return the repository it describes."""
-    return S3Repository.from_block(block) if block.is_s3 else LocalRepository(block.url)
+def open_repository(block: BackupRepository, attempts: int = S3_ATTEMPTS) -> Repository:
+    """Given the repository block, return the repository it describes (S3: `attempts` per request)."""
+    return S3Repository.from_block(block, attempts) if block.is_s3 else LocalRepository(block.url)
