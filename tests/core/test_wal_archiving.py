@@ -165,3 +165,10 @@ def test_nothing_the_archiver_posts_or_pings_carries_a_url():
     health = ArchiveHealth("production", "ubertruck_wal", "/var/spool")
     signals = health.started(0) + health.push_failed(1, "S3 answered 503 SlowDown", 2) + health.tick(100)
     assert "http" not in str(signals)
+
+
+def test_a_spool_ahead_of_the_server_came_from_another_cluster_and_is_not_resumed_from():
+    # the database was rebuilt: its WAL starts over, the spool still holds the old cluster's segments
+    resume = plan_resume(seg(90), seg(91), seg(90), seg(3), seg(3), MIB16, current=seg(4))
+    assert resume.ahead and resume.set_aside_partial and resume.drop_marker and resume.hole is None
+    assert not plan_resume(seg(9), seg(10), seg(9), seg(10), seg(10), MIB16, current=seg(10)).ahead

@@ -82,6 +82,7 @@ class Resume:
     hole: Hole | None = None
     set_aside_partial: bool = False    # the partial segment is older than anything the server keeps
     drop_marker: bool = False          # pg_receivewal must not start after the marker (the server lacks what follows)
+    ahead: bool = False                # the spool is ahead of the server: it came from another cluster
 
 
 def newest_segment(names, segment_size: int) -> str | None:
@@ -91,7 +92,7 @@ def newest_segment(names, segment_size: int) -> str | None:
 
 
 def plan_resume(newest_kept: str | None, partial: str | None, marker: str | None, keeps_from: str | None,
-                fallback: str | None, segment_size: int) -> Resume:
+                fallback: str | None, segment_size: int, current: str | None = None) -> Resume:
     """Given the newest segment kept anywhere (archived, in the spool, or already reported lost),
     the segment pg_receivewal was receiving when it stopped (its .partial), the newest finished
     segment left in its folder (the marker), the first segment the server keeps for the slot
@@ -101,26 +102,34 @@ def plan_resume(newest_kept: str | None, partial: str | None, marker: str | None
 
     pg_receivewal starts with the partial segment, else after the marker, else at the fallback. A
     partial or marker older than what the server keeps would make it ask for removed WAL forever:
-    the partial is set aside for the repository, the marker dropped.
+    the partial is set aside for the repository, the marker dropped. So are a partial and a marker
+    ahead of the server's `current` segment: they come from another cluster (rebuilt, restored).
     """
     keep = parse_segment(keeps_from, segment_size) if keeps_from else None
     if keep is None:
         return Resume()
     part = parse_segment(partial, segment_size) if partial else None
     mark = parse_segment(marker, segment_size) if marker else None
-    aside = part is not None and part[1] < keep[1]
+    now = parse_segment(current, segment_size) if current else None
+    ahead = now is not None and ((part is not None and part > now) or (mark is not None and mark > now))
+    if ahead:
+        part_aside, mark = part is not None, None
+        part = None
+    else:
+        part_aside = part is not None and part[1] < keep[1]
+    aside = part_aside
     drop = False
     if part is not None and not aside:
         start = part[1]
     elif mark is not None and mark[1] + 1 >= keep[1]:
         start = mark[1] + 1
     else:
-        drop = mark is not None
+        drop = mark is not None or ahead
         fell = parse_segment(fallback, segment_size) if fallback else None
         start = max(keep[1], fell[1] if fell else keep[1])
     kept = parse_segment(newest_kept, segment_size) if newest_kept else None
-    if kept is None or kept[1] + 1 >= start:
-        return Resume(set_aside_partial=aside, drop_marker=drop)
+    if ahead or kept is None or kept[1] + 1 >= start:
+        return Resume(set_aside_partial=aside, drop_marker=drop, ahead=ahead)
     first, last = kept[1] + 1, start - 1
     return Resume(Hole(segment_name(keep[0], first, segment_size), segment_name(keep[0], last, segment_size),
                        last - first + 1), set_aside_partial=aside, drop_marker=drop)

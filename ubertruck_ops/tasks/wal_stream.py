@@ -217,7 +217,12 @@ class WalStreamer:
         newest = newest_segment([n for n in (self._newest, *self._spool.kept()) if n], size)
         fallback = slot.restart_segment if wal.version_num >= 150000 else wal.current_segment
         partial, marker = self._spool.partial(), self._spool.marker()
-        resume = plan_resume(newest, partial, marker, slot.restart_segment, fallback, size)
+        resume = plan_resume(newest, partial, marker, slot.restart_segment, fallback, size, wal.current_segment)
+        if resume.ahead:
+            logger().warning("the spool's segments (%s) are ahead of the server's current one (%s): the server is "
+                             "another cluster than the one they came from (rebuilt or restored); pg_receivewal starts "
+                             "at the slot, what the spool holds is still archived", partial or marker,
+                             wal.current_segment)
         if resume.set_aside_partial:
             self._spool.set_aside_partial()
         if resume.drop_marker:
