@@ -27,7 +27,9 @@ Prints a Markdown table; exit status 0 whatever the figures. Everything it start
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -225,14 +227,14 @@ def outages(server, db, root: Path, count: int) -> list[dict]:
                 wait_for(lambda: any("caught up" in t for t in slack.texts()[seen:]), 300, "caught up", archiver)
                 after = time.monotonic() - ends
                 text = next(t for t in slack.texts()[seen:] if "caught up" in t)
-                post = next(p for p in slack.posts[seen:] if "caught up" in p.get("text", ""))
-                caught = int(str(post).rsplit("since the first failure: ", 1)[1].split("'")[0].split('"')[0])
+                caught = int(re.search(r"since the first failure: (\d+)", str(slack.posts[seen:])).group(1))
                 found.append({"after": after, "segments": caught, "text": text})
                 print(f"  outage {number + 1}: caught up {after:.1f} s after it ended, {caught} segments", flush=True)
         finally:
             stop.set()
             writer.join(timeout=30)
             with server.local_connection() as conn:
+                conn.execute("SELECT txid_current()")   # some WAL: a switch with none closes nothing
                 last = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
             try:
                 wait_for(lambda: last in archived_files(repo), 120, f"segment {last}", archiver)
@@ -295,30 +297,44 @@ def main() -> int:
                       PREFECT_LOGGING_LEVEL="WARNING")
     from prefect.testing.utilities import prefect_test_harness
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)     # moto's server: a line per request otherwise
+
     rows, clock, server = [], time.monotonic(), None
     try:
         with prefect_test_harness(server_startup_timeout=180):
             server, db = build(root)
-            print(f"(1) throughput: {args.rounds} live and {args.rounds} backlog rounds of {args.segments} segments",
-                  flush=True)
-            speed = throughput(server, db, root / "repository", root, args.rounds, args.segments)
-            rows.append(("(1) archived while written as fast as the server writes (live)", spread(speed["live"], "MiB/s"),
-                         ">= 20 MiB/s", statistics.median(speed["live"]) >= 20))
-            rows.append(("(1) the writer alone (the server's WAL rate here: the ceiling of the live figure)",
-                         spread(speed["writer"], "MiB/s"), "information", None))
-            rows.append(("(1) a backlog drained by a fresh archiver (first to last sidecar)",
-                         spread(speed["backlog"], "MiB/s"), ">= 20 MiB/s", statistics.median(speed["backlog"]) >= 20))
-            print(f"(2) RPO: one INSERT every 0.5 s for {args.load_seconds:.0f} s, archive_timeout 30 s", flush=True)
-            probe = rpo(server, db, root / "repository", root, args.load_seconds)
-            rows.append((f"(2) RPO, commit to archived, {probe['commits']} commits, {probe['segments']} segments",
-                         f"max {probe['max']:.1f} s, median {probe['median']:.1f} s", "max <= 60 s", probe["max"] <= 60))
-            print(f"(3) {args.outages} S3 outages of 60 s (503 SlowDown), a segment closed every 2 s", flush=True)
-            found = outages(server, db, root, args.outages)
-            rows.append(("(3) end of a 60 s outage to the \"caught up\" notice",
-                         spread([f["after"] for f in found], "s") + "; segments caught up each time: "
-                         + ", ".join(str(f["segments"]) for f in found), "information", None))
-            rows.append(("(3) segments missing from the archive afterwards", str(found[-1]["missing"]), "0",
-                         found[-1]["missing"] == 0))
+            try:
+                print(f"(1) throughput: {args.rounds} live and {args.rounds} backlog rounds of {args.segments} "
+                      "segments", flush=True)
+                speed = throughput(server, db, root / "repository", root, args.rounds, args.segments)
+                rows.append(("(1) archived while written as fast as the server writes (live)",
+                             spread(speed["live"], "MiB/s"), ">= 20 MiB/s", statistics.median(speed["live"]) >= 20))
+                rows.append(("(1) the writer alone (the server's WAL rate here: the ceiling of the live figure)",
+                             spread(speed["writer"], "MiB/s"), "information", None))
+                rows.append(("(1) a backlog drained by a fresh archiver (first to last sidecar)",
+                             spread(speed["backlog"], "MiB/s"), ">= 20 MiB/s",
+                             statistics.median(speed["backlog"]) >= 20))
+            except Exception as exc:  # noqa: BLE001 - reported; the next phase still runs
+                rows.append(("(1) throughput", "not measured", "-", f"ERROR: {exc}"[:500]))
+            try:
+                print(f"(2) RPO: one INSERT every 0.5 s for {args.load_seconds:.0f} s, archive_timeout 30 s", flush=True)
+                probe = rpo(server, db, root / "repository", root, args.load_seconds)
+                rows.append((f"(2) RPO, commit to archived, {probe['commits']} commits, {probe['segments']} segments",
+                             f"max {probe['max']:.1f} s, median {probe['median']:.1f} s", "max <= 60 s",
+                             probe["max"] <= 60))
+                print(f"  {rows[-1][1]}", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                rows.append(("(2) RPO", "not measured", "-", f"ERROR: {exc}"[:500]))
+            try:
+                print(f"(3) {args.outages} S3 outages of 60 s (503 SlowDown), a segment closed every 2 s", flush=True)
+                found = outages(server, db, root, args.outages)
+                rows.append(("(3) end of a 60 s outage to the \"caught up\" notice",
+                             spread([f["after"] for f in found], "s") + "; segments caught up each time: "
+                             + ", ".join(str(f["segments"]) for f in found), "information", None))
+                rows.append(("(3) segments missing from the archive afterwards", str(found[-1]["missing"]), "0",
+                             found[-1]["missing"] == 0))
+            except Exception as exc:  # noqa: BLE001
+                rows.append(("(3) outages", "not measured", "-", f"ERROR: {exc}"[:500]))
     finally:
         if server is not None:
             server.destroy()
@@ -327,7 +343,8 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f} at the end\n")
     print("| measurement | value | goal | result |\n|---|---|---|---|")
     for what, value, goal, ok in rows:
-        print(f"| {what} | {value} | {goal} | {'-' if ok is None else 'PASS' if ok else '**FAIL**'} |")
+        verdict = ok if isinstance(ok, str) else "-" if ok is None else "PASS" if ok else "**FAIL**"
+        print(f"| {what} | {value} | {goal} | {verdict.replace('|', '/')} |")
     return 0
 
 

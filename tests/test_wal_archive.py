@@ -499,3 +499,26 @@ def test_an_invalidated_slot_is_dropped_and_created_again_and_the_hole_is_named_
     with server.local_connection() as conn:
         assert conn.execute("SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s",
                             (SLOT,)).fetchone()[0] != "lost"
+
+
+def test_a_segment_archived_before_with_other_content_stays_in_the_spool_and_the_others_go_on(
+        server, database, archivers, tmp_path, slack):
+    import json
+
+    repository = tmp_path / "repository"
+    env = save_env(database, BackupRepository(url=str(repository)), slack_url=slack.webhook())
+    archiver = Archiver(env, tmp_path, server)
+    archivers.append(archiver)
+    archiver.streaming()
+    ahead = segment_name(1, parse_segment(current_segment(server), SEGMENT)[1] + 3, SEGMENT)
+    (repository / "wal").mkdir(parents=True, exist_ok=True)
+    (repository / "wal" / f"{ahead}.json").write_text(json.dumps(     # another cluster's segment of that name
+        {"name": ahead, "size": SEGMENT, "plain_sha256": "0" * 64, "stored_size": 1, "stored_sha256": "0" * 64}))
+    with Writer(server, database.database, every=0.5):
+        later = segment_name(1, parse_segment(ahead, SEGMENT)[1] + 3, SEGMENT)
+        wait_archived(archiver, env, later)
+    assert ready_files(archiver) == [ahead], "the refused segment must stay in the spool, and only it"
+    critical = [t for t in slack.texts() if f"CRITICAL: WAL segment {ahead} cannot be archived" in t]
+    assert len(critical) == 1, slack.texts()
+    assert "already archived with different content" in archiver.text()
+    assert archiver.stop() == 0 and ready_files(archiver) == [ahead]     # kept for the next start, too

@@ -126,7 +126,10 @@ class WalStreamer:
 
     def _step(self, now: float) -> None:
         self._keep_receiving(now)
-        self._spool.collect()
+        try:
+            self._spool.collect()
+        except OSError as exc:      # this host's disk (full, failing): what is there stays, tried again
+            logger().warning("could not move finished WAL into %s (%s); trying again", self._spool.ready_dir, exc)
         self._push(now)
         self._send(self.health.tick(time.monotonic(), self.archived, len(self._spool.ready())))
 
