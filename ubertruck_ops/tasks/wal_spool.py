@@ -62,12 +62,12 @@ class Spool:
     def open(self, what: str = "") -> "Spool":
         """Create the spool (0700) or find it again, check that it is ours alone, and lock it.
         Raise ArchiverRefused when it is not private, or another archiver holds it."""
-        private_folders(self.root, self.root.parent.parent)
-        for folder in (self.incoming, self.ready_dir):
+        private_folders(self.root.parent, self.root.parent.parent)
+        self._check_parent()                             # before anything is made inside it
+        for folder in (self.root, self.incoming, self.ready_dir):
             if not os.path.lexists(folder):
                 folder.mkdir(mode=0o700)
-        self._check_parent()
-        for folder in (self.root, self.incoming, self.ready_dir):
+                folder.chmod(0o700)                      # whatever the umask
             self._check_private(folder, folder=True)
         try:
             fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
