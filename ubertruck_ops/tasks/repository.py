@@ -339,13 +339,22 @@ class S3Repository:
 
     def abort_stale_uploads(self, older_than: timedelta) -> int:
         """Abort multipart uploads under our prefix started before `older_than` ago (a crashed run's)."""
+        from botocore.exceptions import ClientError
+
         cutoff = datetime.now(timezone.utc) - older_than
         aborted = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("")):
             for upload in page.get("Uploads", []):
                 if upload["Initiated"] < cutoff:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    try:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                    except ClientError as exc:
+                        # Completed or aborted since it was listed (wal-archive uploads all the time): gone either way.
+                        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise
+                        continue
                     aborted += 1
         return aborted
 
