@@ -383,6 +383,16 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+def fill(path: Path) -> None:
+    """Write zeros into `path` until its disk is full."""
+    with open(path, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+        except OSError:
+            pass
+
+
 def test_a_local_repository_out_of_space_loses_nothing_and_the_archiver_resumes_once_space_is_freed(
         server, database, archivers, tmp_path, small_disk, slack):
     env = save_env(database, BackupRepository(url=str(small_disk / "repository")), slack_url=slack.webhook())
@@ -392,13 +402,7 @@ def test_a_local_repository_out_of_space_loses_nothing_and_the_archiver_resumes_
     with Writer(server, database.database, every=1.0):
         archiver.wait_for(lambda: len(archived(env)) >= 2, 60, "archiving")
         filler = small_disk / "filler"
-        with open(filler, "wb") as handle:        # the disk full, as another tenant of it would make it
-            try:
-                while True:
-                    handle.write(b"\0" * 65536)
-                    handle.flush()
-            except OSError:
-                pass
+        fill(filler)                               # the disk full, as another tenant of it would make it
         archiver.wait_for(lambda: "No space left on device" in archiver.text() and len(ready_files(archiver)) >= 3, 60,
                           "pushes failing with ENOSPC while segments wait in the spool")
         filler.unlink()
@@ -540,3 +544,14 @@ def s3_repository_block(s3_proxy, s3_client) -> BackupRepository:
     from tests.conftest import s3_repository
 
     return s3_repository(s3_proxy.url, s3_client)
+
+
+def test_a_write_that_fails_on_a_full_local_repository_leaves_no_half_written_file(small_disk):
+    from ubertruck_ops.tasks.repository import LocalRepository
+
+    repo = LocalRepository(str(small_disk / "repository"))
+    repo.put_bytes("wal/first.json", b"{}")
+    fill(small_disk / "filler")
+    with pytest.raises(OSError):
+        repo.put_bytes("wal/second.json", b"x" * 65536)
+    assert sorted(p.name for p in (small_disk / "repository" / "wal").iterdir()) == ["first.json"]
