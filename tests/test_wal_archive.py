@@ -251,10 +251,10 @@ def restored_rows(restored, database: str) -> set[int]:
         return {row[0] for row in conn.execute("SELECT id FROM wal_probe")}
 
 
-def ping_kinds(pings) -> list[str]:
-    """The pings in order, repeats folded: start, success, fail, ..."""
+def ping_kinds(pings, since: int = 0) -> list[str]:
+    """The pings in order from the `since`-th on, repeats folded: start, success, fail, ..."""
     kinds = []
-    for path, _ in pings.pings:
+    for path, _ in pings.pings[since:]:
         kind = "start" if path.endswith("/start") else "fail" if path.endswith("/fail") else "success"
         if not kinds or kinds[-1] != kind:
             kinds.append(kind)
@@ -281,14 +281,17 @@ def test_a_repository_answering_503_for_a_minute_loses_no_segment_and_a_restore_
     assert incremental_backup(environment=env)["kind"] == "base"
     with Writer(server, database.database, every=2.5) as writer:
         archiver.wait_for(lambda: len(archived(env)) >= 3 and "success" in ping_kinds(pings), 60, "archiving")
+        # Counted from here: moto dates every multipart upload 2010, so the base backup's retention may
+        # have aborted an upload of the archiver's as "stale" - a failure and a catch-up of their own.
+        posts, pinged = len(slack.posts), len(pings.pings)
         outage_ends = s3_proxy.fail_for(60)
         time.sleep(30)
         inside = writer.rows[-1]
         target = datetime.fromtimestamp(inside[1] + 0.5, timezone.utc)
         time.sleep(1)
         archiver.wait_for(lambda: time.monotonic() >= outage_ends, 60, "the end of the outage")
-        failing_ping = "fail" in ping_kinds(pings)
-        caught_up = archiver.wait_for(lambda: any("caught up" in t for t in slack.texts()), 120, "caught up")
+        failing_ping = "fail" in ping_kinds(pings, pinged)
+        archiver.wait_for(lambda: any("caught up" in t for t in slack.texts()[posts:]), 120, "caught up")
         time.sleep(2)
     last = current_segment(server)
     wait_archived(archiver, env, last)
@@ -302,11 +305,13 @@ def test_a_repository_answering_503_for_a_minute_loses_no_segment_and_a_restore_
     with gpg_session(load_environment(env).encryption) as gpg:     # plaintext as received, before/in/after
         fetch_segments.fn(repo, [first, during[len(during) // 2], last], gpg, tmp_path / "fetched")
 
-    texts = slack.texts()
+    texts = slack.texts()[posts:]
     assert sum("WAL archiving is failing" in t for t in texts) == 1, texts
     assert sum("WAL archive caught up" in t for t in texts) == 1, texts
     assert "503 SlowDown" in next(t for t in texts if "failing" in t)
-    assert failing_ping and ping_kinds(pings)[:4] == ["start", "success", "fail", "success"], pings.pings
+    assert ping_kinds(pings)[:2] == ["start", "success"], pings.pings
+    outage = ping_kinds(pings, pinged)
+    assert failing_ping and "fail" in outage and outage[-1] == "success", pings.pings
     assert all("http" not in body for _, body in pings.pings)
     said = archiver.text()
     assert "could not archive WAL file" in said and "wait in the spool" in said
