@@ -230,7 +230,7 @@ def measure(root: Path, args, m: dict) -> None:
     server, size, env = build(root, args.size_mb, m["cleanup"])
     m["db_mb"] = size / MB
     repo = open_repository(env.repository)
-    streamer = WalStreamer(env, repo)
+    streamer = WalStreamer(env, repo, environment=ENV)
     thread = threading.Thread(target=streamer.run, daemon=True)
     thread.start()
     m["cleanup"].append(lambda: (streamer.stop(), thread.join(timeout=60), streamer.remove_spool()))
@@ -357,6 +357,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="ubertruck-bench-incr-", dir=args.workdir))
     root.chmod(0o755)  # the PostgreSQL server runs as an unprivileged user under root
     os.environ["PREFECT_HOME"] = str(root / "prefect")  # keep the operator's Prefect home untouched
+    os.environ["UBERTRUCK_STATE_DIR"] = str(root / "state")  # and its state: the WAL spool goes with the server
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     m, clock = {"cleanup": [], "errors": {}}, time.monotonic()

@@ -93,10 +93,12 @@ class FaultyProxy(_Server):
     """Forwards to an S3 endpoint; answers 503 to chosen requests.
 
     `fail_next(n, method, marker)`: the next n matching requests fail. `fail_always(...)`:
-    every matching request fails, as when the endpoint is gone for writes. Both take `status`
-    and `code` (default 503 ServiceUnavailable; e.g. 403 AccessDenied for a denied DeleteObjects,
-    method POST, marker "?delete"). `deny_batch_deletes = True`: every DeleteObjects answers 200 with
-    an AccessDenied error per key, as S3 does under a bucket policy that denies s3:DeleteObject.
+    every matching request fails, as when the endpoint is gone for writes. `fail_for(seconds, ...)`:
+    every matching request fails from now for that long (an outage; method None: every method). All
+    take `status` and `code` (default 503 ServiceUnavailable; e.g. 403 AccessDenied for a denied
+    DeleteObjects, method POST, marker "?delete"). `deny_batch_deletes = True`: every DeleteObjects
+    answers 200 with an AccessDenied error per key, as S3 does under a bucket policy that denies
+    s3:DeleteObject. `clear()` drops every rule.
     """
 
     handler = _ProxyHandler
@@ -116,6 +118,19 @@ class FaultyProxy(_Server):
                     code: str = "ServiceUnavailable") -> None:
         self._rules.append([method, marker, None, status, code])
 
+    def fail_for(self, seconds: float, method: str | None = None, marker: str = "", status: int = 503,
+                 code: str = "SlowDown") -> float:
+        """Fail every matching request for `seconds` from now; return when the outage ends (time.monotonic())."""
+        until = time.monotonic() + seconds
+        with self._lock:
+            self._rules.append([method, marker, None, status, code, until])
+        return until
+
+    def clear(self) -> None:
+        """Forward everything again: every rule (outages included) is dropped."""
+        with self._lock:
+            self._rules.clear()
+
     def should_fail(self, method: str, path: str) -> bool:
         return self.failure(method, path) is not None
 
@@ -123,7 +138,9 @@ class FaultyProxy(_Server):
         """Return (status, error code) when this request is to fail, counting it, else None."""
         with self._lock:
             for rule in self._rules:
-                if rule[0] == method and rule[1] in path and (rule[2] is None or rule[2] > 0):
+                if len(rule) > 5 and time.monotonic() >= rule[5]:
+                    continue                    # an outage that is over
+                if rule[0] in (method, None) and rule[1] in path and (rule[2] is None or rule[2] > 0):
                     if rule[2] is not None:
                         rule[2] -= 1
                     return rule[3], rule[4]

@@ -48,7 +48,7 @@ class ArchivingServer:
             conn.execute(f'GRANT EXECUTE ON FUNCTION pg_switch_wal() TO "{self.db.user}"')
         save_env(self.db, BackupRepository(url=str(self.repo_dir)), name=self.env_name)
         env = load_environment(self.env_name)
-        self.streamer = WalStreamer(env, open_repository(env.repository), poll_seconds=0.3)
+        self.streamer = WalStreamer(env, open_repository(env.repository), poll_seconds=0.3, environment=self.env_name)
         self.thread = threading.Thread(target=self.streamer.run, daemon=True)
         self.thread.start()
 

@@ -144,3 +144,50 @@ def watch_transition(environment: str, kind: str, target: str, severity: str, de
                         [detail[:1500]])
     return _payload(f":white_check_mark: [{environment}] {target} recovered after {human_seconds(seconds)}",
                     [detail[:1500]])
+
+
+# wal-archive (tasks/wal_stream.py, decided by core/wal_archiving.py): no secret and no URL in any of these.
+
+def wal_archive_failing(environment: str, reason: str, waiting: int, spool: str) -> dict:
+    """Pushes to the repository started failing: the archiver keeps receiving and keeps the segments."""
+    return _payload(f":warning: [{environment}] WAL archiving is failing: {reason[:300]}",
+                    [f"segments waiting: {waiting}, kept on this host in `{spool}` and retried with backoff "
+                     "(1 s doubling to 60 s) for as long as it fails",
+                     "nothing is lost while this host's disk holds them; a notice follows once it has caught up"])
+
+
+def wal_archive_caught_up(environment: str, seconds: float, segments: int) -> dict:
+    return _payload(f":white_check_mark: [{environment}] WAL archive caught up after {human_seconds(seconds)} of "
+                    "failures", [f"segments archived from the spool since the first failure: {segments}"])
+
+
+def wal_segment_refused(environment: str, name: str, reason: str, spool: str) -> dict:
+    """A segment whose push can never succeed as things stand (different content archived under its name)."""
+    return _payload(f":rotating_light: [{environment}] CRITICAL: WAL segment {name} cannot be archived",
+                    [f"reason: {reason[:500]}",
+                     f"it stays in `{spool}/ready` (never deleted) and is tried again every few minutes; the others "
+                     "go on",
+                     "the repository holds other content under this name: another cluster or an older timeline "
+                     "archives into the same place. Give each cluster a repository prefix of its own; once the "
+                     "archived object is known to be wrong, move it away and the segment is archived by itself"])
+
+
+def wal_archive_hole(environment: str, slot: str, why: str, hole: str, partial_kept: str | None) -> dict:
+    """The server no longer keeps WAL the archive never got: point-in-time restores cannot cross it."""
+    lines = [why[:500], f"missing from the archive: {hole}; no point-in-time restore can cross it"]
+    if partial_kept:
+        lines.append(f"the start of {partial_kept} was kept and archived as {partial_kept}.partial")
+    lines.append("take a new base backup now (`ubertruck-ops run incremental-backup --param force_full=true`) so "
+                 "restores can start after the hole, and find out why the archiver fell behind")
+    return _payload(f":rotating_light: [{environment}] CRITICAL: the WAL archive has a hole (slot {slot})", lines)
+
+
+def wal_not_receiving(environment: str, slot: str, seconds: float, reason: str) -> dict:
+    return _payload(f":warning: [{environment}] wal-archive has not received WAL for {human_seconds(seconds)}",
+                    [f"reason: {reason[:500]}", f"it keeps trying; meanwhile the server keeps WAL for slot {slot} "
+                     "(bounded by max_slot_wal_keep_size)"])
+
+
+def wal_receiving_again(environment: str, slot: str, seconds: float) -> dict:
+    return _payload(f":white_check_mark: [{environment}] wal-archive receives WAL again (slot {slot})",
+                    [f"it was not receiving for {human_seconds(seconds)}"])

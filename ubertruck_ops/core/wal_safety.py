@@ -22,7 +22,7 @@ from ubertruck_ops.core.physical import parse_segment, segment_name, segment_of
 from ubertruck_ops.core.text import human_bytes, human_seconds
 from ubertruck_ops.core.units import unit_name
 
-WAL_SLOT = "ubertruck_wal"     # the physical slot tasks/wal.py's WalStreamer creates and streams through
+WAL_SLOT = "ubertruck_wal"     # the physical slot `wal-archive` (tasks/wal_stream.py) creates and streams through
 MIB = 1 << 20
 LAG_CHECK_SECONDS = 60.0       # watch lists the archive at most this often (an S3 listing takes seconds)
 

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     push = commands.add_parser("wal-push", help="archive one WAL file (PostgreSQL's archive_command: wal-push %%p)")
     push.add_argument("path", help="the WAL file, as PostgreSQL's %%p")
     push.add_argument("--environment", default="production", help="environment whose repository and key to use")
-    archive = commands.add_parser("wal-archive", help="stream WAL continuously into the repository (pg_receivewal)")
+    archive = commands.add_parser("wal-archive", help="stream WAL continuously into the repository (pg_receivewal "
+                                                       "into a durable spool; long-lived; SIGTERM stops)")
     archive.add_argument("--environment", default="production", help="environment to archive")
     watcher = commands.add_parser("watch", help="check services, database, disks and traffic every 30 s and alert "
                                                 "on incidents (long-lived; SIGTERM stops)")
@@ -194,25 +195,43 @@ def run_flow(name: str, params: dict) -> int:
 
 
 def wal_archive(environment: str) -> int:
-    """Run continuous WAL archiving until SIGINT or SIGTERM."""
+    """Run continuous WAL archiving (tasks/wal_stream.py) until SIGINT or SIGTERM.
+
+    Exit status 0 once stopped by a signal (what the repository did not take stays in the spool for
+    the next start); 3 when it must not run: another archiver holds the slot or the spool, or the
+    spool is not private (the sentence says which); 1 on anything else. A failing repository or an
+    unreachable database never ends it: it retries, logs, posts to Slack and pings /fail.
+    """
+    import logging
     import signal
-    import threading
 
     from ubertruck_ops.blocks.environment import load_environment
     from ubertruck_ops.tasks.repository import open_repository
-    from ubertruck_ops.tasks.wal import WalStreamer
+    from ubertruck_ops.tasks.wal_stream import ArchiverRefused, WalStreamer
 
+    # Outside a flow run the project's log goes nowhere by default: the archiver's is its story.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    # Not the zstd and gpg of every segment's push (tasks/execute logs each start): the archiver says
+    # what it archived instead.
+    handler.addFilter(lambda record: not (record.msg == "starting %s: %s" and record.args
+                                          and record.args[0] != "pg_receivewal"))
+    log = logging.getLogger("ubertruck_ops")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     env = load_environment(environment)
-    streamer = WalStreamer(env, open_repository(env.repository))
+    # Few attempts per request: the archiver retries a failing push itself, with backoff, for ever.
+    streamer = WalStreamer(env, open_repository(env.repository, attempts=3), environment=environment)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: streamer.stop())
-    worker = threading.Thread(target=streamer.run)
-    worker.start()
-    print(f"archiving WAL of {env.database.describe()} into {env.repository.url} (Ctrl-C stops)")
-    while worker.is_alive():
-        worker.join(timeout=1)
-    streamer.remove_spool()
-    print(f"stopped after archiving {streamer.archived} WAL file(s)")
+    print(f"archiving WAL of {env.database.describe()} into {env.repository.url} over replication slot "
+          f"{streamer.slot}, spool {streamer.spool} (SIGTERM stops)", flush=True)
+    streamer.run()      # in the main thread: pg_receivewal's die-with-parent signal is tied to the thread
+    if isinstance(streamer.error, ArchiverRefused):
+        print(f"wal-archive refused to run: {streamer.error}", file=sys.stderr, flush=True)
+        return 3
+    print(f"stopped after archiving {streamer.archived} WAL file(s)", flush=True)
     return 1 if streamer.error else 0
 
 

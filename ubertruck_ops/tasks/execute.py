@@ -130,7 +130,8 @@ def run(
 def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
           secrets: Iterable[str] = (), die_with_parent: bool = False, death_signal: int = signal.SIGTERM,
           user: str | None = None, group: str | None = None,
-          output: str | os.PathLike | None = None, pass_fds: Sequence[int] = ()) -> subprocess.Popen:
+          output: str | os.PathLike | None = None, pass_fds: Sequence[int] = (),
+          on_stderr_line: Callable[[str], None] | None = None) -> subprocess.Popen:
     """Start a long-running helper and return it; the caller stops it.
 
     `die_with_parent`: the kernel sends the helper `death_signal` (SIGTERM unless given) when this
@@ -138,24 +139,34 @@ def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = Non
     call it from the main thread). The helper also gets a session of its own: a signal to our
     process group (Ctrl-C, systemd's stop) reaches only us, and we stop the helper once we are done
     with it. `user`/`group` as for `run`. `output`: a file (created 0600) that gets the helper's
-    stdout and stderr, appended; else they are discarded. `pass_fds`: descriptors the helper
-    inherits (e.g. a listening socket we bound for it); the caller keeps its own copies.
+    stdout and stderr, appended; else they are discarded, except that with `on_stderr_line` each
+    line of its stderr goes there (secrets masked). `pass_fds`: descriptors the helper inherits
+    (e.g. a listening socket we bound for it); the caller keeps its own copies.
     """
+    if output is not None and on_stderr_line is not None:
+        raise ValueError("spawn: give output or on_stderr_line, not both")
+    secrets = list(secrets)
     identity: dict = {"user": user} if user else {}
     if group:
         identity.update(group=group, extra_groups=[])
     logger().info("starting %s: %s", name, display(argv, secrets))
     sink = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600) if output else None
+    stderr = sink if sink is not None else subprocess.PIPE if on_stderr_line else subprocess.DEVNULL
     try:
-        return subprocess.Popen(list(map(str, argv)), env=child_env(env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL if sink is None else sink,
-                                stderr=subprocess.DEVNULL if sink is None else sink, pass_fds=tuple(pass_fds),
-                                preexec_fn=_die_with_parent(death_signal) if die_with_parent else None, **identity)
+        process = subprocess.Popen(list(map(str, argv)), env=child_env(env), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL if sink is None else sink, stderr=stderr,
+                                   pass_fds=tuple(pass_fds),
+                                   preexec_fn=_die_with_parent(death_signal) if die_with_parent else None,
+                                   **identity)
     except FileNotFoundError:
         raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH") from None
     finally:
         if sink is not None:
             os.close(sink)
+    if on_stderr_line is not None:
+        threading.Thread(target=_drain, args=(process.stderr, collections.deque(maxlen=1),
+                                              lambda line: on_stderr_line(mask(line, secrets))), daemon=True).start()
+    return process
 
 
 def stop(process: subprocess.Popen | None, timeout: float = 10) -> int | None:

@@ -104,8 +104,12 @@ class LocalRepository:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         writer = self.writer(key)
-        writer.write(data)
-        writer.commit()
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.abort()      # a full disk must not keep the half-written file
+            raise
 
     def get_bytes(self, key: str) -> bytes:
         with self._open(key) as handle:
@@ -198,8 +202,12 @@ class _LocalWriter:
             os.close(folder)
 
     def abort(self) -> None:
-        self.handle.close()
-        self.partial.unlink(missing_ok=True)
+        try:
+            self.handle.close()     # flushes what is buffered: on a full disk that fails again
+        except OSError:
+            pass
+        finally:
+            self.partial.unlink(missing_ok=True)
 
 
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
@@ -360,13 +368,22 @@ class S3Repository:
 
     def abort_stale_uploads(self, older_than: timedelta) -> int:
         """Abort multipart uploads under our prefix started before `older_than` ago (a crashed run's)."""
+        from botocore.exceptions import ClientError
+
         cutoff = datetime.now(timezone.utc) - older_than
         aborted = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("")):
             for upload in page.get("Uploads", []):
                 if upload["Initiated"] < cutoff:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    try:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                    except ClientError as exc:
+                        # Completed or aborted since it was listed (wal-archive uploads all the time): gone either way.
+                        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise
+                        continue
                     aborted += 1
         return aborted
 
@@ -419,6 +436,6 @@ class _S3Writer:
             logger().warning("could not abort multipart upload of %s (%s); the next backup's clean-up will", self.key, exc)
 
 
-def open_repository(block: BackupRepository) -> Repository:
-    """Given the repository block, return the repository it describes."""
-    return S3Repository.from_block(block) if block.is_s3 else LocalRepository(block.url)
+def open_repository(block: BackupRepository, attempts: int = S3_ATTEMPTS) -> Repository:
+    """Given the repository block, return the repository it describes (S3: `attempts` per request)."""
+    return S3Repository.from_block(block, attempts) if block.is_s3 else LocalRepository(block.url)
