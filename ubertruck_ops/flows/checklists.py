@@ -43,7 +43,7 @@ def morning_checklist(environment: str = "production") -> dict:
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    with operation("morning checklist", environment, notify_failures=False, ping=True) as op:
+    with operation("morning checklist", environment, ping=True) as op:
         env, limits = op.env, thresholds(op.env)
         state = orchestration.remembered("checklist_state", environment)
         learned: dict = {}
@@ -94,7 +94,7 @@ def afternoon_checklist(environment: str = "production") -> dict:
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    with operation("afternoon checklist", environment, notify_failures=False, ping=True) as op:
+    with operation("afternoon checklist", environment, ping=True) as op:
         env, limits, queries = op.env, thresholds(op.env), business_queries(op.env)
         plan: dict = {
             "active users": lambda: business("active_users", env, queries, lambda n: checks.ok(
@@ -140,7 +140,7 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
         day: The day to report on (YYYY-MM-DD, UTC); empty: today.
     """
-    with operation("evening checklist", environment, notify_failures=False, ping=True) as op:
+    with operation("evening checklist", environment, ping=True) as op:
         env, limits, queries = op.env, thresholds(op.env), business_queries(op.env)
         today = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.timezone.utc).date()
         yesterday = today - dt.timedelta(days=1)

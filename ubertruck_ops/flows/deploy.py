@@ -40,7 +40,7 @@ def deploy(tag: str, environment: str = "production", skip_hosts: list[str] | No
         skip_hosts: Several app hosts: hosts to leave out (e.g. one that is down); empty: every host.
     """
     # Until the lock is held nothing is changed: a failure is the run's own (no notice).
-    with operation(f"deploy of {tag}", environment, notify_failures=False) as op:
+    with operation(f"deploy of {tag}", environment) as op:
         env, step = op.env, op.step
         tag = check_tag(tag)
         if env.fleet is not None:
@@ -71,28 +71,27 @@ def deploy(tag: str, environment: str = "production", skip_hosts: list[str] | No
             migrations: list[str] = []
             backup_id = None
 
-            op.on_failure("nothing live was changed")
-            step(f"build {tag}")
-            commit = build_release(app, tag, tags[tag])
-            update_progress_artifact(progress, 40.0)
+            with op.failure_says("nothing live was changed"):
+                step(f"build {tag}")
+                commit = build_release(app, tag, tags[tag])
+                update_progress_artifact(progress, 40.0)
 
-            step("check for new migrations")
-            migrations = pending_migrations(release.migration_files(app, tag),
-                                            postgres.applied_migrations(env.database, app.migrations_table))
-            if migrations:
-                step("back up the database before migrating")
-                backup_id = subflow("nightly-backup")(environment=environment)["backup_id"]
-                step(f"apply migrations {', '.join(migrations)}")
-                migrate(env, app, tag, migrations, backup_id)
-            update_progress_artifact(progress, 55.0)
+                step("check for new migrations")
+                migrations = pending_migrations(release.migration_files(app, tag),
+                                                postgres.applied_migrations(env.database, app.migrations_table))
+                if migrations:
+                    step("back up the database before migrating")
+                    backup_id = subflow("nightly-backup")(environment=environment)["backup_id"]
+                    step(f"apply migrations {', '.join(migrations)}")
+                    migrate(env, app, tag, migrations, backup_id)
+                update_progress_artifact(progress, 55.0)
 
-            # From what was live before: on a redeploy of an unhealthy live tag that is `previous`, not the tag.
-            release.record(app, "deploy", previous, tag, "started", run_id)
-            op.on_failure(handler=lambda exc: _put_back(op, app, tag, previous, exc, run_id))
-            go_live(app, tag, step,
-                    on_service=lambda n, total: update_progress_artifact(progress, 55.0 + 35.0 * n / total))
+                # From what was live before: on a redeploy of an unhealthy live tag that is `previous`, not the tag.
+                release.record(app, "deploy", previous, tag, "started", run_id)
+            with op.failure_says(handler=lambda exc: _put_back(op, app, tag, previous, exc, run_id)):
+                go_live(app, tag, step,
+                        on_service=lambda n, total: update_progress_artifact(progress, 55.0 + 35.0 * n / total))
 
-            op.on_failure(notify=False)
             step("save the PM2 process list")
             pm2.save(app)
             release.record(app, "deploy", previous, tag, "succeeded", run_id, detail=f"commit {commit}")

@@ -37,7 +37,7 @@ def host_release(environment: str = "production", host: str = "", step: Literal[
             that starts it later refuses, so a step the deploy gave up on never changes the host.
     """
     # The parent run reports the whole rolling operation; a host step's failure is its state.
-    with operation(f"{step} on {host}", environment, notify_failures=False) as op:
+    with operation(f"{step} on {host}", environment) as op:
         if not host:
             raise ValueError("host-release needs a host")
         # First, before anything is read or changed: a worker that came back late must not act.

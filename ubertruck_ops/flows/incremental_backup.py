@@ -40,8 +40,7 @@ def incremental_backup(environment: str = "production", force_full: bool = False
         max_wal_since_base_gib: Base and WAL tier: a new base once this much WAL was written since the last one.
         archive_wait_seconds: Base and WAL tier: how long a closed WAL segment may take to reach the repository.
     """
-    with operation("incremental backup", environment, ping=True) as op:
-        backup = BackupAttempt(op)
+    with operation("incremental backup", environment, ping=True) as op, BackupAttempt(op) as backup:
         with backup.locked():
             op.step("choose the tier")
             tier, facts = read_tier(op.env)

@@ -33,7 +33,7 @@ def weekly_maintenance(environment: str = "production") -> dict:
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    with operation("weekly maintenance", environment, notify_failures=False, ping=True) as op:
+    with operation("weekly maintenance", environment, ping=True) as op:
         env, limits = op.env, thresholds(op.env)
         results: list[CheckResult] = []
 
@@ -81,7 +81,7 @@ def monthly_maintenance(environment: str = "production",
         drill_mode: The restore drill's mode: applicable (every drill the six-hourly tier has: the guide's
             monthly DR drill), or one of logical, physical, rds, both.
     """
-    with operation("monthly maintenance", environment, notify_failures=False, ping=True) as op:
+    with operation("monthly maintenance", environment, ping=True) as op:
         limits = thresholds(op.env)
         op.step("check TLS certificates")
         results: list[CheckResult] = [tls.certificate_expiry(target, limits.tls_expiry_days,

@@ -32,9 +32,8 @@ def nightly_backup(environment: str = "production") -> dict:
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
     """
-    with operation("nightly backup", environment, ping=True) as op:
+    with operation("nightly backup", environment, ping=True) as op, BackupAttempt(op) as backup:
         env, repo, step = op.env, op.repo, op.step
-        backup = BackupAttempt(op)
         with backup.locked():
             with backup.until_manifest():
                 op.restart_clock()

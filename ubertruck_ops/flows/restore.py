@@ -82,55 +82,55 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
                                                  ("confirm", confirm), ("files_to", files_to)) if value]
         return _restore_physical(environment, target_time, restore_folder, keep_running, logical_only)
     target_name = target_environment or environment
-    with operation("restore", environment, notify_failures=False) as op:
+    with operation("restore", environment) as op:
         source, step = op.env, op.step
         target = source if target_name == environment else load_environment(target_name)
         op.report_as(target_name, target.slack)
-        op.on_failure()
-        op.restart_clock()
+        with op.failure_says():
+            op.restart_clock()
 
-        step("validate parameters")
-        before = _parse_time(target_time)
-        if restore_folder is not None or keep_running:
-            raise ValueError("restore_folder and keep_running apply to method=physical only")
-        files_folder = check_files_to(files_to)
-        repo = op.repo
+            step("validate parameters")
+            before = _parse_time(target_time)
+            if restore_folder is not None or keep_running:
+                raise ValueError("restore_folder and keep_running apply to method=physical only")
+            files_folder = check_files_to(files_to)
+            repo = op.repo
 
-        step("find the backup")
-        manifest = catalog.find_backup(repo, backup_id, before)
-        op.log.info("restoring backup %s (finished %s) into %s", manifest.backup_id, manifest.finished_at,
-                    target.database.describe())
+            step("find the backup")
+            manifest = catalog.find_backup(repo, backup_id, before)
+            op.log.info("restoring backup %s (finished %s) into %s", manifest.backup_id, manifest.finished_at,
+                        target.database.describe())
 
-        step("check the confirmation")
-        require_confirmation(target.database, source.database, confirm)
+            step("check the confirmation")
+            require_confirmation(target.database, source.database, confirm)
 
-        with gpg_session(source.encryption, for_restore=True) as gpg:
-            roles = check_backup(repo, manifest, gpg, step)
-            step("restore into a staging database")
-            # One name per run: two restores at once must never drop each other's staging database.
-            staging = names.staging_name(target.database.database, secrets.token_hex(4))
-            counts = restore_into(target.database, staging, manifest, repo, gpg, roles, drop_leftover=False)
-            try:
-                extracted = []
-                if files_folder:
-                    step("extract file archives")
-                    extracted = load.extract_archives(repo, manifest, gpg, files_folder)
-                step("swap the restored database in")
-                kept_as = swap_in(target.database, staging, roles)
-            except BaseException:
-                _drop_quietly(target.database, staging)
-                raise
-        if kept_as:
-            op.on_failure(f"the restored database is in place; the previous one is kept as `{kept_as}`")
-        step("report")
-        duration = op.elapsed
-        op.publish("restore-report", f"restore of {manifest.backup_id}", (
-            f"# Restore of `{manifest.backup_id}`\n\n- target: {target.database.describe()}\n"
-            f"- duration: {human_seconds(duration)}\n- tables verified: {len(counts)}, rows: {sum(counts.values()):,}\n"
-            f"- previous database kept as: {kept_as or 'none (target was new)'}\n- files extracted to: {extracted or 'not requested'}\n"),
-            notices.restore_succeeded(target_name, target.database.describe(), manifest.backup_id, duration, kept_as))
-        return {"backup_id": manifest.backup_id, "target": target.database.describe(), "kept_as": kept_as,
-                "row_counts": counts, "files": extracted, "duration_seconds": round(duration, 2)}
+            with gpg_session(source.encryption, for_restore=True) as gpg:
+                roles = check_backup(repo, manifest, gpg, step)
+                step("restore into a staging database")
+                # One name per run: two restores at once must never drop each other's staging database.
+                staging = names.staging_name(target.database.database, secrets.token_hex(4))
+                counts = restore_into(target.database, staging, manifest, repo, gpg, roles, drop_leftover=False)
+                try:
+                    extracted = []
+                    if files_folder:
+                        step("extract file archives")
+                        extracted = load.extract_archives(repo, manifest, gpg, files_folder)
+                    step("swap the restored database in")
+                    kept_as = swap_in(target.database, staging, roles)
+                except BaseException:
+                    _drop_quietly(target.database, staging)
+                    raise
+            kept_line = [f"the restored database is in place; the previous one is kept as `{kept_as}`"] if kept_as else []
+            with op.failure_says(*kept_line):
+                step("report")
+                duration = op.elapsed
+                op.publish("restore-report", f"restore of {manifest.backup_id}", (
+                    f"# Restore of `{manifest.backup_id}`\n\n- target: {target.database.describe()}\n"
+                    f"- duration: {human_seconds(duration)}\n- tables verified: {len(counts)}, rows: {sum(counts.values()):,}\n"
+                    f"- previous database kept as: {kept_as or 'none (target was new)'}\n- files extracted to: {extracted or 'not requested'}\n"),
+                    notices.restore_succeeded(target_name, target.database.describe(), manifest.backup_id, duration, kept_as))
+                return {"backup_id": manifest.backup_id, "target": target.database.describe(), "kept_as": kept_as,
+                        "row_counts": counts, "files": extracted, "duration_seconds": round(duration, 2)}
 
 
 def check_files_to(files_to: str | None) -> str | None:
@@ -196,7 +196,7 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def _restore_physical(environment: str, target_time: str | None, restore_folder: str | None, keep_running: bool,
                       logical_only: list[str]) -> dict:
-    with operation("point-in-time restore", environment) as op:
+    with operation("point-in-time restore", environment, notify_failures=True) as op:
         op.step("validate parameters")
         if logical_only:
             raise ValueError(f"{', '.join(logical_only)}: logical restores only (method=physical builds a new cluster)")
@@ -220,7 +220,7 @@ def _restore_physical(environment: str, target_time: str | None, restore_folder:
 
 def _restore_rds(environment: str, rds_instance: str, snapshot_id: str | None, target_time: str | None,
                  others: list[str]) -> dict:
-    with operation(f"RDS restore into {rds_instance}", environment) as op:
+    with operation(f"RDS restore into {rds_instance}", environment, notify_failures=True) as op:
         op.step("validate parameters")
         if others:
             raise ValueError(f"{', '.join(others)}: not with rds_instance (an RDS restore creates a new instance)")

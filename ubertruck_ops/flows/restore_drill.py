@@ -53,7 +53,7 @@ def restore_drill(environment: str = "production", backup_id: str | None = None,
         mode: logical (the nightly dump), physical (the chain and WAL), rds (a snapshot), both, or applicable.
     """
     # Each drill reports itself, passed or failed (artifact and notice), then raises DrillFailed.
-    with operation("restore drill", environment, notify_failures=False, ping=True) as op:
+    with operation("restore drill", environment, ping=True) as op:
         op.step("remove earlier drills' leftovers whose run is gone")
         leftovers.sweep_leftovers()
         reports, failures = [], []

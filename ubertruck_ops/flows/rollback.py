@@ -35,7 +35,7 @@ def rollback(to: str | None = None, environment: str = "production", skip_hosts:
         skip_hosts: Several app hosts: hosts to leave out (e.g. one that is down); empty: every host.
     """
     # Until the switch a failure changed nothing: it is the run's own (no notice).
-    with operation("rollback", environment, notify_failures=False) as op:
+    with operation("rollback", environment) as op:
         if to is not None:
             check_tag(to)
         if op.env.fleet is not None:
@@ -63,11 +63,10 @@ def rollback(to: str | None = None, environment: str = "production", skip_hosts:
                 release.record(app, "rollback", live, target, "failed", run_id, detail=one_line(exc))
                 op.failure_notice(exc, [":rotating_light: services may be mixed; check `pm2 ls` and act by hand"])
 
-            op.on_failure(handler=failed)
-            go_live(app, target, op.step)
-            op.step("save the PM2 process list")
-            pm2.save(app)
-            op.on_failure(notify=False)
+            with op.failure_says(handler=failed):
+                go_live(app, target, op.step)
+                op.step("save the PM2 process list")
+                pm2.save(app)
             release.record(app, "rollback", live, target, "succeeded", run_id)
 
         duration = op.elapsed

@@ -36,7 +36,16 @@ class BackupAttempt:
         self.retention: dict = {}
         self.readings: list[ClockReading] = []     # other clocks read this run (core/clock.py)
         self.clock_warnings: list[str] = []
-        op.on_failure(handler=self._failed)
+        self._reporting = op.failure_says(handler=self._failed)
+
+    def __enter__(self) -> "BackupAttempt":
+        """Within the attempt a failure reports through _failed: a backup that is final is kept and said
+        to be kept; one that is not says what its clean-up did."""
+        self._reporting.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> bool | None:
+        return self._reporting.__exit__(*exc_info)
 
     def read_clock(self, reading: ClockReading | None) -> None:
         """Keep another clock's reading; say at once when this host's clock disagrees with it."""

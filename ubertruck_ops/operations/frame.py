@@ -9,10 +9,12 @@ A flow opens it once and then tells only its steps:
         op.publish("nightly-backup-summary", f"nightly backup {backup_id}", markdown, notice)
         return {...}
 
-When the block ends by an exception the frame posts `notices.operation_failed(what, environment,
-the step it failed at, the error)` and re-raises. What a failure reports can change as the story
-goes on (`on_failure`): a deploy reports nothing while it checks its parameters, says "nothing live
-was changed" while it builds, and puts the previous release back once it has switched.
+A failure re-raises; what it reports is scoped, so the story reads top to bottom: outside any
+`with op.failure_says(...)` block a failure is the run's own (its Failed state says it; e.g. bad
+parameters), inside one the frame posts `notices.operation_failed(what, environment, the step it
+failed at, the error, lines)`, or calls the block's handler instead (a deploy puts the previous
+release back once it has switched). Blocks nest; the innermost one the error passed through
+speaks. `operation(..., notify_failures=True)` makes the whole operation one such block.
 The environment is loaded before the frame can report anything: a missing block is raised as it
 is, with no Slack block to post it to.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from prefect.artifacts import create_markdown_artifact
@@ -38,11 +41,19 @@ from ubertruck_ops.tasks.repository import Repository, open_repository
 FailureHandler = Callable[[Exception], None]
 
 
+@dataclass(frozen=True)
+class FailureReport:
+    """What a failure inside one `failure_says` block reports: the notice's extra lines, or a handler."""
+
+    lines: list[str] = field(default_factory=list)
+    handler: FailureHandler | None = None
+
+
 class Operation:
     """One run of an operation: what it is called in notices, its environment's blocks, its steps
     and its clock, and what a failure reports."""
 
-    def __init__(self, what: str, environment: str, env: Environment, notify_failures: bool = True):
+    def __init__(self, what: str, environment: str, env: Environment, notify_failures: bool = False):
         self.what = what                  # as notices name it: "nightly backup", "deploy of v1.2.0"
         self.environment = environment
         self.env = env
@@ -51,9 +62,9 @@ class Operation:
         self._started = time.monotonic()
         self._repo: Repository | None = None
         self._slack, self._reported_as = env.slack, environment
-        self._lines: list[str] = []
-        self._handler: FailureHandler | None = None
-        self._notify = notify_failures
+        self._default = FailureReport() if notify_failures else None
+        # The report of the innermost failure_says block the failing error passed through.
+        self._failing: tuple[BaseException, FailureReport] | None = None
 
     @property
     def repo(self) -> Repository:
@@ -75,11 +86,21 @@ class Operation:
         """Send this run's notices to `environment`'s Slack under its name (a restore reports to its target's)."""
         self._slack, self._reported_as = slack, environment
 
-    def on_failure(self, *lines: str, handler: FailureHandler | None = None, notify: bool = True) -> None:
-        """From here on, what a failure reports: the failure notice with `lines` added; or, given
-        `handler`, whatever handler(error) does instead (it may raise the error the run ends with);
-        or nothing (notify=False: the run's Failed state is the report)."""
-        self._lines, self._handler, self._notify = list(lines), handler, notify
+    @contextmanager
+    def failure_says(self, *lines: str, handler: FailureHandler | None = None) -> Iterator[None]:
+        """Inside the block, a failure posts the operation's failure notice with `lines` added; or,
+        given `handler`, calls handler(error) instead (it may raise the error the run ends with).
+        The innermost block an error leaves speaks for it."""
+        try:
+            yield
+        except Exception as exc:
+            if self._failing is None or not _caused_by(exc, self._failing[0]):
+                self._failing = (exc, FailureReport(list(lines), handler))
+            raise
+
+    def already_reported(self, exc: BaseException) -> None:
+        """`exc` has had its notice (a roll posts what it put back on each host): no block posts another."""
+        self._failing = (exc, FailureReport(handler=_report_nothing))
 
     def notify(self, payload: dict) -> None:
         """Post `payload` to the operation's Slack (a failed post is logged, never raised)."""
@@ -88,7 +109,7 @@ class Operation:
     def failure_notice(self, exc: BaseException, lines: list[str] | None = None, at: str | None = None) -> None:
         """Post the operation's failure notice: the step it failed at (or `at`), the error, `lines`."""
         self.notify(notices.operation_failed(self.what, self._reported_as, at or self.step.current, one_line(exc),
-                                             self._lines if lines is None else lines))
+                                             lines or []))
 
     def publish(self, key: str, description: str, markdown: str, notice: dict | None = None) -> None:
         """Create the run's summary artifact `key`, then post `notice` when given."""
@@ -97,16 +118,35 @@ class Operation:
             self.notify(notice)
 
     def _failed(self, exc: Exception) -> None:
-        if self._handler is not None:
-            self._handler(exc)
-        elif self._notify:
-            self.failure_notice(exc)
+        report = self._failing[1] if self._failing and _caused_by(exc, self._failing[0]) else self._default
+        if report is None:
+            return
+        if report.handler is not None:
+            report.handler(exc)
+        else:
+            self.failure_notice(exc, report.lines)
+
+
+def _report_nothing(exc: Exception) -> None:
+    """The handler of a failure that has already been reported."""
+
+
+def _caused_by(exc: BaseException, origin: BaseException) -> bool:
+    """True when `exc` is `origin` or was raised while handling it (its cause or context chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if exc is origin:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextmanager
-def operation(what: str, environment: str, notify_failures: bool = True, ping: bool = False) -> Iterator[Operation]:
+def operation(what: str, environment: str, notify_failures: bool = False, ping: bool = False) -> Iterator[Operation]:
     """Run an operation of `environment` (named `what` in its notices): load its blocks, then report
-    a failure of the block as `Operation.on_failure` last said, and re-raise it (or what the failure
+    a failure of the block as its innermost `failure_says` block says (with `notify_failures`, a
+    failure outside any block posts the plain failure notice), and re-raise it (or what the failure
     handler raised instead). Raise what load_environment raises when a block is missing.
 
     With `ping` (backups, drills, checklists) the environment's dead man's switch hears start,

@@ -258,10 +258,10 @@ def rds_restore(op: Operation, target_id: str, snapshot_id: str | None = None,
         restored = _snapshot(block, snapshot_id).snapshot_id
         step(f"restore {restored} into {target_id}")
         aws.restore_snapshot(block, restored, target_id, described, {**tags, "restored-from": restored})
-    op.on_failure(f"new instance `{target_id}` was requested and is left as it is: delete it when not needed")
-    step(f"wait for {target_id}")
-    address, port = aws.wait_instance(block, target_id)
-    step("count the restored rows")
-    counts = _count_rows(restored_database(op.env.database, address, port))
+    with op.failure_says(f"new instance `{target_id}` was requested and is left as it is: delete it when not needed"):
+        step(f"wait for {target_id}")
+        address, port = aws.wait_instance(block, target_id)
+        step("count the restored rows")
+        counts = _count_rows(restored_database(op.env.database, address, port))
     return {"restored": restored, "instance_id": target_id, "endpoint": f"{address}:{port}", "row_counts": counts,
             "duration_seconds": round(op.elapsed, 2)}

@@ -102,10 +102,11 @@ def migrate_once(op: Operation, fleet: AppFleet, host: str, tag: str) -> None:
     try:
         _run(op, fleet, host, "migrate", tag=tag)
     except HostStepFailed as exc:
-        if not exc.never_ran:
-            op.on_failure(f"no host was switched; the migrate step on {host} ran (or may still run) and may have "
-                          "applied migrations: check the migrations table before deploying again")
-        raise
+        if exc.never_ran:
+            raise
+        with op.failure_says(f"no host was switched; the migrate step on {host} ran (or may still run) and may "
+                             "have applied migrations: check the migrations table before deploying again"):
+            raise
 
 
 def rolling_deploy(op: Operation, tag: str, skip_hosts: list[str]) -> dict:
@@ -125,12 +126,11 @@ def _environment_lock(op: Operation, what: str):
 
 def _rolling_deploy(op: Operation, fleet: AppFleet, hosts: list[str], tag: str, skip_hosts: list[str]) -> dict:
     op.notify(notices.deploy_started(op.environment, tag, None))
-    op.on_failure("nothing live was changed")
-    build_everywhere(op, fleet, hosts, tag)
-    migrate_once(op, fleet, hosts[0], tag)
-    op.on_failure()
-    rolled = roll(op, fleet, hosts, "go-live", tag)
-    op.on_failure(notify=False)
+    with op.failure_says("nothing live was changed"):
+        build_everywhere(op, fleet, hosts, tag)
+        migrate_once(op, fleet, hosts[0], tag)
+    with op.failure_says():
+        rolled = roll(op, fleet, hosts, "go-live", tag)
     duration = op.elapsed
     op.publish("deploy-summary", f"rolling deploy {tag}",
                f"# Rolling deploy `{tag}`\n\n- hosts: {', '.join(rolled['hosts'])} ({rolled['batches']} batch(es))\n"
@@ -149,9 +149,8 @@ def rolling_rollback(op: Operation, to: str | None, skip_hosts: list[str]) -> di
 
 
 def _rolling_rollback(op: Operation, fleet: AppFleet, hosts: list[str], to: str | None, skip_hosts: list[str]) -> dict:
-    op.on_failure()
-    rolled = roll(op, fleet, hosts, "rollback", to)
-    op.on_failure(notify=False)
+    with op.failure_says():
+        rolled = roll(op, fleet, hosts, "rollback", to)
     duration = op.elapsed
     op.publish("rollback-summary", f"rolling rollback to {to or 'the previous release'}",
                f"# Rolling rollback to `{to or 'the previous release'}`\n\n- hosts: {', '.join(rolled['hosts'])}\n"
@@ -204,7 +203,7 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
             untouched = [h for h in hosts if h not in put_back and h not in taken_out]
             op.notify(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), put_back, untouched,
                                              balancer))
-            op.on_failure(notify=False)
+            op.already_reported(exc)
             raise
     return {"hosts": switched, "batches": len(batches(hosts, fleet.hosts_at_once))}
 
