@@ -140,3 +140,54 @@ def test_a_rolling_deploy_puts_each_switched_host_back_on_what_it_ran_before_tha
     assert put_back_for_run(history, "run-c") == "v1.1.0"
     assert put_back_for_run(history, "run-a") is None          # nothing was live before the first deploy
     assert put_back_for_run(history, "run-never-here") is None
+
+
+def test_a_deploy_plan_records_and_puts_back_what_was_live_or_on_a_redeploy_what_was_live_before():
+    from ubertruck_ops.core.releases import SwitchPlan, deploy_plan
+
+    history = [entry("deploy", "v1.0.0", "v1.1.0", "succeeded")]
+    available = ["v1.0.0", "v1.1.0", "v1.2.0"]
+    assert deploy_plan("v1.2.0", "v1.1.0", history, available) == SwitchPlan("deploy", "v1.2.0", "v1.1.0", "v1.1.0",
+                                                                             "v1.1.0")
+    assert deploy_plan("v1.1.0", "v1.1.0", history, available).put_back == "v1.0.0"
+    assert deploy_plan("v1.0.0", None, [], ["v1.0.0"]).put_back is None
+    assert deploy_plan("v1.0.0", "v1.1.0", history, available, action="rollback").action == "rollback"
+
+
+def test_a_single_host_rollback_plan_goes_from_the_live_release_and_puts_nothing_back():
+    from ubertruck_ops.core.releases import SwitchPlan, rollback_plan
+
+    history = [entry("deploy", "v1.0.0", "v1.1.0", "succeeded")]
+    assert rollback_plan(None, "v1.1.0", history, ["v1.0.0", "v1.1.0"]) == SwitchPlan("rollback", "v1.0.0", "v1.1.0",
+                                                                                      "v1.1.0", None)
+    with pytest.raises(ValueError, match="no earlier release"):
+        rollback_plan(None, "v1.0.0", [], ["v1.0.0"])
+
+
+def test_a_host_put_back_plan_goes_to_what_ran_before_the_run_and_exists_only_when_something_did():
+    from ubertruck_ops.core.releases import SwitchPlan, host_put_back_plan
+
+    assert host_put_back_plan("v1.0.0", "v1.1.0") == SwitchPlan("put-back", "v1.0.0", "v1.1.0", "v1.1.0", None)
+    assert host_put_back_plan(None, "v1.1.0") is None
+
+
+def test_a_failed_switch_puts_back_only_a_complete_previous_release_named_by_what_failed():
+    from ubertruck_ops.core.releases import PutBack, SwitchPlan, put_back_plan
+
+    deploy = SwitchPlan("deploy", "v1.2.0", "v1.1.0", "v1.1.0", "v1.1.0")
+    assert put_back_plan(deploy, complete=True) == PutBack("v1.1.0", "auto-rollback")
+    assert put_back_plan(deploy, complete=False) is None                  # a half-built release would fail too
+    rolling_back = SwitchPlan("rollback", "v1.0.0", "v1.1.0", "v1.1.0", "v1.1.0")
+    assert put_back_plan(rolling_back, complete=True) == PutBack("v1.1.0", "auto-put-back")
+    assert put_back_plan(SwitchPlan("deploy", "v1.0.0", None, None, None), complete=True) is None
+
+
+def test_a_tag_missing_from_the_repository_is_refused_naming_the_newest_tags_and_the_host():
+    from ubertruck_ops.core.releases import missing_tag
+
+    tags = {"v1.9.0": "a", "v1.10.0": "b", "v1.2.0": "c"}
+    assert missing_tag("v1.10.0", tags, "git@example:app.git") is None
+    assert missing_tag("v9.9.9", tags, "/srv/app.git") == ("tag v9.9.9 does not exist in /srv/app.git (newest tags: "
+                                                           "v1.2.0, v1.9.0, v1.10.0); nothing was changed")
+    assert missing_tag("v9.9.9", {}, "/srv/app.git", host="web-2").endswith("(newest tags: none); nothing was changed "
+                                                                              "on web-2")

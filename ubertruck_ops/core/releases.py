@@ -139,6 +139,70 @@ def put_back_for_run(history: list[HistoryEntry], flow_run: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class SwitchPlan:
+    """One switch of a host, decided before anything changes: what the history calls it, the release
+    to put live, what is live now, the history's `from`, and what a failure puts back (None: nothing)."""
+
+    action: str                  # deploy | rollback | put-back
+    tag: str
+    live: str | None
+    from_release: str | None
+    put_back: str | None
+
+
+def deploy_plan(tag: str, live: str | None, history: list[HistoryEntry], available: list[str],
+                action: str = "deploy") -> SwitchPlan:
+    """Given the tag to put live, the live release, the history and the releases on the host, return
+    the plan of a deploy (or of one host's part of a rolling `action`): a failure puts back
+    release_to_put_back, and the history's `from` is that same release (on a redeploy of an unhealthy
+    live tag it is the one live before, not the tag)."""
+    previous = release_to_put_back(tag, live, history, available)
+    return SwitchPlan(action, tag, live, previous, previous)
+
+
+def rollback_plan(to: str | None, live: str | None, history: list[HistoryEntry], available: list[str]) -> SwitchPlan:
+    """Given rollback's `to` (None: the release live before the current one), the live release, the
+    history and the releases on the host, return the plan of a single-host rollback: from the live
+    release to rollback_target, putting nothing back on a failure (the live release is the one being
+    left; the notice tells the operator to look). Raise ValueError as rollback_target does."""
+    return SwitchPlan("rollback", rollback_target(to, history, live, available), live, live, None)
+
+
+def host_put_back_plan(before: str | None, live: str | None) -> SwitchPlan | None:
+    """Given what a host ran before a rolling run switched it (put_back_for_run) and what is live,
+    return the plan that puts it back (history action `put-back`), or None when there is nothing to
+    put back."""
+    return None if before is None else SwitchPlan("put-back", before, live, live, None)
+
+
+@dataclass(frozen=True)
+class PutBack:
+    """What a failed switch puts back live, and the history action that records it."""
+
+    release: str
+    action: str                  # auto-rollback (a deploy failed) | auto-put-back (a rollback failed)
+
+
+def put_back_plan(plan: SwitchPlan, complete: bool) -> PutBack | None:
+    """Given a switch plan that failed and whether its put-back release is completely built on the
+    host, return what to put back, or None when there is nothing (no previous release, or a partial
+    one: a half release would fail too)."""
+    if plan.put_back is None or not complete:
+        return None
+    return PutBack(plan.put_back, "auto-rollback" if plan.action == "deploy" else "auto-put-back")
+
+
+def missing_tag(tag: str, tags: dict[str, str] | list[str], repo_url: str, host: str | None = None) -> str | None:
+    """Given a tag and the repository's tags, return why a deploy of it is refused (the newest tags
+    named, nothing changed; on `host` for a rolling deploy's host), or None when the tag exists."""
+    if tag in tags:
+        return None
+    newest = ", ".join(sorted(tags, key=version_key)[-5:]) or "none"
+    return (f"tag {tag} does not exist in {repo_url} (newest tags: {newest}); nothing was changed"
+            + (f" on {host}" if host else ""))
+
+
 def version_key(tag: str) -> tuple:
     """Given a release tag, return a key that sorts tags by version (v1.10.0 after v1.9.0)."""
     parts = tag.lstrip("v").split("-")[0].split(".")

@@ -15,17 +15,15 @@ from prefect.runtime import flow_run
 
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.limits import DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS
-from ubertruck_ops.core.releases import (check_tag, pending_migrations, release_to_put_back, releases_to_prune,
-                                         version_key)
+from ubertruck_ops.core.releases import check_tag, deploy_plan, pending_migrations, releases_to_prune
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation, operation
-from ubertruck_ops.operations.go_live import go_live, is_serving, require_app_host
-from ubertruck_ops.operations.release_build import build_release, migrate
+from ubertruck_ops.operations.go_live import require_app_host
+from ubertruck_ops.operations.release_build import build_release, check_tools_and_tag, migrate
+from ubertruck_ops.operations.release_switch import SwitchFailed, already_live, locked_switch, switch_release
 from ubertruck_ops.operations.rolling import rolling_deploy
 from ubertruck_ops.operations.subflows import subflow
-from ubertruck_ops.tasks import git, pm2, postgres, release
-from ubertruck_ops.tasks.locks import host_lock
+from ubertruck_ops.tasks import postgres, release
 
 
 @flow(name="deploy", description="Build a release tag, migrate (after a backup), switch with zero downtime, "
@@ -51,22 +49,15 @@ def deploy(tag: str, environment: str = "production", skip_hosts: list[str] | No
         run_id = str(flow_run.get_id() or "")
 
         step("check the tools and the tag")
-        pm2.pm2_command(app)          # node, npm and pm2, each named with its install command when missing
-        tags = git.remote_tags(app.repo_url)
-        if tag not in tags:
-            newest = ", ".join(sorted(tags, key=version_key)[-5:]) or "none"
-            raise ValueError(f"tag {tag} does not exist in {app.repo_url} (newest tags: {newest}); nothing was changed")
+        tags = check_tools_and_tag(app, tag)
 
         step("wait for the deploy lock")
-        release.prepare_host(app)
-        with host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
-                       holder=f"deploy of {tag}, flow run {run_id}"):
-            live = release.live_release(app)
-            if live == tag and is_serving(app, tag):
+        with locked_switch(app, f"deploy of {tag}") as live:
+            plan = deploy_plan(tag, live.release, live.history, live.available)
+            if already_live(app, plan):
                 op.log.info("%s is already live and healthy: nothing to do", tag)
                 return {"status": "already-live", "tag": tag}
-            previous = release_to_put_back(tag, live, release.read_history(app), release.releases(app))
-            op.notify(notices.deploy_started(environment, tag, live))
+            op.notify(notices.deploy_started(environment, tag, plan.live))
             progress = create_progress_artifact(0.0, key="deploy-progress", description=f"deploy {tag}")
             migrations: list[str] = []
             backup_id = None
@@ -86,48 +77,38 @@ def deploy(tag: str, environment: str = "production", skip_hosts: list[str] | No
                     migrate(env, app, tag, migrations, backup_id)
                 update_progress_artifact(progress, 55.0)
 
-                # From what was live before: on a redeploy of an unhealthy live tag that is `previous`, not the tag.
-                release.record(app, "deploy", previous, tag, "started", run_id)
-            with op.failure_says(handler=lambda exc: _put_back(op, app, tag, previous, exc, run_id)):
-                go_live(app, tag, step,
-                        on_service=lambda n, total: update_progress_artifact(progress, 55.0 + 35.0 * n / total))
-
-            step("save the PM2 process list")
-            pm2.save(app)
-            release.record(app, "deploy", previous, tag, "succeeded", run_id, detail=f"commit {commit}")
+            # A failure puts the previous release back under this same lock; the handler only tells.
+            with op.failure_says(handler=lambda exc: _tell_failed_switch(op, tag, exc)):
+                switch_release(op, app, plan, run_id, detail=f"commit {commit}",
+                               on_service=lambda n, total: update_progress_artifact(progress, 55.0 + 35.0 * n / total))
             step("prune old releases")
-            pruned = release.remove_releases(app, releases_to_prune(release.releases(app), tag, previous,
+            pruned = release.remove_releases(app, releases_to_prune(release.releases(app), tag, plan.put_back,
                                                                     app.keep_releases))
             update_progress_artifact(progress, 100.0)
 
         duration = op.elapsed
         op.publish("deploy-summary", f"deploy {tag}",
-                   _summary(app, tag, commit, live, migrations, backup_id, pruned, duration),
-                   notices.deploy_succeeded(environment, tag, live, duration, migrations, backup_id))
+                   _summary(app, tag, commit, plan.live, migrations, backup_id, pruned, duration),
+                   notices.deploy_succeeded(environment, tag, plan.live, duration, migrations, backup_id))
         op.log.info("deploy of %s complete in %s", tag, human_seconds(duration))
-        return {"status": "deployed", "tag": tag, "commit": commit, "previous": live, "migrations": migrations,
+        return {"status": "deployed", "tag": tag, "commit": commit, "previous": plan.live, "migrations": migrations,
                 "backup_id": backup_id, "pruned": pruned, "duration_seconds": round(duration, 2)}
 
 
-def _put_back(op: Operation, app: AppHost, tag: str, previous: str | None, exc: Exception, run_id: str) -> None:
-    """After a failure past the switch: put `previous` back live (switch, hand over, gate) and say so."""
-    failed_at, error = op.step.current, one_line(exc)
-    if previous is None or not release.is_complete(app, previous):
-        release.record(app, "deploy", None, tag, "failed", run_id, detail=error)
-        op.failure_notice(exc, ["no previous release on the host to roll back to"])
-        return
-    op.log.error("deploy of %s failed at '%s': %s; rolling back to %s", tag, failed_at, error, previous)
-    try:
-        go_live(app, previous, op.step)
-        pm2.save(app)
-    except Exception as again:  # noqa: BLE001 - report both; the original failure is what the run raises
-        release.record(app, "auto-rollback", tag, previous, "failed", run_id, detail=one_line(again))
-        op.failure_notice(exc, [f":rotating_light: the automatic rollback to {previous} ALSO FAILED at "
-                                f"'{op.step.current}': {one_line(again)} - run `ubertruck-ops run rollback` or act "
-                                "by hand"], at=failed_at)
-        return
-    release.record(app, "auto-rollback", tag, previous, "succeeded", run_id, detail=error)
-    op.notify(notices.deploy_rolled_back(op.environment, tag, previous, failed_at, error))
+def _tell_failed_switch(op: Operation, tag: str, exc: Exception) -> None:
+    """Post what a failure past the switch left live: the previous release back, or why it is not."""
+    if not isinstance(exc, SwitchFailed):     # failed before going live (recording it): nothing changed
+        op.failure_notice(exc, ["nothing live was changed"])
+    elif exc.put_back is None:
+        op.failure_notice(exc.error, ["no previous release on the host to roll back to"], at=exc.failed_at)
+    elif exc.put_back_error is not None:
+        alarm = (f":rotating_light: the automatic rollback to {exc.put_back.release} ALSO FAILED at "
+                 f"'{exc.put_back_failed_at}': {one_line(exc.put_back_error)} - run `ubertruck-ops run rollback` or "
+                 "act by hand")
+        op.failure_notice(exc.error, [alarm], at=exc.failed_at)
+    else:
+        op.notify(notices.deploy_rolled_back(op.environment, tag, exc.put_back.release, exc.failed_at,
+                                             one_line(exc.error)))
 
 
 def _summary(app: AppHost, tag: str, commit: str, previous: str | None, migrations: list[str], backup_id: str | None,

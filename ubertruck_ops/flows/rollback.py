@@ -13,14 +13,13 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.limits import DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS
-from ubertruck_ops.core.releases import check_tag, rollback_target
-from ubertruck_ops.core.text import human_seconds, one_line
+from ubertruck_ops.core.releases import check_tag, rollback_plan
+from ubertruck_ops.core.text import human_seconds
 from ubertruck_ops.operations.frame import operation
-from ubertruck_ops.operations.go_live import go_live, is_serving, require_app_host
+from ubertruck_ops.operations.go_live import require_app_host
+from ubertruck_ops.operations.release_switch import SwitchFailed, already_live, locked_switch, switch_release
 from ubertruck_ops.operations.rolling import rolling_rollback
-from ubertruck_ops.tasks import pm2, release
-from ubertruck_ops.tasks.locks import host_lock
+from ubertruck_ops.tasks import pm2
 
 
 @flow(name="rollback", description="Put the previous release (or a named one still on the host) back live: "
@@ -47,32 +46,27 @@ def rollback(to: str | None = None, environment: str = "production", skip_hosts:
         run_id = str(flow_run.get_id() or "")
 
         op.step("wait for the deploy lock")
-        release.prepare_host(app)
-        with host_lock(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, DEPLOY_LOCK_LEASE_SECONDS,
-                       holder=f"rollback, flow run {run_id}"):
-            live = release.live_release(app)
-            target = rollback_target(to, release.read_history(app), live, release.releases(app))
-            if target == live and is_serving(app, target):
+        with locked_switch(app, "rollback") as live:
+            plan = rollback_plan(to, live.release, live.history, live.available)
+            target = plan.tag
+            if already_live(app, plan):
                 op.log.info("%s is already live and healthy: nothing to do", target)
                 return {"status": "already-live", "tag": target}
 
             op.what = f"rollback to {target}"
-            release.record(app, "rollback", live, target, "started", run_id)
 
             def failed(exc: Exception) -> None:
-                release.record(app, "rollback", live, target, "failed", run_id, detail=one_line(exc))
-                op.failure_notice(exc, [":rotating_light: services may be mixed; check `pm2 ls` and act by hand"])
+                # A rollback puts nothing back: what it left is the release it was asked to leave.
+                op.failure_notice(exc.error if isinstance(exc, SwitchFailed) else exc,
+                                  [":rotating_light: services may be mixed; check `pm2 ls` and act by hand"])
 
             with op.failure_says(handler=failed):
-                go_live(app, target, op.step)
-                op.step("save the PM2 process list")
-                pm2.save(app)
-            release.record(app, "rollback", live, target, "succeeded", run_id)
+                switch_release(op, app, plan, run_id)
 
         duration = op.elapsed
         op.publish("rollback-summary", f"rollback to {target}",
-                   f"# Rollback to `{target}`\n\n- was live: {live or 'none'}\n"
+                   f"# Rollback to `{target}`\n\n- was live: {plan.live or 'none'}\n"
                    f"- duration: {human_seconds(duration)}\n- health gate: passed\n",
-                   notices.rollback_succeeded(environment, live, target, duration))
-        op.log.info("rolled back from %s to %s in %s", live, target, human_seconds(duration))
-        return {"status": "rolled-back", "tag": target, "previous": live, "duration_seconds": round(duration, 2)}
+                   notices.rollback_succeeded(environment, plan.live, target, duration))
+        op.log.info("rolled back from %s to %s in %s", plan.live, target, human_seconds(duration))
+        return {"status": "rolled-back", "tag": target, "previous": plan.live, "duration_seconds": round(duration, 2)}

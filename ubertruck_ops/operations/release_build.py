@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.blocks.environment import Environment
+from ubertruck_ops.core.releases import missing_tag
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.log import logger
-from ubertruck_ops.tasks import git, npm, postgres, release
+from ubertruck_ops.tasks import git, npm, pm2, postgres, release
 
 
 class MigrationFailed(RuntimeError):
     """A migration of the new release failed; nothing was switched."""
+
+
+def check_tools_and_tag(app: AppHost, tag: str, host: str | None = None) -> dict[str, str]:
+    """Check node, npm and pm2 (each named with its install command when missing) and that `tag` is in
+    the app repository; return the repository's tags (tag -> commit). Raise ValueError naming the
+    newest tags (and `host`, on a rolling deploy's host) when it is not: nothing was changed."""
+    pm2.pm2_command(app)
+    tags = git.remote_tags(app.repo_url)
+    refused = missing_tag(tag, tags, app.repo_url, host)
+    if refused:
+        raise ValueError(refused)
+    return tags
 
 
 def build_release(app: AppHost, tag: str, remote_commit: str) -> str:
