@@ -59,3 +59,14 @@ def test_a_timed_out_step_counts_as_never_ran_only_when_cancelled_without_ever_r
     assert timed_out_step_outcome("CANCELLING", ["SCHEDULED", "PENDING", "RUNNING", "CANCELLING"]) == MAY_HAVE_RUN
     assert timed_out_step_outcome("COMPLETED", ["SCHEDULED", "RUNNING", "COMPLETED"]) == MAY_HAVE_RUN
     assert timed_out_step_outcome(None, []) == MAY_HAVE_RUN
+
+
+def test_a_batch_counts_as_switched_every_host_but_those_that_put_themselves_back_or_never_ran():
+    from ubertruck_ops.core.fleet import MAY_HAVE_RUN, NEVER_RAN, SELF_PUT_BACK, batch_outcome
+
+    switched, outcomes = batch_outcome(["web-1", "web-2", "web-3", "web-4"],
+                                       {"web-2": SELF_PUT_BACK, "web-3": NEVER_RAN, "web-4": MAY_HAVE_RUN}, "go-live")
+    assert switched == ["web-1", "web-4"]          # web-4 crashed or timed out after it started: it may have
+    assert outcomes == {"web-2": "its own step failed; it put itself back",
+                        "web-3": "its go-live was cancelled before it started; unchanged"}
+    assert batch_outcome(["web-1"], {}, "rollback") == (["web-1"], {})

@@ -82,6 +82,26 @@ def refuse_if_expired(not_after: str | None, now: datetime, what: str) -> None:
                           "rolling deploy had stopped waiting for it and moved on); nothing was changed")
 
 
+SELF_PUT_BACK = "self-put-back"           # its own step's run failed: the host put itself back
+
+
+def batch_outcome(batch: list[str], failures: dict[str, str], step: str) -> tuple[list[str], dict[str, str]]:
+    """Given a batch's hosts, host -> how its `step` failed (SELF_PUT_BACK, NEVER_RAN, or anything
+    else: it crashed or timed out after it started) for the hosts that failed, return (the hosts that
+    count as switched, in batch order: those that succeeded or may have switched, to put back on a
+    failure; host -> what became of each other host, for the notice)."""
+    switched, outcomes = [], {}
+    for host in batch:
+        failure = failures.get(host)
+        if failure == SELF_PUT_BACK:
+            outcomes[host] = "its own step failed; it put itself back"
+        elif failure == NEVER_RAN:
+            outcomes[host] = f"its {step} was cancelled before it started; unchanged"
+        else:
+            switched.append(host)
+    return switched, outcomes
+
+
 def timed_out_step_outcome(final_state: str | None, history: list[str]) -> str:
     """Given a timed-out host step run's state after cancelling it (None or a non-final type: the
     cancel could not be confirmed) and every state type it went through, return NEVER_RAN when it is

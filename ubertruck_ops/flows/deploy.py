@@ -13,8 +13,8 @@ from prefect import flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 
-from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.core import notices
+from ubertruck_ops.core.deploy_reports import deploy_summary
 from ubertruck_ops.core.releases import check_tag, deploy_plan, pending_migrations, releases_to_prune
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation, operation
@@ -88,7 +88,8 @@ def deploy(tag: str, environment: str = "production", skip_hosts: list[str] | No
 
         duration = op.elapsed
         op.publish("deploy-summary", f"deploy {tag}",
-                   _summary(app, tag, commit, plan.live, migrations, backup_id, pruned, duration),
+                   deploy_summary(tag, commit, plan.live, app.services, migrations, backup_id, pruned, duration,
+                                  release.read_history(app)),
                    notices.deploy_succeeded(environment, tag, plan.live, duration, migrations, backup_id))
         op.log.info("deploy of %s complete in %s", tag, human_seconds(duration))
         return {"status": "deployed", "tag": tag, "commit": commit, "previous": plan.live, "migrations": migrations,
@@ -109,24 +110,3 @@ def _tell_failed_switch(op: Operation, tag: str, exc: Exception) -> None:
     else:
         op.notify(notices.deploy_rolled_back(op.environment, tag, exc.put_back.release, exc.failed_at,
                                              one_line(exc.error)))
-
-
-def _summary(app: AppHost, tag: str, commit: str, previous: str | None, migrations: list[str], backup_id: str | None,
-             pruned: list[str], duration: float) -> str:
-    history = release.read_history(app)[-10:]
-    rows = "\n".join(f"| {h.at[:19]} | {h.action} | {h.from_release or '-'} | {h.to_release} | {h.outcome} |"
-                     for h in reversed(history))
-    return f"""# Deploy `{tag}`
-
-- commit: `{commit}`
-- previous release: {previous or 'none'}
-- duration: {human_seconds(duration)}
-- services: {', '.join(f'{s}:{p}' for s, p in app.services.items())} (PM2 cluster mode, handed over one by one)
-- migrations: {', '.join(migrations) or 'none new'}{f' (backup `{backup_id}` first)' if backup_id else ''}
-- releases pruned: {', '.join(pruned) or 'none'}
-
-| at (UTC) | action | from | to | outcome |
-|---|---|---|---|---|
-{rows}
-"""
-

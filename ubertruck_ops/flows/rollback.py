@@ -13,6 +13,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from ubertruck_ops.core import notices
+from ubertruck_ops.core.deploy_reports import rollback_summary
 from ubertruck_ops.core.releases import check_tag, rollback_plan
 from ubertruck_ops.core.text import human_seconds
 from ubertruck_ops.operations.frame import operation
@@ -65,8 +66,7 @@ def rollback(to: str | None = None, environment: str = "production", skip_hosts:
 
         duration = op.elapsed
         op.publish("rollback-summary", f"rollback to {target}",
-                   f"# Rollback to `{target}`\n\n- was live: {plan.live or 'none'}\n"
-                   f"- duration: {human_seconds(duration)}\n- health gate: passed\n",
+                   rollback_summary(target, plan.live, duration),
                    notices.rollback_succeeded(environment, plan.live, target, duration))
         op.log.info("rolled back from %s to %s in %s", plan.live, target, human_seconds(duration))
         return {"status": "rolled-back", "tag": target, "previous": plan.live, "duration_seconds": round(duration, 2)}

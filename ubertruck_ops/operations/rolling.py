@@ -21,8 +21,10 @@ from prefect.runtime import flow_run
 from ubertruck_ops.blocks.app import AppHost, default_of
 from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.fleet import (NEVER_RAN, WORK_POOL, batches, hosts_down, rolling_hosts, step_deadline,
-                                      timed_out_step_outcome)
+from ubertruck_ops.core.deploy_reports import (rolling_deploy_summary, rolling_rollback_releases,
+                                               rolling_rollback_summary, rolling_rollback_target)
+from ubertruck_ops.core.fleet import (MAY_HAVE_RUN, NEVER_RAN, SELF_PUT_BACK, WORK_POOL, batch_outcome, batches,
+                                      hosts_down, rolling_hosts, step_deadline, timed_out_step_outcome)
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.tasks import load_balancer, locks, workers
@@ -42,6 +44,11 @@ class HostStepFailed(RuntimeError):
         super().__init__(message)
         self.reported = reported
         self.never_ran = never_ran
+
+    @property
+    def kind(self) -> str:
+        """How the step failed, as core.fleet.batch_outcome counts it."""
+        return SELF_PUT_BACK if self.reported else NEVER_RAN if self.never_ran else MAY_HAVE_RUN
 
 
 def _deployment(environment: str) -> str:
@@ -133,8 +140,7 @@ def _rolling_deploy(op: Operation, fleet: AppFleet, hosts: list[str], tag: str, 
         rolled = roll(op, fleet, hosts, "go-live", tag)
     duration = op.elapsed
     op.publish("deploy-summary", f"rolling deploy {tag}",
-               f"# Rolling deploy `{tag}`\n\n- hosts: {', '.join(rolled['hosts'])} ({rolled['batches']} batch(es))\n"
-               f"- skipped: {', '.join(skip_hosts) or 'none'}\n- duration: {human_seconds(duration)}\n",
+               rolling_deploy_summary(tag, rolled["hosts"], rolled["batches"], skip_hosts, duration),
                notices.deploy_succeeded(op.environment, tag, None, duration, [], None))
     return {"status": "deployed", "tag": tag, "hosts": rolled["hosts"], "skipped": skip_hosts,
             "duration_seconds": round(duration, 2)}
@@ -144,7 +150,7 @@ def rolling_rollback(op: Operation, to: str | None, skip_hosts: list[str]) -> di
     """Roll the environment's app hosts back to `to` (None: each host's previous release)."""
     fleet = op.env.fleet
     hosts = check_hosts(op, fleet, skip_hosts)
-    with _environment_lock(op, f"rolling rollback to {to or 'the previous release'}"):
+    with _environment_lock(op, f"rolling rollback to {rolling_rollback_target(to)}"):
         return _rolling_rollback(op, fleet, hosts, to, skip_hosts)
 
 
@@ -152,11 +158,9 @@ def _rolling_rollback(op: Operation, fleet: AppFleet, hosts: list[str], to: str 
     with op.failure_says():
         rolled = roll(op, fleet, hosts, "rollback", to)
     duration = op.elapsed
-    op.publish("rollback-summary", f"rolling rollback to {to or 'the previous release'}",
-               f"# Rolling rollback to `{to or 'the previous release'}`\n\n- hosts: {', '.join(rolled['hosts'])}\n"
-               f"- duration: {human_seconds(duration)}\n",
-               notices.rollback_succeeded(op.environment, f"each host's own (hosts: {', '.join(rolled['hosts'])})",
-                                          to or "each host's previous release", duration))
+    op.publish("rollback-summary", f"rolling rollback to {rolling_rollback_target(to)}",
+               rolling_rollback_summary(to, rolled["hosts"], duration),
+               notices.rollback_succeeded(op.environment, *rolling_rollback_releases(to, rolled["hosts"]), duration))
     return {"status": "rolled-back", "tag": to, "hosts": rolled["hosts"], "skipped": skip_hosts,
             "duration_seconds": round(duration, 2)}
 
@@ -181,14 +185,9 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
                     load_balancer.take_out(lb, host)
             op.step(f"{step} on {', '.join(batch)}")
             failures = _switch_batch(op, fleet, batch, step, tag, run_id)
-            for host in batch:
-                failure = failures.get(host)
-                if failure is not None and failure.reported:
-                    outcomes[host] = "its own step failed; it put itself back"
-                elif failure is not None and failure.never_ran:
-                    outcomes[host] = f"its {step} was cancelled before it started; unchanged"
-                else:      # switched, or crashed or timed out after it started: it may have switched
-                    switched.append(host)
+            done, unchanged = batch_outcome(batch, {h: f.kind for h, f in failures.items()}, step)
+            switched += done
+            outcomes.update(unchanged)
             if failures:
                 raise HostStepFailed("; ".join(one_line(e) for e in failures.values()))
             _into_balancer(op, lb, taken_out, strict=True)

@@ -1,0 +1,70 @@
+"""The summaries a deploy or rollback leaves in the Prefect UI (markdown artifacts), built from what
+it did, without touching anything: the flows and the rolling deploy only publish them.
+
+The Slack notices of the same runs are core/notices.py's; the two words that a rolling rollback
+gives its notice instead of one release (each host has its own) are here, beside its summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ubertruck_ops.core.releases import HistoryEntry
+from ubertruck_ops.core.text import human_seconds
+
+HISTORY_ROWS = 10          # the newest entries of the host's history a deploy summary shows
+
+
+def deploy_summary(tag: str, commit: str, previous: str | None, services: Mapping[str, int], migrations: Sequence[str],
+                   backup_id: str | None, pruned: Sequence[str], duration: float,
+                   history: Sequence[HistoryEntry]) -> str:
+    """Given what a single-host deploy did and the host's history (oldest first), return its summary:
+    the facts, then the newest HISTORY_ROWS entries of the history, newest first."""
+    rows = "\n".join(f"| {h.at[:19]} | {h.action} | {h.from_release or '-'} | {h.to_release} | {h.outcome} |"
+                     for h in reversed(list(history)[-HISTORY_ROWS:]))
+    return f"""# Deploy `{tag}`
+
+- commit: `{commit}`
+- previous release: {previous or 'none'}
+- duration: {human_seconds(duration)}
+- services: {', '.join(f'{s}:{p}' for s, p in services.items())} (PM2 cluster mode, handed over one by one)
+- migrations: {', '.join(migrations) or 'none new'}{f' (backup `{backup_id}` first)' if backup_id else ''}
+- releases pruned: {', '.join(pruned) or 'none'}
+
+| at (UTC) | action | from | to | outcome |
+|---|---|---|---|---|
+{rows}
+"""
+
+
+def rollback_summary(target: str, was_live: str | None, duration: float) -> str:
+    """Given the release a single-host rollback put live, what was live before and how long it took,
+    return its summary."""
+    return (f"# Rollback to `{target}`\n\n- was live: {was_live or 'none'}\n"
+            f"- duration: {human_seconds(duration)}\n- health gate: passed\n")
+
+
+def rolling_deploy_summary(tag: str, hosts: Sequence[str], batches: int, skipped: Sequence[str],
+                           duration: float) -> str:
+    """Given the tag a rolling deploy put live, the hosts in the order they switched, in how many
+    batches, the hosts skipped and how long it took, return its summary."""
+    return (f"# Rolling deploy `{tag}`\n\n- hosts: {', '.join(hosts)} ({batches} batch(es))\n"
+            f"- skipped: {', '.join(skipped) or 'none'}\n- duration: {human_seconds(duration)}\n")
+
+
+def rolling_rollback_target(to: str | None) -> str:
+    """Given a rolling rollback's `to`, return how its title and summary name the target."""
+    return to or "the previous release"
+
+
+def rolling_rollback_summary(to: str | None, hosts: Sequence[str], duration: float) -> str:
+    """Given a rolling rollback's `to` (None: each host's previous release), the hosts it switched and
+    how long it took, return its summary."""
+    return (f"# Rolling rollback to `{rolling_rollback_target(to)}`\n\n- hosts: {', '.join(hosts)}\n"
+            f"- duration: {human_seconds(duration)}\n")
+
+
+def rolling_rollback_releases(to: str | None, hosts: Sequence[str]) -> tuple[str, str]:
+    """Given a rolling rollback's `to` and the hosts it switched, return the (from, to) its notice
+    names: each host left its own release, and went to `to` or to its own previous one."""
+    return f"each host's own (hosts: {', '.join(hosts)})", to or "each host's previous release"
