@@ -25,8 +25,8 @@ from pydantic import SecretStr
 from ubertruck_ops.blocks.load_balancer import LoadBalancer, load_balancer_from_variables
 from ubertruck_ops.core.load_balancer import LastServingHost
 from ubertruck_ops.tasks import execute
-from ubertruck_ops.tasks import load_balancer as lb_tasks
-from ubertruck_ops.tasks.load_balancer import LoadBalancerError, check_through, put_back, state, take_out
+from ubertruck_ops.tasks.balancers import alb as alb_balancer
+from ubertruck_ops.tasks.load_balancer import LoadBalancerError, check_through, deregister, register, state
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
 from tests.conftest import require
@@ -59,7 +59,7 @@ def alb(moto_server, monkeypatch):
                                             aws_client_parameters=AwsClientParameters(endpoint_url=moto_server)),
                          poll_seconds=0.05, deregistration_timeout_seconds=5, healthy_timeout_seconds=5)
     calls: list[tuple[str, list[str]]] = []
-    real_client = lb_tasks.elbv2_client
+    real_client = alb_balancer.elbv2_client
 
     def recording_client(lb):
         client = real_client(lb)
@@ -68,7 +68,7 @@ def alb(moto_server, monkeypatch):
             lambda params, model, **_: calls.append((model.name, [t["Id"] for t in params.get("Targets", [])])))
         return client
 
-    monkeypatch.setattr(lb_tasks, "elbv2_client", recording_client)
+    monkeypatch.setattr(alb_balancer, "elbv2_client", recording_client)
     return block, instances, calls, elbv2
 
 
@@ -79,44 +79,44 @@ def _registered(elbv2, block) -> dict[str, str]:
 
 def test_a_host_is_deregistered_then_registered_and_healthy_again_in_that_order(alb):
     block, (one, two), calls, elbv2 = alb
-    out = take_out(block, "app-1")
+    out = deregister(block, "app-1")
     assert out["deregistered"] == [{"Id": one}] and out["health"][0]["state"] == "unused"
     assert _registered(elbv2, block) == {two: "healthy"}
     assert state(block)["hosts"] == {"app-1": "out", "app-2": "in"}
-    back = put_back(block, "app-1")
+    back = register(block, "app-1")
     assert back["health"] == [{"id": one, "port": 80, "state": "healthy", "reason": ""}]
     assert _registered(elbv2, block) == {one: "healthy", two: "healthy"}
     changes = [c for c in calls if c[0] in ("DeregisterTargets", "RegisterTargets")]
     assert changes == [("DeregisterTargets", [one]), ("RegisterTargets", [one])]
-    # take_out reads the group before it deregisters, and waits on the host's targets after
+    # deregister reads the group before it deregisters, and waits on the host's targets after
     assert calls[0] == ("DescribeTargetHealth", []) and calls[2] == ("DescribeTargetHealth", [one])
 
 
-def test_a_failure_between_take_out_and_put_back_leaves_no_target_out(alb):
+def test_a_failure_between_deregister_and_register_leaves_no_target_out(alb):
     block, (one, two), _, elbv2 = alb
     with pytest.raises(RuntimeError, match="hand-over failed"):
-        take_out(block, "app-2")
+        deregister(block, "app-2")
         try:
             assert _registered(elbv2, block) == {one: "healthy"}
             raise RuntimeError("hand-over failed")
         finally:
-            put_back(block, "app-2")      # the rolling deploy's recovery
+            register(block, "app-2")      # the rolling deploy's recovery
     assert _registered(elbv2, block) == {one: "healthy", two: "healthy"}
-    # put_back is idempotent: the recovery is safe when take_out never got as far as deregistering
-    put_back(block, "app-2")
+    # register is idempotent: the recovery is safe when deregister never got as far as deregistering
+    register(block, "app-2")
     assert _registered(elbv2, block) == {one: "healthy", two: "healthy"}
 
 
 def test_the_last_healthy_target_is_never_deregistered(alb):
     block, (one, two), calls, elbv2 = alb
-    take_out(block, "app-1")
+    deregister(block, "app-1")
     try:
         with pytest.raises(LastServingHost, match="no other target of the group is healthy"):
-            take_out(block, "app-2")
+            deregister(block, "app-2")
         assert _registered(elbv2, block) == {two: "healthy"}
         assert [c for c in calls if c[0] == "DeregisterTargets"] == [("DeregisterTargets", [one])]
     finally:
-        put_back(block, "app-1")
+        register(block, "app-1")
 
 
 def test_the_alb_block_comes_from_the_variables():
@@ -253,9 +253,9 @@ def test_nginx_serves_without_a_failure_while_a_host_is_out_and_only_the_other_h
             assert time.monotonic() < deadline, "the slow request never reached a backend"
             time.sleep(0.01)
 
-        out = take_out(block, "app-2")
+        out = deregister(block, "app-2")
         returned = time.monotonic()
-        # the old worker held the slow request: take_out waited until it was answered
+        # the old worker held the slow request: deregister waited until it was answered
         assert out["changed"] and out["old_workers"] and out["old_workers_exited_after"] > 0, out
         request.join(timeout=5)
         assert slow and slow[0][0] in (b"app-1", b"app-2") and slow[0][1] <= returned, (slow, returned, out)
@@ -264,14 +264,14 @@ def test_nginx_serves_without_a_failure_while_a_host_is_out_and_only_the_other_h
         assert state(block)["hosts"] == {"app-1": "in", "app-2": "out"}
 
         with pytest.raises(LastServingHost, match="no server left up"):
-            take_out(block, "app-1")
+            deregister(block, "app-1")
         assert "127.0.0.1:%d down;" % backends["app-2"].port in Path(block.upstreams_file).read_text()
 
-        back = put_back(block, "app-2")
+        back = register(block, "app-2")
         assert back["changed"] and back["down"] == []
         time.sleep(0.3)      # the old workers finish what they hold; new requests go to both
         assert all(hits > 0 for hits in _hits_during(backends, 0.5).values())
-        assert put_back(block, "app-2")["changed"] is False
+        assert register(block, "app-2")["changed"] is False
     finally:
         load.stop()
     assert load.failures == [] and load.ok > 30, (load.ok, load.failures[:3])
@@ -282,7 +282,7 @@ def test_a_configuration_nginx_refuses_is_never_reloaded_and_the_file_is_put_bac
     before = Path(block.upstreams_file).read_text()
     broken = block.model_copy(update={"upstream_directives": ["no_such_directive 1"]})
     with pytest.raises(execute.CommandFailed, match="no_such_directive"):
-        take_out(broken, "app-2")
+        deregister(broken, "app-2")
     assert Path(block.upstreams_file).read_text() == before
     assert state(block)["hosts"] == {"app-1": "in", "app-2": "in"}
     assert all(hits > 0 for hits in _hits_during_requests(port, backends).values())

@@ -1,4 +1,4 @@
-"""The load-balancer step's decisions: the upstream file, the hosts' order, ALB targets and health."""
+"""The load-balancer step's decisions: the upstream file, ALB targets and health."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from ubertruck_ops.core.load_balancer import (LastServingHost, TargetHealth, alb_targets, deregistered_verdict,
                                               down_hosts, healthy_verdict, host_states, refuse_last_target,
-                                              render_upstreams, rolling_order)
+                                              render_upstreams)
 
 UPSTREAMS = {"user-service": {"app-1": "10.0.1.11:3001", "app-2": "10.0.1.12:3001"},
              "fleet-service": {"app-1": "10.0.1.11:3002", "app-2": "10.0.1.12:3002"}}
@@ -45,12 +45,6 @@ def test_an_unknown_host_or_a_malformed_server_or_directive_is_refused():
         render_upstreams(UPSTREAMS, set(), ["keepalive 2; } server evil:1"])
     with pytest.raises(ValueError, match="upstream name"):
         render_upstreams({"web {": {"app-1": "10.0.1.11:80"}}, set())
-
-
-def test_hosts_already_out_are_rolled_first_and_one_host_cannot_roll():
-    assert rolling_order(["app-1", "app-2", "app-3"], {"app-3"}) == ["app-3", "app-1", "app-2"]
-    with pytest.raises(ValueError, match="at least two hosts"):
-        rolling_order(["app-1"])
 
 
 def test_alb_targets_are_instance_ids_or_addresses_with_optional_ports():

@@ -1,6 +1,6 @@
-"""The load-balancer step of a rolling deploy, decided without touching anything: the order of
-the steps and of the hosts, the nginx upstream file (rendered and read back), which ALB targets
-are a host's, and verdicts on the target health the ALB reports.
+"""The load-balancer step of a rolling deploy, decided without touching anything: the nginx
+upstream file (rendered and read back), which ALB targets are a host's, and verdicts on the target
+health the ALB reports.
 
 A host is a name (the key of the block's `hosts` or of each upstream's servers). Taking the last
 serving host out of the balancer is refused here, for both kinds: it would be an outage.
@@ -11,10 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
-
-# One host of a rolling deploy, in this order. The deploy flow checks the host directly before
-# putting it back, and checks through the balancer after.
-STEPS = ("take-out", "hand-over", "check-host", "put-back", "check-through-balancer")
 
 HEADER = ("# Managed by ubertruck-ops (the load-balancer step of the rolling deploy): every change here is\n"
           "# overwritten. Hosts marked `down` are out of the balancer.\n")
@@ -50,19 +46,6 @@ def check_directive(value: str) -> str:
     if not _DIRECTIVE.match(text) or text.split()[0] == "server":
         raise ValueError(f"upstream directive {value!r} is refused: one directive, no ';', braces, '#' or server")
     return text
-
-
-# ---- order -------------------------------------------------------------------------------------
-
-def rolling_order(hosts: Sequence[str], out: Iterable[str] = ()) -> list[str]:
-    """Given the hosts in their configured order and those already out of the balancer, return the
-    order a rolling deploy takes them in: hosts already out first (handing them over costs no
-    capacity), then the others. Raise ValueError with fewer than two hosts: one host cannot be taken
-    out without an outage (deploy it in place instead)."""
-    if len(hosts) < 2:
-        raise ValueError(f"a rolling deploy needs at least two hosts behind the balancer, not {len(hosts)}")
-    out = set(out)
-    return [h for h in hosts if h in out] + [h for h in hosts if h not in out]
 
 
 # ---- nginx -------------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 The story: refuse when a host's worker is down (unless skipped); build the tag on every host at
 once (nothing live changes); on the first host back up and apply the migrations, once; then roll
-host by host (or in the fleet's batches): take it out of the balancer, switch it (hand-over and
-health gate, on the host's own worker), put it back. A failure on any host puts every host it
-already switched back on what it ran before, and leaves every host in the balancer.
+host by host (or in the fleet's batches): deregister it from the balancer, switch it (hand-over and
+health gate, on the host's own worker), register it again. A failure on any host puts every host it
+already switched back on what it ran before, and leaves every host registered in the balancer.
 
 Every host step is a run of the `host-release` deployment in that host's work queue, a subflow of
 this run: the UI shows each host's runs under it.
@@ -166,23 +166,24 @@ def _rolling_rollback(op: Operation, fleet: AppFleet, hosts: list[str], to: str 
 
 
 def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str | None) -> dict:
-    """Switch `hosts` batch by batch with host step `step` (go-live or rollback) to `tag`, each out of
-    the balancer while it switches. On a failure put every host that switched (or may have) back,
-    every host taken out back into the balancer, post what was done to each host, and raise."""
+    """Switch `hosts` batch by batch with host step `step` (go-live or rollback) to `tag`, each
+    deregistered from the balancer while it switches. On a failure put every host that switched (or
+    may have) back on its previous release, register every deregistered host again, post what was
+    done to each host, and raise."""
     run_id = str(flow_run.get_id() or "")
     lb = op.env.load_balancer
     switched: list[str] = []             # switched, or may have: put back on a failure
     outcomes: dict[str, str] = {}        # what happened to a host that is not put back
     for batch in batches(hosts, fleet.hosts_at_once):
-        taken_out: list[str] = []
+        deregistered: list[str] = []
         try:
             for host in batch:
                 if lb is not None:
                     op.step(f"take {host} out of the load balancer")
-                    # Out from the moment its take-out starts: nginx writes `down` and reloads, the ALB
+                    # Out from the moment deregistering starts: nginx writes `down` and reloads, the ALB
                     # deregisters, before either waits for the drain (which may time out).
-                    taken_out.append(host)
-                    load_balancer.take_out(lb, host)
+                    deregistered.append(host)
+                    load_balancer.deregister(lb, host)
             op.step(f"{step} on {', '.join(batch)}")
             failures = _switch_batch(op, fleet, batch, step, tag, run_id)
             done, unchanged = batch_outcome(batch, {h: f.kind for h, f in failures.items()}, step)
@@ -190,17 +191,17 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
             outcomes.update(unchanged)
             if failures:
                 raise HostStepFailed("; ".join(one_line(e) for e in failures.values()))
-            _into_balancer(op, lb, taken_out, strict=True)
+            _register(op, lb, deregistered, strict=True)
             if lb is not None and lb.check_urls:
                 op.step(f"check {', '.join(batch)} through the load balancer")
                 load_balancer.check_through(lb)
         except Exception as exc:
             failed_at = op.step.current
-            put_back = {h: outcomes[h] for h in hosts if h in outcomes}
-            put_back.update(_put_back(op, fleet, switched, run_id))
-            balancer = _into_balancer(op, lb, taken_out) if lb is not None else None
-            untouched = [h for h in hosts if h not in put_back and h not in taken_out]
-            op.notify(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), put_back, untouched,
+            releases = {h: outcomes[h] for h in hosts if h in outcomes}
+            releases.update(_put_back(op, fleet, switched, run_id))
+            balancer = _register(op, lb, deregistered) if lb is not None else None
+            untouched = [h for h in hosts if h not in releases and h not in deregistered]
+            op.notify(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), releases, untouched,
                                              balancer))
             op.already_reported(exc)
             raise
@@ -221,19 +222,19 @@ def _switch_batch(op: Operation, fleet: AppFleet, batch: list[str], step: str, t
     return failures
 
 
-def _into_balancer(op: Operation, lb, hosts: list[str], strict: bool = False) -> dict[str, str]:
-    """Put `hosts` back into the balancer; return host -> notices.BACK_IN or why it is not back.
+def _register(op: Operation, lb, hosts: list[str], strict: bool = False) -> dict[str, str]:
+    """Register `hosts` in the balancer again; return host -> notices.BACK_IN or why it is not back.
     With `strict`, raise the first error instead."""
     done = {}
     for host in hosts:
         op.step(f"put {host} back into the load balancer")
         try:
-            load_balancer.put_back(lb, host)
+            load_balancer.register(lb, host)
             done[host] = notices.BACK_IN
         except Exception as exc:  # noqa: BLE001 - after a failure every host is tried; the first error stands
             if strict:
                 raise
-            op.log.error("could not put %s back into the load balancer: %s", host, one_line(exc))
+            op.log.error("could not register %s in the load balancer again: %s", host, one_line(exc))
             done[host] = one_line(exc)[:300]
     return done
 
