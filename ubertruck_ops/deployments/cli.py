@@ -35,17 +35,26 @@ def _quiet_defaults() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ubertruck-ops", description="Ubertruck operations as Prefect flows.")
+    parser = argparse.ArgumentParser(
+        prog="ubertruck-ops",
+        description="Ubertruck operations as Prefect flows: backups, restores and drills, deploys and rollbacks, "
+                    "the daily checklists and maintenance, WAL archiving and a watch with alerts.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="bring up the sandbox and run nightly-backup and restore-drill on it")
+    demo = commands.add_parser("demo", help="bring up the sandbox (embedded PostgreSQL, sample app under PM2) and run "
+                                            "five flows on it: nightly-backup, restore-drill, deploy (v1.1.0, "
+                                            "v1.2.0, the broken v1.3.0 rolled back by itself), rollback and "
+                                            "morning-checklist; Prefect state kept in DIR-prefect")
     demo.add_argument("--size-mb", type=int, default=50, help="sandbox database size (default 50)")
-    demo.add_argument("--dir", default=".sandbox", help="folder for the sandbox (default .sandbox)")
-    blocks = commands.add_parser("blocks", help="manage block documents")
+    demo.add_argument("--dir", default=".sandbox", help="folder for the sandbox, wiped and rebuilt (default .sandbox)")
+    blocks = commands.add_parser("blocks", help="manage an environment's block documents (blocks init)")
     blocks_commands = blocks.add_subparsers(dest="blocks_command", required=True)
-    init = blocks_commands.add_parser("init", help="create or update an environment's blocks from variables")
+    init = blocks_commands.add_parser("init", help="create or update an environment's blocks from environment "
+                                                   "variables, record its six-hourly backup tier, check WAL safety, "
+                                                   "create the concurrency limits and server-side alerts")
     init.add_argument("--env-file", help="dotenv file overlaid on the process environment")
     init.add_argument("--name", default="production", help="environment name (default production)")
-    run = commands.add_parser("run", help="run one flow in this process")
+    run = commands.add_parser("run", help="run one flow in this process; exit status 0 only when it completed "
+                                          "(PREFECT_API_URL's server, else a private one for this process)")
     run.add_argument("flow", help="flow name, e.g. nightly-backup")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="flow parameter; VALUE is JSON when it parses as JSON, else a string")
@@ -60,23 +69,30 @@ def main(argv: list[str] | None = None) -> int:
     watcher.add_argument("--environment", default="production", help="environment to watch")
     watcher.add_argument("--interval", type=_seconds, metavar="SECONDS",
                          help="seconds between rounds, instead of the thresholds block's watch_interval_seconds")
-    units = commands.add_parser("systemd-units", help="print systemd unit files for serve (or a worker per app "
-                                                      "host queue), wal-archive and watch")
+    units = commands.add_parser("systemd-units", help="print (or write) systemd unit files for serve (or a worker "
+                                                      "per app host queue), wal-archive and watch")
     units.add_argument("--environment", default="production", help="environment the units act on")
     units.add_argument("--user", default="ubertruck-ops", help="the dedicated user they run as (default "
                                                                "ubertruck-ops)")
     units.add_argument("--directory", help="write each unit into this folder instead of printing them")
-    serve = commands.add_parser("serve", help="serve every deployment with its schedule (starts a local Prefect "
-                                              "server when PREFECT_API_URL is unset)")
+    serve = commands.add_parser("serve", help="serve every deployment with its schedule until stopped, after "
+                                              "creating the concurrency limits and alerts (starts a local Prefect "
+                                              "server with its UI, asking for an auth string, when PREFECT_API_URL "
+                                              "is unset)")
     serve.add_argument("--environment", default="production", help="environment the deployments act on")
     serve.add_argument("--host", default="127.0.0.1", help="local server's address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=4200, help="local server's port (default 4200)")
-    render = commands.add_parser("deployments-yaml", help="print prefect.yaml, rendered from deployments/schedules.py")
+    render = commands.add_parser("deployments-yaml", help="print prefect.yaml for workers, rendered from the "
+                                                         "schedules serve uses")
     render.add_argument("--environment", default="production", help="environment the deployments act on")
     args = parser.parse_args(argv)
     # Everything this process and its children write is private unless a step shares it on purpose
     # (DESIGN.md); runs started by `serve` inherit it.
     os.umask(0o077)
+    if args.command == "demo":
+        from ubertruck_ops.deployments.demo import keep_demo_apart
+
+        keep_demo_apart(args.dir)   # before Prefect is imported: it reads PREFECT_HOME once, at import
     _quiet_defaults()
     if args.command == "wal-push":
         return wal_push(args.path, args.environment)     # no Prefect in this process: see wal_push

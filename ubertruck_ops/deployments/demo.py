@@ -1,26 +1,70 @@
-"""`ubertruck-ops demo`: the sandbox up, nightly-backup, restore-drill, and what happened."""
+"""`ubertruck-ops demo`: the sandbox up, nightly-backup, restore-drill, deploys and a rollback, the
+morning checklist, and what happened."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 
+# Settings that would send the demo's runs somewhere else than its own folder: a server given to this
+# shell (production's, perhaps) or another database.
+ELSEWHERE = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PREFECT_PROFILES_PATH",
+             "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+
+
+def demo_home(directory: str) -> Path:
+    """Given the sandbox folder, return the demo's Prefect home beside it: `<dir>-prefect`."""
+    base = Path(directory).resolve()
+    return base.parent / (base.name + "-prefect")
+
+
+def keep_demo_apart(directory: str) -> Path:
+    """Point this process's Prefect at the demo's own home (`<dir>-prefect`, emptied: each demo starts
+    clean, as its sandbox does) and at no server or database given elsewhere, with the project's
+    host state (locks) inside it; return that home.
+
+    Call it before anything imports prefect: Prefect reads its settings once, at import, so a
+    PREFECT_HOME set later is ignored and the runs land in ~/.prefect (where a second demo's morning
+    checklist then finds the first demo's failed deploy)."""
+    home = demo_home(directory)
+    if home.is_dir() and not home.is_symlink():
+        shutil.rmtree(home)
+    home.mkdir(parents=True, mode=0o700)   # made now: Prefect only warns when it cannot make it at import
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["UBERTRUCK_STATE_DIR"] = str(home / "state")
+    for name in ELSEWHERE:
+        os.environ.pop(name, None)
+    return home
+
+
+def ui_command(home: Path, port: int) -> str:
+    """Return the one shell command that opens Prefect's UI on the runs kept in `home`, on `port`
+    (the UI asks the API address of /ui-settings: without it, a port other than 4200 shows "Oops")."""
+    api = f"http://127.0.0.1:{port}/api"
+    prefect = Path(sys.executable).parent / "prefect"
+    return (f"PREFECT_HOME={shlex.quote(str(home))} PREFECT_SERVER_UI_API_URL={api} "
+            f"PREFECT_SERVER_ANALYTICS_ENABLED=false {shlex.quote(str(prefect))} server start --host 127.0.0.1 "
+            f"--port {port}")
+
 
 def run_demo(directory: str, size_mb: int) -> int:
     base = Path(directory).resolve()
-    os.environ.setdefault("PREFECT_HOME", str(base.parent / (base.name + "-prefect")))
+    home = demo_home(directory)     # where cli.main pointed Prefect before importing it (keep_demo_apart)
+    from ubertruck_ops.core.checks import OK
     from ubertruck_ops.core.text import human_bytes, human_seconds
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
-    from ubertruck_ops.core.checks import OK
     from ubertruck_ops.flows.checklists import morning_checklist
     from ubertruck_ops.flows.deploy import deploy
     from ubertruck_ops.flows.nightly_backup import nightly_backup
-    from ubertruck_ops.flows.rollback import rollback
-    from ubertruck_ops.tasks.checks.orchestration import checklist_rows
     from ubertruck_ops.flows.restore_drill import restore_drill
+    from ubertruck_ops.flows.rollback import rollback
     from ubertruck_ops.sandbox.environment import Sandbox
+    from ubertruck_ops.tasks.checks.orchestration import checklist_rows
+    from ubertruck_ops.tasks.scratch_postgres import free_port
 
     print(f"[1/5] sandbox: embedded PostgreSQL 18 with a ~{size_mb} MB Ubertruck database, the sample "
           f"application's git repository and an application host under PM2, in {base}")
@@ -72,13 +116,15 @@ def run_demo(directory: str, size_mb: int) -> int:
               + " (the full table and report are artifacts morning-checklist-results / -report)")
     finally:
         sandbox.stop()
+    port = free_port()
     print(f"""
 Where to look:
   backups (encrypted, manifest.json last): {sandbox.repository_dir}
   application host: {sandbox.env.app.app_root} (releases/, current, shared/deploy-history.jsonl)
-  Prefect runs, logs and artifacts (nightly-backup-summary, restore-drill-report):
-      PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent / 'prefect'} server start   # then open http://127.0.0.1:4200
-  sandbox database data (stopped): {sandbox.base / 'postgres'}
-Demo finished in {human_seconds(time.monotonic() - clock)}.""")
+  sandbox database data (stopped): {sandbox.server.data}
+  Prefect runs, logs and artifacts (nightly-backup-summary, restore-drill-report), all kept in {home}
+Demo finished in {human_seconds(time.monotonic() - clock)}. To see its runs in Prefect's UI, run this and open
+http://127.0.0.1:{port} (Ctrl-C stops it):
+  {ui_command(home, port)}""")
     return 0
 

@@ -28,6 +28,7 @@ from ubertruck_ops.sandbox.app import SERVICES as APP_SERVICES
 from ubertruck_ops.sandbox.app import create_app_repository, project_pm2
 from ubertruck_ops.tasks.postgres import client_bin_dir
 from ubertruck_ops.tasks.scratch_postgres import LocalServer, free_port, port_is_free
+from ubertruck_ops.tasks.server_placement import data_folder
 
 DATABASE = "ubertruck_prod"
 OWNER = "ubertruck_admin"
@@ -49,6 +50,12 @@ class Sandbox:
         self.with_app = with_app
 
     @property
+    def postgres_dir(self) -> Path:
+        """The database server's folder: in the sandbox, or (as root, when the sandbox lies in a folder
+        the server user cannot enter) under tasks/server_placement.DATA_ROOT."""
+        return data_folder(self.base / "postgres")
+
+    @property
     def repository_dir(self) -> Path:
         return self.base / "repository"
 
@@ -62,7 +69,9 @@ class Sandbox:
             shutil.rmtree(self.base)
         self.base.mkdir(parents=True)
         self.base.chmod(0o711)   # the server user passes through to its own folder; nobody lists it
-        self.server = LocalServer(self.bin_dir, self.base / "postgres", durable=True).start()
+        if self.postgres_dir.exists():       # kept apart from the sandbox (server_placement): wiped as well
+            shutil.rmtree(self.postgres_dir)
+        self.server = LocalServer(self.bin_dir, self.postgres_dir, durable=True).start()
         password = secrets.token_urlsafe(18)
         with psycopg.connect(**self.server.database().connect_kwargs(), autocommit=True) as admin:
             admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
@@ -128,6 +137,7 @@ class Sandbox:
     def destroy(self) -> None:
         if self.server is not None:
             self.server.destroy()
+        shutil.rmtree(self.postgres_dir, ignore_errors=True)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> "Sandbox":

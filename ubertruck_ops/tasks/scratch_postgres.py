@@ -29,6 +29,7 @@ from ubertruck_ops.core.names import setting_option, shell_safe_path, truncate_b
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.execute import CommandFailed, display, run, spawn
 from ubertruck_ops.tasks.leftovers import claim_folder
+from ubertruck_ops.tasks.server_placement import DATA_ROOT, server_binaries
 
 SERVER_USER = "ubertruck-pg"
 IDENT_MAP = "ubertruck"
@@ -84,8 +85,9 @@ def check_reachable(base: Path) -> None:
         return
     for folder in [*reversed(Path(base).absolute().parents)]:
         if folder.exists() and not folder.stat().st_mode & 0o001:
+            # Not "chmod o+x": opening an operator's private folder (/root, a home) weakens the host.
             raise PermissionError(f"PostgreSQL runs as user {SERVER_USER} (we are root) and cannot enter {folder}: "
-                                  f"chmod o+x {folder}, or put the server's folder elsewhere")
+                                  f"put the server's folder in a place it can reach, such as under {DATA_ROOT}")
 
 
 def make_traversable_parents(base: Path) -> None:
@@ -129,6 +131,7 @@ class LocalServer:
         self.bin_dir = Path(bin_dir)
         if not (self.bin_dir / "postgres").exists():
             raise FileNotFoundError(f"no PostgreSQL server binaries in {self.bin_dir}")
+        self.bin_dir = server_binaries(self.bin_dir)    # under root: where the server user can read them
         if base_dir is not None:
             shell_safe_path(base_dir, "server folder")   # before anything is created
         self.scratch = scratch
