@@ -16,10 +16,10 @@ are decided in core/releases.py; what to tell is the caller's.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect.runtime import flow_run
 
@@ -84,7 +84,7 @@ def locked_switch(app: AppHost, what: str, slot: bool = True, not_after: str | N
         lock = flock_only(app.shared_dir, DEPLOY_LOCK, app.deploy_lock_wait_seconds, holder=holder)
     with lock:
         # Waiting for the lock may have outlasted a rolling deploy's patience: look again.
-        refuse_if_expired(not_after, datetime.now(timezone.utc), what)
+        refuse_if_expired(not_after, datetime.now(UTC), what)
         yield Live(release.live_release(app), release.read_history(app), release.releases(app))
 
 
