@@ -4,6 +4,7 @@ one command that opens the UI on them; `--help` says what each command does."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -63,9 +65,12 @@ def private_checkout():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def api(url: str, body: dict | None = None):
+def api(url: str, body: dict | None = None, auth: str | None = None):
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -92,27 +97,31 @@ def test_the_demo_from_a_private_folder_keeps_its_runs_apart_and_its_last_line_o
     assert f"sandbox database data (stopped): {data_folder(sandbox / 'postgres') / 'data'}" in demo.stdout
     command = demo.stdout.strip().splitlines()[-1].strip()
     words = shlex.split(command)
-    settings = dict(word.split("=", 1) for word in words if "=" in word and not word.startswith("-"))
-    argv = [word for word in words if word.split("=", 1)[0] not in settings]
-    assert settings["PREFECT_HOME"] == str(home) and argv[1:3] == ["server", "start"]
-    port = argv[argv.index("--port") + 1]
+    assert f"PREFECT_HOME={home}" in words and words[-6:-4] == ["server", "start"]
+    port = words[words.index("--port") + 1]
     assert f"open\nhttp://127.0.0.1:{port} " in demo.stdout
+    auth = (home / "api-auth-string").read_text().strip()
+    assert auth not in demo.stdout
 
-    server = subprocess.Popen(argv, env={**os.environ, **settings, "HOME": str(folder / "home")},
+    # As a user would: the printed line, in a shell.
+    server = subprocess.Popen(["bash", "-c", command], env={**os.environ, "HOME": str(folder / "home")},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
             try:
-                api(f"{base}/api/health")
+                api(f"{base}/api/health", auth=auth)
                 break
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "the printed command did not start"
                 time.sleep(0.5)
         assert api(f"{base}/ui-settings")["api_url"] == f"{base}/api"    # the UI finds its API on this port
-        flows = {flow["id"]: flow["name"] for flow in api(f"{base}/api/flows/filter", {})}
-        runs = [flows[run["flow_id"]] for run in api(f"{base}/api/flow_runs/filter", {})]
+        with pytest.raises(urllib.error.HTTPError) as refused:             # the sandbox's secrets stay private
+            api(f"{base}/api/flows/filter", {})
+        assert refused.value.code == 401
+        flows = {flow["id"]: flow["name"] for flow in api(f"{base}/api/flows/filter", {}, auth)}
+        runs = [flows[run["flow_id"]] for run in api(f"{base}/api/flow_runs/filter", {}, auth)]
         for name in ("nightly-backup", "restore-drill", "deploy", "rollback", "morning-checklist"):
             assert name in runs
         assert runs.count("deploy") == 3

@@ -42,13 +42,16 @@ def keep_demo_apart(directory: str) -> Path:
 
 
 def ui_command(home: Path, port: int) -> str:
-    """Return the one shell command that opens Prefect's UI on the runs kept in `home`, on `port`
-    (the UI asks the API address of /ui-settings: without it, a port other than 4200 shows "Oops")."""
+    """Return the one shell command that opens Prefect's UI on the runs kept in `home`, on `port`:
+    the server asks for the auth string the demo's private API kept in `home` (its blocks hold the
+    sandbox's secrets; no other local user may read them), and the UI is told its API's address
+    (it asks /ui-settings: without it, a port other than 4200 shows "Oops")."""
     api = f"http://127.0.0.1:{port}/api"
     prefect = Path(sys.executable).parent / "prefect"
-    return (f"PREFECT_HOME={shlex.quote(str(home))} PREFECT_SERVER_UI_API_URL={api} "
-            f"PREFECT_SERVER_ANALYTICS_ENABLED=false {shlex.quote(str(prefect))} server start --host 127.0.0.1 "
-            f"--port {port}")
+    auth = shlex.quote(str(home / "api-auth-string"))
+    return (f"PREFECT_HOME={shlex.quote(str(home))} PREFECT_SERVER_API_AUTH_STRING=\"$(cat {auth})\" "
+            f"PREFECT_SERVER_UI_API_URL={api} PREFECT_SERVER_ANALYTICS_ENABLED=false "
+            f"{shlex.quote(str(prefect))} server start --host 127.0.0.1 --port {port}")
 
 
 def run_demo(directory: str, size_mb: int) -> int:
@@ -124,7 +127,7 @@ Where to look:
   sandbox database data (stopped): {sandbox.server.data}
   Prefect runs, logs and artifacts (nightly-backup-summary, restore-drill-report), all kept in {home}
 Demo finished in {human_seconds(time.monotonic() - clock)}. To see its runs in Prefect's UI, run this and open
-http://127.0.0.1:{port} (Ctrl-C stops it):
+http://127.0.0.1:{port} (it asks for the auth string in {home / 'api-auth-string'}; Ctrl-C stops it):
   {ui_command(home, port)}""")
     return 0
 

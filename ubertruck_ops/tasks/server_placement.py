@@ -19,43 +19,35 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import re
 import shutil
 import stat
 import tempfile
 from pathlib import Path
 
+from ubertruck_ops.core import placement
 from ubertruck_ops.tasks.execute import run
 
-BINARIES_ROOT = Path("/usr/local/lib/ubertruck-ops")
-DATA_ROOT = Path("/var/lib/ubertruck-ops/postgres")
+BINARIES_ROOT = Path(placement.BINARIES_ROOT)
+DATA_ROOT = Path(placement.DATA_ROOT)
 STAMP = ".ubertruck-sha256"
 
 
 def others_can_use(path: Path) -> bool:
     """Return True when a user with no claim on `path` (not its owner, not in its group) can pass
-    through every folder down to it and read it: under a folder, every folder o+x and every file o+r
-    (executables o+x too)."""
+    through every folder down to it and use it and everything under it (core/placement)."""
     path = Path(path).absolute()
-    for folder in reversed(path.parents):
-        if not folder.stat().st_mode & stat.S_IXOTH:
+    try:
+        if not all(placement.usable_by_others(folder.stat().st_mode) for folder in path.parents):
             return False
-    if not path.is_dir():
-        return _usable(path.stat().st_mode)
-    for root, dirs, files in os.walk(path, followlinks=True):
-        if not _usable(os.stat(root).st_mode):
-            return False
-        for name in files:
-            if not _usable(os.stat(os.path.join(root, name)).st_mode):
+        if not path.is_dir():
+            return placement.usable_by_others(path.stat().st_mode)
+        for root, dirs, files in os.walk(path, followlinks=True):
+            if not all(placement.usable_by_others(os.stat(os.path.join(root, name)).st_mode)
+                       for name in [".", *files]):
                 return False
+    except OSError:
+        return False    # a dangling link or a vanished file: not usable as it is
     return True
-
-
-def _usable(mode: int) -> bool:
-    if stat.S_ISDIR(mode):
-        return bool(mode & stat.S_IXOTH)
-    executable = mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return bool(mode & stat.S_IROTH) and (not executable or bool(mode & stat.S_IXOTH))
 
 
 def server_binaries(bin_dir: Path | str) -> Path:
@@ -96,10 +88,12 @@ def placed_installation(source: str) -> Path:
     base, parts = installation_parts(root)
     digest = tree_digest(base, parts)
     version = run([root / "bin" / "postgres", "--version"], timeout=30).stdout.decode().split()[-1]
-    target = BINARIES_ROOT / f"pgsql-{version}-{digest[:16]}"
-    if _stamp(target) == digest:
-        return target
+    target = Path(placement.binaries_folder(version, digest))
     make_public_folder(BINARIES_ROOT, 0o755)
+    _refuse_unless_roots(BINARIES_ROOT)
+    if _stamp(target) == digest:
+        _refuse_unless_roots(target)
+        return target
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=BINARIES_ROOT))
     try:
         copy = work / "installation"
@@ -127,6 +121,15 @@ def placed_installation(source: str) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _refuse_unless_roots(folder: Path) -> None:
+    """Raise PermissionError when `folder` is not root's or others may write to it: what runs as the
+    server user from there must be what root copied."""
+    info = folder.lstat()
+    if info.st_uid != 0 or not stat.S_ISDIR(info.st_mode) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(f"{folder} must be a folder of root's that nobody else can write to, to hold the "
+                              "PostgreSQL binaries its server user runs; remove it and run again")
 
 
 def _stamp(folder: Path) -> str | None:
@@ -161,10 +164,8 @@ def data_folder(wanted: Path | str) -> Path:
     if os.geteuid() != 0 or _parents_passable(wanted):
         return wanted
     make_public_folder(DATA_ROOT, 0o711)
-    token = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
-    # Named for the reader, in letters that pass tasks/scratch_postgres's shell-safe check.
-    label = re.sub(r"[^A-Za-z0-9_-]+", "-", f"{wanted.parent.name}-{wanted.name}").strip("-")[:40]
-    return DATA_ROOT / f"{label}-{token}"
+    _refuse_unless_roots(DATA_ROOT)
+    return Path(placement.data_folder_for(str(wanted)))
 
 
 def _parents_passable(path: Path) -> bool:
