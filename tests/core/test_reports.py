@@ -1,0 +1,53 @@
+"""core/reports.py: the artifacts' markdown says what a restore, a drill or a day did, in the shape
+operators read every day."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ubertruck_ops.core import reports
+
+
+def test_a_restore_report_names_the_target_counts_and_what_was_kept():
+    text = reports.restore_report("20261124T020000Z-logical-a1", "database app on db:5432", 75.0,
+                                  {"core.users": 7, "core.bookings": 1200}, "app_before_20261124", ["/srv/files/app"])
+    assert text == ("# Restore of `20261124T020000Z-logical-a1`\n\n- target: database app on db:5432\n"
+                    "- duration: 1m 15s\n- tables verified: 2, rows: 1,207\n"
+                    "- previous database kept as: app_before_20261124\n- files extracted to: ['/srv/files/app']\n")
+    new = reports.restore_report("x", "database app on db:5432", 1.0, {}, None, [])
+    assert "- previous database kept as: none (target was new)\n- files extracted to: not requested\n" in new
+
+
+def test_physical_and_rds_restore_reports_say_where_the_result_is():
+    result = {"chain": ["base-1", "incr-2"], "wal_files": 4, "data_directory": "/srv/r/data", "port": 6543}
+    running = reports.physical_restore_report(result, None, True, 3.0)
+    assert "- chain: base-1 -> incr-2\n- target time: latest\n- WAL files replayed: 4\n" in running
+    assert "- server: running on 127.0.0.1:6543\n" in running
+    assert "- server: stopped\n" in reports.physical_restore_report(result, "2026-11-24T17:00:00+05:30", False, 3.0)
+    rds = reports.rds_restore_report("restored-1", {"restored": "snap-1", "endpoint": "h:5432",
+                                                    "row_counts": {"a": 1, "b": 2}, "duration_seconds": 61.0})
+    assert rds.startswith("# RDS restore into `restored-1`\n\n- restored: `snap-1`\n- endpoint: h:5432\n")
+    assert rds.endswith("- tables: 2, rows: 3\n- duration: 1m 01s\n- the source instance was not touched\n")
+
+
+def test_a_drill_report_marks_every_table_whose_rows_differ_and_lists_the_findings():
+    text = reports.drill_report("b1", False, 10.0, 3600.0, {"a": 1, "b": 5}, {"a": 1, "b": 6, "c": 2},
+                                ["row counts differ"])
+    assert text.startswith("# Restore drill: FAILED\n\n- backup: `b1`\n")
+    assert "| a | 1 | 1 | ok |\n| b | 6 | 5 | MISMATCH |\n| c | 2 | - | MISMATCH |\n" in text
+    assert text.endswith("Findings:\n- row counts differ\n")
+    assert reports.drill_report("b1", True, 1.0, 1.0, {}, {}, []).endswith("Findings:\n- none\n")
+    physical = reports.physical_drill_report(False, "(not restored)", None, 2.0, 0.0, ["step 'x': boom"])
+    assert physical.startswith("# Physical restore drill: FAILED\n\n- chain: (not restored)\n- WAL files replayed: -\n")
+    assert physical.endswith("- finding: step 'x': boom\n")
+
+
+def test_the_status_report_shows_yesterday_today_and_the_change_with_the_chart_inline():
+    figures = {"bookings": (100.0, 150.0), "database MiB": (None, 2048.0)}
+    text = reports.status_report(dt.date(2026, 11, 24), dt.date(2026, 11, 23), figures, "QUJD", "s3://b/x.png")
+    assert text.startswith("## Daily status report 2026-11-24 (against 2026-11-23)\n\n"
+                           "| metric | 2026-11-23 | 2026-11-24 | change |\n")
+    assert "| bookings | 100.0 | 150.0 | +50.0% |\n| database MiB | None | 2,048.0 |" in text
+    assert "![day over day](data:image/png;base64,QUJD)\n\nChart stored at s3://b/x.png.\n" in text
+    assert reports.charted_metrics(figures) == ["bookings"]
+    assert reports.chart_note("s3://b/x.png") == ":bar_chart: daily chart: s3://b/x.png"
