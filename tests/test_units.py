@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from ubertruck_ops.blocks.app import AppHost, default_of, parse_services
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
-from ubertruck_ops.blocks.environment import environment_from_variables
+from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CRITICAL, ERROR, OK, WARN, CheckResult
 from ubertruck_ops.deployments.cli import parse_params

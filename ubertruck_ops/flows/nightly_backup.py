@@ -18,7 +18,6 @@ from ubertruck_ops.core.manifest import QUOTED, Manifest, backup_folder, iso
 from ubertruck_ops.core.text import human_bytes, human_seconds
 from ubertruck_ops.operations.backup import BackupAttempt
 from ubertruck_ops.operations.frame import operation
-from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.tasks import catalog, dump, postgres
 from ubertruck_ops.tasks.checks import backups as backup_checks
 from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
@@ -73,7 +72,7 @@ def nightly_backup(environment: str = "production") -> dict:
             duration = op.elapsed
 
             step("compare with the recent backups")
-            odd = backup_checks.anomalies_of(catalog.list_manifests(repo), manifest, env.thresholds or CheckThresholds())
+            odd = backup_checks.anomalies_of(catalog.list_manifests(repo), manifest, env.thresholds)
             for anomaly in odd:
                 op.log.warning("backup %s looks wrong: %s", manifest.backup_id, anomaly)
             step("apply retention")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from prefect.artifacts import create_table_artifact
 
 from ubertruck_ops.blocks.environment import Environment
-from ubertruck_ops.blocks.monitoring import BusinessQueries, CheckThresholds
+from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CRITICAL, CheckResult
 from ubertruck_ops.operations.frame import Operation
@@ -23,13 +23,13 @@ class ChecklistCritical(RuntimeError):
 
 
 def thresholds(env: Environment) -> CheckThresholds:
-    """Return the environment's thresholds (the defaults where none are saved)."""
-    return env.thresholds or CheckThresholds()
+    """Return the environment's thresholds (load_environment fills in the defaults where none are saved)."""
+    return env.thresholds
 
 
 def business_queries(env: Environment) -> dict[str, str]:
     """Return the environment's business queries by name (the defaults where none are saved)."""
-    return (env.queries or BusinessQueries()).queries
+    return env.queries.queries
 
 
 def slack_summary(title: str, environment: str, results: list[CheckResult], extra: list[str] | None = None) -> dict:
