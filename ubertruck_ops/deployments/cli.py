@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command in ("demo", "blocks", "run", "wal-archive", "watch", "systemd-units"):
-            from ubertruck_ops.deployments.serve import private_api
+            from ubertruck_ops.deployments.api import private_api
 
             if args.command == "run":
                 check_run(args.flow, parse_params(args.param))     # refuse bad input before any server starts
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
             unscheduled = frozenset()
             if os.environ.get("PREFECT_API_URL"):   # the tier blocks init recorded there decides
-                from ubertruck_ops.deployments.serve import private_api
+                from ubertruck_ops.deployments.api import private_api
                 from ubertruck_ops.deployments.serve import unscheduled_flows
 
                 with private_api():     # PREFECT_API_URL is set: its server's identity checked, no server started
