@@ -51,3 +51,37 @@ def test_the_status_report_shows_yesterday_today_and_the_change_with_the_chart_i
     assert "![day over day](data:image/png;base64,QUJD)\n\nChart stored at s3://b/x.png.\n" in text
     assert reports.charted_metrics(figures) == ["bookings"]
     assert reports.chart_note("s3://b/x.png") == ":bar_chart: daily chart: s3://b/x.png"
+
+
+def test_a_checklist_report_lists_every_check_worst_first_and_the_slack_summary_only_what_is_not_ok():
+    from ubertruck_ops.core import checks
+
+    results = [checks.ok("disk /", 40.0, "< 80%", "40% used"), checks.critical("services", "down", None, "503"),
+               checks.warn("cpu", 90.0, "> 85%", "90% busy", severity="high")]
+    text = reports.checklist_report("Morning checklist (9:00)", results, "body text")
+    assert text.startswith("# Morning checklist (9:00)\n\n")
+    assert text.index("| services |") < text.index("| cpu |") < text.index("| disk / |")
+    assert text.endswith("\n\nbody text\n")
+    summary = reports.checklist_slack_summary("Morning checklist", "production", results, ["extra line"])
+    assert summary["text"].startswith(":red_circle: [production] Morning checklist: ")
+    shown = summary["blocks"][0]["text"]["text"]
+    assert "*services*: 503" in shown and "*cpu*: 90% busy" in shown and "disk /" not in shown
+    assert shown.endswith("extra line")
+
+
+def test_a_six_hourly_report_says_whether_it_stored_a_backup_or_proved_a_recovery_point():
+    wal = {"start_lsn": "0/1000000", "end_lsn": "0/2000000", "timeline": 1}
+    base = {"why": "due", "chain_base": "base-1", "wal": wal, "duration_seconds": 5.0, "wal_gaps": []}
+    title, text = reports.six_hourly_report("native-incremental", "PostgreSQL 17", {
+        **base, "kind": "incremental", "backup_id": "incr-2", "parent": "base-1", "stored": "3.0 MiB",
+        "recovery_point": None})
+    assert title == "incremental backup incr-2"
+    assert text.startswith("# Six-hourly backup: incremental backup incr-2\n\n- tier: native-incremental "
+                           "(PostgreSQL 17)\n- why: due\n- parent: base-1\n- stored: 3.0 MiB\n")
+    assert text.endswith("- WAL archive gaps since the chain's base: none\n")
+    point = {"time": "2026-11-24T06:00:00Z", "lsn": "0/3000000", "segment": "000000010000000000000003",
+             "segments_checked": 2}
+    title, text = reports.six_hourly_report("base-and-wal", "PostgreSQL 15", {**base, "kind": "wal",
+                                                                              "recovery_point": point})
+    assert title == "recovery point 2026-11-24T06:00:00Z"
+    assert "- WAL checked this run: 2 segment(s)\n" in text

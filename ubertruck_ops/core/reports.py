@@ -1,12 +1,15 @@
-"""The markdown reports runs publish as Prefect artifacts (restores, drills, the daily status report),
-built here beside core/notices.py (their Slack payloads) and published by operations/frame.py. Pure."""
+"""The markdown reports runs publish as Prefect artifacts (backups, restores, drills, checklists, the
+daily status report) and the checklists' Slack summary, built here beside core/notices.py (the other
+Slack payloads) and published by operations/frame.py. Pure."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from ubertruck_ops.core.checks import change
-from ubertruck_ops.core.text import human_seconds
+from ubertruck_ops.core import checks
+from ubertruck_ops.core.checks import CheckResult, change
+from ubertruck_ops.core.manifest import Manifest, backup_folder
+from ubertruck_ops.core.text import human_bytes, human_seconds
 
 
 def restore_report(backup_id: str, target: str, duration: float, counts: dict[str, int], kept_as: str | None,
@@ -93,3 +96,94 @@ Chart stored at {stored_at}.
 def chart_note(stored_at: str) -> str:
     """The Slack line that says where the daily chart is."""
     return f":bar_chart: daily chart: {stored_at}"
+
+
+def nightly_backup_report(manifest: Manifest, duration: float, retention: dict, repository: str,
+                          odd: list[str]) -> str:
+    """A nightly backup stored in `repository` (its description): every object and table, what looked
+    odd against the recent backups, and what retention did."""
+    rows = "\n".join(f"| {o.name} | {human_bytes(o.size)} | `{o.sha256[:16]}…` |" for o in manifest.objects)
+    tables = "\n".join(f"| {t} | {n:,} |" for t, n in manifest.row_counts.items())
+    missing = "\n".join(f"- {p}" for p in manifest.missing_paths) or "- none"
+    return f"""# Nightly backup `{manifest.backup_id}`
+
+- repository: {repository}/{backup_folder(manifest.backup_id)}
+- database: {manifest.database['name']} (PostgreSQL {manifest.database['server_version']})
+- duration: {human_seconds(duration)}
+- encryption: GnuPG {manifest.encryption['mode']}, AES256
+- compared with the recent backups: {'; '.join(f"WARNING {a}" for a in odd) or 'like them'}
+
+| object | size | sha256 |
+|---|---|---|
+{rows}
+
+| table | rows (same snapshot as the dump) |
+|---|---|
+{tables}
+
+Missing optional paths (not archived):
+{missing}
+
+Retention: expired {len(retention['expired'])}, incomplete leftovers removed {len(retention['incomplete_removed'])},
+stale multipart uploads aborted {retention['uploads_aborted']}, {human_bytes(retention['bytes_freed'])} freed;
+kept because their manifest is unreadable: {', '.join(sorted(retention['unreadable'])) or 'none'}.
+{('**Clock:** ' + retention['held']) if retention.get('held') else ''}
+{('**Clock:** ' + retention['clock_warning']) if retention['clock_warning'] else ''}
+"""
+
+
+def six_hourly_report(tier: str, tier_why: str, result: dict) -> tuple[str, str]:
+    """A six-hourly run's `result` (a backup, or a recovery point proven by WAL) under its tier: return
+    its title and markdown."""
+    kind, wal, point = result["kind"], result["wal"], result["recovery_point"]
+    if point:
+        title = f"recovery point {point['time']}"
+        body = (f"- recovery point: {point['time']} (LSN {point['lsn']}, segment {point['segment']})\n"
+                f"- WAL checked this run: {point['segments_checked']} segment(s)\n")
+    else:
+        title = f"{kind} backup {result['backup_id']}"
+        body = f"- parent: {result['parent'] or 'none (new chain)'}\n- stored: {result['stored']}\n"
+    gaps = ", ".join(result["wal_gaps"][:5]) or "none"
+    markdown = (f"# Six-hourly backup: {title}\n\n- tier: {tier} ({tier_why})\n- why: {result['why']}\n{body}"
+                f"- chain base: {result['chain_base']}\n"
+                f"- WAL {wal['start_lsn']} to {wal['end_lsn']}, timeline {wal['timeline']}\n"
+                f"- duration: {human_seconds(result['duration_seconds'])}\n"
+                f"- WAL archive gaps since the chain's base: {gaps}\n")
+    return title, markdown
+
+
+_ICONS = {checks.CRITICAL: ":red_circle:", checks.ERROR: ":grey_question:", checks.WARN: ":warning:",
+          checks.OK: ":white_check_mark:"}
+# The UI renders artifacts as plain Markdown: Slack's shortcodes would show as text there.
+_MARKS = {checks.CRITICAL: "\U0001F534", checks.ERROR: "\u2754", checks.WARN: "\u26A0\uFE0F", checks.OK: "\u2705"}
+
+
+def checklist_slack_summary(title: str, environment: str, results: list[CheckResult],
+                            extra: list[str] | None = None) -> dict:
+    """Given results, return a Slack payload: counts, then critical, error and warn items, worst first."""
+    tally = checks.counts(results)
+    verdict = checks.worst(results)
+    head = f"{_ICONS[verdict]} [{environment}] {title}: " + ", ".join(f"{n} {s}" for s, n in tally.items() if n)
+    lines = [f"{_ICONS[r.status]} *{r.name}*: {r.detail}" for r in checks.ordered(results) if r.status != checks.OK]
+    if len(lines) > 25:
+        lines = lines[:25] + [f"... and {len(lines) - 25} more in the Prefect artifact"]
+    lines += extra or []
+    return {"text": head, "blocks": [{"type": "section", "text": {"type": "mrkdwn",
+                                                                  "text": "\n".join([f"*{head}*", *lines])[:2900]}}]}
+
+
+def checklist_report(title: str, results: list[CheckResult], body: str = "") -> str:
+    """A checklist's or maintenance run's markdown: the tally, then every check worst first, then `body`."""
+    rows = "\n".join(f"| {_MARKS[r.status]} {r.status} | {r.severity or '-'} | {r.name} | {r.to_row()['value']} | "
+                     f"{r.to_row()['threshold']} | {r.detail.replace('|', '/')} |" for r in checks.ordered(results))
+    tally = ", ".join(f"{n} {s}" for s, n in checks.counts(results).items())
+    return f"""# {title}
+
+{tally}
+
+| status | severity | check | value | threshold | detail |
+|---|---|---|---|---|---|
+{rows}
+
+{body}
+"""
