@@ -85,3 +85,18 @@ def test_a_six_hourly_report_says_whether_it_stored_a_backup_or_proved_a_recover
                                                                               "recovery_point": point})
     assert title == "recovery point 2026-11-24T06:00:00Z"
     assert "- WAL checked this run: 2 segment(s)\n" in text
+
+
+def test_rds_reports_say_what_was_kept_copied_and_deleted():
+    from ubertruck_ops.core import checks
+
+    snapshot = reports.rds_snapshot_report("prod-db", "snap-1", None, "eu-west-1", 7.0, [], [
+        checks.ok("snapshot", "available", None, "ok")], ["copy refused"])
+    assert snapshot.startswith("# Six-hourly RDS snapshot of `prod-db`\n\n- snapshot: `snap-1` (available, kept)\n"
+                               "- DR copy: FAILED\n- expired (older than 7 days): none\n- error: copy refused\n")
+    assert "none configured" in reports.rds_snapshot_report("prod-db", "snap-1", None, None, 7.0, [], [], [])
+    drill = reports.rds_drill_report(False, "snap-1", "drill-1", True, ["old-1"], {"a": 2}, 90.0, 30.0, ["boom"])
+    assert drill.startswith("# RDS restore drill: FAILED\n\n- restored: `snap-1`\n"
+                            "- scratch instance: `drill-1` (NOT deleted)\n- leftover scratch instances deleted: old-1\n"
+                            "- tables: 1, rows: 2\n")
+    assert drill.endswith("- finding: boom\n")

@@ -76,7 +76,8 @@ def charted_metrics(figures: dict[str, tuple]) -> list[str]:
     return [label for label, (before, _now) in figures.items() if before is not None]
 
 
-def status_report(today: dt.date, yesterday: dt.date, figures: dict[str, tuple], image_base64: str, stored_at: str) -> str:
+def status_report(today: dt.date, yesterday: dt.date, figures: dict[str, tuple], image_base64: str,
+                  stored_at: str) -> str:
     """The evening's daily status report: every figure (yesterday, today) with its change, and the
     chart inline (a base64 PNG) and where it is stored."""
     rows = "\n".join(f"| {label} | {before if before is None else f'{before:,.1f}'} | {now:,.1f} | "
@@ -187,3 +188,29 @@ def checklist_report(title: str, results: list[CheckResult], body: str = "") -> 
 
 {body}
 """
+
+
+def rds_snapshot_report(instance_id: str, snapshot_id: str, copied: str | None, dr_region: str | None,
+                        retention_days: float, expired: list[str], results: list[CheckResult],
+                        errors: list[str]) -> str:
+    """A six-hourly RDS snapshot: its DR copy (None: failed when `dr_region` is set), what expired, the
+    errors met and every check worst first."""
+    rows = "\n".join(f"| {r.name} | {r.status} | {r.value} | {r.threshold} | {r.detail} |"
+                     for r in checks.ordered(results))
+    return (f"# Six-hourly RDS snapshot of `{instance_id}`\n\n- snapshot: `{snapshot_id}` (available, kept)\n"
+            f"- DR copy: {copied or ('FAILED' if dr_region else 'none configured')}\n"
+            f"- expired (older than {retention_days:g} days): {', '.join(expired) or 'none'}\n"
+            + "".join(f"- error: {e}\n" for e in errors)
+            + f"\n| check | status | value | threshold | detail |\n|---|---|---|---|---|\n{rows}\n")
+
+
+def rds_drill_report(passed: bool, backup: str, scratch: str | None, not_deleted: bool, leftovers: list[str],
+                     counts: dict, rto: float, rpo: float, findings: list[str]) -> str:
+    """An RDS restore drill into the scratch instance `scratch` (`not_deleted`: deleting it failed)."""
+    return (f"# RDS restore drill: {'PASSED' if passed else 'FAILED'}\n\n- restored: `{backup}`\n"
+            f"- scratch instance: `{scratch or '-'}` ({'NOT deleted' if not_deleted else 'deleted'})\n"
+            f"- leftover scratch instances deleted: {', '.join(leftovers) or 'none'}\n"
+            f"- tables: {len(counts)}, rows: {sum(counts.values()):,}\n"
+            f"- RTO (restore to verified): {human_seconds(rto)}\n"
+            f"- RPO at drill time (age of what was restored): {human_seconds(rpo)}\n"
+            + "".join(f"- finding: {f}\n" for f in findings))
