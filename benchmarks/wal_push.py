@@ -3,7 +3,7 @@ segment, against a Prefect server this script starts; and in the same run the wa
 (each push started a private Prefect API to read two blocks), and the start-up of `ubertruck-ops run`
 with and without PREFECT_API_URL.
 
-- Server: serve's own on 127.0.0.1 (deployments/serve.start_local_server: basic auth, a
+- Server: serve's own on 127.0.0.1 (deployments/api.start_local_server: basic auth, a
   temporary PREFECT_HOME), the environment's blocks saved into it, a local repository.
 - Now: --rounds wal-push processes with PREFECT_API_URL and PREFECT_API_AUTH_STRING set.
 - Before: --baseline-rounds wal-push processes of the code before the change (`git archive` of the
@@ -129,7 +129,7 @@ def main() -> int:
                       PREFECT_LOGGING_LEVEL="WARNING")
     for name in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY"):
         os.environ.pop(name, None)
-    from ubertruck_ops.deployments.serve import api_auth_string, start_local_server
+    from ubertruck_ops.deployments.api import api_auth_string, start_local_server
     from ubertruck_ops.tasks.execute import stop
     from ubertruck_ops.tasks.scratch_postgres import free_port
 

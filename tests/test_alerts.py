@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 from pydantic import SecretStr
 
-from ubertruck_ops.blocks.environment import block_name, environment_from_variables
+from ubertruck_ops.blocks.environment import block_name
+from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
 from ubertruck_ops.deployments.automations import all_rule_names, missing_rules

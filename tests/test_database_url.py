@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import PG15_BIN, make_database, require, save_env
 from tests.parts import table_checksums
 from ubertruck_ops.blocks.database import PostgresDatabase
-from ubertruck_ops.blocks.environment import environment_from_variables
+from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore

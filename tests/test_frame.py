@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ubertruck_ops.blocks.environment import environment_from_variables
+from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.operations.frame import Operation
 
 VARIABLES = {"DATABASE_URL": "postgresql://u:p@db.example:5432/ubertruck", "BACKUP_ENCRYPTION_KEY": "k",

@@ -22,7 +22,8 @@ from prefect_aws import AwsCredentials
 from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import SecretStr
 
-from ubertruck_ops.blocks.load_balancer import LoadBalancer, load_balancer_from_variables
+from ubertruck_ops.blocks.load_balancer import LoadBalancer
+from ubertruck_ops.blocks.variables import load_balancer_from_variables
 from ubertruck_ops.core.load_balancer import LastServingHost
 from ubertruck_ops.tasks import execute
 from ubertruck_ops.tasks.balancers import alb as alb_balancer

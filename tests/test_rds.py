@@ -235,7 +235,7 @@ def test_restore_into_a_named_new_instance_keeps_it_and_refuses_the_source(world
 
 
 def test_blocks_init_reads_the_rds_variables_and_names_a_bad_instance_id():
-    from ubertruck_ops.blocks.environment import environment_from_variables
+    from ubertruck_ops.blocks.variables import environment_from_variables
 
     base = {"DATABASE_URL": "postgresql://u:p@localhost/ubertruck_prod", "BACKUP_ENCRYPTION_KEY": "k" * 24,
             "BACKUP_REPOSITORY": "/var/backups/ubertruck", "AWS_ACCESS_KEY_ID": "AKIAX",

@@ -149,7 +149,7 @@ def test_a_worker_runs_a_deployment_a_failed_run_makes_the_cli_exit_non_zero_and
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from ubertruck_ops.deployments.automations import ensure_automations
+    from ubertruck_ops.deployments.automations import MissingRule, ensure_automations, missing_rules
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
 
     api = deployed["api"]
@@ -160,8 +160,10 @@ def test_a_worker_runs_a_deployment_a_failed_run_makes_the_cli_exit_non_zero_and
     with temporary_settings({PREFECT_API_URL: api}):
         env_name = save_env(db, BackupRepository(url=str(local_repo)))
         ensure_concurrency_limits()
-        first = ensure_automations("production", hook, within_override=timedelta(seconds=20))
-        again = ensure_automations("production", hook, within_override=timedelta(seconds=20))
+        # Every missing window shortened to 20 s, so the server's "missing" alert comes within the test.
+        rules = [MissingRule(r.name, r.flow, r.deployment, timedelta(seconds=20)) for r in missing_rules("production")]
+        first = ensure_automations("production", hook, rules=rules)
+        again = ensure_automations("production", hook, rules=rules)
         assert [line.split()[-1] for line in first] == ["created"] * len(first)
         assert [line.split()[-1] for line in again] == ["updated"] * len(first)
         names = _read(api, lambda client: [a.name for a in client.read_automations()])

@@ -11,11 +11,11 @@ from pydantic import SecretStr
 from ubertruck_ops.blocks.app import AppHost, default_of, parse_services
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
-from ubertruck_ops.blocks.environment import environment_from_variables
+from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CRITICAL, ERROR, OK, WARN, CheckResult
+from ubertruck_ops.core.reports import checklist_slack_summary as slack_summary
 from ubertruck_ops.deployments.cli import parse_params
-from ubertruck_ops.operations.checklist import slack_summary
 from ubertruck_ops.tasks import postgres
 from ubertruck_ops.tasks.checks import run_checks
 from ubertruck_ops.tasks.crypto import GpgSession, explain_decrypt_failure

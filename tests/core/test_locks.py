@@ -49,3 +49,12 @@ def test_nothing_is_given_back_when_no_slot_is_taken_or_the_holder_was_releasing
     assert stale_lease_action(record(), API, False, 0, now=NOW).action == NOTHING
     assert stale_lease_action(record(), API, False, None, now=NOW).action == NOTHING
     assert stale_lease_action(record(releasing=True), API, False, 1, now=NOW).action == NOTHING
+
+
+def test_a_failed_renewal_loses_the_slot_only_when_the_api_forgot_the_lease_or_it_ran_out():
+    from ubertruck_ops.core.locks import lease_lost
+
+    assert lease_lost(404, until=1000.0, now=900.0) and lease_lost(410, until=1000.0, now=900.0)
+    assert lease_lost(None, until=1000.0, now=1000.5)        # no answer until it expired
+    assert not lease_lost(None, until=1000.0, now=900.0)     # a dropped connection: retried
+    assert not lease_lost(503, until=1000.0, now=900.0)      # a server in trouble: retried

@@ -50,3 +50,26 @@ def test_the_monthly_rows_are_one_per_drill_and_critical_when_the_drill_failed()
     assert (failed.name, failed.status, failed.severity) == ("restore drill", CRITICAL, "critical")
     assert "booking.bookings" in failed.detail
     assert drill_checks(None)[0].detail == "the drill failed"
+
+
+def test_a_drill_mode_names_its_drills_and_applicable_falls_back_to_what_the_repository_holds():
+    from ubertruck_ops.core.maintenance import drills_of
+
+    assert drills_of("logical") == ("logical",)
+    assert drills_of("both") == ("logical", "physical")
+    assert drills_of("rds") == ("rds",)
+    assert drills_of("applicable", ("logical", "rds")) == ("logical", "rds")
+    # The server could not be asked for its tier: the repository's chain decides.
+    assert drills_of("applicable", None, has_chain=True) == ("logical", "physical")
+    assert drills_of("applicable", None, has_chain=False) == ("logical",)
+
+
+def test_vacuum_and_cache_clean_up_rows_say_what_was_done_or_that_nothing_was_needed():
+    from ubertruck_ops.core.maintenance import cache_cleanup_result, vacuum_result
+
+    done = vacuum_result(["a.big", "a.small"], 10_000, 10.0)
+    assert (done.value, done.threshold, done.detail) == (2, "> 10000 dead or > 10.0%", "vacuumed: a.big, a.small")
+    assert vacuum_result([], 10_000, 10.0).detail == "vacuumed: none needed"
+    cleaned = cache_cleanup_result({"session:*": 3, "tmp:*": 0})
+    assert (cleaned.value, cleaned.detail) == (3, "session:*: 3 key(s) removed, tmp:*: 0 key(s) removed")
+    assert cache_cleanup_result({}).detail == "no patterns configured"

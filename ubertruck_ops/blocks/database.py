@@ -10,6 +10,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from ubertruck_ops.core.connection import default_sslmode, is_ip_address, is_valid_host
+from ubertruck_ops.core.restore_rules import server_identity
 
 # libpq's environment variable for each connection keyword (libpq "Environment Variables"), so the
 # PostgreSQL tools get the URL's parameters without argv. Keywords missing here have no variable
@@ -156,13 +157,9 @@ class PostgresDatabase(Block):
         return {"application_name": "ubertruck-ops", **self.conninfo(database)}
 
     def same_database_as(self, other: "PostgresDatabase") -> bool:
-        """Return True when both blocks name the same database on the same server."""
-
-        def server(db: "PostgresDatabase") -> tuple:
-            hosts = tuple("local" if h in ("localhost", "127.0.0.1", "::1") else h.lower() for h in db.host.split(","))
-            return (hosts, db._ports(), db.database)
-
-        return server(self) == server(other)
+        """Return True when both blocks name the same database on the same server (core/restore_rules)."""
+        return (server_identity(self.host, self._ports(), self.database)
+                == server_identity(other.host, other._ports(), other.database))
 
 
 def _refuse_leaked_user_info(params: dict[str, str], variable: str) -> None:

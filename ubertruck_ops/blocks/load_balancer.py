@@ -3,15 +3,13 @@ upstreams on a load-balancer host, and each host's targets in it (issue 14)."""
 
 from __future__ import annotations
 
-import shlex
-from typing import Literal, Mapping
+from typing import Literal
 
 from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
-from prefect_aws.client_parameters import AwsClientParameters
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ubertruck_ops.blocks.app import DEFAULT_SERVICES, parse_services
+from ubertruck_ops.blocks.aws import region_of
 from ubertruck_ops.core.load_balancer import alb_targets, check_directive, check_name, check_server, host_names
 
 DEFAULT_UPSTREAMS_FILE = "/etc/nginx/conf.d/ubertruck-upstreams.conf"
@@ -120,7 +118,7 @@ class LoadBalancer(Block):
 
     @property
     def region(self) -> str:
-        return self.aws.region_name or "ap-south-1"
+        return region_of(self.aws)
 
     @property
     def host_names(self) -> list[str]:
@@ -135,87 +133,3 @@ class LoadBalancer(Block):
         if self.kind == "alb":
             return alb_targets(self.hosts[host])
         return [f"{name}={servers[host]}" for name, servers in self.upstreams.items() if host in servers]
-
-
-def _pairs(text: str, variable: str) -> dict[str, str]:
-    pairs = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise ValueError(f"{variable} item {item!r} must be host=address")
-        pairs[name.strip()] = value.strip()
-    if not pairs:
-        raise ValueError(f"{variable} names no host")
-    return pairs
-
-
-def load_balancer_from_variables(variables: Mapping[str, str]) -> LoadBalancer | None:
-    """Given environment variables, return the load balancer they describe, or None without LB_KIND.
-
-    LB_KIND=alb needs LB_TARGET_GROUP_ARN and LB_HOSTS (app-1=i-0abc,app-2=i-0def[:port]); region and
-    keys are AWS_REGION/AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ELB_ENDPOINT_URL overrides the
-    endpoint. LB_KIND=nginx needs LB_HOSTS (app-1=10.0.1.11,...): one upstream per service of
-    LB_NGINX_UPSTREAMS (name:port,...; default APP_SERVICES) holding every host at that port.
-    LB_HOSTS's names are APP_HOSTS's when that is set.
-    Raise ValueError naming the variable when one is missing or malformed.
-    """
-    def optional(name: str) -> str | None:
-        return (variables.get(name) or "").strip() or None
-
-    def need(name: str) -> str:
-        value = optional(name)
-        if not value:
-            raise ValueError(f"environment variable {name} is required with LB_KIND={kind}")
-        return value
-
-    def seconds(name: str, field: str) -> dict:
-        value = optional(name)
-        if value is None:
-            return {}
-        try:
-            return {field: float(value)}
-        except ValueError:
-            raise ValueError(f"environment variable {name} must be a number of seconds, not {value!r}") from None
-
-    kind = (optional("LB_KIND") or "").lower()
-    if not kind:
-        return None
-    checks = {"check_urls": [u.strip() for u in (optional("LB_CHECK_URLS") or "").split(",") if u.strip()],
-              **seconds("LB_CHECK_TIMEOUT", "check_timeout_seconds")}
-    if kind not in ("alb", "nginx"):
-        raise ValueError(f"environment variable LB_KIND must be alb or nginx, not {kind!r}")
-    hosts = _pairs(need("LB_HOSTS"), "LB_HOSTS")
-    fleet = [h.strip() for h in (optional("APP_HOSTS") or "").split(",") if h.strip()]
-    if fleet and set(fleet) != set(hosts):
-        # A host of the fleet the balancer does not know could not be taken out; one it knows that the
-        # fleet does not name would never be deployed while it keeps serving.
-        raise ValueError(f"LB_HOSTS must name the hosts of APP_HOSTS, each once: missing "
-                         f"{sorted(set(fleet) - set(hosts)) or 'none'}, not in APP_HOSTS "
-                         f"{sorted(set(hosts) - set(fleet)) or 'none'}")
-    try:
-        if kind == "alb":
-            secret = optional("AWS_SECRET_ACCESS_KEY")
-            aws = AwsCredentials(aws_access_key_id=optional("AWS_ACCESS_KEY_ID"),
-                                 aws_secret_access_key=SecretStr(secret) if secret else None,
-                                 region_name=optional("AWS_REGION") or "ap-south-1",
-                                 aws_client_parameters=AwsClientParameters(endpoint_url=optional("ELB_ENDPOINT_URL")))
-            return LoadBalancer(kind="alb", target_group_arn=need("LB_TARGET_GROUP_ARN"), hosts=hosts, aws=aws,
-                                **seconds("LB_DEREGISTRATION_TIMEOUT", "deregistration_timeout_seconds"),
-                                **seconds("LB_HEALTHY_TIMEOUT", "healthy_timeout_seconds"), **checks)
-        services = optional("LB_NGINX_UPSTREAMS") or optional("APP_SERVICES")
-        ports = parse_services(services) if services else dict(DEFAULT_SERVICES)
-        upstreams = {name: {host: f"{address}:{port}" for host, address in hosts.items()}
-                     for name, port in ports.items()}
-        extra: dict = {}
-        if optional("LB_NGINX_RELOAD_COMMAND"):
-            extra["reload_command"] = shlex.split(optional("LB_NGINX_RELOAD_COMMAND"))
-        if "LB_NGINX_TEST_COMMAND" in variables:
-            extra["test_command"] = shlex.split(variables["LB_NGINX_TEST_COMMAND"] or "")
-        if "LB_NGINX_PID_FILE" in variables:
-            extra["pid_file"] = optional("LB_NGINX_PID_FILE")
-        return LoadBalancer(kind="nginx", upstreams=upstreams,
-                            upstreams_file=optional("LB_NGINX_UPSTREAMS_FILE") or DEFAULT_UPSTREAMS_FILE,
-                            **extra, **seconds("LB_DRAIN_SECONDS", "drain_seconds"),
-                            **seconds("LB_DRAIN_TIMEOUT", "drain_timeout_seconds"), **checks)
-    except ValueError as exc:
-        raise ValueError(f"load balancer variables are refused: {exc}") from None

@@ -7,6 +7,7 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field, field_validator
 
+from ubertruck_ops.blocks.aws import region_of
 from ubertruck_ops.core.rds import validate_identifier
 
 
@@ -61,4 +62,4 @@ class RdsInstance(Block):
 
     @property
     def region(self) -> str:
-        return self.aws.region_name or "ap-south-1"
+        return region_of(self.aws)

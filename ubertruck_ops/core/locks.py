@@ -63,3 +63,11 @@ def stale_lease_action(stale: dict, api: str, lease_known: bool, slots_taken: in
     return StaleLeaseAction(GIVE_BACK_BY_NAME, f"{api} no longer knows its unexpired lease (the server restarted "
                                                "and lost its leases) but still counts its slot: giving back that "
                                                "one slot by name")
+
+
+def lease_lost(status_code: int | None, until: float, now: float | None = None) -> bool:
+    """Given a failed renewal (`status_code`: the API's answer, None when it did not answer) and until
+    when the lease was last renewed, return True when the slot is no longer ours: the API no longer
+    knows the lease (404, 410), or it ran out while renewals failed. Otherwise the renewal is retried."""
+    now = time.time() if now is None else now
+    return status_code in (404, 410) or now > until

@@ -19,6 +19,18 @@ def tables_to_vacuum(stats: list[dict], min_dead: int, min_ratio_pct: float) -> 
             if s["dead"] > min_dead or (s["dead"] and 100.0 * s["dead"] / max(1, s["live"] + s["dead"]) > min_ratio_pct)]
 
 
+def vacuum_result(tables: list[str], min_dead: int, min_ratio_pct: float) -> CheckResult:
+    """Given the tables VACUUM ANALYZE was run on and the thresholds that chose them, return the row."""
+    return checks.ok("vacuum analyze", len(tables), f"> {min_dead} dead or > {min_ratio_pct}%",
+                     "vacuumed: " + (", ".join(tables) or "none needed"))
+
+
+def cache_cleanup_result(removed: dict[str, int]) -> CheckResult:
+    """Given the keys removed per configured pattern, return the cache clean-up's row."""
+    return checks.ok("cache clean-up", sum(removed.values()), None,
+                     ", ".join(f"{p}: {n} key(s) removed" for p, n in removed.items()) or "no patterns configured")
+
+
 def performance_review(history: dict[str, dict], month_end: dt.date, medium_s: float) -> CheckResult:
     """Given the daily history by ISO day, return the check of the month's response times (medium
     priority over `medium_s` at worst) and database growth; error without any day in the month."""
@@ -69,6 +81,19 @@ class DrillReport:
 
 
 DRILL_KINDS = ("logical", "physical", "rds")
+_MODES = {"logical": ("logical",), "physical": ("physical",), "both": ("logical", "physical"), "rds": ("rds",)}
+
+
+def drills_of(mode: str, tier_drills: tuple[str, ...] | None = None, has_chain: bool = False) -> tuple[str, ...]:
+    """Given a restore-drill mode, return the drills it runs, in order. `applicable` runs the six-hourly
+    tier's drills (`tier_drills`); when the server could not be asked for its tier (None), what the
+    repository holds decides: logical always, physical too when it `has_chain` (the drills themselves
+    need no server)."""
+    if mode != "applicable":
+        return _MODES[mode]
+    if tier_drills is not None:
+        return tier_drills
+    return ("logical", "physical") if has_chain else ("logical",)
 
 
 def drill_result(mode: str, reports: list[DrillReport]) -> dict:

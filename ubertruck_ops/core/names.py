@@ -71,12 +71,6 @@ def kept_name(database: str, moment: datetime, attempt: int = 0, avoid: tuple[st
         attempt += 1
 
 
-def staging_token_of(name: str) -> str | None:
-    """Given a database name, return its staging token when it is one of ours, else None."""
-    match = re.search(r"_restoring_([a-z0-9]{4,16})$", name)
-    return match.group(1) if match else None
-
-
 def shell_safe_path(value: str | Path, parameter: str) -> str:
     """Given a path that reaches a string a tool runs through a shell, return it absolute.
 

@@ -6,7 +6,7 @@ keeping its own copy for as long as it runs: the address is ours before the serv
 stays ours if the server dies, so no other local user can take the port in between and collect the
 auth string our clients send to it (README, "How our clients know they talk to our server"). What runs is what `prefect server start`
 runs - Prefect's app under uvicorn in this process - configured by the environment the parent gives
-(deployments/serve.server_env; PREFECT__SERVER_EPHEMERAL=1 for the private API: no UI, no services).
+(deployments/api.server_env; PREFECT__SERVER_EPHEMERAL=1 for the private API: no UI, no services).
 """
 
 from __future__ import annotations

@@ -115,10 +115,11 @@ def _delete_if_present(name: str) -> bool:
 
 
 def ensure_automations(environment: str, webhook_url: str | None, unscheduled: frozenset[str] = frozenset(),
-                       within_override: timedelta | None = None) -> list[str]:
+                       rules: list[MissingRule] | None = None) -> list[str]:
     """Save `<env>-slack-webhook` and create or update the environment's automations; return what
     was done, one line each. Without a webhook URL nothing is created (said in the result).
-    `within_override` shortens every missing window (tests)."""
+    `rules`: the missing-run rules to apply (default: missing_rules(environment, unscheduled)); any
+    other rule of the environment is deleted."""
     from prefect.blocks.notifications import SlackWebhook
     from pydantic import SecretStr
 
@@ -127,10 +128,8 @@ def ensure_automations(environment: str, webhook_url: str | None, unscheduled: f
     block_id = SlackWebhook(url=SecretStr(webhook_url)).save(f"{environment}-slack-webhook", overwrite=True)
     done = [f"automation/{failure_automation_name(environment)} "
             f"{_upsert(_failure_automation(environment, block_id))}"]
-    wanted = missing_rules(environment, unscheduled)
+    wanted = missing_rules(environment, unscheduled) if rules is None else rules
     for rule in wanted:
-        if within_override is not None:
-            rule = MissingRule(rule.name, rule.flow, rule.deployment, within_override)
         done.append(f"automation/{rule.name} {_upsert(_missing_automation(environment, rule, block_id))}")
     for name in set(all_rule_names(environment)) - {failure_automation_name(environment)} - {r.name for r in wanted}:
         if _delete_if_present(name):

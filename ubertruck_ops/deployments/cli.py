@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command in ("demo", "blocks", "run", "wal-archive", "watch", "systemd-units"):
-            from ubertruck_ops.deployments.serve import private_api
+            from ubertruck_ops.deployments.api import private_api
 
             if args.command == "run":
                 check_run(args.flow, parse_params(args.param))     # refuse bad input before any server starts
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
             unscheduled = frozenset()
             if os.environ.get("PREFECT_API_URL"):   # the tier blocks init recorded there decides
-                from ubertruck_ops.deployments.serve import private_api, unscheduled_flows
+                from ubertruck_ops.deployments.api import private_api
+                from ubertruck_ops.deployments.serve import unscheduled_flows
 
                 with private_api():     # PREFECT_API_URL is set: its server's identity checked, no server started
                     unscheduled = unscheduled_flows(args.environment)
@@ -168,11 +169,10 @@ def watch(environment: str, interval: float | None = None) -> int:
     import signal
 
     from ubertruck_ops.blocks.environment import load_environment
-    from ubertruck_ops.blocks.monitoring import CheckThresholds
     from ubertruck_ops.operations.watch import Watch
 
     env = load_environment(environment)
-    limits = env.thresholds or CheckThresholds()
+    limits = env.thresholds
     if interval is not None:
         limits = limits.model_copy(update={"watch_interval_seconds": interval})
     watcher = Watch(environment, env, limits)

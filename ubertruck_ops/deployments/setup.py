@@ -9,7 +9,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 
-from ubertruck_ops.blocks.environment import environment_from_variables, load_environment, save_environment
+from ubertruck_ops.blocks.environment import load_environment, save_environment
+from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.core.limits import ALL_LOCKS
 from ubertruck_ops.core.tiers import Tier
 
@@ -92,7 +93,6 @@ def wal_safety(name: str) -> list[str]:
     watch and the morning checklist); return one line each, problems in capitals so they stand out.
     Never raises: blocks init has saved the blocks by then, and a server that does not answer yet
     is said, not failed."""
-    from ubertruck_ops.blocks.monitoring import CheckThresholds
     from ubertruck_ops.core.checks import OK
     from ubertruck_ops.tasks.checks.replication import wal_slot
     from ubertruck_ops.tasks.repository import open_repository
@@ -101,7 +101,7 @@ def wal_safety(name: str) -> list[str]:
         env = load_environment(name)
         if env.rds is not None:
             return []           # RDS: no slot of ours, the instance's own PITR
-        results = wal_slot(env.database, env.thresholds or CheckThresholds(), name, open_repository(env.repository))
+        results = wal_slot(env.database, env.thresholds, name, open_repository(env.repository))
     except Exception as exc:  # noqa: BLE001 - reported, never a failed blocks init
         return [f"WARNING wal slot: not checked ({type(exc).__name__}: {str(exc)[:300]}); `ubertruck-ops watch` and "
                 "the morning checklist check it"]

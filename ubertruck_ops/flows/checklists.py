@@ -16,7 +16,8 @@ from prefect import flow
 
 from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
-from ubertruck_ops.core import checks
+from ubertruck_ops.core import checklist_rules as rules
+from ubertruck_ops.core import checks, reports
 from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.operations.checklist import business_queries, publish, thresholds
 from ubertruck_ops.operations.frame import Operation, operation
@@ -97,18 +98,12 @@ def afternoon_checklist(environment: str = "production") -> dict:
     with operation("afternoon checklist", environment, ping=True) as op:
         env, limits, queries = op.env, thresholds(op.env), business_queries(op.env)
         plan: dict = {
-            "active users": lambda: business("active_users", env, queries, lambda n: checks.ok(
-                "active users", int(n), None, f"{int(n):,} customers booked in the last 24 h")),
-            "booking success rate": lambda: business("booking_success_rate", env, queries, lambda rate: checks.above(
-                "booking success rate", 100 - rate, [(limits.error_rate_critical_pct, checks.CRITICAL, "critical"),
-                                                     (limits.error_rate_high_pct, checks.WARN, "high")], "% failed",
-                f"{rate:.1f}% of the last 24 h's bookings not cancelled")),
-            "pending settlements": lambda: business("pending_settlements", env, queries, lambda n: checks.above(
-                "pending settlements", n, [(0, checks.WARN, "medium")], "", f"{int(n)} captured payment(s) unsettled "
-                                                                            "after 2 days")),
-            "failed background jobs": lambda: business("failed_background_jobs", env, queries, lambda n: checks.above(
-                "failed background jobs", n, [(limits.failed_jobs_medium, checks.WARN, "medium")], "",
-                f"{int(n)} failed in the last 24 h")),
+            "active users": lambda: business("active_users", env, queries, rules.active_users),
+            "booking success rate": lambda: business("booking_success_rate", env, queries, lambda rate: (
+                rules.booking_success_rate(rate, limits.error_rate_critical_pct, limits.error_rate_high_pct))),
+            "pending settlements": lambda: business("pending_settlements", env, queries, rules.pending_settlements),
+            "failed background jobs": lambda: business("failed_background_jobs", env, queries, lambda n: (
+                rules.failed_background_jobs(n, limits.failed_jobs_medium))),
             "database connections": lambda: database.connections(env.database, limits),
             "postgres cache hit rate": lambda: database.buffer_cache_hit(env.database, limits),
         }
@@ -160,9 +155,8 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
 
         plan: dict = {
             "daily metrics": daily_metrics,
-            "failed logins": lambda: business("failed_logins", env, queries, lambda n: checks.above(
-                "failed logins", n, [(limits.failed_logins_high, checks.WARN, "high")], "",
-                f"{int(n)} in 24 h (audit log)")),
+            "failed logins": lambda: business("failed_logins", env, queries, lambda n: (
+                rules.failed_logins(n, limits.failed_logins_high))),
             "backup schedules": lambda: orchestration.backup_schedules(environment),
             "cpu": lambda: host.cpu(limits),
             "memory": lambda: host.memory(limits),
@@ -205,23 +199,11 @@ def _status_report(op: Operation, today: dt.date, yesterday: dt.date, figures: d
     from ubertruck_ops.tasks.checks.reports import store_report_file
 
     if not figures:
-        return "Daily metrics could not be measured (see the checks above).", ""
-    rows = "\n".join(f"| {label} | {before if before is None else f'{before:,.1f}'} | {now:,.1f} | "
-                     f"{checks.change(now, before)} |" for label, (before, now) in figures.items())
-    charted = [label for label, (before, now) in figures.items() if before is not None]
+        return reports.NO_FIGURES, ""
+    charted = reports.charted_metrics(figures)
     png = day_over_day_png(f"Ubertruck {op.environment}: {today} vs {yesterday}", [c.split(" (")[0] for c in charted],
                            [figures[c][0] for c in charted], [figures[c][1] for c in charted],
                            (str(yesterday), str(today)))
     where = store_report_file(op.repo, op.environment, today, "status.png", png)
-    image = base64.b64encode(png).decode()
-    body = f"""## Daily status report {today} (against {yesterday})
-
-| metric | {yesterday} | {today} | change |
-|---|---:|---:|---:|
-{rows}
-
-![day over day](data:image/png;base64,{image})
-
-Chart stored at {where}.
-"""
-    return body, f":bar_chart: daily chart: {where}"
+    body = reports.status_report(today, yesterday, figures, base64.b64encode(png).decode(), where)
+    return body, reports.chart_note(where)

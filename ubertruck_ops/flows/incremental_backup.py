@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import flow
 
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.text import human_seconds
+from ubertruck_ops.core.reports import six_hourly_report
 from ubertruck_ops.core.tiers import RDS_SNAPSHOTS, refusal
 from ubertruck_ops.operations.backup import BackupAttempt
 from ubertruck_ops.operations.frame import operation
@@ -60,20 +60,8 @@ def incremental_backup(environment: str = "production", force_full: bool = False
 
 
 def _publish(op, tier, result: dict, backup: BackupAttempt) -> None:
-    kind, wal, point = result["kind"], result["wal"], result["recovery_point"]
-    if point:
-        title = f"recovery point {point['time']}"
-        body = (f"- recovery point: {point['time']} (LSN {point['lsn']}, segment {point['segment']})\n"
-                f"- WAL checked this run: {point['segments_checked']} segment(s)\n")
-    else:
-        title = f"{kind} backup {result['backup_id']}"
-        body = f"- parent: {result['parent'] or 'none (new chain)'}\n- stored: {result['stored']}\n"
-    gaps = ", ".join(result["wal_gaps"][:5]) or "none"
-    markdown = (f"# Six-hourly backup: {title}\n\n- tier: {tier.name} ({tier.why})\n- why: {result['why']}\n{body}"
-                f"- chain base: {result['chain_base']}\n"
-                f"- WAL {wal['start_lsn']} to {wal['end_lsn']}, timeline {wal['timeline']}\n"
-                f"- duration: {human_seconds(result['duration_seconds'])}\n"
-                f"- WAL archive gaps since the chain's base: {gaps}\n")
+    kind, point = result["kind"], result["recovery_point"]
+    title, markdown = six_hourly_report(tier.name, tier.why, result)
     warnings = backup.warnings()
     if backup.final is not None:
         notice = notices.backup_succeeded(op.environment, backup.final, result["duration_seconds"],

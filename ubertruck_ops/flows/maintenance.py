@@ -15,7 +15,8 @@ from prefect import flow
 
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CheckResult
-from ubertruck_ops.core.maintenance import capacity_planning, drill_checks, performance_review, tables_to_vacuum
+from ubertruck_ops.core.maintenance import (cache_cleanup_result, capacity_planning, drill_checks, performance_review,
+                                             tables_to_vacuum, vacuum_result)
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.operations.checklist import publish, thresholds
 from ubertruck_ops.operations.frame import operation
@@ -49,16 +50,12 @@ def weekly_maintenance(environment: str = "production") -> dict:
             tables = tables_to_vacuum(database.dead_tuples(env.database), limits.vacuum_dead_tuples,
                                       limits.vacuum_dead_ratio_pct)
             database.vacuum_analyze(env.database, tables)
-            return checks.ok("vacuum analyze", len(tables), f"> {limits.vacuum_dead_tuples} dead or "
-                             f"> {limits.vacuum_dead_ratio_pct}%", "vacuumed: " + (", ".join(tables) or "none needed"))
+            return vacuum_result(tables, limits.vacuum_dead_tuples, limits.vacuum_dead_ratio_pct)
 
         def redis_cleanup() -> CheckResult:
             if env.redis is None:
                 return checks.error("cache clean-up", "no Redis block: set REDIS_URL and run blocks init")
-            removed = cache.clean_up(env.redis, limits.cache_cleanup_patterns)
-            return checks.ok("cache clean-up", sum(removed.values()), None,
-                             ", ".join(f"{p}: {n} key(s) removed" for p, n in removed.items())
-                             or "no patterns configured")
+            return cache_cleanup_result(cache.clean_up(env.redis, limits.cache_cleanup_patterns))
 
         step("vacuum analyze", vacuum)
         step("cache clean-up", redis_cleanup)

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 from prefect import flow
 
-from ubertruck_ops.core import notices
-from ubertruck_ops.core.manifest import QUOTED, Manifest, backup_folder, iso
-from ubertruck_ops.core.text import human_bytes, human_seconds
+from ubertruck_ops.core import notices, reports
+from ubertruck_ops.core.manifest import QUOTED, Manifest, iso
+from ubertruck_ops.core.text import human_seconds
 from ubertruck_ops.operations.backup import BackupAttempt
 from ubertruck_ops.operations.frame import operation
-from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.tasks import catalog, dump, postgres
 from ubertruck_ops.tasks.checks import backups as backup_checks
 from ubertruck_ops.tasks.crypto import gpg_session, zstd_version
-from ubertruck_ops.tasks.repository import Repository
 
 
 @flow(name="nightly-backup", description="Encrypted logical backup of the database plus app and config archives.")
@@ -73,48 +71,17 @@ def nightly_backup(environment: str = "production") -> dict:
             duration = op.elapsed
 
             step("compare with the recent backups")
-            odd = backup_checks.anomalies_of(catalog.list_manifests(repo), manifest, env.thresholds or CheckThresholds())
+            odd = backup_checks.anomalies_of(catalog.list_manifests(repo), manifest, env.thresholds)
             for anomaly in odd:
                 op.log.warning("backup %s looks wrong: %s", manifest.backup_id, anomaly)
             step("apply retention")
             retention = backup.apply_retention()
         backup.report_unreadable()
         op.publish("nightly-backup-summary", f"nightly backup {manifest.backup_id}",
-                   _summary(manifest, duration, retention, repo, odd),
+                   reports.nightly_backup_report(manifest, duration, retention, repo.description, odd),
                    notices.backup_succeeded(environment, manifest, duration,
                                             warnings=backup.warnings() + odd))
         op.log.info("backup %s complete in %s", manifest.backup_id, human_seconds(duration))
         return {"backup_id": manifest.backup_id, "duration_seconds": round(duration, 2),
                 "objects": {o.name: o.size for o in manifest.objects}, "missing_paths": missing, "anomalies": odd,
                 "retention": retention}
-
-
-def _summary(manifest: Manifest, duration: float, retention: dict, repo: Repository, odd: list[str]) -> str:
-    rows = "\n".join(f"| {o.name} | {human_bytes(o.size)} | `{o.sha256[:16]}…` |" for o in manifest.objects)
-    tables = "\n".join(f"| {t} | {n:,} |" for t, n in manifest.row_counts.items())
-    missing = "\n".join(f"- {p}" for p in manifest.missing_paths) or "- none"
-    return f"""# Nightly backup `{manifest.backup_id}`
-
-- repository: {repo.description}/{backup_folder(manifest.backup_id)}
-- database: {manifest.database['name']} (PostgreSQL {manifest.database['server_version']})
-- duration: {human_seconds(duration)}
-- encryption: GnuPG {manifest.encryption['mode']}, AES256
-- compared with the recent backups: {'; '.join(f"WARNING {a}" for a in odd) or 'like them'}
-
-| object | size | sha256 |
-|---|---|---|
-{rows}
-
-| table | rows (same snapshot as the dump) |
-|---|---|
-{tables}
-
-Missing optional paths (not archived):
-{missing}
-
-Retention: expired {len(retention['expired'])}, incomplete leftovers removed {len(retention['incomplete_removed'])},
-stale multipart uploads aborted {retention['uploads_aborted']}, {human_bytes(retention['bytes_freed'])} freed;
-kept because their manifest is unreadable: {', '.join(sorted(retention['unreadable'])) or 'none'}.
-{('**Clock:** ' + retention['held']) if retention.get('held') else ''}
-{('**Clock:** ' + retention['clock_warning']) if retention['clock_warning'] else ''}
-"""

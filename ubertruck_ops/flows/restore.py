@@ -10,30 +10,26 @@ straight into production could fail halfway and leave neither old nor new data.
 
 from __future__ import annotations
 
-import os
-import secrets
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow
 
-from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.core import names, notices, rds
 from ubertruck_ops.core.clock import parse_target_time
-from ubertruck_ops.core.text import human_seconds, one_line
-from ubertruck_ops.log import logger
+from ubertruck_ops.core.reports import physical_restore_report, rds_restore_report
+from ubertruck_ops.core.restore_rules import RestoreRefused, files_to_folder
+from ubertruck_ops.core.restore_rules import check_files_to as check_rules
 from ubertruck_ops.operations.frame import operation
-from ubertruck_ops.operations.logical_restore import check_backup, restore_into
+from ubertruck_ops.operations.logical_restore import restore_logical
 from ubertruck_ops.operations.physical_restore import restore_physical
 from ubertruck_ops.operations.rds import rds_restore
-from ubertruck_ops.tasks import catalog, load, postgres
+from ubertruck_ops.tasks import load
 from ubertruck_ops.tasks.crypto import gpg_session
 
-
-class RestoreRefused(RuntimeError):
-    """The restore would overwrite data without the confirmation that names it."""
+__all__ = ["RestoreRefused", "check_files_to", "restore"]   # RestoreRefused: where callers have always found it
 
 
 @flow(name="restore", description="Restore a backup (default: the latest complete) into a target environment's database.")
@@ -83,110 +79,31 @@ def restore(environment: str = "production", backup_id: str | None = None, targe
         return _restore_physical(environment, target_time, restore_folder, keep_running, logical_only)
     target_name = target_environment or environment
     with operation("restore", environment) as op:
-        source, step = op.env, op.step
-        target = source if target_name == environment else load_environment(target_name)
+        target = op.env if target_name == environment else load_environment(target_name)
         op.report_as(target_name, target.slack)
         with op.failure_says():
             op.restart_clock()
-
-            step("validate parameters")
+            op.step("validate parameters")
             before = _parse_time(target_time)
             if restore_folder is not None or keep_running:
                 raise ValueError("restore_folder and keep_running apply to method=physical only")
             files_folder = check_files_to(files_to)
-            repo = op.repo
-
-            step("find the backup")
-            manifest = catalog.find_backup(repo, backup_id, before)
-            op.log.info("restoring backup %s (finished %s) into %s", manifest.backup_id, manifest.finished_at,
-                        target.database.describe())
-
-            step("check the confirmation")
-            require_confirmation(target.database, source.database, confirm)
-
-            with gpg_session(source.encryption, for_restore=True) as gpg:
-                roles = check_backup(repo, manifest, gpg, step)
-                step("restore into a staging database")
-                # One name per run: two restores at once must never drop each other's staging database.
-                staging = names.staging_name(target.database.database, secrets.token_hex(4))
-                counts = restore_into(target.database, staging, manifest, repo, gpg, roles, drop_leftover=False)
-                try:
-                    extracted = []
-                    if files_folder:
-                        step("extract file archives")
-                        extracted = load.extract_archives(repo, manifest, gpg, files_folder)
-                    step("swap the restored database in")
-                    kept_as = swap_in(target.database, staging, roles)
-                except BaseException:
-                    _drop_quietly(target.database, staging)
-                    raise
-            kept_line = [f"the restored database is in place; the previous one is kept as `{kept_as}`"] if kept_as else []
-            with op.failure_says(*kept_line):
-                step("report")
-                duration = op.elapsed
-                op.publish("restore-report", f"restore of {manifest.backup_id}", (
-                    f"# Restore of `{manifest.backup_id}`\n\n- target: {target.database.describe()}\n"
-                    f"- duration: {human_seconds(duration)}\n- tables verified: {len(counts)}, rows: {sum(counts.values()):,}\n"
-                    f"- previous database kept as: {kept_as or 'none (target was new)'}\n- files extracted to: {extracted or 'not requested'}\n"),
-                    notices.restore_succeeded(target_name, target.database.describe(), manifest.backup_id, duration, kept_as))
-                return {"backup_id": manifest.backup_id, "target": target.database.describe(), "kept_as": kept_as,
-                        "row_counts": counts, "files": extracted, "duration_seconds": round(duration, 2)}
+            return restore_logical(op, target_name, target, backup_id, before, confirm, files_folder)
 
 
 def check_files_to(files_to: str | None) -> str | None:
     """Given the files_to parameter, return the folder to extract into (absolute), or None.
 
     Raise RestoreRefused for / and ValueError when it is relative, or is, or lies under, something
-    that is not a writable folder: checked before anything is restored or swapped.
+    that is not a writable folder: checked before anything is restored or swapped
+    (core/restore_rules decides on what tasks/load.folder_facts finds).
     """
-    if files_to is None or files_to == "":
+    asked = files_to_folder(files_to)
+    if asked is None:
         return None
-    if files_to.rstrip("/") == "":
-        raise RestoreRefused("files_to=/ would overwrite the host's files: extract into a folder, inspect, then copy")
-    folder = Path(files_to)
-    if not folder.is_absolute():
-        raise ValueError(f"files_to {files_to!r} must be an absolute folder (a worker's working folder is not fixed)")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"files_to {files_to!r}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"files_to {files_to!r}: {existing} is not writable by this worker")
-    if existing == folder and any(folder.iterdir()):
-        raise ValueError(f"files_to {files_to!r} is not empty: give an empty or new folder")
-    return str(folder)
-
-
-def require_confirmation(target: PostgresDatabase, source: PostgresDatabase, confirm: str | None) -> None:
-    """Raise RestoreRefused unless restoring cannot overwrite data, or `confirm` names the target database."""
-    if confirm == target.database:
-        return
-    if target.same_database_as(source):
-        raise RestoreRefused(f"refusing to overwrite the source {target.describe()}: "
-                             f"pass confirm={target.database!r} to restore over it")
-    with postgres.connect(target, "postgres", autocommit=True) as admin:
-        if postgres.database_exists(admin, target.database):
-            raise RestoreRefused(f"{target.describe()} exists: pass confirm={target.database!r} to replace it "
-                                 "(the current one is kept, renamed)")
-
-
-def swap_in(target: PostgresDatabase, staging: str, roles: dict) -> str | None:
-    """Rename the target away (kept) and the staging database to the target's name in one
-    transaction, so that either both renames happen or neither; return the kept name."""
-    with postgres.connect(target, "postgres", autocommit=True) as admin:
-        return postgres.swap_databases(admin, target.database, staging, roles,
-                                       lambda attempt: names.kept_name(target.database, datetime.now(timezone.utc),
-                                                                       attempt, avoid=(staging,)))
-
-
-def _drop_quietly(server: PostgresDatabase, database: str) -> None:
-    """Drop our own staging database after a failure; a failure to do so is logged, not raised."""
-    try:
-        with postgres.connect(server, "postgres", autocommit=True) as admin:
-            postgres.drop_database(admin, database)
-    except Exception as exc:  # noqa: BLE001 - the original failure is the one to report
-        logger().warning("could not drop the staging database %s: %s", database, one_line(exc))
+    folder = str(Path(asked))
+    check_rules(files_to, folder, load.folder_facts(folder))
+    return folder
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -209,11 +126,8 @@ def _restore_physical(environment: str, target_time: str | None, restore_folder:
             result = restore_physical(op.repo, gpg, before, folder, keep_running, known_roles=(op.env.database.user,))
         result.pop("server")
         duration = op.elapsed
-        op.publish("restore-report", "physical restore", (
-            f"# Physical restore\n\n- chain: {' -> '.join(result['chain'])}\n- target time: {target_time or 'latest'}\n"
-            f"- WAL files replayed: {result['wal_files']}\n- data directory: {result['data_directory']}\n"
-            f"- server: {'running on 127.0.0.1:' + str(result['port']) if keep_running else 'stopped'}\n"
-            f"- duration: {human_seconds(duration)}\n"),
+        op.publish("restore-report", "physical restore", physical_restore_report(result, target_time, keep_running,
+                                                                                  duration),
             notices.restore_succeeded(environment, result["data_directory"], result["chain"][-1], duration, None))
         return {**result, "duration_seconds": round(duration, 2)}
 
@@ -230,11 +144,7 @@ def _restore_rds(environment: str, rds_instance: str, snapshot_id: str | None, t
             rds.validate_identifier(snapshot_id, "backup_id (an RDS snapshot id)")
         result = rds_restore(op, rds_instance, snapshot_id, _parse_time(target_time))
         op.step("report")
-        op.publish("restore-report", f"RDS restore into {rds_instance}", (
-            f"# RDS restore into `{rds_instance}`\n\n- restored: `{result['restored']}`\n"
-            f"- endpoint: {result['endpoint']}\n- tables: {len(result['row_counts'])}, "
-            f"rows: {sum(result['row_counts'].values()):,}\n- duration: {human_seconds(result['duration_seconds'])}\n"
-            "- the source instance was not touched\n"),
+        op.publish("restore-report", f"RDS restore into {rds_instance}", rds_restore_report(rds_instance, result),
             notices.restore_succeeded(environment, f"RDS instance {rds_instance} ({result['endpoint']})",
                                       result["restored"], result["duration_seconds"], None))
         return result

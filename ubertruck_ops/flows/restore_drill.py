@@ -10,14 +10,12 @@ scratch server with it, and the next drill removes its scratch folder.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Literal
 
 from prefect import flow
 
-from ubertruck_ops.core import notices
-from ubertruck_ops.core.maintenance import DrillReport, drill_result
+from ubertruck_ops.core import notices, reports
+from ubertruck_ops.core.maintenance import DrillReport, drill_result, drills_of
 from ubertruck_ops.core.manifest import utc_now
 from ubertruck_ops.core.text import human_seconds
 from ubertruck_ops.operations.frame import Operation, operation
@@ -69,20 +67,19 @@ def restore_drill(environment: str = "production", backup_id: str | None = None,
 
 
 def _drills(op: Operation, mode: str) -> tuple[str, ...]:
-    """The drills a mode runs; applicable: the tier's, or when the server cannot be asked, what the
-    repository holds (the drills do not need the server)."""
+    """The drills a mode runs (core/maintenance.drills_of); applicable: the tier's, or when the server
+    cannot be asked, what the repository holds (the drills do not need the server)."""
     if mode != "applicable":
-        return {"logical": ("logical",), "physical": ("physical",), "both": ("logical", "physical"),
-                "rds": ("rds",)}[mode]
+        return drills_of(mode)
     try:
         tier, _ = read_tier(op.env)
     except DatabaseUnreachable as exc:
-        has_chain = catalog.latest_physical(op.repo)[0] is not None
+        drills = drills_of(mode, None, has_chain=catalog.latest_physical(op.repo)[0] is not None)
         op.log.warning("cannot ask the server which drills apply (%s): drilling %s, as the repository holds", exc,
-                       "logical and physical" if has_chain else "logical")
-        return ("logical", "physical") if has_chain else ("logical",)
+                       " and ".join(drills))
+        return drills
     op.log.info("drills that apply to the %s tier: %s", tier.name, ", ".join(tier.drills))
-    return tier.drills
+    return drills_of(mode, tier.drills)
 
 
 def _rds_drill(op: Operation, backup_id: str | None) -> DrillReport:
@@ -104,7 +101,7 @@ def _physical_drill(op: Operation, backup_id: str | None = None) -> DrillReport:
         error = exc
     finally:
         if result:
-            shutil.rmtree(Path(result["data_directory"]).parent, ignore_errors=True)
+            leftovers.remove_scratch_folder(result["data_directory"])
     rto = op.elapsed
     archived = wal.archived_files(repo)
     newest = max(archived.values(), default=None)
@@ -112,11 +109,9 @@ def _physical_drill(op: Operation, backup_id: str | None = None) -> DrillReport:
     passed = error is None
     chain = " -> ".join(result["chain"]) if result else "(not restored)"
     findings = [] if passed else [f"step '{step.current}': {type(error).__name__}: {error}"]
-    op.publish("restore-drill-physical-report", "physical restore drill", (
-        f"# Physical restore drill: {'PASSED' if passed else 'FAILED'}\n\n- chain: {chain}\n"
-        f"- WAL files replayed: {result['wal_files'] if result else '-'}\n- RTO: {human_seconds(rto)}\n"
-        f"- RPO (age of the newest archived WAL): {human_seconds(rpo)}\n"
-        + "".join(f"- finding: {f}\n" for f in findings)),
+    op.publish("restore-drill-physical-report", "physical restore drill",
+               reports.physical_drill_report(passed, chain, result["wal_files"] if result else None, rto, rpo,
+                                             findings),
         notices.drill_report(op.environment + " physical", chain.split(" -> ")[-1], passed, rto, rpo, findings))
     if not passed:
         raise DrillFailed(f"physical restore drill failed: {findings[0]}") from error
@@ -147,33 +142,14 @@ def _logical_drill(op: Operation, backup_id: str | None) -> DrillReport:
     backup = manifest.backup_id if manifest else "(none found)"
     findings = problems + ([f"step '{step.current}': {type(error).__name__}: {error}"] if error else [])
     op.publish("restore-drill-report", f"restore drill of {backup}",
-               _report(backup, passed, rto, rpo, counts, manifest, findings),
+               reports.drill_report(backup, passed, rto, rpo, counts, manifest.row_counts if manifest else {},
+                                    findings),
                notices.drill_report(op.environment, backup, passed, rto, rpo, findings))
     op.log.info("drill %s: RTO %s, RPO %s", "passed" if passed else "FAILED", human_seconds(rto), human_seconds(rpo))
     if not passed:
         raise DrillFailed(f"restore drill of {backup} failed: " + "; ".join(findings)) from error
     return DrillReport("logical", backup, True, round(rto, 2), round(rpo, 1), tables=len(counts),
                        rows=sum(counts.values()), chain=[backup])
-
-
-def _report(backup: str, passed: bool, rto: float, rpo: float, counts: dict, manifest, findings: list[str]) -> str:
-    expected = manifest.row_counts if manifest else {}
-    rows = "\n".join(f"| {t} | {expected.get(t, '-')} | {counts.get(t, '-')} | {'ok' if expected.get(t) == counts.get(t) else 'MISMATCH'} |"
-                     for t in sorted(set(expected) | set(counts)))
-    lines = "\n".join(f"- {f}" for f in findings) or "- none"
-    return f"""# Restore drill: {'PASSED' if passed else 'FAILED'}
-
-- backup: `{backup}`
-- RTO (start to verified): {human_seconds(rto)}
-- RPO at drill time (age of the backup): {human_seconds(rpo)}
-
-| table | manifest rows | restored rows | |
-|---|---|---|---|
-{rows}
-
-Findings:
-{lines}
-"""
 
 
 DRILLS = {"logical": _logical_drill, "physical": _physical_drill, "rds": _rds_drill}

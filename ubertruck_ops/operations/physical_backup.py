@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks, notices
 from ubertruck_ops.core.checks import OK
 from ubertruck_ops.core.backups import base_instead
@@ -105,7 +104,7 @@ def _archive_lag(op) -> dict:
     """The gap check sees only up to the newest archived segment: an archiver that stopped leaves
     no gap. Compare that segment with the server's current one; warn and notify when it is behind
     (core/wal_safety.py decides). Return the check's row."""
-    limits = op.env.thresholds or CheckThresholds()
+    limits = op.env.thresholds
     try:
         lag = replication.archive_lag(op.env.database, op.repo, limits, op.environment)
     except Exception as exc:  # noqa: BLE001 - the backup stands; the check says it could not measure

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.rds import RdsInstance
-from ubertruck_ops.core import checks, notices, rds
+from ubertruck_ops.core import checks, notices, rds, reports
 from ubertruck_ops.core.clock import ClockReading, disagreement
 from ubertruck_ops.core.maintenance import DrillReport
 from ubertruck_ops.core.manifest import QUOTED, utc_now
-from ubertruck_ops.core.text import human_seconds, one_line
+from ubertruck_ops.core.text import one_line
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.tasks import catalog, postgres
 from ubertruck_ops.tasks import rds as aws
@@ -106,7 +106,8 @@ def rds_six_hourly(op: Operation, schedule: str = "six-hourly") -> dict:
     notice = (rds.six_hourly_notice(op.environment, snapshot_id, copied, all_expired, results, errors)
               if status == checks.WARN and not failed else None)
     op.publish("rds-six-hourly-summary", f"RDS snapshot {snapshot_id}",
-               _six_hourly_markdown(block, snapshot_id, copied, all_expired, results, errors), notice)
+               reports.rds_snapshot_report(block.instance_id, snapshot_id, copied, block.dr_region,
+                                           block.snapshot_retention_days, all_expired, results, errors), notice)
     result = {"snapshot_id": snapshot_id, "instance_id": block.instance_id, "copied_to": copied,
               "expired": expired, "status": status, "checks": [r.to_row() for r in checks.ordered(results)],
               "errors": errors}
@@ -114,16 +115,6 @@ def rds_six_hourly(op: Operation, schedule: str = "six-hourly") -> dict:
         bad = [f"{r.name}: {r.detail}" for r in results if r.status in (checks.CRITICAL, checks.ERROR)] + errors
         raise RdsCheckFailed(f"RDS snapshot {snapshot_id} is complete and kept; " + "; ".join(bad))
     return result
-
-
-def _six_hourly_markdown(block: RdsInstance, snapshot_id: str, copied: str | None, expired: list[str],
-                         results: list, errors: list[str]) -> str:
-    rows = "\n".join(f"| {r.name} | {r.status} | {r.value} | {r.threshold} | {r.detail} |" for r in checks.ordered(results))
-    return (f"# Six-hourly RDS snapshot of `{block.instance_id}`\n\n- snapshot: `{snapshot_id}` (available, kept)\n"
-            f"- DR copy: {copied or ('FAILED' if block.dr_region else 'none configured')}\n"
-            f"- expired (older than {block.snapshot_retention_days:g} days): {', '.join(expired) or 'none'}\n"
-            + "".join(f"- error: {e}\n" for e in errors)
-            + f"\n| check | status | value | threshold | detail |\n|---|---|---|---|---|\n{rows}\n")
 
 
 def restored_database(database: PostgresDatabase, address: str, port: int) -> PostgresDatabase:
@@ -195,13 +186,8 @@ def rds_drill(op: Operation, snapshot_id: str | None = None, target_time: dateti
         error = exc
     passed = error is None and not problems and not cleanup
     findings = problems + cleanup + ([f"step '{step.current}': {type(error).__name__}: {one_line(error)}"] if error else [])
-    op.publish("restore-drill-rds-report", f"RDS restore drill of {backup}", (
-        f"# RDS restore drill: {'PASSED' if passed else 'FAILED'}\n\n- restored: `{backup}`\n"
-        f"- scratch instance: `{scratch or '-'}` ({'NOT deleted' if cleanup else 'deleted'})\n"
-        f"- leftover scratch instances deleted: {', '.join(left) or 'none'}\n"
-        f"- tables: {len(counts)}, rows: {sum(counts.values()):,}\n- RTO (restore to verified): {human_seconds(rto)}\n"
-        f"- RPO at drill time (age of what was restored): {human_seconds(rpo)}\n"
-        + "".join(f"- finding: {f}\n" for f in findings)),
+    op.publish("restore-drill-rds-report", f"RDS restore drill of {backup}",
+               reports.rds_drill_report(passed, backup, scratch, bool(cleanup), left, counts, rto, rpo, findings),
         notices.drill_report(op.environment + " rds", backup, passed, rto, rpo, findings))
     if not passed:
         raise RdsDrillFailed(f"RDS restore drill of {backup} failed: " + "; ".join(findings)) from error

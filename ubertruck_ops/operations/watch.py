@@ -51,7 +51,7 @@ class Watch:
     def __init__(self, environment: str, env: Environment, limits: CheckThresholds | None = None,
                  ping_period: float = 60.0, lag_period: float = LAG_CHECK_SECONDS):
         self.environment, self.env = environment, env
-        self.limits = limits or env.thresholds or CheckThresholds()
+        self.limits = limits or env.thresholds
         self.incidents = Incidents(self.limits.watch_rounds_to_alert, self.limits.watch_remind_minutes * 60,
                                    medium_rounds(self.limits.watch_medium_minutes, self.limits.watch_interval_seconds))
         self.access_log = AccessLog(self.limits.access_log) if self.limits.access_log else None

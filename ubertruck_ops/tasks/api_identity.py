@@ -27,6 +27,12 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 API_USER_VARIABLE = "UBERTRUCK_API_USER"
+# The private API's auth string lives in this file under PREFECT_HOME (0600, its owner trusted);
+# deployments/api.py writes it, tasks/block_documents.py reads it.
+AUTH_FILE = "api-auth-string"
+# The URL of a private API (one `ubertruck-ops run` or `serve` started for itself), set by
+# deployments/api.private_api: a lease it granted dies with it (tasks/locks.py).
+PRIVATE_API_VARIABLE = "UBERTRUCK_PRIVATE_API_URL"
 _TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 _LISTEN = "0A"
 _PROBE_SECONDS = 5

@@ -4,7 +4,7 @@ Prefect (`ubertruck-ops wal-push`; importing Prefect alone costs ~1.5 s).
 The API is the one in PREFECT_API_URL; PREFECT_API_AUTH_STRING is sent as HTTP basic auth and
 PREFECT_API_KEY as a bearer token, as Prefect's own client does. With a PREFECT_API_URL on this
 machine and no auth string, the one `ubertruck-ops serve` keeps under PREFECT_HOME is used, as
-`deployments/serve.py` does for the other commands. Redirects are refused, so the credentials go
+`deployments/api.py` does for the other commands. Redirects are refused, so the credentials go
 only where PREFECT_API_URL says. Each connection is checked before the request is written: when the
 server's end is on this host it must belong to a user we trust (tasks/api_identity.py), or nothing
 is sent and no answer believed. Nested blocks (an S3 bucket block inside the repository block)
@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ubertruck_ops.tasks.api_identity import check_connection, needs_check, trusted_users
+from ubertruck_ops.tasks.api_identity import AUTH_FILE, check_connection, needs_check, trusted_users
 
 TIMEOUT_SECONDS = 15
-AUTH_FILE = "api-auth-string"           # deployments/serve.AUTH_FILE
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 

@@ -155,3 +155,8 @@ def sweep_leftovers(parent: str | os.PathLike | None = None) -> list[str]:
             removed.append(str(folder))
             log.warning("removed %s, an earlier drill's scratch folder whose owner (pid %s) is gone", folder, pid)
     return removed
+
+
+def remove_scratch_folder(data_directory: str | os.PathLike) -> None:
+    """Remove the scratch folder a drill restored `data_directory` into (its parent), whatever is left in it."""
+    shutil.rmtree(Path(data_directory).parent, ignore_errors=True)

@@ -7,6 +7,7 @@ wrong key stops a restore while the target is still untouched.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from prefect import task
@@ -14,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.core.manifest import Manifest, backup_folder
+from ubertruck_ops.core.restore_rules import FolderFacts
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import archive, postgres
 from ubertruck_ops.tasks.crypto import GpgSession, DecryptionKeyError, explain_decrypt_failure, zstd_decompress_stage
@@ -127,3 +129,17 @@ def extract_archives(repo: Repository, manifest: Manifest, gpg: GpgSession, dest
                     [gpg.decrypt_stage(), zstd_decompress_stage(), archive.extract_stage(str(target))])
         done.append(str(target))
     return done
+
+
+def folder_facts(folder: str) -> FolderFacts:
+    """Given an absolute folder to extract into, return what is on disk there: the folder or its
+    nearest existing parent, whether that is a folder this worker may write in, and whether it is empty."""
+    asked = Path(folder)
+    existing = asked
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    is_dir = existing.is_dir()
+    writable = is_dir and os.access(existing, os.W_OK | os.X_OK)
+    # Only a writable folder that is the one asked for is listed (a parent's entries are not ours to read).
+    empty = not (is_dir and writable and existing == asked and any(asked.iterdir()))
+    return FolderFacts(str(existing), is_dir, writable, empty)

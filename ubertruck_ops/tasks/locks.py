@@ -40,11 +40,10 @@ from prefect.exceptions import ObjectNotFound
 
 from ubertruck_ops.core.limits import (BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS,
                                        DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS, LOCK_WAIT_LOG_SECONDS)
-from ubertruck_ops.core.locks import NOTHING, RELEASE_LEASE, stale_lease_action
+from ubertruck_ops.core.locks import NOTHING, RELEASE_LEASE, lease_lost, stale_lease_action
 from ubertruck_ops.log import logger
-from ubertruck_ops.tasks.physical import state_dir
-
-PRIVATE_API_VARIABLE = "UBERTRUCK_PRIVATE_API_URL"     # set by deployments/serve.private_api
+from ubertruck_ops.tasks.api_identity import PRIVATE_API_VARIABLE
+from ubertruck_ops.tasks.state import state_dir
 
 
 class LockError(RuntimeError):
@@ -245,8 +244,8 @@ class _Renewal:
                     client.renew_concurrency_lease(lease_id, self.lease_seconds)
                 except Exception as exc:  # noqa: BLE001 - judged below
                     failures += 1
-                    gone = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (404, 410)
-                    if gone or time.time() > self.record["until"]:
+                    status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+                    if lease_lost(status, self.record["until"]):
                         self.log.error("the %s lease is gone (%s): another run may take the slot; stopping",
                                        self.limit, type(exc).__name__)
                         if self.main:

@@ -32,6 +32,7 @@ from ubertruck_ops.core.physical import ServerFacts
 from ubertruck_ops.tasks import postgres
 from ubertruck_ops.tasks.crypto import GpgSession, zstd_compress_stage
 from ubertruck_ops.tasks.execute import Stage, run
+from ubertruck_ops.tasks.state import state_dir
 from ubertruck_ops.tasks.stream import store_stream
 from ubertruck_ops.tasks.repository import Repository
 
@@ -130,11 +131,6 @@ def previous_manifest_file(data: bytes) -> Iterator[str]:
     finally:
         Path(path).unlink(missing_ok=True)
         os.rmdir(folder)
-
-
-def state_dir(environment: str) -> Path:
-    default = Path.home() / ".local" / "state" / "ubertruck-ops"
-    return Path(os.environ.get("UBERTRUCK_STATE_DIR") or default) / environment
 
 
 def remember_manifest(environment: str, backup_id: str, data: bytes, keep: int = 3) -> None:

@@ -23,8 +23,8 @@ import stat
 from pathlib import Path
 
 from ubertruck_ops.log import logger
-from ubertruck_ops.tasks.physical import state_dir
 from ubertruck_ops.tasks.repository import private_folders
+from ubertruck_ops.tasks.state import state_dir
 
 SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")

@@ -58,7 +58,7 @@ def _say_archived(names: list[str]) -> None:
 class WalStreamer:
     """pg_receivewal into the spool, the spool into the repository, until stop().
 
-    `environment` names the spool's folder and the notices (tasks.physical.state_dir); `spool`
+    `environment` names the spool's folder and the notices (tasks.state.state_dir); `spool`
     overrides the folder. `error` holds what ended run() (an ArchiverRefused when another archiver
     holds the slot or the spool, or the spool is not private), None after stop().
     """
