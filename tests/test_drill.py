@@ -12,7 +12,7 @@ from ubertruck_ops.core.manifest import MANIFEST_NAME
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore_drill import restore_drill
 
-from tests.conftest import save_env
+from tests.helpers import save_env
 from tests.parts import PingReceiver, flow_run_artifacts, list_databases
 
 

@@ -29,7 +29,7 @@ from ubertruck_ops.tasks import load_balancer as lb_tasks
 from ubertruck_ops.tasks.load_balancer import LoadBalancerError, check_through, put_back, state, take_out
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
-from tests.conftest import require
+from tests.helpers import require
 from tests.parts import NginxBalancer
 
 REGION = "ap-south-1"

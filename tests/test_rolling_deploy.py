@@ -26,7 +26,7 @@ from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.tasks import health, release
 
-from tests.conftest import cli_env, make_app_host, make_database, require, save_env, stop_app_host
+from tests.helpers import cli_env, make_app_host, make_database, require, save_env, stop_app_host
 from tests.parts import LoadGenerator, NginxBalancer, SlackReceiver
 
 PROJECT = Path(__file__).resolve().parents[1]

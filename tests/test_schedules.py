@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import cli_env as _cli_env, make_database, save_env
+from tests.helpers import cli_env as _cli_env, make_database, save_env
 from tests.parts import Browser
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.deployments.registry import FLOWS

@@ -16,7 +16,7 @@ import pytest
 
 from prefect.settings import PREFECT_API_URL
 
-from tests.conftest import new_env_name, save_env
+from tests.helpers import new_env_name, save_env
 from tests.parts import processes
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.repository import BackupRepository

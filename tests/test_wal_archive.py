@@ -29,7 +29,7 @@ from ubertruck_ops.tasks.repository import open_repository
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
 from ubertruck_ops.tasks.wal import archived_files
 
-from tests.conftest import make_database, save_env
+from tests.helpers import make_database, save_env
 from tests.parts import processes
 
 SLOT = "ubertruck_wal"
@@ -268,7 +268,7 @@ def test_a_repository_answering_503_for_a_minute_loses_no_segment_and_a_restore_
     from ubertruck_ops.tasks.recovery import check_segments
     from ubertruck_ops.tasks.wal import fetch_segments
 
-    from tests.conftest import s3_repository
+    from tests.helpers import s3_repository
     from tests.parts import PingReceiver
     from tests.test_incremental import physical_restore
 
@@ -340,7 +340,7 @@ def slot_restart_segment(server: LocalServer) -> int | None:
 
 def test_segments_confirmed_to_the_server_but_not_archived_survive_a_sigkill_in_the_spool(
         server, database, archivers, tmp_path, s3_proxy, s3_client):
-    from tests.conftest import s3_repository
+    from tests.helpers import s3_repository
 
     env = save_env(database, s3_repository(s3_proxy.url, s3_client))
     first = Archiver(env, tmp_path, server)
@@ -549,7 +549,7 @@ def test_retention_aborting_stale_uploads_takes_an_upload_that_finished_meanwhil
 
 
 def s3_repository_block(s3_proxy, s3_client) -> BackupRepository:
-    from tests.conftest import s3_repository
+    from tests.helpers import s3_repository
 
     return s3_repository(s3_proxy.url, s3_client)
 

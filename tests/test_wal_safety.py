@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import make_database, new_env_name, save_env
+from tests.helpers import make_database, new_env_name, save_env
 from tests.parts import SlackReceiver
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds

@@ -20,7 +20,7 @@ from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.operations.watch import Watch
 from ubertruck_ops.tasks.access_log import AccessLog
 
-from tests.conftest import require, save_env
+from tests.helpers import require, save_env
 from tests.parts import NginxBalancer
 
 
