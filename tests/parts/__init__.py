@@ -20,4 +20,9 @@ from tests.parts.silent import SilentServer
 from tests.parts.slack import SlackReceiver, _SlackHandler
 from tests.parts.tls import TlsServed, serve_tls_certificate
 
-__all__ = ["Browser", "CommandLineWatcher", "FaultyProxy", "LoadGenerator", "NginxBalancer", "PingReceiver", "RedisServer", "SilentServer", "SlackReceiver", "TlsServed", "_PingHandler", "_PortTaken", "_ProxyHandler", "_Server", "_SlackHandler", "_accepts", "flow_run_artifacts", "flow_run_logs", "flow_run_parameters", "list_databases", "processes", "serve_tls_certificate", "table_checksums"]
+__all__ = [
+    "Browser", "CommandLineWatcher", "FaultyProxy", "LoadGenerator", "NginxBalancer", "PingReceiver", "RedisServer",
+    "SilentServer", "SlackReceiver", "TlsServed", "_PingHandler", "_PortTaken", "_ProxyHandler", "_Server",
+    "_SlackHandler", "_accepts", "flow_run_artifacts", "flow_run_logs", "flow_run_parameters", "list_databases",
+    "processes", "serve_tls_certificate", "table_checksums",
+]
