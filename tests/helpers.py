@@ -83,8 +83,8 @@ def s3_repository(endpoint: str, s3_client, secret_key: str = "test", part_mib: 
     credentials = AwsCredentials(aws_access_key_id="AKIATESTKEY", aws_secret_access_key=SecretStr(secret_key),
                                  region_name="ap-south-1",
                                  aws_client_parameters=AwsClientParameters(endpoint_url=endpoint))
-    return BackupRepository(url=f"s3://{bucket}/backups", s3_bucket=S3Bucket(bucket_name=bucket, credentials=credentials),
-                            part_size_mib=part_mib)
+    return BackupRepository(url=f"s3://{bucket}/backups",
+                            s3_bucket=S3Bucket(bucket_name=bucket, credentials=credentials), part_size_mib=part_mib)
 
 
 def make_app_host(pm2_path: str, repository: Path) -> AppHost:
