@@ -251,6 +251,11 @@ def restored_rows(restored, database: str) -> set[int]:
         return {row[0] for row in conn.execute("SELECT id FROM wal_probe")}
 
 
+def no_failure_open(texts: list[str]) -> bool:
+    """Every "WAL archiving is failing" posted so far has been followed by its "caught up"."""
+    return sum("WAL archiving is failing" in t for t in texts) == sum("WAL archive caught up" in t for t in texts)
+
+
 def ping_kinds(pings, since: int = 0, until: int | None = None) -> list[str]:
     """The pings in order from the `since`-th to before the `until`-th, repeats folded: start, success, fail, ..."""
     kinds = []
@@ -280,9 +285,12 @@ def test_a_repository_answering_503_for_a_minute_loses_no_segment_and_a_restore_
     archiver.streaming()
     assert incremental_backup(environment=env)["kind"] == "base"
     with Writer(server, database.database, every=2.5) as writer:
-        archiver.wait_for(lambda: len(archived(env)) >= 3 and "success" in ping_kinds(pings), 60, "archiving")
-        # Counted from here: moto dates every multipart upload 2010, so the base backup's retention may
-        # have aborted an upload of the archiver's as "stale" - a failure and a catch-up of their own.
+        # Counted from a healthy archiver: moto dates every multipart upload 2010, so the base backup's
+        # retention may have aborted an upload of the archiver's as "stale" - a failure and a catch-up of
+        # their own. Counted while that failure was still open, the outage joined it and posted no
+        # "failing" of its own ("failing counted 0" under load): wait until every failure has caught up.
+        archiver.wait_for(lambda: len(archived(env)) >= 3 and "success" in ping_kinds(pings)
+                          and no_failure_open(slack.texts()) and ping_kinds(pings)[-1] == "success", 120, "archiving")
         posts, pinged = len(slack.posts), len(pings.pings)
         outage_ends = s3_proxy.fail_for(60)
         time.sleep(30)
