@@ -265,7 +265,7 @@ def test_nginx_serves_without_a_failure_while_a_host_is_out_and_only_the_other_h
 
         with pytest.raises(LastServingHost, match="no server left up"):
             take_out(block, "app-1")
-        assert "127.0.0.1:%d down;" % backends["app-2"].port in Path(block.upstreams_file).read_text()
+        assert f"127.0.0.1:{backends['app-2'].port} down;" in Path(block.upstreams_file).read_text()
 
         back = put_back(block, "app-2")
         assert back["changed"] and back["down"] == []

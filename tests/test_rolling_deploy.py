@@ -64,7 +64,7 @@ def _prebuild(apps: dict) -> None:
     from ubertruck_ops.tasks import git
 
     built: dict[tuple[str, str], Path] = {}
-    for host, app in apps.items():
+    for app in apps.values():
         release.prepare_host(app)
         tags = git.remote_tags(app.repo_url)
         for tag in ("v1.0.0", "v1.1.0", "v1.2.0"):
