@@ -219,7 +219,7 @@ def main() -> int:
 
     verdicts = []
     for load in LOADS:
-        def worst(key):
+        def worst(key, load=load):      # called in this round only: bound to it all the same
             values = [v for v in figures.get((load, key), []) if v is not None]
             return max(values) if len(values) == args.rounds else float("inf")
         lost = sum(sum(figures.get((load, f"{k} failed"), [])) for k in ("rollback", "deploy", "auto-rollback"))

@@ -249,7 +249,7 @@ def measure(root: Path, args, m: dict) -> None:
                                     lambda: changed["appended"].append(append_rows(server, env.database)), steps)
             for pattern, count in (("newest", args.rounds), ("spread", 1)):
                 m[pattern] = attempt(f"(1) incrementals after the {pattern} update", rounds, count,
-                                     lambda: changed[pattern].append(
+                                     lambda pattern=pattern: changed[pattern].append(
                                          change_rows(server, env.database, pattern, len(changed[pattern]))),
                                      steps)
         finally:

@@ -120,7 +120,7 @@ def throughput(server, db, repo: Path, root: Path, rounds: int, segments: int) -
         for number in range(rounds):
             clock = time.time()
             first, last, wall = write_wal(server, db.database, segments)
-            wait_for(lambda: last in sidecar_times(repo), 600, f"segment {last}", archiver)
+            wait_for(lambda last=last: last in sidecar_times(repo), 600, f"segment {last}", archiver)
             done = sidecar_times(repo)[last]
             results["live"].append(segments * SEGMENT / MIB / (done - clock))
             results["writer"].append(segments * SEGMENT / MIB / wall)
@@ -132,7 +132,7 @@ def throughput(server, db, repo: Path, root: Path, rounds: int, segments: int) -
         first, last, _ = write_wal(server, db.database, segments)
         archiver = Archiver(root, "bench")
         try:
-            wait_for(lambda: last in sidecar_times(repo), 900, f"backlog up to {last}", archiver)
+            wait_for(lambda last=last: last in sidecar_times(repo), 900, f"backlog up to {last}", archiver)
         finally:
             archiver.stop()
         times = sidecar_times(repo)
@@ -223,8 +223,9 @@ def outages(server, db, root: Path, count: int) -> list[dict]:
                 time.sleep(10)
                 seen = len(slack.posts)
                 ends = proxy.fail_for(60, code="SlowDown")
-                wait_for(lambda: time.monotonic() >= ends, 90, "the end of the outage", archiver)
-                wait_for(lambda: any("caught up" in t for t in slack.texts()[seen:]), 300, "caught up", archiver)
+                wait_for(lambda ends=ends: time.monotonic() >= ends, 90, "the end of the outage", archiver)
+                wait_for(lambda seen=seen: any("caught up" in t for t in slack.texts()[seen:]), 300, "caught up",
+                         archiver)
                 after = time.monotonic() - ends
                 text = next(t for t in slack.texts()[seen:] if "caught up" in t)
                 caught = int(re.search(r"since the first failure: (\d+)", str(slack.posts[seen:])).group(1))

@@ -1,13 +1,16 @@
 """Real parts for the tests: PostgreSQL 18 (wheel) and 15 (Debian), moto's S3 server over
 HTTP behind a proxy that can misbehave, a local Slack webhook receiver, a Prefect API.
 
+Fixtures only; the helpers tests import live in tests/helpers.py. The suite runs in parallel
+(pytest-xdist, `./ops test`): every worker is its own process with its own PREFECT_HOME, state
+folder, TMPDIR, session servers and ports, so workers share nothing but the machine.
 A missing part fails the test with the command that installs it; nothing skips.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -16,35 +19,63 @@ from pathlib import Path
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ubertruck-test-prefect-"))
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
-os.environ.setdefault("UBERTRUCK_STATE_DIR", tempfile.mkdtemp(prefix="ubertruck-test-state-"))
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    # Workers inherit the controller's environment, so its PREFECT_HOME and state folder would be
+    # shared: each worker gets its own, inside a TMPDIR of its own (scratch servers, GnuPG homes,
+    # leftover sweeps and the drill tests' checks then see only this worker's folders). 0711: the
+    # scratch PostgreSQL runs as its own user under root and must pass through to its folder.
+    _TMP = Path(tempfile.mkdtemp(prefix=f"ut-{_WORKER}-"))
+    _TMP.chmod(0o711)
+    os.environ["TMPDIR"] = str(_TMP)
+    tempfile.tempdir = None                 # recomputed from TMPDIR on next use
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ubertruck-test-prefect-")
+    os.environ["UBERTRUCK_STATE_DIR"] = tempfile.mkdtemp(prefix="ubertruck-test-state-")
+    atexit.register(shutil.rmtree, _TMP, True)
+else:
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ubertruck-test-prefect-"))
+    os.environ.setdefault("UBERTRUCK_STATE_DIR", tempfile.mkdtemp(prefix="ubertruck-test-state-"))
 
 import boto3  # noqa: E402
-import psycopg  # noqa: E402
 import pytest  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
 
-from ubertruck_ops.blocks.app import AppHost  # noqa: E402
-from ubertruck_ops.blocks.archive import ArchiveSources  # noqa: E402
 from ubertruck_ops.blocks.database import PostgresDatabase  # noqa: E402
-from ubertruck_ops.blocks.encryption import BackupEncryption  # noqa: E402
-from ubertruck_ops.blocks.environment import Environment, save_environment  # noqa: E402
-from ubertruck_ops.blocks.repository import BackupRepository  # noqa: E402
-from ubertruck_ops.blocks.slack import SlackNotices  # noqa: E402
 from ubertruck_ops.deployments.serve import wait_for_api  # noqa: E402
-from ubertruck_ops.sandbox import data  # noqa: E402
 from ubertruck_ops.tasks.postgres import client_bin_dir  # noqa: E402
 from ubertruck_ops.tasks.scratch_postgres import LocalServer, free_port  # noqa: E402
 
+from tests.helpers import (  # noqa: E402
+    PG15_BIN,
+    cli_env,
+    make_app_host,
+    make_database,
+    require,
+    stop_app_host,
+    stop_process,
+)
 from tests.parts import FaultyProxy, SlackReceiver  # noqa: E402
 
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+# Modules that take longest, slowest first (from `./ops test`'s --durations and module wall times):
+# loadscope hands whole modules to workers in collection order, so the long ones start first and
+# the short ones fill the gaps at the end instead of one long module finishing alone.
+SLOW_MODULES = (
+    "test_rolling_deploy", "test_schedules", "test_wal_archive", "test_checklists", "test_trust_locks",
+    "test_incremental", "test_wal_safety", "test_postgres15_chain", "test_load_balancer", "test_trust_api_identity",
+    "test_faults", "test_drill", "test_rds", "test_trust_servers", "test_database_url", "test_watch_supervision",
+    "test_trust_clock", "test_backup_restore", "test_trust_backups", "test_wal_push", "test_deploy", "test_cli",
+    "test_watch", "test_alerts", "test_trust_restore", "test_trust_access",
+)
 
 
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        pytest.fail(message, pytrace=False)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Run the slowest modules first (a stable sort: tests keep their order inside a module)."""
+    rank = {name: index for index, name in enumerate(SLOW_MODULES)}
+
+    def module_rank(item) -> int:
+        return rank.get(Path(str(item.fspath)).stem, len(rank))
+
+    items.sort(key=module_rank)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,21 +110,6 @@ def pg15():
     server.destroy()
 
 
-def make_database(server: LocalServer, size_mb: int = 12) -> PostgresDatabase:
-    """Create a fresh Ubertruck database owned by a fresh login role; return its block."""
-    name = f"ut_{secrets.token_hex(4)}"
-    owner = f"owner_{name}"
-    password = secrets.token_urlsafe(12)
-    with psycopg.connect(**server.database().connect_kwargs(), autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{owner}" LOGIN CREATEROLE CREATEDB PASSWORD \'{password}\'')
-        admin.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
-    db = PostgresDatabase(host="127.0.0.1", port=server.port, database=name, user=owner, password=SecretStr(password))
-    with psycopg.connect(**db.connect_kwargs()) as conn:
-        data.apply_schema(conn)
-        data.generate(conn, size_mb)
-    return db
-
-
 @pytest.fixture
 def source_db(pg18) -> PostgresDatabase:
     return make_database(pg18)
@@ -116,29 +132,6 @@ def local_repo(tmp_path) -> Path:
     path = tmp_path / "repository"
     path.mkdir()
     return path
-
-
-def new_env_name() -> str:
-    return f"t-{secrets.token_hex(4)}"
-
-
-def save_env(db: PostgresDatabase, repo: BackupRepository, *, app_root: Path | None = None,
-             passphrase: str | None = None, encryption: BackupEncryption | None = None,
-             slack_url: str | None = None, drill: PostgresDatabase | None = None, name: str | None = None,
-             app: AppHost | None = None, ping_url: str | None = None) -> str:
-    """Save a test environment's blocks; return its name."""
-    name = name or new_env_name()
-    env = Environment(
-        database=db,
-        encryption=encryption or BackupEncryption(passphrase=SecretStr(passphrase or secrets.token_urlsafe(24))),
-        repository=repo,
-        slack=SlackNotices(webhook_url=SecretStr(slack_url) if slack_url else None, timeout_seconds=3,
-                           ping_url=SecretStr(ping_url) if ping_url else None),
-        archive=ArchiveSources(app_root=str(app_root) if app_root else None,
-                               config_files=[str(app_root / "shared" / ".env.production")] if app_root else []),
-        drill_database=drill, app=app)
-    save_environment(env, name)
-    return name
 
 
 @pytest.fixture
@@ -172,20 +165,6 @@ def s3_client(moto_server):
                         region_name="ap-south-1")
 
 
-def s3_repository(endpoint: str, s3_client, secret_key: str = "test", part_mib: int = 5) -> BackupRepository:
-    """Create a fresh bucket and return a repository block on it through `endpoint`."""
-    from prefect_aws import AwsCredentials, S3Bucket
-    from prefect_aws.client_parameters import AwsClientParameters
-
-    bucket = f"ubertruck-{secrets.token_hex(4)}"
-    s3_client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
-    credentials = AwsCredentials(aws_access_key_id="AKIATESTKEY", aws_secret_access_key=SecretStr(secret_key),
-                                 region_name="ap-south-1",
-                                 aws_client_parameters=AwsClientParameters(endpoint_url=endpoint))
-    return BackupRepository(url=f"s3://{bucket}/backups", s3_bucket=S3Bucket(bucket_name=bucket, credentials=credentials),
-                            part_size_mib=part_mib)
-
-
 @pytest.fixture(scope="session")
 def pm2_path() -> str:
     require(shutil.which("node") is not None and shutil.which("npm") is not None,
@@ -204,44 +183,12 @@ def app_repository(tmp_path_factory) -> Path:
     return create_app_repository(tmp_path_factory.mktemp("app-repo") / "ubertruck.git")
 
 
-def make_app_host(pm2_path: str, repository: Path) -> AppHost:
-    """A fresh application host: its own folders, ports and PM2 daemon (stop it with stop_app_host)."""
-    from ubertruck_ops.sandbox.app import SERVICES
-
-    # PM2's sockets live in PM2_HOME and a unix socket path must stay short: not under pytest's tmp_path.
-    base = Path(tempfile.mkdtemp(prefix="ut-host-"))
-    ports: set[int] = set()
-    while len(ports) < len(SERVICES):
-        ports.add(free_port())
-    return AppHost(app_root=str(base / "app"), repo_url=str(repository), services=dict(zip(SERVICES, sorted(ports))),
-                   web_root=str(base / "www" / "html"), log_dir=None, pm2_home=str(base / "pm2"),
-                   pm2_command=pm2_path, nginx_reload_command=f"touch {base / 'nginx-reloaded'}",
-                   health_timeout_seconds=8, deploy_lock_wait_seconds=300)
-
-
-def stop_app_host(app: AppHost) -> None:
-    from ubertruck_ops.tasks import pm2
-
-    pm2.kill_daemon(app)
-    shutil.rmtree(Path(app.app_root).parent, ignore_errors=True)
-
-
 @pytest.fixture
 def app_host(pm2_path, app_repository):
     app = make_app_host(pm2_path, app_repository)
     cleanup = app.model_copy()     # tests may break app's pm2 command on purpose
     yield app
     stop_app_host(cleanup)
-
-
-def cli_env(api: str | None, home: Path) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_CLI_PROMPT": "false"}
-    env.pop("PREFECT_API_URL", None)
-    if api:
-        env["PREFECT_API_URL"] = api
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -260,6 +207,5 @@ def prefect_server(tmp_path_factory):
         wait_for_api(api, server, 180)
         yield {"api": api, "home": home}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process(server, timeout=30)
         log.close()

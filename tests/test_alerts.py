@@ -18,7 +18,7 @@ from ubertruck_ops.deployments.automations import all_rule_names, missing_rules
 from ubertruck_ops.deployments.schedules import DEPLOYMENTS
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
-from tests.conftest import save_env
+from tests.helpers import save_env
 from tests.parts import PingReceiver
 
 

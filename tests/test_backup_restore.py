@@ -14,7 +14,7 @@ from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.sandbox import data
 
-from tests.conftest import save_env
+from tests.helpers import save_env
 from tests.parts import flow_run_artifacts, list_databases, table_checksums
 
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from tests.conftest import make_app_host, make_database, require, save_env, stop_app_host
+from tests.helpers import make_app_host, make_database, require, save_env, stop_app_host
 from tests.parts import PingReceiver, RedisServer, SilentServer, SlackReceiver, flow_run_artifacts
 from ubertruck_ops.blocks.monitoring import CheckThresholds, RedisCache
 from ubertruck_ops.blocks.repository import BackupRepository

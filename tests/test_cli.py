@@ -22,7 +22,7 @@ from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
 
-from tests.conftest import new_env_name
+from tests.helpers import new_env_name
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -44,7 +44,7 @@ def test_every_block_saves_and_loads_with_secrets_kept_secret():
 
 
 def test_blocks_init_from_an_env_file_then_run_a_flow_from_the_command_line(pg18, tmp_path):
-    from tests.conftest import make_database
+    from tests.helpers import make_database
 
     db = make_database(pg18)
     name = new_env_name()
@@ -127,7 +127,7 @@ def test_demo_brings_up_the_sandbox_backs_up_drills_and_deploys(open_dir):
 
 def test_wal_push_archives_once_accepts_a_retry_and_refuses_different_content(tmp_path):
     from ubertruck_ops.blocks.repository import BackupRepository
-    from tests.conftest import save_env
+    from tests.helpers import save_env
 
     name = save_env(PostgresDatabase(database="d", user="u"), BackupRepository(url=str(tmp_path / "repo")))
     segment = tmp_path / "000000010000000000000042"

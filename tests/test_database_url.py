@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import PG15_BIN, make_database, require, save_env
+from tests.helpers import PG15_BIN, make_database, require, save_env
 from tests.parts import table_checksums
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.variables import environment_from_variables

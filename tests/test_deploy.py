@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import make_database, save_env
+from tests.helpers import make_database, save_env
 from tests.parts import LoadGenerator
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.deploy import deploy

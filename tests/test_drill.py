@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import tempfile
 
 import psutil
 
@@ -12,13 +14,20 @@ from ubertruck_ops.core.manifest import MANIFEST_NAME
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore_drill import restore_drill
 
-from tests.conftest import save_env
+from tests.helpers import save_env
 from tests.parts import PingReceiver, flow_run_artifacts, list_databases
 
 
+def scratch_folder_prefix() -> str:
+    """Where this test process's drills put their scratch servers: this worker's TMPDIR (the suite runs
+    in parallel, and other workers' drills come and go meanwhile)."""
+    return os.path.join(tempfile.gettempdir(), "ubertruck-pg-")
+
+
 def scratch_servers() -> set[int]:
+    prefix = scratch_folder_prefix()
     return {p.pid for p in psutil.process_iter(["name", "cmdline"])
-            if p.info["name"] == "postgres" and any("ubertruck-pg-" in a for a in (p.info["cmdline"] or []))}
+            if p.info["name"] == "postgres" and any(prefix in a for a in (p.info["cmdline"] or []))}
 
 
 def test_drill_restores_latest_backup_into_a_throwaway_server_and_reports(pg18, source_db, local_repo, slack):
@@ -28,7 +37,7 @@ def test_drill_restores_latest_backup_into_a_throwaway_server_and_reports(pg18, 
     nightly_backup(environment=env)
     latest = nightly_backup(environment=env)
     del pings.pings[:]                        # the backups' own pings (tested in test_alerts)
-    servers_before, folders_before = scratch_servers(), set(glob.glob("/tmp/ubertruck-pg-*"))
+    servers_before, folders_before = scratch_servers(), set(glob.glob(scratch_folder_prefix() + "*"))
 
     state = restore_drill(environment=env, return_state=True)
 
@@ -38,7 +47,7 @@ def test_drill_restores_latest_backup_into_a_throwaway_server_and_reports(pg18, 
     report = result["logical"]
     assert report["backup_id"] == latest["backup_id"] and report["passed"] and report["chain"] == [latest["backup_id"]]
     assert report["rto_seconds"] > 0 and report["rpo_seconds"] >= 0 and report["tables"] == 6
-    assert scratch_servers() == servers_before and set(glob.glob("/tmp/ubertruck-pg-*")) == folders_before
+    assert scratch_servers() == servers_before and set(glob.glob(scratch_folder_prefix() + "*")) == folders_before
     [artifact] = [a for a in flow_run_artifacts(state) if a.key == "restore-drill-report"]
     assert "PASSED" in artifact.data and "RTO" in artifact.data
     assert "restore drill passed" in slack.texts()[-1]

@@ -21,7 +21,7 @@ from ubertruck_ops.flows.restore_drill import restore_drill
 from ubertruck_ops.tasks import postgres
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
-from tests.conftest import save_env
+from tests.helpers import save_env
 from tests.parts import flow_run_logs, list_databases, table_checksums
 
 

@@ -27,7 +27,7 @@ from ubertruck_ops.tasks.repository import open_repository
 from ubertruck_ops.tasks.wal import WalStreamer
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
 
-from tests.conftest import PG15_BIN, make_database, new_env_name, require, save_env
+from tests.helpers import PG15_BIN, make_database, new_env_name, require, save_env
 from tests.parts import table_checksums
 
 PHYSICAL = {"summarize_wal": "on", "wal_level": "replica", "max_wal_senders": "4", "max_replication_slots": "4"}

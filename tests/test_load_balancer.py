@@ -30,7 +30,7 @@ from ubertruck_ops.tasks.balancers import alb as alb_balancer
 from ubertruck_ops.tasks.load_balancer import LoadBalancerError, check_through, deregister, register, state
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
-from tests.conftest import require
+from tests.helpers import require
 from tests.parts import NginxBalancer
 
 REGION = "ap-south-1"
@@ -266,7 +266,7 @@ def test_nginx_serves_without_a_failure_while_a_host_is_out_and_only_the_other_h
 
         with pytest.raises(LastServingHost, match="no server left up"):
             deregister(block, "app-1")
-        assert "127.0.0.1:%d down;" % backends["app-2"].port in Path(block.upstreams_file).read_text()
+        assert f"127.0.0.1:{backends['app-2'].port} down;" in Path(block.upstreams_file).read_text()
 
         back = register(block, "app-2")
         assert back["changed"] and back["down"] == []

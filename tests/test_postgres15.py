@@ -7,7 +7,7 @@ from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.flows.restore_drill import restore_drill
 
-from tests.conftest import make_database, save_env
+from tests.helpers import make_database, save_env
 from tests.parts import table_checksums
 
 

@@ -20,7 +20,7 @@ from ubertruck_ops.tasks import recovery
 from ubertruck_ops.tasks.checks.orchestration import checklist_rows
 from ubertruck_ops.tasks.repository import LocalRepository
 
-from tests.conftest import PG15_BIN, new_env_name, require, save_env
+from tests.helpers import PG15_BIN, new_env_name, require, save_env
 from tests.test_incremental import ArchivingServer, Restored
 
 PG15_PHYSICAL = {"wal_level": "replica", "max_wal_senders": "4", "max_replication_slots": "4"}

@@ -31,7 +31,7 @@ from ubertruck_ops.operations.frame import operation
 from ubertruck_ops.operations.rds import rds_drill
 from ubertruck_ops.tasks.scratch_postgres import free_port
 
-from tests.conftest import make_database, save_env
+from tests.helpers import make_database, save_env
 from tests.parts import flow_run_artifacts
 
 REGION, DR_REGION, ACCOUNT = "ap-south-1", "eu-west-1", "123456789012"

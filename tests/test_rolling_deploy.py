@@ -26,7 +26,7 @@ from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.tasks import health, release
 
-from tests.conftest import cli_env, make_app_host, make_database, require, save_env, stop_app_host
+from tests.helpers import cli_env, make_app_host, make_database, require, save_env, stop_app_host
 from tests.parts import LoadGenerator, NginxBalancer, SlackReceiver
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def _prebuild(apps: dict) -> None:
     from ubertruck_ops.tasks import git
 
     built: dict[tuple[str, str], Path] = {}
-    for host, app in apps.items():
+    for app in apps.values():
         release.prepare_host(app)
         tags = git.remote_tags(app.repo_url)
         for tag in ("v1.0.0", "v1.1.0", "v1.2.0"):

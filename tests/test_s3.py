@@ -5,7 +5,7 @@ from __future__ import annotations
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 
-from tests.conftest import make_database, s3_repository, save_env
+from tests.helpers import make_database, s3_repository, save_env
 from tests.parts import table_checksums
 
 

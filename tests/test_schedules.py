@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import cli_env as _cli_env, make_database, save_env
+from tests.helpers import cli_env as _cli_env, make_database, save_env, stop_process
 from tests.parts import Browser
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.deployments.registry import FLOWS
@@ -79,10 +79,13 @@ def _read(api: str, call):
 
 def _schedules(api: str) -> dict[str, tuple]:
     def collect(client):
+        # Deployments first, then flows: while serve registers, a deployment read after the flows could
+        # name a flow created in between (KeyError); every flow a deployment names exists before it.
+        deployments = client.read_deployments(limit=200)
         flows = {f.id: f.name for f in client.read_flows(limit=200)}
         # prefect.yaml's deployments act on production; the shared server also holds other tests' deployments.
         return {flows[d.flow_id]: (d.name, tuple((s.schedule.cron, s.schedule.timezone, s.active)
-                                                 for s in d.schedules)) for d in client.read_deployments(limit=200)
+                                                 for s in d.schedules)) for d in deployments
                 if d.name == "production"}
     return _read(api, collect)
 
@@ -245,9 +248,9 @@ def test_serve_starts_its_own_server_and_registers_the_same_schedules_as_prefect
         _a_person_logs_in_and_sees_every_deployment(f"http://127.0.0.1:{port}", secret, tmp_path)
     finally:
         auth.close()
-        serving.send_signal(signal.SIGINT)
-        serving.wait(timeout=60)
+        stopped = stop_process(serving, signal.SIGINT, timeout=60)     # killed after that: nothing outlives the test
         log.close()
+    assert stopped is not None, "serve did not exit within 60 s of SIGINT (killed)"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{api}/health", timeout=2)          # the server it started is gone too
 

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore_drill import restore_drill
 
-from tests.conftest import make_database, s3_repository, save_env
+from tests.helpers import make_database, s3_repository, save_env
 from tests.parts import CommandLineWatcher, flow_run_artifacts, flow_run_logs, flow_run_parameters
 
 import psycopg

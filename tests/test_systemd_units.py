@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from tests.conftest import new_env_name, require, save_env
+from tests.helpers import new_env_name, require, save_env
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.blocks.repository import BackupRepository

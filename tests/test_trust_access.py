@@ -16,7 +16,7 @@ import pytest
 
 from prefect.settings import PREFECT_API_URL
 
-from tests.conftest import new_env_name, save_env
+from tests.helpers import new_env_name, save_env, stop_process
 from tests.parts import processes
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.repository import BackupRepository
@@ -53,9 +53,9 @@ def test_the_api_serve_starts_refuses_requests_without_the_auth_string_kept_0600
             assert allowed.status_code == 200, (what, allowed.status_code)
         assert not [line for line in [cmdline for _, cmdline in processes().values()] if auth in line or password in line]
     finally:
-        serving.send_signal(signal.SIGINT)
-        serving.wait(timeout=60)
+        stopped = stop_process(serving, signal.SIGINT, timeout=60)     # killed after that: nothing outlives the test
         log.close()
+    assert stopped is not None, "serve did not exit within 60 s of SIGINT (killed)"
     output = (tmp_path / "serve.log").read_text()
     assert str(secret_file) in output and password not in output
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.helpers import require
 from ubertruck_ops.deployments.serve import wait_for_api
 from ubertruck_ops.tasks.api_identity import process_tree
 

@@ -26,7 +26,7 @@ from ubertruck_ops.tasks import load
 from ubertruck_ops.tasks.checks.orchestration import checklist_rows
 from ubertruck_ops.tasks.repository import open_repository
 
-from tests.conftest import make_database, require, s3_repository, save_env
+from tests.helpers import make_database, require, s3_repository, save_env
 from tests.parts import flow_run_logs
 
 DAY = 86400

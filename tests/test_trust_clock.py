@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.helpers import require
 from ubertruck_ops.core.manifest import MANIFEST_NAME, Manifest, backup_folder, new_backup_id
 from ubertruck_ops.tasks import load
 from ubertruck_ops.tasks.repository import LocalRepository

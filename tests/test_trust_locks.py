@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import save_env
+from tests.helpers import save_env
 from tests.parts import flow_run_logs, processes
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.nightly_backup import nightly_backup

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_database, save_env
+from tests.helpers import make_database, save_env
 from tests.parts import flow_run_logs
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core.manifest import MANIFEST_NAME, Manifest, backup_folder, new_backup_id

@@ -22,7 +22,7 @@ from ubertruck_ops.tasks import load, physical
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
 from ubertruck_ops.tasks.postgres import client_bin_dir
 
-from tests.conftest import save_env
+from tests.helpers import save_env
 from tests.parts import table_checksums
 
 

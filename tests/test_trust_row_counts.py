@@ -8,7 +8,7 @@ import json
 
 import psycopg
 
-from tests.conftest import make_database, save_env
+from tests.helpers import make_database, save_env
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core.manifest import DOTTED, MANIFEST_NAME, QUOTED, Manifest, backup_folder
 from ubertruck_ops.flows.nightly_backup import nightly_backup

@@ -22,7 +22,7 @@ from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.sandbox import data
 from ubertruck_ops.tasks.scratch_postgres import SERVER_USER
 
-from tests.conftest import PG15_BIN, require
+from tests.helpers import PG15_BIN, require
 from tests.test_incremental import ArchivingServer, Restored
 
 PSQL = PG15_BIN / "psql"   # world-executable, unlike the project's venv

@@ -29,7 +29,7 @@ from ubertruck_ops.tasks.repository import open_repository
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
 from ubertruck_ops.tasks.wal import archived_files
 
-from tests.conftest import make_database, save_env
+from tests.helpers import make_database, save_env
 from tests.parts import processes
 
 SLOT = "ubertruck_wal"
@@ -251,6 +251,11 @@ def restored_rows(restored, database: str) -> set[int]:
         return {row[0] for row in conn.execute("SELECT id FROM wal_probe")}
 
 
+def no_failure_open(texts: list[str]) -> bool:
+    """Every "WAL archiving is failing" posted so far has been followed by its "caught up"."""
+    return sum("WAL archiving is failing" in t for t in texts) == sum("WAL archive caught up" in t for t in texts)
+
+
 def ping_kinds(pings, since: int = 0, until: int | None = None) -> list[str]:
     """The pings in order from the `since`-th to before the `until`-th, repeats folded: start, success, fail, ..."""
     kinds = []
@@ -268,7 +273,7 @@ def test_a_repository_answering_503_for_a_minute_loses_no_segment_and_a_restore_
     from ubertruck_ops.tasks.recovery import check_segments
     from ubertruck_ops.tasks.wal import fetch_segments
 
-    from tests.conftest import s3_repository
+    from tests.helpers import s3_repository
     from tests.parts import PingReceiver
     from tests.test_incremental import physical_restore
 
@@ -280,9 +285,12 @@ def test_a_repository_answering_503_for_a_minute_loses_no_segment_and_a_restore_
     archiver.streaming()
     assert incremental_backup(environment=env)["kind"] == "base"
     with Writer(server, database.database, every=2.5) as writer:
-        archiver.wait_for(lambda: len(archived(env)) >= 3 and "success" in ping_kinds(pings), 60, "archiving")
-        # Counted from here: moto dates every multipart upload 2010, so the base backup's retention may
-        # have aborted an upload of the archiver's as "stale" - a failure and a catch-up of their own.
+        # Counted from a healthy archiver: moto dates every multipart upload 2010, so the base backup's
+        # retention may have aborted an upload of the archiver's as "stale" - a failure and a catch-up of
+        # their own. Counted while that failure was still open, the outage joined it and posted no
+        # "failing" of its own ("failing counted 0" under load): wait until every failure has caught up.
+        archiver.wait_for(lambda: len(archived(env)) >= 3 and "success" in ping_kinds(pings)
+                          and no_failure_open(slack.texts()) and ping_kinds(pings)[-1] == "success", 120, "archiving")
         posts, pinged = len(slack.posts), len(pings.pings)
         outage_ends = s3_proxy.fail_for(60)
         time.sleep(30)
@@ -340,7 +348,7 @@ def slot_restart_segment(server: LocalServer) -> int | None:
 
 def test_segments_confirmed_to_the_server_but_not_archived_survive_a_sigkill_in_the_spool(
         server, database, archivers, tmp_path, s3_proxy, s3_client):
-    from tests.conftest import s3_repository
+    from tests.helpers import s3_repository
 
     env = save_env(database, s3_repository(s3_proxy.url, s3_client))
     first = Archiver(env, tmp_path, server)
@@ -549,7 +557,7 @@ def test_retention_aborting_stale_uploads_takes_an_upload_that_finished_meanwhil
 
 
 def s3_repository_block(s3_proxy, s3_client) -> BackupRepository:
-    from tests.conftest import s3_repository
+    from tests.helpers import s3_repository
 
     return s3_repository(s3_proxy.url, s3_client)
 

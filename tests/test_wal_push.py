@@ -21,7 +21,7 @@ from ubertruck_ops.tasks.repository import LocalRepository, open_repository
 from ubertruck_ops.tasks.wal import fetch_segments
 from ubertruck_ops.tasks.wal_push import repository_from_document
 
-from tests.conftest import s3_repository, save_env
+from tests.helpers import s3_repository, save_env
 
 COMMAND = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "ubertruck-ops")
 DB = PostgresDatabase(database="d", user="u")

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import make_database, new_env_name, save_env
+from tests.helpers import make_database, new_env_name, save_env
 from tests.parts import SlackReceiver
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
@@ -58,6 +58,11 @@ def fresh_slot(server: LocalServer, keep_size: str = "-1") -> None:
     with server.local_connection() as conn:
         conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
                      (SLOT,))
+    keep_slot_wal(server, keep_size)
+
+
+def keep_slot_wal(server: LocalServer, keep_size: str) -> None:
+    with server.local_connection() as conn:
         conn.execute(f"ALTER SYSTEM SET max_slot_wal_keep_size = '{keep_size}'")
         conn.execute("SELECT pg_reload_conf()")
 
@@ -176,10 +181,13 @@ def test_a_slot_the_server_invalidated_is_critical_and_names_the_missing_segment
     from ubertruck_ops.tasks.repository import open_repository
 
     server, db = primary
-    fresh_slot(server, keep_size="32MB")
+    # The limit comes once a segment is archived: each switch while the archiver starts moves 16 MB, and
+    # under load a slow archiver fell 32 MB behind and lost its slot before its first segment arrived.
+    fresh_slot(server)
     try:
         env, repo = new_environment(db, tmp_path)
         newest = archive_one_segment_then_stop(server, env, repo)
+        keep_slot_wal(server, "32MB")
         with server.local_connection() as conn:
             for _ in range(12):
                 write_wal(server, 8, switches=1, checkpoint=True)

@@ -13,7 +13,7 @@ import time
 
 from pydantic import SecretStr
 
-from tests.conftest import save_env
+from tests.helpers import save_env
 from tests.parts import PingReceiver, SlackReceiver
 from ubertruck_ops.blocks.environment import block_name, load_environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds

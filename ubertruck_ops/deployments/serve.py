@@ -10,11 +10,13 @@ import os
 import signal
 import sys
 import threading
+import time
 
 # wait_for_api and private_api are re-exported: their callers have always found them here.
 from ubertruck_ops.deployments.api import (
     api_auth_string,
     auth_file,
+    flush_to_api,
     private_api,
     start_local_server,
     stop_server,
@@ -23,6 +25,7 @@ from ubertruck_ops.deployments.api import (
 )
 
 __all__ = ["private_api", "serve_everything", "unscheduled_flows", "wait_for_api"]
+EXIT_GRACE_SECONDS = 20         # how long `serve` may take to exit once it stopped serving
 
 
 def _interrupt(*_) -> None:
@@ -54,6 +57,7 @@ def serve_everything(environment: str, host: str, port: int) -> int:
     stopping, died = threading.Event(), threading.Event()
     # SIGTERM (systemd, docker stop) stops as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
+    _stop_on_sigint_as_on_sigterm()
     try:
         if not api:
             auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING") or api_auth_string()
@@ -87,7 +91,10 @@ def serve_everything(environment: str, host: str, port: int) -> int:
     finally:
         stopping.set()
         if server is not None:
+            if server.poll() is None:
+                flush_to_api()     # while the server still takes them: nothing left to send at exit
             stop_server(server)
+        _exit_after_grace(EXIT_GRACE_SECONDS, 1 if died.is_set() or sys.exc_info()[0] is not None else 0)
     return 1 if died.is_set() else 0
 
 
@@ -103,3 +110,35 @@ def _stop_when_server_exits(process, stopping: threading.Event, died: threading.
     print(f"the Prefect server (pid {process.pid}) exited with status {process.returncode}: stopping serve",
           file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+# Why Ctrl-C could leave `serve` running (issue 23: still up 8 min after SIGINT, its server gone,
+# exited at once on SIGTERM). On SIGINT asyncio.run() cancels its main task and waits for the
+# cancellation to unwind through Prefect's Runner, and at exit Prefect's log and event workers may
+# still wait to send to a server already stopped. So: SIGINT takes SIGTERM's path (the Runner's own
+# graceful stop once it runs, KeyboardInterrupt before), the queued logs and events are sent while the
+# server is still up, and a watchdog ends the process if something still holds it EXIT_GRACE_SECONDS
+# after serving stopped.
+
+def _stop_on_sigint_as_on_sigterm() -> None:
+    """Make SIGINT do what SIGTERM does at the moment it arrives (the handler installed last: ours, or
+    Prefect's Runner's once it runs). asyncio.run() leaves a handler that is not Python's default alone."""
+    def on_sigint(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler):
+            handler(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def _exit_after_grace(seconds: float, status: int) -> None:
+    """End this process with `status` `seconds` from now unless it has exited by then: a daemon thread,
+    so it never holds the process itself."""
+    def exit_late() -> None:
+        time.sleep(seconds)
+        print(f"serve still running {seconds:.0f} s after it stopped serving: exiting", file=sys.stderr, flush=True)
+        os._exit(status)
+
+    threading.Thread(target=exit_late, daemon=True, name="exit-grace").start()
