@@ -120,6 +120,7 @@ def worker() -> None:
     """(c'): one dump-database step in this fresh process; print its wall time, size and our peak RSS."""
     import psutil
     from prefect.testing.utilities import prefect_test_harness
+
     from ubertruck_ops.tasks import dump, postgres
     from ubertruck_ops.tasks.crypto import gpg_session
     from ubertruck_ops.tasks.repository import open_repository
@@ -157,6 +158,7 @@ def step_in_fresh_process(env, folder: str) -> dict:
 def ours(sandbox, repeat: int, samples: dict, raw_restore_once) -> dict:
     """(c) nightly-backup runs, their database step timed; then (e) restore_into alternating with (d)."""
     from prefect.testing.utilities import prefect_test_harness
+
     from ubertruck_ops.blocks.environment import save_environment
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
     from ubertruck_ops.flows.nightly_backup import nightly_backup
@@ -198,6 +200,7 @@ def ours(sandbox, repeat: int, samples: dict, raw_restore_once) -> dict:
 
 def measure(sandbox, root: Path, size_mb: int, repeat: int) -> dict:
     import psycopg
+
     from ubertruck_ops.sandbox import data
     env, server, samples = sandbox.env, sandbox.server.database(), {}
 

@@ -27,11 +27,12 @@ def main() -> int:
     args = parser.parse_args()
     root = prepare("ut-bench-checklists-")
 
-    from tests.parts import SilentServer
     from ubertruck_ops.blocks.monitoring import CheckThresholds
     from ubertruck_ops.flows.checklists import morning_checklist
     from ubertruck_ops.flows.deploy import deploy
     from ubertruck_ops.tasks.checks.orchestration import checklist_rows
+
+    from tests.parts import SilentServer
 
     timings: dict[str, list[float]] = {"healthy": [], "one endpoint hanging": []}
     states: dict[str, list[str]] = {"healthy": [], "one endpoint hanging": []}

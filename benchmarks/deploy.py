@@ -89,7 +89,7 @@ class Clients:
             moments.append(max([self.first[(port, version)], *others]))
         return max(moments)
 
-    def __enter__(self) -> "Clients":
+    def __enter__(self) -> Clients:
         for ports in self.routes:
             thread = threading.Thread(target=self._loop, args=(ports,), daemon=True)
             thread.start()
@@ -211,7 +211,7 @@ def main() -> int:
             cells.append(" / ".join(",".join(str(v) for v in figures.get((load, f"{k} failed"), [])) for k in key))
         print(f"| {label} | {'0' if len(key) > 1 else '-'} | " + " | ".join(cells) + " |")
     print("| 1-minute load average after each step (median, min-max) | - | " + " | ".join(
-        "{:.1f} ({:.1f}-{:.1f})".format(statistics.median(v), min(v), max(v)) if (v := [
+        f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if (v := [
             x for k in ("rollback", "deploy", "auto-rollback", "guide")
             for x in figures.get((load, f"{k} loadavg"), [])]) else "-" for load in LOADS) + " |")
     print("| requests answered during a rollback (median) | - | " + " | ".join(

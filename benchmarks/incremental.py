@@ -64,10 +64,20 @@ def build(root: Path, size_mb: int, cleanup: list):
     import psycopg
     from psycopg import sql
     from pydantic import SecretStr
+
     from ubertruck_ops.sandbox import data
     from ubertruck_ops.sandbox.environment import (  # the names Sandbox.start uses, as it imports them
-        DATABASE, OWNER, ArchiveSources, BackupEncryption, BackupRepository, Environment, LocalServer,
-        PostgresDatabase, SlackNotices, client_bin_dir)
+        DATABASE,
+        OWNER,
+        ArchiveSources,
+        BackupEncryption,
+        BackupRepository,
+        Environment,
+        LocalServer,
+        PostgresDatabase,
+        SlackNotices,
+        client_bin_dir,
+    )
     server = LocalServer(client_bin_dir(), root / "postgres", durable=True, settings=PHYSICAL).start()
     cleanup.append(server.destroy)
     password = secrets.token_urlsafe(18)
@@ -112,6 +122,7 @@ def append_rows(server, db) -> int:
     """Add new bookings with their payments, GPS pings and audit rows (how the app really changes)
     until about 5% more rows exist, then CHECKPOINT; return the rows added."""
     import psycopg
+
     from ubertruck_ops.sandbox import data
     from ubertruck_ops.tasks import postgres
     with psycopg.connect(**db.connect_kwargs()) as conn:
@@ -200,6 +211,7 @@ def measure(root: Path, args, m: dict) -> None:
     import psycopg
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
+
     from ubertruck_ops.blocks.environment import save_environment
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
     from ubertruck_ops.flows.nightly_backup import nightly_backup

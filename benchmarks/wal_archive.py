@@ -180,12 +180,13 @@ def outages(server, db, root: Path, count: int) -> list[dict]:
     from prefect_aws.client_parameters import AwsClientParameters
     from pydantic import SecretStr
 
-    from tests.parts import FaultyProxy, SlackReceiver
     from ubertruck_ops.blocks.environment import load_environment, save_environment
     from ubertruck_ops.blocks.repository import BackupRepository
     from ubertruck_ops.tasks.repository import open_repository
     from ubertruck_ops.tasks.scratch_postgres import free_port
     from ubertruck_ops.tasks.wal import archived_files
+
+    from tests.parts import FaultyProxy, SlackReceiver
 
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -72,11 +72,12 @@ def main() -> int:
 
     from prefect.settings import PREFECT_API_URL
 
-    from tests.parts import SlackReceiver
     from ubertruck_ops.blocks.environment import block_name
     from ubertruck_ops.blocks.monitoring import CheckThresholds
     from ubertruck_ops.flows.deploy import deploy
     from ubertruck_ops.tasks import pm2
+
+    from tests.parts import SlackReceiver
 
     slack = SlackReceiver().start()
     notice: list[float] = []

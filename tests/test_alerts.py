@@ -11,9 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from ubertruck_ops.blocks.environment import block_name
-from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
+from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.deployments.automations import all_rule_names, missing_rules
 from ubertruck_ops.deployments.schedules import DEPLOYMENTS
 from ubertruck_ops.tasks.scratch_postgres import free_port

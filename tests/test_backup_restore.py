@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -165,7 +165,7 @@ def test_retention_removes_expired_backups_and_stale_leftovers_but_keeps_recent_
         folder.mkdir(parents=True)
         (folder / "database.dump.zst.gpg").write_bytes(b"\x8c" + os.urandom(64))
         if complete:
-            finished = (datetime.now(timezone.utc) - timedelta(days=age_days)).isoformat(timespec="seconds")
+            finished = (datetime.now(UTC) - timedelta(days=age_days)).isoformat(timespec="seconds")
             (folder / MANIFEST_NAME).write_text(json.dumps({**raw, "backup_id": backup_id, "finished_at": finished,
                                                             "started_at": finished}))
         stamp = clock.time() - age_days * 86400

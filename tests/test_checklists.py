@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 from pathlib import Path
 
 import psycopg
 import pytest
 from pydantic import SecretStr
 
-from tests.helpers import make_app_host, make_database, require, save_env, stop_app_host
-from tests.parts import PingReceiver, RedisServer, SilentServer, SlackReceiver, flow_run_artifacts
 from ubertruck_ops.blocks.monitoring import CheckThresholds, RedisCache
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.checklists import afternoon_checklist, evening_checklist, morning_checklist
@@ -21,6 +20,9 @@ from ubertruck_ops.flows.maintenance import monthly_maintenance, weekly_maintena
 from ubertruck_ops.tasks import pm2
 from ubertruck_ops.tasks.checks.orchestration import checklist_rows
 from ubertruck_ops.tasks.checks.reports import record_day
+
+from tests.helpers import make_app_host, make_database, require, save_env, stop_app_host
+from tests.parts import PingReceiver, RedisServer, SilentServer, SlackReceiver, flow_run_artifacts
 
 
 @pytest.fixture(scope="module")
@@ -251,11 +253,12 @@ def test_weekly_maintenance_vacuums_cleans_the_cache_and_checks_logs(live):
 def test_monthly_maintenance_drills_reviews_and_plans_capacity(live, tmp_path):
     import datetime as dt
 
-    from tests.parts import serve_tls_certificate
     from ubertruck_ops.tasks.repository import open_repository
 
+    from tests.parts import serve_tls_certificate
+
     env, repo = live["env"], live["repo"]
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     gib = 2**30
     local = open_repository(BackupRepository(url=str(repo)))
     for days_ago, used, seconds in ((20, 100 * gib, 0.05), (10, 110 * gib, 0.08), (0, 120 * gib, 0.06)):
@@ -315,7 +318,7 @@ def test_a_missing_or_damaged_backup_is_critical(live, tmp_path):
 
 def test_watch_says_once_that_a_killed_service_is_down_then_that_it_recovered_and_emits_both_as_events(live):
     import threading
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
@@ -359,7 +362,7 @@ def test_watch_says_once_that_a_killed_service_is_down_then_that_it_recovered_an
     while True:
         # built each time: the filter's `until` is the moment it is made
         wanted = EventFilter(event=EventNameFilter(prefix=["ubertruck.watch."]),
-                             occurred=EventOccurredFilter(since=datetime.fromtimestamp(since - 5, timezone.utc)))
+                             occurred=EventOccurredFilter(since=datetime.fromtimestamp(since - 5, UTC)))
         with get_client(sync_client=True) as client:
             events = client.read_events(filter=wanted, limit=20).events
         seen = [(e.event, e.resource.id) for e in events]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
 
@@ -127,6 +126,7 @@ def test_demo_brings_up_the_sandbox_backs_up_drills_and_deploys(open_dir):
 
 def test_wal_push_archives_once_accepts_a_retry_and_refuses_different_content(tmp_path):
     from ubertruck_ops.blocks.repository import BackupRepository
+
     from tests.helpers import save_env
 
     name = save_env(PostgresDatabase(database="d", user="u"), BackupRepository(url=str(tmp_path / "repo")))

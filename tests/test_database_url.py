@@ -12,16 +12,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers import PG15_BIN, make_database, require, save_env
-from tests.parts import table_checksums
 from ubertruck_ops.blocks.database import PostgresDatabase
-from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.blocks.repository import BackupRepository
+from ubertruck_ops.blocks.variables import environment_from_variables
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.tasks.execute import CommandFailed, run
 from ubertruck_ops.tasks.postgres import DatabaseUnreachable, client_tools, tool
 from ubertruck_ops.tasks.scratch_postgres import LocalServer, free_port
+
+from tests.helpers import PG15_BIN, make_database, require, save_env
+from tests.parts import table_checksums
 
 RDS = ("postgresql://admin:p%40ss@db1.example.com:5432,db2.example.com:5433/ubertruck_prod"
        "?sslmode=verify-full&sslrootcert=/etc/ssl/rds-ca.pem&options=-c%20statement_timeout%3D5s&target_session_attrs=read-write"

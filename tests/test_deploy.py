@@ -9,12 +9,13 @@ from pathlib import Path
 
 import psycopg
 
-from tests.helpers import make_database, save_env
-from tests.parts import LoadGenerator
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.deploy import deploy
 from ubertruck_ops.flows.rollback import rollback
 from ubertruck_ops.tasks import health, release
+
+from tests.helpers import make_database, save_env
+from tests.parts import LoadGenerator
 
 
 def versions(app) -> dict[str, str | None]:

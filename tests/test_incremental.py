@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -24,8 +24,8 @@ from ubertruck_ops.flows.restore_drill import restore_drill
 from ubertruck_ops.sandbox import data
 from ubertruck_ops.tasks.postgres import client_bin_dir
 from ubertruck_ops.tasks.repository import open_repository
-from ubertruck_ops.tasks.wal import WalStreamer
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
+from ubertruck_ops.tasks.wal import WalStreamer
 
 from tests.helpers import PG15_BIN, make_database, new_env_name, require, save_env
 from tests.parts import table_checksums
@@ -133,7 +133,7 @@ def test_point_in_time_restore_lands_between_two_commits(archiving):
     with psycopg.connect(**db.connect_kwargs(), autocommit=True) as conn:
         conn.execute("INSERT INTO admin.audit_log (action, entity) VALUES ('pitr-first', 'test')")
         time.sleep(1.5)
-        between = datetime.now(timezone.utc)
+        between = datetime.now(UTC)
         time.sleep(1.5)
         conn.execute("INSERT INTO admin.audit_log (action, entity) VALUES ('pitr-second', 'test')")
     archiving.switch_and_wait_archived()
@@ -177,7 +177,7 @@ def test_wal_gap_before_the_target_time_is_refused_with_the_gap_named(archiving)
         with psycopg.connect(**db.connect_kwargs()) as conn:
             data.add_activity(conn, bookings=20)
         gap_candidate = archiving.switch_and_wait_archived()
-    target = datetime.now(timezone.utc)
+    target = datetime.now(UTC)
     time.sleep(1)
     with psycopg.connect(**db.connect_kwargs()) as conn:
         data.add_activity(conn, bookings=5)

@@ -10,7 +10,7 @@ setting the model's creation times, as RDS would have them after days.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -35,7 +35,7 @@ from tests.helpers import make_database, save_env
 from tests.parts import flow_run_artifacts
 
 REGION, DR_REGION, ACCOUNT = "ap-south-1", "eu-west-1", "123456789012"
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def client(endpoint: str, region: str = REGION, service: str = "rds"):
@@ -145,7 +145,7 @@ def test_six_hourly_keeps_its_snapshot_then_fails_on_short_retention_and_warns_o
     api, instance_id = world["api"], world["instance_id"]
     api.modify_db_instance(DBInstanceIdentifier=instance_id, BackupRetentionPeriod=1, ApplyImmediately=True)
     monkeypatch.setattr(DBInstance, "latest_restorable_time",
-                        property(lambda self: datetime.now(timezone.utc) - timedelta(minutes=20)))
+                        property(lambda self: datetime.now(UTC) - timedelta(minutes=20)))
     before = snapshot_ids(api, instance_id)
     try:
         state = incremental_backup(environment=world["env"], return_state=True)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import psycopg
@@ -349,7 +350,7 @@ def test_a_host_step_the_deploy_gave_up_on_is_cancelled_and_a_worker_back_late_s
     runs, and a step whose cancel never reached it refuses as expired. web-2 keeps what it ran."""
     import contextvars
     import threading
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -360,7 +361,7 @@ def test_a_host_step_the_deploy_gave_up_on_is_cancelled_and_a_worker_back_late_s
     live = {h: release.live_release(app) for h, app in apps.items()}
     assert set(live.values()) == {"v1.0.0"}
     web2_history = release.read_history(apps["web-2"])
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     stopped: list[str] = []
 
     def stop_web2_once_built() -> None:
@@ -397,7 +398,7 @@ def test_a_host_step_the_deploy_gave_up_on_is_cancelled_and_a_worker_back_late_s
         late = run_deployment(f"host-release/{env}", work_queue_name="app-host-web-2", timeout=0,
                               parameters={"environment": env, "host": "web-2", "step": "go-live", "tag": "v1.1.0",
                                           "run_id": "a deploy that died",
-                                          "not_after": (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()})
+                                          "not_after": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()})
         refused = _final_state(late.id, 180)
         assert refused.type.value == "FAILED" and "refused" in str(refused.message), refused
         assert _final_state(given_up.id, 1).type.value == "CANCELLED"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import struct
 import subprocess
@@ -16,13 +15,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import cli_env as _cli_env, make_database, save_env, stop_process
-from tests.parts import Browser
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.deployments.registry import FLOWS
 from ubertruck_ops.deployments.schedules import DEPLOYMENTS, TIMEZONE, WORK_POOL, render_prefect_yaml
 from ubertruck_ops.deployments.serve import wait_for_api
 from ubertruck_ops.tasks.scratch_postgres import free_port
+
+from tests.helpers import cli_env as _cli_env
+from tests.helpers import make_database, save_env, stop_process
+from tests.parts import Browser
 
 PROJECT = Path(__file__).resolve().parents[1]
 IST = ZoneInfo(TIMEZONE)
@@ -103,7 +104,12 @@ def test_prefect_deploy_all_creates_every_deployment_with_next_runs_in_india_tim
     details = _read(api, lambda client: {d.name + "/" + str(d.flow_id): d for d in client.read_deployments(limit=200)})
     assert all(d.work_pool_name == WORK_POOL and d.enforce_parameter_schema for d in details.values())
 
-    from prefect.client.schemas.filters import DeploymentFilter, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     def next_runs(client):

@@ -3,6 +3,7 @@ objects, or any process's command line during the run."""
 
 from __future__ import annotations
 
+import psycopg
 from pydantic import SecretStr
 
 from ubertruck_ops.flows.nightly_backup import nightly_backup
@@ -10,8 +11,6 @@ from ubertruck_ops.flows.restore_drill import restore_drill
 
 from tests.helpers import make_database, s3_repository, save_env
 from tests.parts import CommandLineWatcher, flow_run_artifacts, flow_run_logs, flow_run_parameters
-
-import psycopg
 
 
 def test_sentinel_secrets_never_leak_anywhere(pg18, s3_proxy, s3_client, slack, app_tree):

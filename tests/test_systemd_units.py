@@ -11,10 +11,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from tests.helpers import new_env_name, require, save_env
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.blocks.repository import BackupRepository
+
+from tests.helpers import new_env_name, require, save_env
 
 
 def cli(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:

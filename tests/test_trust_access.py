@@ -8,20 +8,19 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-
 from prefect.settings import PREFECT_API_URL
 
-from tests.helpers import new_env_name, save_env, stop_process
-from tests.parts import processes
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.deployments.serve import wait_for_api
 from ubertruck_ops.tasks.scratch_postgres import free_port
+
+from tests.helpers import new_env_name, save_env, stop_process
+from tests.parts import processes
 
 PROJECT = Path(__file__).resolve().parents[1]
 UBERTRUCK_OPS = PROJECT / ".venv" / "bin" / "ubertruck-ops"

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require
 from ubertruck_ops.deployments.serve import wait_for_api
 from ubertruck_ops.tasks.api_identity import process_tree
+
+from tests.helpers import require
 
 PROJECT = Path(__file__).resolve().parents[1]
 UBERTRUCK_OPS = PROJECT / ".venv" / "bin" / "ubertruck-ops"

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ def small_db(pg18):
 
 
 def fake_manifest(backup_id: str, age_days: float, size: int = 65) -> Manifest:
-    finished = iso(datetime.now(timezone.utc) - timedelta(days=age_days))
+    finished = iso(datetime.now(UTC) - timedelta(days=age_days))
     return Manifest(backup_id=backup_id, kind="logical", started_at=finished, finished_at=finished,
                     database={"name": "ubertruck_prod"}, tools={}, encryption={"mode": "symmetric"},
                     objects=[StoredObject("database.dump.zst.gpg", "database", size, "0" * 64)])

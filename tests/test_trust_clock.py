@@ -15,15 +15,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import require
 from ubertruck_ops.core.manifest import MANIFEST_NAME, Manifest, backup_folder, new_backup_id
 from ubertruck_ops.tasks import load
 from ubertruck_ops.tasks.repository import LocalRepository
+
+from tests.helpers import require
 
 PROJECT = Path(__file__).resolve().parents[1]
 UBERTRUCK_OPS = PROJECT / ".venv" / "bin" / "ubertruck-ops"
@@ -61,7 +62,7 @@ def nightly(env: dict, clock: str | None = None) -> subprocess.CompletedProcess:
 
 def plant_copy(repo: Path, template: Path, age_days: float) -> str:
     """Copy a real backup into the repository as one that finished `age_days` ago; return its id."""
-    finished = datetime.now(timezone.utc) - timedelta(days=age_days)
+    finished = datetime.now(UTC) - timedelta(days=age_days)
     backup_id = new_backup_id(finished, "logical", secrets.token_hex(3))
     folder = repo / backup_folder(backup_id)
     folder.mkdir(parents=True)
@@ -100,7 +101,7 @@ def test_a_nightly_backup_with_the_host_clock_45_days_ahead_deletes_no_young_bac
         load.verify_objects.fn(repo, kept[backup_id])
     [new_id] = set(kept) - young - {expired}
     # Dated by the database server's clock, which is right: not 45 days in its future.
-    real_now = datetime.now(timezone.utc)
+    real_now = datetime.now(UTC)
     assert kept[new_id].finished <= real_now and real_now - kept[new_id].finished < timedelta(minutes=10)
     assert new_id.startswith(f"{kept[new_id].started:%Y%m%dT%H%M}") and local_repo.joinpath(backup_folder(new_id)).is_dir()
     # Loudly: the run's log, its result, and Slack.

@@ -83,11 +83,12 @@ def test_a_database_url_whose_hostaddr_is_off_this_machine_gets_the_require_defa
 @pytest.mark.parametrize("method", ["logical", "physical"])
 def test_a_restore_to_a_target_time_without_an_offset_is_refused_before_anything_is_touched(pg18, tmp_path, method):
     """Issue 22, item 13: `17:00` was read as UTC, 5.5 hours off the guide's India time."""
-    from tests.helpers import make_database, save_env
-    from tests.parts import table_checksums
     from ubertruck_ops.blocks.repository import BackupRepository
     from ubertruck_ops.flows.nightly_backup import nightly_backup
     from ubertruck_ops.flows.restore import restore
+
+    from tests.helpers import make_database, save_env
+    from tests.parts import table_checksums
 
     db = make_database(pg18, size_mb=1)
     env = save_env(db, BackupRepository(url=str(tmp_path / "repo")))

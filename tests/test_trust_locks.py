@@ -19,10 +19,11 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers import save_env
-from tests.parts import flow_run_logs, processes
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.nightly_backup import nightly_backup
+
+from tests.helpers import save_env
+from tests.parts import flow_run_logs, processes
 
 PROJECT = Path(__file__).resolve().parents[1]
 UBERTRUCK_OPS = PROJECT / ".venv" / "bin" / "ubertruck-ops"
@@ -227,8 +228,9 @@ def test_the_lease_is_renewed_with_the_api_that_granted_it_not_whatever_a_bare_t
 
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_CSRF_SUPPORT_ENABLED, temporary_settings
 
-    from tests.parts import _Server
     from ubertruck_ops.tasks import locks
+
+    from tests.parts import _Server
 
     class Renewals(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_database, save_env
-from tests.parts import flow_run_logs
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core.manifest import MANIFEST_NAME, Manifest, backup_folder, new_backup_id
 from ubertruck_ops.flows.nightly_backup import nightly_backup
@@ -23,6 +21,9 @@ from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.flows.restore_drill import restore_drill
 from ubertruck_ops.tasks import load
 from ubertruck_ops.tasks.repository import KeyOutsideRepository, LocalRepository
+
+from tests.helpers import make_database, save_env
+from tests.parts import flow_run_logs
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -19,8 +19,8 @@ from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.operations import frame
 from ubertruck_ops.tasks import load, physical
-from ubertruck_ops.tasks.scratch_postgres import LocalServer
 from ubertruck_ops.tasks.postgres import client_bin_dir
+from ubertruck_ops.tasks.scratch_postgres import LocalServer
 
 from tests.helpers import save_env
 from tests.parts import table_checksums
@@ -56,7 +56,7 @@ def test_recovery_settings_reach_the_server_quoted_and_leave_the_data_directory_
     data = tmp_path / "data"
     data.mkdir()
     (data / "postgresql.auto.conf").write_text("# production's own\n")
-    settings = physical.configure_recovery(data, tmp_path / "wal", datetime(2026, 11, 24, 11, 30, tzinfo=timezone.utc))
+    settings = physical.configure_recovery(data, tmp_path / "wal", datetime(2026, 11, 24, 11, 30, tzinfo=UTC))
     assert settings["restore_command"] == f"cp {tmp_path}/wal/%f %p"
     assert (data / "postgresql.auto.conf").read_text() == "# production's own\n"
     assert sorted(p.name for p in data.iterdir()) == ["postgresql.auto.conf", "recovery.signal"]

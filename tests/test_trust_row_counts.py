@@ -8,12 +8,13 @@ import json
 
 import psycopg
 
-from tests.helpers import make_database, save_env
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.core.manifest import DOTTED, MANIFEST_NAME, QUOTED, Manifest, backup_folder
 from ubertruck_ops.flows.nightly_backup import nightly_backup
 from ubertruck_ops.flows.restore import restore
 from ubertruck_ops.flows.restore_drill import restore_drill
+
+from tests.helpers import make_database, save_env
 
 
 def _dotted_tables(db) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -146,7 +146,7 @@ class Writer:
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Writer":
+    def __enter__(self) -> Writer:
         self.thread.start()
         return self
 
@@ -295,7 +295,7 @@ def test_a_repository_answering_503_for_a_minute_loses_no_segment_and_a_restore_
         outage_ends = s3_proxy.fail_for(60)
         time.sleep(30)
         inside = writer.rows[-1]
-        target = datetime.fromtimestamp(inside[1] + 0.5, timezone.utc)
+        target = datetime.fromtimestamp(inside[1] + 0.5, UTC)
         time.sleep(1)
         archiver.wait_for(lambda: time.monotonic() >= outage_ends, 60, "the end of the outage")
         failing_ping = "fail" in ping_kinds(pings, pinged)

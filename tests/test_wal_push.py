@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
-from ubertruck_ops.blocks.plain import (ENCRYPTION_SLUG, REPOSITORY_SLUG, EncryptionKeys, check_repository_location)
+from ubertruck_ops.blocks.plain import ENCRYPTION_SLUG, REPOSITORY_SLUG, EncryptionKeys, check_repository_location
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.tasks.crypto import gpg_session
 from ubertruck_ops.tasks.repository import LocalRepository, open_repository

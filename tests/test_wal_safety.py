@@ -12,17 +12,17 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.helpers import make_database, new_env_name, save_env
-from tests.parts import SlackReceiver
 from ubertruck_ops.blocks.environment import load_environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.tasks.checks.orchestration import checklist_rows
 from ubertruck_ops.tasks.postgres import client_bin_dir
 from ubertruck_ops.tasks.scratch_postgres import LocalServer
+
+from tests.helpers import make_database, new_env_name, save_env
+from tests.parts import SlackReceiver
 
 # Incrementals (a tier that archives WAL); a small max_wal_size so checkpoints recycle WAL quickly.
 SETTINGS = {"summarize_wal": "on", "wal_level": "replica", "max_wal_senders": "4", "max_replication_slots": "4",

@@ -13,12 +13,13 @@ import time
 
 from pydantic import SecretStr
 
-from tests.helpers import save_env
-from tests.parts import PingReceiver, SlackReceiver
 from ubertruck_ops.blocks.environment import block_name, load_environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.blocks.slack import SlackNotices
+
+from tests.helpers import save_env
+from tests.parts import PingReceiver, SlackReceiver
 
 
 def watched_environment(db, tmp_path, pings: PingReceiver, slack: SlackReceiver | None = None, **limits) -> str:

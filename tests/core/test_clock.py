@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ubertruck_ops.core.clock import (DATABASE_SERVER, SCHEDULE_ALLOWANCE, TOLERANCE, ClockReading, disagreement,
-                                      retention_hold, server_offset)
+from ubertruck_ops.core.clock import (
+    DATABASE_SERVER,
+    SCHEDULE_ALLOWANCE,
+    TOLERANCE,
+    ClockReading,
+    disagreement,
+    retention_hold,
+    server_offset,
+)
 from ubertruck_ops.core.retention import BackupRecord, backups_to_delete
 
-REAL = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+REAL = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
 
 def reading(host_ahead: timedelta, source: str = DATABASE_SERVER, round_trip: float = 0.01) -> ClockReading:
@@ -97,8 +105,8 @@ def test_the_schedule_allowance_lets_one_late_night_through():
 def test_a_target_time_with_an_offset_is_read_as_that_moment():
     from ubertruck_ops.core.clock import parse_target_time
 
-    assert parse_target_time("2026-11-24T17:00:00+05:30") == datetime(2026, 11, 24, 11, 30, tzinfo=timezone.utc)
-    assert parse_target_time("2026-11-24T11:30:00Z") == datetime(2026, 11, 24, 11, 30, tzinfo=timezone.utc)
+    assert parse_target_time("2026-11-24T17:00:00+05:30") == datetime(2026, 11, 24, 11, 30, tzinfo=UTC)
+    assert parse_target_time("2026-11-24T11:30:00Z") == datetime(2026, 11, 24, 11, 30, tzinfo=UTC)
     assert parse_target_time(None) is None and parse_target_time("") is None
 
 

@@ -2,8 +2,15 @@
 
 import pytest
 
-from ubertruck_ops.core.connection import (ClientTools, choose_client_tools, default_sslmode, is_local_host,
-                                         is_valid_host, needs_tls, no_client_tools_message)
+from ubertruck_ops.core.connection import (
+    ClientTools,
+    choose_client_tools,
+    default_sslmode,
+    is_local_host,
+    is_valid_host,
+    needs_tls,
+    no_client_tools_message,
+)
 
 
 @pytest.mark.parametrize("host", ["", "localhost", "127.0.0.1", "127.8.9.10", "::1", "[::1]", "/run/postgresql",

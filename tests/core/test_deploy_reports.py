@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from ubertruck_ops.core.deploy_reports import (deploy_summary, rollback_summary, rolling_deploy_summary,
-                                               rolling_rollback_releases, rolling_rollback_summary)
+from ubertruck_ops.core.deploy_reports import (
+    deploy_summary,
+    rollback_summary,
+    rolling_deploy_summary,
+    rolling_rollback_releases,
+    rolling_rollback_summary,
+)
 from ubertruck_ops.core.releases import HistoryEntry
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ubertruck_ops.core.fleet import batches, hosts_down, rolling_hosts
 
-NOW = datetime(2026, 12, 2, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
 
 
 def test_a_host_whose_worker_has_not_polled_recently_or_ever_is_down():

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from ubertruck_ops.core.load_balancer import (LastServingHost, TargetHealth, alb_targets, deregistered_verdict,
-                                              down_hosts, healthy_verdict, host_states, refuse_last_target,
-                                              render_upstreams)
+from ubertruck_ops.core.load_balancer import (
+    LastServingHost,
+    TargetHealth,
+    alb_targets,
+    deregistered_verdict,
+    down_hosts,
+    healthy_verdict,
+    host_states,
+    refuse_last_target,
+    render_upstreams,
+)
 
 UPSTREAMS = {"user-service": {"app-1": "10.0.1.11:3001", "app-2": "10.0.1.12:3001"},
              "fleet-service": {"app-1": "10.0.1.11:3002", "app-2": "10.0.1.12:3002"}}

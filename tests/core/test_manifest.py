@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from ubertruck_ops.core.manifest import (Manifest, StoredObject, backup_folder, backup_id_of_key, new_backup_id,
-                                         validate_backup_id)
+from ubertruck_ops.core.manifest import (
+    Manifest,
+    StoredObject,
+    backup_folder,
+    backup_id_of_key,
+    new_backup_id,
+    validate_backup_id,
+)
 
-NOW = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
 
 def test_backup_ids_map_to_the_guides_date_folders_and_refuse_path_tricks():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from ubertruck_ops.core import names
+
 
 def test_names_are_cut_by_utf8_bytes_on_a_character_boundary():
     assert names.truncate_bytes("ü" * 40, 63) == "ü" * 31
@@ -17,7 +18,7 @@ def test_names_are_cut_by_utf8_bytes_on_a_character_boundary():
 @pytest.mark.parametrize("target", ["ü" * 31, "a" * 63, "ü" * 30 + "a", "ubertruck_prod", "日本語のデータベース名" * 2,
                                     "x_restoring_abcd1234", "x" * 40 + "_before_20260101000000"])
 def test_staging_and_kept_names_fit_in_63_bytes_and_never_equal_the_target_or_each_other(target):
-    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
     staging = names.staging_name(target, "abcd1234")
     kept = names.kept_name(target, moment, avoid=(staging,))
     assert len(staging.encode()) <= 63 and len(kept.encode()) <= 63

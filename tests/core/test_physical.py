@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ubertruck_ops.core.manifest import Manifest
-from ubertruck_ops.core.physical import (ChainBroken, ServerFacts, WalGap, contiguous_run, find_wal_gaps, parse_segment,
-                                         plan_backup, plan_wal, replay_from, resolve_chain, segment_name, segment_of,
-                                         wal_to_delete)
+from ubertruck_ops.core.physical import (
+    ChainBroken,
+    ServerFacts,
+    WalGap,
+    contiguous_run,
+    find_wal_gaps,
+    parse_segment,
+    plan_backup,
+    plan_wal,
+    replay_from,
+    resolve_chain,
+    segment_name,
+    segment_of,
+    wal_to_delete,
+)
 from ubertruck_ops.core.retention import BackupRecord, backups_to_delete
 
-
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 SEG = 16 << 20

@@ -3,14 +3,14 @@ restored row counts, and the refusal to restore over the source."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ubertruck_ops.core import checks, rds
 from ubertruck_ops.core.rds import InstanceInfo, SnapshotInfo
 
-NOW = datetime(2026, 1, 24, 6, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 24, 6, 30, tzinfo=UTC)
 OURS = {rds.PROJECT_TAG: rds.SNAPSHOT_KIND}
 
 

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from ubertruck_ops.core.releases import (HistoryEntry, Probe, app_name, check_tag, ecosystem_apps, judge_gate,
-                                         pending_migrations, previous_release, releases_to_prune, service_of)
+from ubertruck_ops.core.releases import (
+    HistoryEntry,
+    Probe,
+    app_name,
+    check_tag,
+    ecosystem_apps,
+    judge_gate,
+    pending_migrations,
+    previous_release,
+    releases_to_prune,
+    service_of,
+)
 
 
 def entry(action, frm, to, outcome):

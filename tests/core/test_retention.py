@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ubertruck_ops.core.retention import BackupRecord, backups_to_delete, clock_behind, plan_retention, stale_incomplete
 
-
-NOW = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
 
 def full(day: int) -> BackupRecord:
@@ -89,7 +89,6 @@ def test_an_unreadable_incremental_keeps_every_physical_backup_before_it():
 
 
 def test_a_backup_that_finished_before_the_newest_in_the_repository_says_the_clock_may_be_behind():
-    from ubertruck_ops.core.retention import clock_behind
 
     others = [BackupRecord("20261124T010000Z-logical-aaaaaa", NOW - timedelta(hours=1)),
               BackupRecord("20261123T020000Z-logical-bbbbbb", NOW - timedelta(days=1))]

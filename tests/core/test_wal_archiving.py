@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from ubertruck_ops.core.wal_archiving import (ArchiveHealth, Hole, SlotState, backoff, newest_segment, plan_resume,
-                                              plan_slot)
+from ubertruck_ops.core.wal_archiving import (
+    ArchiveHealth,
+    Hole,
+    SlotState,
+    backoff,
+    newest_segment,
+    plan_resume,
+    plan_slot,
+)
 
 MIB16 = 16 << 20
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ubertruck_ops.core.checks import CRITICAL, OK, WARN
-from ubertruck_ops.core.wal_safety import (MIB, SlotFacts, archive_lag, keep_size_verdict, lag_check_due, lost_range,
-                                           newest_archived, recommended_keep_size_mib, slot_verdict)
+from ubertruck_ops.core.wal_safety import (
+    MIB,
+    SlotFacts,
+    archive_lag,
+    keep_size_verdict,
+    lag_check_due,
+    lost_range,
+    newest_archived,
+    recommended_keep_size_mib,
+    slot_verdict,
+)
 
-NOW = datetime(2026, 12, 4, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 CURRENT = "000000010000000300000010"
 
 

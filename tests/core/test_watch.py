@@ -1,10 +1,16 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ubertruck_ops.core.notices import watch_transition
-from ubertruck_ops.core.watch import (Incidents, Request, counts_against, medium_rounds, parse_access_line,
-                                      traffic_verdict)
+from ubertruck_ops.core.watch import (
+    Incidents,
+    Request,
+    counts_against,
+    medium_rounds,
+    parse_access_line,
+    traffic_verdict,
+)
 
-NOW = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 
 
 def test_a_target_is_down_after_three_failing_rounds_once_then_reminded_then_recovered():

@@ -5,8 +5,8 @@ from __future__ import annotations
 from urllib.parse import quote, urlencode
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from prefect.blocks.core import Block
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr
 
 from ubertruck_ops.core.connection import default_sslmode, is_ip_address, is_valid_host
@@ -63,7 +63,7 @@ class PostgresDatabase(Block):
                     "passed to psycopg and to the PostgreSQL tools; never a secret.")
 
     @classmethod
-    def from_url(cls, url: str, variable: str = "DATABASE_URL") -> "PostgresDatabase":
+    def from_url(cls, url: str, variable: str = "DATABASE_URL") -> PostgresDatabase:
         """Given a postgresql:// URL (read from `variable`, which messages name), return the block with
         every parameter of it kept. Raise ValueError, quoting nothing of the URL, when it is not a valid
         libpq URL, names no database or user, or has a host that is no host (a password's unencoded @)."""
@@ -71,7 +71,7 @@ class PostgresDatabase(Block):
             raise ValueError(f"{variable} must start with postgresql://")
         try:
             params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
+        except psycopg.ProgrammingError:
             # libpq's message quotes the faulty part; it can hold the password, so it is not repeated.
             raise ValueError(f"{variable} is not a valid libpq URL (check its parameters' names and "
                              "percent-encoding): postgresql://USER:PASSWORD@HOST:PORT/DATABASE?param=value") from None
@@ -141,7 +141,7 @@ class PostgresDatabase(Block):
         suffix = "?" + urlencode(query, quote_via=quote, safe="/") if query else ""
         return f"postgresql://{netloc}/{quote(self.database, safe='')}{suffix}"
 
-    def with_endpoint(self, host: str, port: int) -> "PostgresDatabase":
+    def with_endpoint(self, host: str, port: int) -> PostgresDatabase:
         """Return a copy of this block pointing at another server (one host and port: a restored RDS
         instance, a replica), with the same login, sslmode and parameters; a hostaddr or port list of
         the old endpoint is dropped."""
@@ -156,7 +156,7 @@ class PostgresDatabase(Block):
         # to synchronous_standby_names) unless the URL sets one.
         return {"application_name": "ubertruck-ops", **self.conninfo(database)}
 
-    def same_database_as(self, other: "PostgresDatabase") -> bool:
+    def same_database_as(self, other: PostgresDatabase) -> bool:
         """Return True when both blocks name the same database on the same server (core/restore_rules)."""
         return (server_identity(self.host, self._ports(), self.database)
                 == server_identity(other.host, other._ports(), other.database))

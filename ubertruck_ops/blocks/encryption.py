@@ -29,7 +29,7 @@ class BackupEncryption(Block):
                                                      description="Passphrase protecting the private key, if any.")
 
     @model_validator(mode="after")
-    def _one_mode(self) -> "BackupEncryption":
+    def _one_mode(self) -> BackupEncryption:
         if bool(self.passphrase) == bool(self.recipients):
             raise ValueError("set exactly one of BACKUP_ENCRYPTION_KEY (passphrase) or BACKUP_GPG_RECIPIENTS (public keys)")
         if self.recipients and not self.public_keys:

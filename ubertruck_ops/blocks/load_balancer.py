@@ -109,7 +109,7 @@ class LoadBalancer(Block):
         return [check_directive(d) for d in value]
 
     @model_validator(mode="after")
-    def _complete(self) -> "LoadBalancer":
+    def _complete(self) -> LoadBalancer:
         if self.kind == "alb" and self.hosts and not self.target_group_arn:
             raise ValueError("an ALB load balancer needs LB_TARGET_GROUP_ARN")
         if self.kind == "nginx" and self.upstreams and not self.reload_command:

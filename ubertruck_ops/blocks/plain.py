@@ -10,8 +10,9 @@ Every message names fields, never values: a value may be a secret.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -65,7 +66,7 @@ class EncryptionKeys:
         check_encryption_mode(self.passphrase, self.recipients, self.public_keys)
 
     @classmethod
-    def from_document(cls, data: Mapping[str, Any], where: str) -> "EncryptionKeys":
+    def from_document(cls, data: Mapping[str, Any], where: str) -> EncryptionKeys:
         """Given a BackupEncryption document's data (secrets included), return its keys. Raise
         ValueError naming `where` and the field when a value has the wrong type or breaks a rule."""
         recipients = data.get("recipients") or []

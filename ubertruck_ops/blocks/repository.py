@@ -27,7 +27,7 @@ class BackupRepository(Block):
                                         description="Folders without a manifest older than this are removed.")
 
     @model_validator(mode="after")
-    def _s3_needs_bucket(self) -> "BackupRepository":
+    def _s3_needs_bucket(self) -> BackupRepository:
         if self.is_s3 and self.s3_bucket is None:
             raise ValueError(f"repository {self.url} is on S3 but no S3 bucket block is configured")
         if not self.is_s3 and not self.url.startswith("/"):

@@ -24,7 +24,7 @@ class BackupFacts:
     rows: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, manifest) -> "BackupFacts":
+    def of(cls, manifest) -> BackupFacts:
         """The facts of a manifest (core.manifest.Manifest). Of a manifest whose row counts are keyed the
         earlier, ambiguous way only the tables whose key reads the same either way are kept, so a
         table with an odd name is not reported missing when the next backup quotes its key."""

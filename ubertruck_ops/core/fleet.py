@@ -3,7 +3,7 @@ roll, and what a failure puts back. Pure functions, unit-tested."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ubertruck_ops.core.text import human_seconds
 
@@ -62,7 +62,7 @@ class StepExpired(ValueError):
 def step_deadline(now: datetime, timeout_seconds: float) -> str:
     """Given when the rolling deploy starts a host step and how long it waits for it, return the
     step's `not_after` (ISO 8601, UTC): after it the step refuses to act, whoever starts it."""
-    return (now + timedelta(seconds=timeout_seconds)).astimezone(timezone.utc).isoformat()
+    return (now + timedelta(seconds=timeout_seconds)).astimezone(UTC).isoformat()
 
 
 def refuse_if_expired(not_after: str | None, now: datetime, what: str) -> None:

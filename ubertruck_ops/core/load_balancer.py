@@ -9,8 +9,8 @@ serving host out of the balancer is refused here, for both kinds: it would be an
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 HEADER = ("# Managed by ubertruck-ops (the load-balancer step of the rolling deploy): every change here is\n"
           "# overwritten. Hosts marked `down` are out of the balancer.\n")

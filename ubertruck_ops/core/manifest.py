@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -55,7 +55,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Manifest":
+    def from_json(cls, data: bytes) -> Manifest:
         """Given manifest bytes, return the manifest. Raise ValueError when it is not one we can read:
         not JSON, not an object, a format number other than ours (a newer release wrote it), a
         missing or mistyped field. Unknown keys in a manifest of our format are ignored (a later
@@ -121,7 +121,7 @@ def row_count_key(schema: str, table: str, style: str = QUOTED) -> str:
 
 def new_backup_id(now: datetime, kind: str, token: str) -> str:
     """Return a sortable backup id such as 20261124T020000Z-logical-1a2b3c."""
-    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{kind}-{token[:6]}"
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{kind}-{token[:6]}"
 
 
 def validate_backup_id(backup_id: str) -> str:
@@ -163,7 +163,7 @@ def kind_of_id(backup_id: str) -> str:
     return found["kind"] if found else ""
 
 
-def _check_types(manifest: "Manifest") -> None:
+def _check_types(manifest: Manifest) -> None:
     """Raise ValueError when a field retention or restore relies on has the wrong shape."""
     problems = []
     try:
@@ -197,15 +197,15 @@ def _check_types(manifest: "Manifest") -> None:
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def utc_now() -> datetime:
     """This host's clock, the one seam backups read "now" through. Whether it may be trusted is
     core/clock.py's question (compared with the database server's and the repository's); tests move
     it with libfaketime around the real command, never with a variable or a patch."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")

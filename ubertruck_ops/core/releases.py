@@ -79,7 +79,7 @@ class HistoryEntry:
                 "outcome": self.outcome, "flow_run": self.flow_run, "detail": self.detail}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "HistoryEntry":
+    def from_dict(cls, data: dict) -> HistoryEntry:
         return cls(at=data["at"], action=data["action"], from_release=data.get("from"), to_release=data["to"],
                    outcome=data["outcome"], flow_run=data.get("flow_run"), detail=data.get("detail", ""))
 

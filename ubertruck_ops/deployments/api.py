@@ -73,7 +73,7 @@ def api_auth_string() -> str:
         finally:
             os.close(fd)
         if not value:
-            raise RuntimeError(f"{path} is empty: delete it and start again (a new auth string is made)")
+            raise RuntimeError(f"{path} is empty: delete it and start again (a new auth string is made)") from None
         return value
     value = f"ubertruck:{secrets.token_urlsafe(32)}"
     try:

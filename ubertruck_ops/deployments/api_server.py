@@ -29,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"fd {args.fd} listens on port {listener.getsockname()[1]}, not {args.port}")
     import uvicorn
     from prefect.server.api.server import create_app
-    from prefect.settings import (PREFECT_SERVER_API_KEEPALIVE_TIMEOUT, PREFECT_SERVER_API_WEBSOCKET_PING_INTERVAL,
-                                  PREFECT_SERVER_API_WEBSOCKET_PING_TIMEOUT, PREFECT_SERVER_LOGGING_LEVEL)
+    from prefect.settings import (
+        PREFECT_SERVER_API_KEEPALIVE_TIMEOUT,
+        PREFECT_SERVER_API_WEBSOCKET_PING_INTERVAL,
+        PREFECT_SERVER_API_WEBSOCKET_PING_TIMEOUT,
+        PREFECT_SERVER_LOGGING_LEVEL,
+    )
 
     config = uvicorn.Config(create_app(final=True), lifespan="on",
                             timeout_keep_alive=PREFECT_SERVER_API_KEEPALIVE_TIMEOUT.value(),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from ubertruck_ops.core.fleet import WORK_POOL     # every deployment's pool (the app hosts' queues too)
+from ubertruck_ops.core.fleet import WORK_POOL  # every deployment's pool (the app hosts' queues too)
 
 TIMEZONE = "Asia/Kolkata"
 # Deploys, rollbacks and the checks that read PM2 and the services' logs must run on the

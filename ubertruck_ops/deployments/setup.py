@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -52,7 +52,7 @@ def blocks_init(name: str, env_file: str | None = None, variables: Mapping[str, 
 def ensure_host_queues(hosts: list[str]) -> list[str]:
     """Create the process work pool and one work queue per app host where missing (a worker started
     with --work-queue polls nothing until its queue exists); return the queue names."""
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkQueueCreate
+    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
 
     from ubertruck_ops.deployments.schedules import WORK_POOL

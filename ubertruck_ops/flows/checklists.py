@@ -21,8 +21,17 @@ from ubertruck_ops.core import checks, reports
 from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.operations.checklist import business_queries, publish, thresholds
 from ubertruck_ops.operations.frame import Operation, operation
-from ubertruck_ops.tasks.checks import (backups, cache, database, host, orchestration, replication, run_checks,
-                                        services, tls)
+from ubertruck_ops.tasks.checks import (
+    backups,
+    cache,
+    database,
+    host,
+    orchestration,
+    replication,
+    run_checks,
+    services,
+    tls,
+)
 
 BACKUP_CHECK_SECONDS = 900      # verifying every object's checksum reads the whole backup
 ARCHIVE_LIST_SECONDS = 120      # listing three days of WAL in S3 takes seconds, not ten
@@ -137,7 +146,7 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
     """
     with operation("evening checklist", environment, ping=True) as op:
         env, limits, queries = op.env, thresholds(op.env), business_queries(op.env)
-        today = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.timezone.utc).date()
+        today = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.UTC).date()
         yesterday = today - dt.timedelta(days=1)
         figures: dict = {}
 

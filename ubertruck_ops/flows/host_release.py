@@ -8,7 +8,7 @@ only), go live, put back what ran before a given run, roll back. Operators do no
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from prefect import flow
@@ -41,7 +41,7 @@ def host_release(environment: str = "production", host: str = "", step: Literal[
         if not host:
             raise ValueError("host-release needs a host")
         # First, before anything is read or changed: a worker that came back late must not act.
-        refuse_if_expired(not_after, datetime.now(timezone.utc), f"{step} on {host}")
+        refuse_if_expired(not_after, datetime.now(UTC), f"{step} on {host}")
         app = load_host_app(environment, host)
         if step in ("build", "migrate", "go-live"):
             if not tag:

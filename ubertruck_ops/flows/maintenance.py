@@ -15,8 +15,14 @@ from prefect import flow
 
 from ubertruck_ops.core import checks
 from ubertruck_ops.core.checks import CheckResult
-from ubertruck_ops.core.maintenance import (cache_cleanup_result, capacity_planning, drill_checks, performance_review,
-                                             tables_to_vacuum, vacuum_result)
+from ubertruck_ops.core.maintenance import (
+    cache_cleanup_result,
+    capacity_planning,
+    drill_checks,
+    performance_review,
+    tables_to_vacuum,
+    vacuum_result,
+)
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.operations.checklist import publish, thresholds
 from ubertruck_ops.operations.frame import operation
@@ -89,7 +95,7 @@ def monthly_maintenance(environment: str = "production",
         results += drill_checks(drill.result() if drill.is_completed() else None, drill.message or "")
         op.step("review the month")
         history = read_history(op.repo, environment)
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
         results.append(performance_review(history, today, limits.response_time_medium_s))
         results.append(capacity_planning(history))
         return publish(op, "monthly-maintenance", "Monthly maintenance", results)

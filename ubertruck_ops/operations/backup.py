@@ -13,9 +13,9 @@ FailedAfterBackup and a notice that says the backup is there.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Iterator
 
 from ubertruck_ops.core import notices
 from ubertruck_ops.core.clock import ClockReading, disagreement, server_offset
@@ -38,7 +38,7 @@ class BackupAttempt:
         self.clock_warnings: list[str] = []
         self._reporting = op.failure_says(handler=self._failed)
 
-    def __enter__(self) -> "BackupAttempt":
+    def __enter__(self) -> BackupAttempt:
         """Within the attempt a failure reports through _failed: a backup that is final is kept and said
         to be kept; one that is not says what its clean-up did."""
         self._reporting.__enter__()

@@ -22,9 +22,9 @@ is, with no Slack block to post it to.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from prefect.artifacts import create_markdown_artifact
 

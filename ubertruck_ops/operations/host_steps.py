@@ -10,12 +10,17 @@ on every entry), so `put_back` needs nothing but that id: the host knows what it
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.core.fleet import refuse_if_expired
-from ubertruck_ops.core.releases import (deploy_plan, host_put_back_plan, pending_migrations, put_back_for_run,
-                                         rollback_target)
+from ubertruck_ops.core.releases import (
+    deploy_plan,
+    host_put_back_plan,
+    pending_migrations,
+    put_back_for_run,
+    rollback_target,
+)
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.operations.release_build import build_release, check_tools_and_tag, migrate
 from ubertruck_ops.operations.release_switch import already_live, locked_switch, switch_release
@@ -42,7 +47,7 @@ def apply_migrations(op: Operation, app: AppHost, host: str, tag: str, not_after
     if pending:
         op.step("back up the database before migrating")
         backup_id = subflow("nightly-backup")(environment=op.environment)["backup_id"]
-        refuse_if_expired(not_after, datetime.now(timezone.utc), f"migrations of {tag} on {host}")
+        refuse_if_expired(not_after, datetime.now(UTC), f"migrations of {tag} on {host}")
         op.step(f"apply migrations {', '.join(pending)} on {host}")
         migrate(env, app, tag, pending, backup_id)
     return {"host": host, "migrations": pending, "backup_id": backup_id}

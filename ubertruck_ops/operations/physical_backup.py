@@ -12,11 +12,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ubertruck_ops.core import checks, notices
-from ubertruck_ops.core.checks import OK
 from ubertruck_ops.core.backups import base_instead
+from ubertruck_ops.core.checks import OK
 from ubertruck_ops.core.manifest import Manifest, iso, utc_now
-from ubertruck_ops.core.physical import (ServerFacts, find_wal_gaps, parse_lsn, parse_segment, plan_backup, replay_from,
-                                         segment_of)
+from ubertruck_ops.core.physical import (
+    ServerFacts,
+    find_wal_gaps,
+    parse_lsn,
+    parse_segment,
+    plan_backup,
+    replay_from,
+    segment_of,
+)
 from ubertruck_ops.core.text import human_bytes, human_seconds, one_line
 from ubertruck_ops.core.tiers import NATIVE_INCREMENTAL, Tier
 from ubertruck_ops.log import logger
@@ -26,7 +33,6 @@ from ubertruck_ops.tasks.checks import replication
 from ubertruck_ops.tasks.crypto import DecryptionKeyError, gpg_session, zstd_version
 from ubertruck_ops.tasks.execute import CommandFailed
 from ubertruck_ops.tasks.repository import Repository
-
 
 EVERY_LATER_SEGMENT = 1 << 62
 

@@ -12,7 +12,7 @@ our tag and name prefix and are older than the block's leftover_hours.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.rds import RdsInstance
@@ -52,7 +52,7 @@ def rds_six_hourly(op: Operation, schedule: str = "six-hourly") -> dict:
     block, step = rds_block(op), op.step
     step("take an RDS snapshot")
     before = utc_now()
-    snapshot_id = rds.snapshot_name(block.instance_id, datetime.now(timezone.utc))
+    snapshot_id = rds.snapshot_name(block.instance_id, datetime.now(UTC))
     tags = rds.snapshot_tags(op.environment, schedule, block.instance_id)
     aws.create_snapshot(block, snapshot_id, tags)
     snapshot = aws.wait_snapshot(block, snapshot_id)
@@ -166,7 +166,7 @@ def rds_drill(op: Operation, snapshot_id: str | None = None, target_time: dateti
             snapshot = _snapshot(block, snapshot_id)
             backup, restored_at = snapshot.snapshot_id, snapshot.created
         rpo = max(0.0, (utc_now() - restored_at).total_seconds()) if restored_at else 0.0
-        scratch = rds.scratch_name(block.instance_id, datetime.now(timezone.utc))
+        scratch = rds.scratch_name(block.instance_id, datetime.now(UTC))
         tags = rds.scratch_tags(op.environment, block.instance_id, backup[:250])
         step(f"restore into scratch instance {scratch}")
         started = time.monotonic()

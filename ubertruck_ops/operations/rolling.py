@@ -14,17 +14,31 @@ from __future__ import annotations
 
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from prefect.runtime import flow_run
 
 from ubertruck_ops.blocks.app import AppHost, default_of
 from ubertruck_ops.blocks.fleet import AppFleet
 from ubertruck_ops.core import notices
-from ubertruck_ops.core.deploy_reports import (rolling_deploy_summary, rolling_rollback_releases,
-                                               rolling_rollback_summary, rolling_rollback_target)
-from ubertruck_ops.core.fleet import (MAY_HAVE_RUN, NEVER_RAN, SELF_PUT_BACK, WORK_POOL, batch_outcome, batches,
-                                      hosts_down, rolling_hosts, step_deadline, timed_out_step_outcome)
+from ubertruck_ops.core.deploy_reports import (
+    rolling_deploy_summary,
+    rolling_rollback_releases,
+    rolling_rollback_summary,
+    rolling_rollback_target,
+)
+from ubertruck_ops.core.fleet import (
+    MAY_HAVE_RUN,
+    NEVER_RAN,
+    SELF_PUT_BACK,
+    WORK_POOL,
+    batch_outcome,
+    batches,
+    hosts_down,
+    rolling_hosts,
+    step_deadline,
+    timed_out_step_outcome,
+)
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.tasks import load_balancer, locks, workers
@@ -63,7 +77,7 @@ def _run(op: Operation, fleet: AppFleet, host: str, step: str, **parameters) -> 
     before the caller decides what to put back: a worker that comes back later must not switch a
     host after the deploy has ended."""
     timeout = fleet.host_run_timeout_seconds
-    not_after = step_deadline(datetime.now(timezone.utc), timeout)
+    not_after = step_deadline(datetime.now(UTC), timeout)
     run = workers.run_on_host(_deployment(op.environment), fleet.queue(host),
                               {"environment": op.environment, "host": host, "step": step, "not_after": not_after,
                                **parameters}, timeout, f"{step} on {host}")
@@ -85,7 +99,7 @@ def check_hosts(op: Operation, fleet: AppFleet, skip_hosts: list[str]) -> list[s
     """Return the hosts to roll. Raise ValueError naming a host whose worker is down (not skipped)."""
     op.step("check every app host's worker")
     polled = workers.last_polled(WORK_POOL, {h: fleet.queue(h) for h in fleet.hosts})
-    down = hosts_down(polled, datetime.now(timezone.utc), timedelta(seconds=fleet.worker_seen_seconds))
+    down = hosts_down(polled, datetime.now(UTC), timedelta(seconds=fleet.worker_seen_seconds))
     hosts = rolling_hosts(fleet.hosts, down, skip_hosts)
     for host in skip_hosts:
         op.log.warning("skipping app host %s as asked (%s)", host, down.get(host, "its worker is up"))

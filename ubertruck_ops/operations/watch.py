@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
@@ -33,8 +33,15 @@ from ubertruck_ops.core import checks, notices
 from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.core.wal_safety import LAG_CHECK_SECONDS, WAL_SLOT, lag_check_due
-from ubertruck_ops.core.watch import (TRAFFIC_WINDOW, Heartbeat, Incidents, Transition, counts_against,
-                                      medium_rounds, traffic_verdict)
+from ubertruck_ops.core.watch import (
+    TRAFFIC_WINDOW,
+    Heartbeat,
+    Incidents,
+    Transition,
+    counts_against,
+    medium_rounds,
+    traffic_verdict,
+)
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.access_log import AccessLog
 from ubertruck_ops.tasks.checks import cache, database, host, replication, run_checks, services
@@ -103,7 +110,7 @@ class Watch:
         return replication.archive_lag(self.env.database, self.repo, self.limits, self.environment)
 
     def _traffic(self) -> CheckResult:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self.requests = [r for r in self.requests + self.access_log.read_new() if now - r.at <= TRAFFIC_WINDOW]
         status, severity, value, detail = traffic_verdict(
             self.requests, now, error_critical_pct=self.limits.error_rate_critical_pct,

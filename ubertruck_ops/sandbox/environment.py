@@ -140,7 +140,7 @@ class Sandbox:
         shutil.rmtree(self.postgres_dir, ignore_errors=True)
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         self.start()
         return self
 

@@ -23,8 +23,8 @@ import pwd
 import socket
 import struct
 import urllib.parse
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 API_USER_VARIABLE = "UBERTRUCK_API_USER"
 # The private API's auth string lives in this file under PREFECT_HOME (0600, its owner trusted);

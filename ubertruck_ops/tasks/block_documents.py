@@ -22,9 +22,10 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ubertruck_ops.tasks.api_identity import AUTH_FILE, check_connection, needs_check, trusted_users
 

@@ -14,9 +14,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.repository import BackupRepository
-from ubertruck_ops.core.manifest import (MANIFEST_NAME, Manifest, backup_folder, backup_id_of_key, is_manifest_key,
-                                         kind_of_id, validate_backup_id)
 from ubertruck_ops.core.clock import ClockReading, retention_hold
+from ubertruck_ops.core.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    backup_folder,
+    backup_id_of_key,
+    is_manifest_key,
+    kind_of_id,
+    validate_backup_id,
+)
 from ubertruck_ops.core.retention import BackupRecord, clock_behind, plan_retention
 from ubertruck_ops.core.text import human_bytes, one_line
 from ubertruck_ops.log import logger

@@ -11,8 +11,9 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from ubertruck_ops.tasks.execute import CommandFailed, Stage, ToolMissing, require_tool, run, secret_fd
 
@@ -33,11 +34,11 @@ class KeyMaterial(Protocol):
     """What a gpg session reads of its keys: a BackupEncryption block, or the plain EncryptionKeys
     (blocks/plain.py) of a process that does not import Prefect."""
 
-    passphrase: "SecretStr | None"
+    passphrase: SecretStr | None
     recipients: Sequence[str]
     public_keys: str | None
-    private_key: "SecretStr | None"
-    private_key_passphrase: "SecretStr | None"
+    private_key: SecretStr | None
+    private_key_passphrase: SecretStr | None
 
 
 class DecryptionKeyError(RuntimeError):

@@ -20,8 +20,8 @@ from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import archive, postgres
 from ubertruck_ops.tasks.crypto import GpgSession, zstd_compress_stage
 from ubertruck_ops.tasks.execute import Stage
-from ubertruck_ops.tasks.stream import store_stream
 from ubertruck_ops.tasks.repository import Repository
+from ubertruck_ops.tasks.stream import store_stream
 
 DATABASE_OBJECT = "database.dump.zst.gpg"
 ROLES_OBJECT = "roles.json.zst.gpg"

@@ -17,8 +17,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 from ubertruck_ops.log import logger
 
@@ -312,7 +312,7 @@ class Pipeline:
         stage, proc, lines = real[0]
         raise CommandFailed(stage.name, proc.returncode, mask("\n".join(lines), stage.secrets))
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

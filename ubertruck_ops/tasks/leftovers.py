@@ -17,8 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from ubertruck_ops.core.scratch import (KEEP, OWNER_FILE, SCRATCH_PREFIXES, SWEEP, leftover_verdict, owner_record,
-                                        postmaster_to_stop)
+from ubertruck_ops.core.scratch import (
+    KEEP,
+    OWNER_FILE,
+    SCRATCH_PREFIXES,
+    SWEEP,
+    leftover_verdict,
+    owner_record,
+    postmaster_to_stop,
+)
 from ubertruck_ops.log import logger
 
 
@@ -69,7 +76,7 @@ def _read_owner(folder: Path) -> object:
 
 def _our_uids() -> set[int]:
     """Owners a folder of ours may have: us, and under root the server user (scratch_postgres)."""
-    from ubertruck_ops.tasks.scratch_postgres import SERVER_USER   # late: scratch_postgres imports this module
+    from ubertruck_ops.tasks.scratch_postgres import SERVER_USER  # late: scratch_postgres imports this module
 
     uids = {os.geteuid()}
     if os.geteuid() == 0:

@@ -18,11 +18,11 @@ from ubertruck_ops.core.manifest import Manifest, backup_folder
 from ubertruck_ops.core.restore_rules import FolderFacts
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import archive, postgres
-from ubertruck_ops.tasks.crypto import GpgSession, DecryptionKeyError, explain_decrypt_failure, zstd_decompress_stage
+from ubertruck_ops.tasks.crypto import DecryptionKeyError, GpgSession, explain_decrypt_failure, zstd_decompress_stage
 from ubertruck_ops.tasks.execute import CommandFailed
+from ubertruck_ops.tasks.repository import Repository, is_transient
 from ubertruck_ops.tasks.retrying import network_retries
 from ubertruck_ops.tasks.stream import ChecksumMismatch, checksum, load_stream
-from ubertruck_ops.tasks.repository import Repository, is_transient
 
 
 class BackupCorrupt(RuntimeError):

@@ -29,17 +29,23 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
-from ubertruck_ops.core.limits import (BACKUP_LOCK, BACKUP_LOCK_LEASE_SECONDS, BACKUP_LOCK_WAIT_SECONDS,
-                                       DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS, LOCK_WAIT_LOG_SECONDS)
+from ubertruck_ops.core.limits import (
+    BACKUP_LOCK,
+    BACKUP_LOCK_LEASE_SECONDS,
+    BACKUP_LOCK_WAIT_SECONDS,
+    DEPLOY_LOCK,
+    DEPLOY_LOCK_LEASE_SECONDS,
+    LOCK_WAIT_LOG_SECONDS,
+)
 from ubertruck_ops.core.locks import NOTHING, RELEASE_LEASE, lease_lost, stale_lease_action
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.api_identity import PRIVATE_API_VARIABLE

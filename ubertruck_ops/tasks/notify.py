@@ -15,11 +15,14 @@ from urllib.error import URLError
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler, RateLimitErrorRetryHandler,
-                                                   ServerErrorRetryHandler)
+from pydantic import SecretStr
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.handler import RetryHandler
-from pydantic import SecretStr
 from slack_sdk.webhook import WebhookClient
 
 from ubertruck_ops.blocks.slack import SlackNotices
@@ -120,7 +123,7 @@ def ping_check(url: SecretStr | None, kind: str, message: str = "") -> str | Non
     if url is None:
         return None
     address = ping_address(url.get_secret_value(), kind)
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         try:
             request = urllib.request.Request(address, data=message[:10000].encode(), method="POST",
                                              headers={"Content-Type": "text/plain; charset=utf-8"})

@@ -14,11 +14,11 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 from prefect import task
@@ -32,9 +32,9 @@ from ubertruck_ops.core.physical import ServerFacts
 from ubertruck_ops.tasks import postgres
 from ubertruck_ops.tasks.crypto import GpgSession, zstd_compress_stage
 from ubertruck_ops.tasks.execute import Stage, run
+from ubertruck_ops.tasks.repository import Repository
 from ubertruck_ops.tasks.state import state_dir
 from ubertruck_ops.tasks.stream import store_stream
-from ubertruck_ops.tasks.repository import Repository
 
 DATA_OBJECT = "base.tar.zst.gpg"
 BACKUP_MANIFEST_OBJECT = "backup_manifest.zst.gpg"

@@ -26,8 +26,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE

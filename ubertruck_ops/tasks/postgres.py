@@ -13,11 +13,11 @@ import importlib.util
 import json
 import re
 import tempfile
-from datetime import timezone
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psycopg
 from psycopg import sql
@@ -54,7 +54,7 @@ def tool(name: str, server_major: int | None = None, sslmode: str | None = None)
     return tool_path(client_tools(server_major, sslmode, needs=(name,)), name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _folder_facts(folder: str) -> tuple[int, bool]:
     """Return (major version, TLS-capable) of the client tools in `folder`, asking them once.
 
@@ -184,7 +184,7 @@ def server_clock(conn: psycopg.Connection) -> ClockReading:
     the database server keeps its own time, so a host clock that jumped shows as a difference."""
     before = utc_now()
     theirs = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    return ClockReading(DATABASE_SERVER, before, utc_now(), theirs.astimezone(timezone.utc))
+    return ClockReading(DATABASE_SERVER, before, utc_now(), theirs.astimezone(UTC))
 
 
 def read_server_clock(db: PostgresDatabase) -> ClockReading:

@@ -9,8 +9,9 @@ jittered backoff), with connect and read timeouts, so no call hangs a 02:00 run.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from botocore.config import Config
 from prefect import task
@@ -48,7 +49,7 @@ def _tags(item: dict) -> dict[str, str]:
 def _utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _snapshot_info(item: dict) -> SnapshotInfo:

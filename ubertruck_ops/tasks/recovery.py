@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -103,7 +103,7 @@ def record_point(repo: Repository, base_id: str, chain_end: str, point: dict, ch
                  checked: dict, recorded_at: datetime) -> dict:
     """Write the recovery point into the chain's base folder; return what was written (no secret)."""
     # Full precision: a restore to this time must include everything committed before it.
-    moment = point["time"].astimezone(timezone.utc).isoformat()
+    moment = point["time"].astimezone(UTC).isoformat()
     record = {"format": 1, "base": base_id, "chain_end": chain_end, "time": moment, "lsn": point["lsn"],
               "timeline": point["timeline"], "segment": point["segment"], "checked_through": checked_through,
               "segments_checked": checked["segments"], "bytes_checked": checked["bytes"],

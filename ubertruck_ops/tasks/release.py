@@ -141,7 +141,7 @@ def share_with_web_server(dist: Path, app_root: Path) -> None:
     (0711 at least). Symbolic links are left as they are, not their targets. The rest of the release
     stays private. Raise ValueError when `dist` is not inside `app_root`."""
     path_down = dist.relative_to(app_root).parent.parts    # ValueError outside APP_ROOT: never chmod beyond it
-    for root, folders, files in os.walk(dist):           # os.walk does not enter linked folders
+    for root, _folders, files in os.walk(dist):           # os.walk does not enter linked folders
         os.chmod(root, 0o755)
         for name in files:
             if not os.path.islink(os.path.join(root, name)):

@@ -13,11 +13,12 @@ the repository (and retry as Prefect tasks) a passing failure from a lasting one
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from stat import S_ISREG
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from stat import S_ISREG
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ubertruck_ops.log import logger
 
@@ -140,7 +141,7 @@ class LocalRepository:
             if path.is_file() and not path.is_symlink():
                 stat = path.stat()
                 found.append(Listed(path.relative_to(self.root).as_posix(), stat.st_size,
-                                    datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+                                    datetime.fromtimestamp(stat.st_mtime, UTC)))
         return sorted(found, key=lambda item: item.key)
 
     def delete(self, keys: list[str]) -> None:
@@ -218,8 +219,8 @@ def is_transient(exc: BaseException | None) -> bool:
     """Return True for S3 failures worth retrying: 5xx, throttling, dropped connections and reads cut
     short, also when wrapped in a RepositoryError. False for lasting ones: denied, missing, bad input."""
     # botocore is imported where S3 is used: a local repository (and `wal-push` into one) skips ~0.1 s.
-    from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
-                                     ReadTimeoutError, ResponseStreamingError)
+    from botocore.exceptions import ClientError, HTTPClientError, ReadTimeoutError, ResponseStreamingError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     while isinstance(exc, RepositoryError):
         exc = exc.__cause__
@@ -252,8 +253,8 @@ class S3Access:
     region: str | None = None
     endpoint_url: str | None = None
     access_key_id: str | None = None
-    secret_access_key: "SecretStr | None" = None
-    session_token: "SecretStr | None" = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
     profile_name: str | None = None
     use_ssl: bool = True
     verify: bool | str | None = None        # False, or a CA bundle's path; None: botocore's default
@@ -297,7 +298,7 @@ class S3Repository:
         self.client = client
 
     @classmethod
-    def from_block(cls, block: "BackupRepository", attempts: int = S3_ATTEMPTS) -> "S3Repository":
+    def from_block(cls, block: BackupRepository, attempts: int = S3_ATTEMPTS) -> S3Repository:
         """The repository of an s3:// repository block, with every option of its credentials block
         (profile, assumed role, client parameters) through prefect-aws."""
         bucket = block.s3_bucket
@@ -356,7 +357,7 @@ class S3Repository:
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            reply = _s3("delete", lambda: self.client.delete_objects(
+            reply = _s3("delete", lambda batch=batch: self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}))
             # DeleteObjects answers 200 even when it deleted nothing: a bucket policy denying
             # s3:DeleteObject shows up only as one error per key in the reply.
@@ -370,7 +371,7 @@ class S3Repository:
         """Abort multipart uploads under our prefix started before `older_than` ago (a crashed run's)."""
         from botocore.exceptions import ClientError
 
-        cutoff = datetime.now(timezone.utc) - older_than
+        cutoff = datetime.now(UTC) - older_than
         aborted = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("")):

@@ -4,7 +4,8 @@ in the UI (AwaitingRetry, Retrying); an error the rule calls lasting fails at on
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Two more attempts, 2 s then 10 s later (+-50%): enough for a dropped connection or a busy
 # registry, short enough that a real outage is reported within a quarter of a minute.

@@ -17,9 +17,9 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 from pydantic import SecretStr
@@ -168,7 +168,7 @@ class LocalServer:
         return PostgresDatabase(host="127.0.0.1", port=self.port, database=name, user="postgres",
                                 password=SecretStr(self.password))
 
-    def start(self, set_password: bool = True) -> "LocalServer":
+    def start(self, set_password: bool = True) -> LocalServer:
         """Create the cluster when new, start it and (ours only) set the superuser password. Raise
         CommandFailed with the server log when it does not start."""
         make_traversable_parents(self.base)
@@ -396,7 +396,7 @@ class LocalServer:
                     for name in dirs + files:
                         os.chown(os.path.join(root, name), entry.pw_uid, gid, follow_symlinks=False)
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -41,7 +41,7 @@ def others_can_use(path: Path) -> bool:
             return False
         if not path.is_dir():
             return placement.usable_by_others(path.stat().st_mode)
-        for root, dirs, files in os.walk(path, followlinks=True):
+        for root, _dirs, files in os.walk(path, followlinks=True):
             if not all(placement.usable_by_others(os.stat(os.path.join(root, name)).st_mode)
                        for name in [".", *files]):
                 return False
@@ -100,7 +100,7 @@ def placed_installation(source: str) -> Path:
         for part in parts:
             # Links followed: a link into the checkout would lead the server user back into its folder.
             shutil.copytree(base / part, copy / part, symlinks=False)
-        for folder, dirs, files in os.walk(copy):
+        for folder, _dirs, files in os.walk(copy):
             os.chmod(folder, 0o755)
             for name in files:
                 path = os.path.join(folder, name)

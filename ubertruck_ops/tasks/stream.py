@@ -12,8 +12,8 @@ import hashlib
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from ubertruck_ops.tasks.execute import CommandFailed, Pipeline, Stage
 from ubertruck_ops.tasks.repository import CHUNK, Repository
@@ -116,9 +116,9 @@ def load_stream(repo: Repository, key: str, expected_sha256: str, stages: Sequen
         feeder.join()
         try:
             pipe.wait(timeout)
-        except CommandFailed:
+        except CommandFailed as failed:
             if feeder.error:
-                raise feeder.error
+                raise feeder.error from failed
             raise
         if feeder.error:
             raise feeder.error

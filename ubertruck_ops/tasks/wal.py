@@ -21,10 +21,11 @@ from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.core.physical import wal_to_delete
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.crypto import GpgSession, zstd_decompress_stage
-from ubertruck_ops.tasks.stream import load_stream
 from ubertruck_ops.tasks.repository import Repository, is_transient
 from ubertruck_ops.tasks.retrying import network_retries
-from ubertruck_ops.tasks.wal_store import PREFIX, WalArchiveError, push_file, wal_keys as _keys
+from ubertruck_ops.tasks.stream import load_stream
+from ubertruck_ops.tasks.wal_store import PREFIX, WalArchiveError, push_file
+from ubertruck_ops.tasks.wal_store import wal_keys as _keys
 from ubertruck_ops.tasks.wal_stream import WalStreamer
 
 __all__ = ["PREFIX", "WalArchiveError", "WalStreamer", "apply_wal_retention", "archived_files", "fetch_segments",

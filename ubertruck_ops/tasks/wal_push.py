@@ -9,10 +9,19 @@ Without PREFECT_API_URL it refuses: PostgreSQL keeps the segment and retries.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from ubertruck_ops.blocks.plain import (ENCRYPTION_SLUG, REPOSITORY_SLUG, EncryptionKeys, check_repository_location,
-                                        document_name, part_size_mib, s3_prefix, text)
+from ubertruck_ops.blocks.plain import (
+    ENCRYPTION_SLUG,
+    REPOSITORY_SLUG,
+    EncryptionKeys,
+    check_repository_location,
+    document_name,
+    part_size_mib,
+    s3_prefix,
+    text,
+)
 from ubertruck_ops.tasks.block_documents import Api, BlockMissing, api_from_environment, read_block_data
 from ubertruck_ops.tasks.repository import LocalRepository, Repository, S3Access, S3Repository
 from ubertruck_ops.tasks.wal_store import push_file

@@ -59,7 +59,7 @@ class Spool:
         self.ready_dir = self.root / "ready"
         self._lock: int | None = None
 
-    def open(self, what: str = "") -> "Spool":
+    def open(self, what: str = "") -> Spool:
         """Create the spool (0700) or find it again, check that it is ours alone, and lock it.
         Raise ArchiverRefused when it is not private, or another archiver holds it."""
         private_folders(self.root.parent, self.root.parent.parent)

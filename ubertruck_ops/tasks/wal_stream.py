@@ -20,8 +20,15 @@ import time
 from pathlib import Path
 
 from ubertruck_ops.blocks.environment import Environment
-from ubertruck_ops.core.wal_archiving import (FIRST_BACKOFF, ArchiveHealth, SlotState, backoff, newest_segment,
-                                              plan_resume, plan_slot)
+from ubertruck_ops.core.wal_archiving import (
+    FIRST_BACKOFF,
+    ArchiveHealth,
+    SlotState,
+    backoff,
+    newest_segment,
+    plan_resume,
+    plan_slot,
+)
 from ubertruck_ops.core.wal_safety import WAL_SLOT
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import wal_slot

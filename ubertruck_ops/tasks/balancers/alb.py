@@ -11,8 +11,14 @@ from typing import Any
 from botocore.config import Config
 
 from ubertruck_ops.blocks.load_balancer import LoadBalancer
-from ubertruck_ops.core.load_balancer import (TargetHealth, deregistered_verdict, healthy_verdict, host_states, of_host,
-                                              refuse_last_target)
+from ubertruck_ops.core.load_balancer import (
+    TargetHealth,
+    deregistered_verdict,
+    healthy_verdict,
+    host_states,
+    of_host,
+    refuse_last_target,
+)
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.balancers import LoadBalancerError
 

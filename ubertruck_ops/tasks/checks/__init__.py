@@ -7,7 +7,7 @@ import contextvars
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ubertruck_ops.core.checks import CheckResult, error, timed_out
 from ubertruck_ops.core.text import one_line

@@ -4,7 +4,7 @@ manifest (every object's size and SHA-256); backup sizes and durations per day."
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core import checks
@@ -31,7 +31,7 @@ def last_backup(repo: Repository, limits: CheckThresholds) -> CheckResult:
     if manifest is None:
         return checks.critical(name, "none", "a complete backup",
                                f"no complete backup in {repo.description}{unreadable}"[:300])
-    age_hours = (datetime.now(timezone.utc) - manifest.finished).total_seconds() / 3600
+    age_hours = (datetime.now(UTC) - manifest.finished).total_seconds() / 3600
     too_old = checks.above(name, age_hours, [(limits.backup_max_age_hours, CRITICAL, "critical")], " h",
                            f"newest backup {manifest.backup_id} is {age_hours:.0f} h old{unreadable}"[:300])
     if too_old.status != checks.OK:

@@ -3,12 +3,17 @@ and the small state checklists keep between runs (Prefect variables, so any work
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (DeploymentFilter, FlowRunFilter,
-                                            FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateName,
-                                            FlowRunFilterStateType)
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.variables import Variable
@@ -111,4 +116,4 @@ def _name(key: str, environment: str) -> str:
 
 
 def since_hours(hours: float) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(hours=hours)
+    return datetime.now(UTC) - timedelta(hours=hours)

@@ -4,7 +4,7 @@ The verdicts are core/wal_safety.py's; this module reads the server and the repo
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -15,8 +15,8 @@ from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.core.physical import ServerFacts
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.core.tiers import six_hourly_tier
-from ubertruck_ops.core.wal_safety import (WAL_SLOT, SlotFacts, archive_lag as lag_verdict, keep_size_verdict,
-                                           newest_archived, slot_verdict)
+from ubertruck_ops.core.wal_safety import WAL_SLOT, SlotFacts, keep_size_verdict, newest_archived, slot_verdict
+from ubertruck_ops.core.wal_safety import archive_lag as lag_verdict
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import physical
 from ubertruck_ops.tasks.postgres import connect
@@ -93,6 +93,6 @@ def archive_lag(db: PostgresDatabase, repo: Repository, limits: CheckThresholds,
     current, size = current_segment(db)
     if current is None:
         return checks.ok("wal archive lag", None, None, "this environment's tier keeps no WAL archive")
-    return lag_verdict(current, archived_files(repo), datetime.now(timezone.utc), size, environment=environment,
+    return lag_verdict(current, archived_files(repo), datetime.now(UTC), size, environment=environment,
                        critical_seconds=limits.wal_lag_critical_seconds,
                        critical_segments=limits.wal_lag_critical_segments)

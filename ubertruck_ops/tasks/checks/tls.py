@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 
@@ -21,5 +21,5 @@ def certificate_expiry(target: str, warn_days: int, timeout: float = 10) -> Chec
     except (OSError, ValueError) as exc:
         return checks.error(name, f"cannot read the certificate of {target}: {exc}")
     expires = x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
-    days = (expires - datetime.now(timezone.utc)).total_seconds() / 86400
+    days = (expires - datetime.now(UTC)).total_seconds() / 86400
     return checks.expiry(name, days, warn_days, f"{expires:%Y-%m-%d}")
