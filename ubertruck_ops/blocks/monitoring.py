@@ -90,21 +90,21 @@ class CheckThresholds(Block):
     wal_slot_warn_mib: float = Field(default=1024, gt=0, title="WAL slot: retained WAL high (MiB)",
                                      description="High priority when our replication slot (ubertruck_wal) makes the "
                                                  "primary keep more WAL than this (a healthy archiver keeps it "
-                                                 "under a few segments; README: why 1 GiB).")
+                                                 "under a few segments; docs/backups-and-recovery.md: why 1 GiB).")
     wal_slot_critical_mib: float = Field(default=4096, gt=0, title="WAL slot: retained WAL critical (MiB)",
                                          description="Critical when the slot makes the primary keep more WAL than "
                                                      "this; the suggested max_slot_wal_keep_size is twice it "
-                                                     "(README: why 4 GiB).")
+                                                     "(docs/backups-and-recovery.md: why 4 GiB).")
     wal_lag_critical_seconds: float = Field(default=600, gt=0, title="WAL archive lag critical (s)",
                                             description="Critical when finished WAL segments wait unarchived and "
-                                                        "the newest archived one is older than this (README: why "
+                                                        "the newest archived one is older than this (docs/backups-and-recovery.md: why "
                                                         "10 minutes).")
     wal_lag_critical_segments: int = Field(default=64, ge=1, title="WAL archive lag critical (segments)",
                                            description="Critical when more finished WAL segments than this wait "
-                                                       "unarchived (64 x 16 MiB = 1 GiB; README).")
+                                                       "unarchived (64 x 16 MiB = 1 GiB; docs/backups-and-recovery.md).")
     access_log: str | None = Field(default=None, title="nginx access log",
                                    description="The guide's nginx access log in the `ubertruck_timed` log_format "
-                                               "(README): error rate and p95 response time over 5 minutes.")
+                                               "(docs/alerts.md): error rate and p95 response time over 5 minutes.")
     queue_backlog_high: int = Field(default=1000, title="Queue backlog high",
                                     description="High priority when the queue lists hold more entries than this in "
                                                 "total.")

@@ -4,7 +4,7 @@
 The parent binds the listening socket and hands it over as FD (HOST and PORT say where, for `ps`),
 keeping its own copy for as long as it runs: the address is ours before the server has loaded, and
 stays ours if the server dies, so no other local user can take the port in between and collect the
-auth string our clients send to it (README, "How our clients know they talk to our server"). What runs is what `prefect server start`
+auth string our clients send to it (docs/operations.md, "How our clients know they talk to our server"). What runs is what `prefect server start`
 runs - Prefect's app under uvicorn in this process - configured by the environment the parent gives
 (deployments/api.server_env; PREFECT__SERVER_EPHEMERAL=1 for the private API: no UI, no services).
 """

@@ -9,7 +9,7 @@ the listener when the connection arrives, before anyone accepts it). So a client
 other half of its own connection in the table and, before it writes a byte, refuses unless that half
 belongs to a user it trusts: itself, root, the owner of PREFECT_HOME/api-auth-string (the user that
 runs `serve`) or the user named in UBERTRUCK_API_USER. A peer that is not in this host's table is on
-another host: no uid to check there (TLS is what protects a remote API; README).
+another host: no uid to check there (TLS is what protects a remote API; docs/configuration.md).
 
 No Prefect here: `wal-push` (one process per WAL segment) uses this too.
 """
