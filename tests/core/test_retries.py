@@ -31,10 +31,10 @@ def test_a_lasting_git_failure_is_not_retried(stderr):
 
 
 @pytest.mark.parametrize("stderr", [
-    "npm error code ETIMEDOUT\nnpm error network request to https://registry.npmjs.org/left-pad failed",
+    "npm error code ETIMEDOUT\nnpm error network request to https://npm.registry.internal/left-pad failed",
     "npm error code ECONNRESET\nnpm error network aborted",
-    "npm error code E503\nnpm error 503 Service Unavailable - GET https://registry.npmjs.org/left-pad",
-    "npm error code EAI_AGAIN\nnpm error request to https://registry.npmjs.org/x failed, reason: getaddrinfo EAI_AGAIN",
+    "npm error code E503\nnpm error 503 Service Unavailable - GET https://npm.registry.internal/left-pad",
+    "npm error code EAI_AGAIN\nnpm error request to https://npm.registry.internal/x failed, reason: getaddrinfo EAI_AGAIN",
 ])
 def test_an_npm_registry_or_network_failure_is_transient(stderr):
     assert npm_failure_is_transient(stderr)
@@ -43,7 +43,7 @@ def test_an_npm_registry_or_network_failure_is_transient(stderr):
 @pytest.mark.parametrize("stderr", [
     "npm error code EUSAGE\nnpm error `npm ci` can only install packages when your package.json and "
     "package-lock.json or npm-shrinkwrap.json are in sync.",
-    "npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/no-such-package",
+    "npm error code E404\nnpm error 404 Not Found - GET https://npm.registry.internal/no-such-package",
     "npm error code E401\nnpm error Unable to authenticate",
     "",
 ])
