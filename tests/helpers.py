@@ -5,6 +5,7 @@ A missing part fails the test with the command that installs it; nothing skips.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -143,14 +144,13 @@ def kill_process(process: subprocess.Popen | None) -> None:
     """SIGKILL a process a test started (and its process group when it leads one), and reap it."""
     if process is None or process.poll() is not None:
         return
-    try:
+    # It may exit between the poll and the signal: then there is nothing left to kill.
+    with contextlib.suppress(ProcessLookupError):
         if os.getpgid(process.pid) == process.pid:
             os.killpg(process.pid, signal.SIGKILL)
         else:
             process.kill()
-    except ProcessLookupError:
-        pass
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        pass
+        pytest.fail(f"pid {process.pid} is still there 10 s after SIGKILL (stuck in the kernel?)", pytrace=False)

@@ -1,4 +1,4 @@
-"""The house keeps its shape (DESIGN.md, "The house"): read every module's imports with `ast` and
+"""The house keeps its shape (docs/layout.md): read every module's imports with `ast` and
 fail on an arrow that points up, on a flow that talks to the outside world itself, and on a process
 started anywhere but tasks/execute.py.
 

@@ -24,7 +24,14 @@ from ubertruck_ops.tasks.server_placement import (
     server_binaries,
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs its servers as another user")
+from tests.helpers import require
+
+
+@pytest.fixture(autouse=True)
+def as_root():
+    """These tests are about what root does (it runs the servers as another user): as anyone else they
+    fail, saying how to run them, rather than pass unseen."""
+    require(os.geteuid() == 0, "these tests need root (the servers run as another user): run `sudo ./ops test`")
 
 
 @pytest.fixture

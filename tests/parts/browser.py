@@ -35,17 +35,18 @@ class Browser:
             "--no-first-run", "--no-default-browser-check", f"--user-data-dir={self.profile}",
             f"--window-size={self.size[0]},{self.size[1]}", "--remote-debugging-address=127.0.0.1",
             f"--remote-debugging-port={port}", "about:blank"])
-        deadline = time.monotonic() + 30
+        deadline, last = time.monotonic() + 30, "no answer yet"
         while True:
             try:
                 pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
                          if t["type"] == "page"]
                 if pages:
                     break
-            except httpx.HTTPError:
-                pass
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"      # not listening yet: look again
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"chromium did not open its DevTools port within 30 s (exit {self.process.poll()})")
+                raise RuntimeError(f"chromium did not open its DevTools port within 30 s "
+                                   f"(exit {self.process.poll()}; last: {last})")
             time.sleep(0.2)
         self.socket = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
         self.call("Page.enable")

@@ -21,7 +21,7 @@ def default_of(block_cls: type, field: str):
 
 
 class AppHost(Block):
-    """The host that runs Ubertruck's services under PM2 (DESIGN.md's application host contract)."""
+    """The host that runs Ubertruck's services under PM2 (the application host contract: docs/deploys.md)."""
 
     _block_type_name = "Ubertruck App Host"
     _block_type_slug = "ubertruck-app-host"

@@ -1,4 +1,4 @@
-"""The variables `blocks init` reads (DESIGN.md's names and ours), mapped to the blocks they describe:
+"""The variables `blocks init` reads (every one in docs/configuration.md), mapped to the blocks they describe:
 the whole map in one place, so an operator's variable is found here whatever block it fills.
 
 A missing required variable, or a refused value, is an error naming the variable, never the value.
@@ -42,7 +42,7 @@ _RDS_VARIABLES = {"instance_id": "RDS_INSTANCE_ID", "dr_region": "RDS_DR_REGION"
 
 
 def environment_from_variables(variables: Mapping[str, str]) -> Environment:
-    """Given environment variables (DESIGN.md's names), return the blocks they describe.
+    """Given environment variables (docs/configuration.md), return the blocks they describe.
 
     Raise ValueError naming the variable when a required one is missing or malformed.
     """

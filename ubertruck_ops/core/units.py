@@ -1,6 +1,6 @@
 """systemd unit files for the long-lived processes (pure; `ubertruck-ops systemd-units` prints them).
 
-Every long-lived process ships as a unit (DESIGN.md): `serve` on a single machine, or with several
+Every long-lived process ships as a unit (docs/operations.md): `serve` on a single machine, or with several
 app hosts a Prefect worker per work queue; `wal-archive` and `watch` always. Each unit restarts
 for ever (Restart=always), keeps what it writes private (UMask=0077), runs as a dedicated user,
 reads PREFECT_API_URL and the like from a root-owned 0600 environment file (no secret in the unit)

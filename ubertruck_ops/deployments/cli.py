@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--environment", default="production", help="environment the deployments act on")
     args = parser.parse_args(argv)
     # Everything this process and its children write is private unless a step shares it on purpose
-    # (DESIGN.md); runs started by `serve` inherit it.
+    # (docs/safety.md, "Private files"); runs started by `serve` inherit it.
     os.umask(0o077)
     if args.command == "demo":
         from ubertruck_ops.deployments.demo import keep_demo_apart

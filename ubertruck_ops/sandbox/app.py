@@ -1,7 +1,7 @@
 """The sample Ubertruck application: a git repository with release tags, for the sandbox.
 
 Six tiny Node services and a frontend, following the application host contract in
-DESIGN.md, with no npm dependencies. Good releases differ in version and migrations;
+docs/deploys.md, with no npm dependencies. Good releases differ in version and migrations;
 the broken ones each carry one realistic fault, so deploy's safety nets can be shown
 and tested on real PM2 and Node.
 """

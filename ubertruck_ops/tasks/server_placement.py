@@ -100,6 +100,8 @@ def placed_installation(source: str) -> Path:
         for part in parts:
             # Links followed: a link into the checkout would lead the server user back into its folder.
             shutil.copytree(base / part, copy / part, symlinks=False)
+        # Readable by all, writable by root alone: the server user must load these, and they are the
+        # wheel's public PostgreSQL build (no secret in them); _refuse_unless_roots checks the owner.
         for folder, _dirs, files in os.walk(copy):
             os.chmod(folder, 0o755)
             for name in files:
