@@ -83,9 +83,41 @@ def deployed(pg18, app, local_repo, slack, tag="v1.2.0") -> tuple[str, object]:
     return env, db
 
 
-def test_releases_that_crash_or_never_get_ready_are_rolled_back_by_themselves(pg18, app_host, local_repo, slack):
+def _lock_seen_from_outside(app) -> dict:
+    """What another process finds when it tries the host's deploy lock right now: the flock file
+    (non-blocking) and the environment-wide slot in the Prefect API."""
+    import sys
+
+    from prefect.client.orchestration import get_client
+
+    from ubertruck_ops.core.limits import DEPLOY_LOCK
+
+    probe = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\ntry:\n"
+             "    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')\n")
+    flock = subprocess.run([sys.executable, "-c", probe, str(Path(app.shared_dir) / f"{DEPLOY_LOCK}.lock")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    with get_client(sync_client=True) as client:
+        slots = client.read_global_concurrency_limit_by_name(DEPLOY_LOCK).active_slots
+    return {"flock": flock, "slots": slots}
+
+
+def test_releases_that_crash_or_never_get_ready_are_rolled_back_by_themselves(pg18, app_host, local_repo, slack,
+                                                                              monkeypatch):
+    from ubertruck_ops.operations import release_switch
+
     app = app_host
     env, _ = deployed(pg18, app, local_repo, slack)
+    # The automatic rollback must run under the deploy's own lock: another deploy or rollback
+    # starting between the failure and the put-back would switch the host twice at once.
+    seen_during_put_back: list[dict] = []
+    put_back = release_switch._put_back
+
+    def observed_put_back(*args, **kwargs):
+        seen_during_put_back.append(_lock_seen_from_outside(app))
+        return put_back(*args, **kwargs)
+
+    monkeypatch.setattr(release_switch, "_put_back", observed_put_back)
     for broken, service in [("v1.3.0", "booking-service"), ("v1.3.1", "payment-service")]:
         with LoadGenerator([app.services["user-service"]], threads=1) as load:
             state = deploy(tag=broken, environment=env, return_state=True)
@@ -96,6 +128,9 @@ def test_releases_that_crash_or_never_get_ready_are_rolled_back_by_themselves(pg
         assert any(f"deploy of {broken} ROLLED BACK" in t for t in slack.texts())
         assert load.failures == [], load.failures[:5]
         assert release.read_history(app)[-1].action == "auto-rollback"
+        assert seen_during_put_back[-1] == {"flock": "held", "slots": 1}, seen_during_put_back
+        assert _lock_seen_from_outside(app) == {"flock": "free", "slots": 0}, "the deploy kept its lock"
+    assert len(seen_during_put_back) == 2
     # the failed releases are on the host but never a rollback target; v1.2.0 was the first release
     state = rollback(environment=env, return_state=True)
     assert state.is_failed() and "no earlier release" in state.message
