@@ -109,6 +109,9 @@ def _stop_when_server_exits(process, stopping: threading.Event, died: threading.
     died.set()
     print(f"the Prefect server (pid {process.pid}) exited with status {process.returncode}: stopping serve",
           file=sys.stderr, flush=True)
+    # The Runner's own stop talks to the API, and its client retries a dead server with back-off for
+    # longer than systemd should wait: the grace period starts now, not once serve() has returned.
+    _exit_after_grace(EXIT_GRACE_SECONDS, 1)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
