@@ -155,11 +155,3 @@ def kill_process(process: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         pytest.fail(f"pid {process.pid} is still there 10 s after SIGKILL (stuck in the kernel?)", pytrace=False)
 
-
-def command_line(pid: int) -> bytes:
-    """Return a process's NUL-separated argv, or b"" when it has already exited (a process listed a
-    moment ago may be gone by the time its /proc entry is read)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return b""

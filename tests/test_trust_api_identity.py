@@ -25,7 +25,8 @@ import pytest
 from ubertruck_ops.deployments.serve import wait_for_api
 from ubertruck_ops.tasks.api_identity import process_tree
 
-from tests.helpers import command_line, require
+from tests.helpers import require
+from tests.parts import processes
 
 PROJECT = Path(__file__).resolve().parents[1]
 UBERTRUCK_OPS = PROJECT / ".venv" / "bin" / "ubertruck-ops"
@@ -252,8 +253,9 @@ def test_serve_holds_its_port_when_its_server_dies_and_stops_with_a_non_zero_sta
         while "deployments of production against" not in (tmp_path / "serve.log").read_text():
             assert time.monotonic() < deadline and serving.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(0.2)
-        servers = [pid for pid in process_tree(serving.pid) - {serving.pid}
-                   if b"api_server" in command_line(pid) or b"server\0start" in command_line(pid)]
+        tree, running = process_tree(serving.pid) - {serving.pid}, processes()
+        servers = [pid for pid in tree if pid in running
+                   and ("api_server" in running[pid][1] or "server start" in running[pid][1])]
         assert len(servers) == 1, servers
         os.kill(serving.pid, signal.SIGSTOP)        # serve cannot react yet: is the port still ours?
         os.kill(servers[0], signal.SIGKILL)

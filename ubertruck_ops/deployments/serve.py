@@ -94,7 +94,8 @@ def serve_everything(environment: str, host: str, port: int) -> int:
             if server.poll() is None:
                 flush_to_api()     # while the server still takes them: nothing left to send at exit
             stop_server(server)
-        _exit_after_grace(EXIT_GRACE_SECONDS, 1 if died.is_set() or sys.exc_info()[0] is not None else 0)
+        if not died.is_set():      # a dead server armed the grace period when it was seen
+            _exit_after_grace(EXIT_GRACE_SECONDS, 1 if sys.exc_info()[0] is not None else 0)
     return 1 if died.is_set() else 0
 
 
