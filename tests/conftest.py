@@ -37,6 +37,32 @@ else:
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ubertruck-test-prefect-"))
     os.environ.setdefault("UBERTRUCK_STATE_DIR", tempfile.mkdtemp(prefix="ubertruck-test-state-"))
 
+
+
+def _one_ca_certificate() -> str:
+    """A file holding one CA certificate of certifi's bundle, for PREFECT_API_SSL_CERT_FILE.
+
+    Every Prefect client builds an SSL context from that file, used or not; with certifi's whole
+    bundle that costs ~15 ms of CPU per client, and a run of the suite makes thousands of clients
+    (about a fifth of a worker's CPU in a profile). Every Prefect API the tests start is plain
+    http://127.0.0.1, where no certificate is ever checked, so one certificate does the same work."""
+    import re
+
+    import certifi
+
+    bundle = Path(certifi.where()).read_text()
+    first = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n", bundle, re.S)
+    folder = Path(tempfile.mkdtemp(prefix="ut-ca-"))
+    folder.chmod(0o711)             # processes of other users the tests start (postgres) read it too
+    path = folder / "one-ca.pem"
+    path.write_text(first.group(0))
+    path.chmod(0o644)
+    atexit.register(shutil.rmtree, folder, True)
+    return str(path)
+
+
+os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", _one_ca_certificate())
+
 import boto3  # noqa: E402
 import pytest  # noqa: E402
 

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 from ubertruck_ops.core.names import service_problem
 
 # The guide's application host. The fields below own these defaults; everything else (blocks init,
@@ -20,7 +21,7 @@ def default_of(block_cls: type, field: str):
     return block_cls.model_fields[field].get_default(call_default_factory=True)
 
 
-class AppHost(Block):
+class AppHost(SchemaOncePerClass, Block):
     """The host that runs Ubertruck's services under PM2 (the application host contract: docs/deploys.md)."""
 
     _block_type_name = "Ubertruck App Host"

@@ -6,9 +6,10 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from ubertruck_ops.blocks.app import AppHost, default_of
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 
 
-class ArchiveSources(Block):
+class ArchiveSources(SchemaOncePerClass, Block):
     """The application files and configuration files to archive (the guide's app_ and config_ tarballs)."""
 
     _block_type_name = "Ubertruck Archive Sources"

@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr
 
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 from ubertruck_ops.core.connection import default_sslmode, is_ip_address, is_valid_host
 from ubertruck_ops.core.restore_rules import server_identity
 
@@ -37,7 +38,7 @@ _REFUSED = {"sslpassword": "the client key's password cannot reach the PostgreSQ
                            "use an unencrypted key file readable only by this user"}
 
 
-class PostgresDatabase(Block):
+class PostgresDatabase(SchemaOncePerClass, Block):
     """Where a PostgreSQL database lives and how to log in to it."""
 
     _block_type_name = "Ubertruck Postgres Database"

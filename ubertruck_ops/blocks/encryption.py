@@ -5,8 +5,10 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 
-class BackupEncryption(Block):
+
+class BackupEncryption(SchemaOncePerClass, Block):
     """The key material for backups.
 
     With `recipients`, the backup host holds only public keys and cannot decrypt what it

@@ -7,10 +7,12 @@ import re
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
+
 _HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 
 
-class AppFleet(Block):
+class AppFleet(SchemaOncePerClass, Block):
     """The app hosts a rolling deploy goes over, in order. Each host runs its own Prefect worker on
     the work queue `app-host-<name>` and may have its own app block `<env>-app-<name>` (else the
     environment's `<env>-app`: the same folders on every host)."""

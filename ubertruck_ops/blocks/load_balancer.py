@@ -10,12 +10,13 @@ from prefect_aws import AwsCredentials
 from pydantic import Field, field_validator, model_validator
 
 from ubertruck_ops.blocks.aws import region_of
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 from ubertruck_ops.core.load_balancer import alb_targets, check_directive, check_name, check_server, host_names
 
 DEFAULT_UPSTREAMS_FILE = "/etc/nginx/conf.d/ubertruck-upstreams.conf"
 
 
-class LoadBalancer(Block):
+class LoadBalancer(SchemaOncePerClass, Block):
     """How a rolling deploy takes an app host out of the balancer and puts it back: an ALB target
     group (deregister, wait for deregistration, register, wait healthy) or nginx upstreams (mark the
     host's servers down, test, reload, wait for the old workers to drain)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
+
 # The sandbox schema's answers to the checklists' business questions. The real schema may
 # differ: the queries live in a block so they can be changed without a release.
 DEFAULT_QUERIES = {
@@ -33,7 +35,7 @@ DEFAULT_QUERIES = {
 }
 
 
-class CheckThresholds(Block):
+class CheckThresholds(SchemaOncePerClass, Block):
     """The guide's alert rules (section 7.3) and what each check looks at."""
 
     _block_type_name = "Ubertruck Check Thresholds"
@@ -154,7 +156,7 @@ class CheckThresholds(Block):
                                                 "longer (not rotated).")
 
 
-class BusinessQueries(Block):
+class BusinessQueries(SchemaOncePerClass, Block):
     """SQL answering the checklists' business questions; each returns one number."""
 
     _block_type_name = "Ubertruck Business Queries"
@@ -165,7 +167,7 @@ class BusinessQueries(Block):
                                     description="name -> SQL returning one number; %(day)s is the day reported on.")
 
 
-class RedisCache(Block):
+class RedisCache(SchemaOncePerClass, Block):
     """The Redis server the services use as cache and queue."""
 
     _block_type_name = "Ubertruck Redis"

@@ -8,10 +8,11 @@ from prefect_aws import AwsCredentials
 from pydantic import Field, field_validator
 
 from ubertruck_ops.blocks.aws import region_of
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 from ubertruck_ops.core.rds import validate_identifier
 
 
-class RdsInstance(Block):
+class RdsInstance(SchemaOncePerClass, Block):
     """An RDS DB instance: its id, where its snapshots are copied, how long they are kept, and the
     PITR window's alert levels."""
 

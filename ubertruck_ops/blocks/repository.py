@@ -6,8 +6,10 @@ from prefect.blocks.core import Block
 from prefect_aws import S3Bucket
 from pydantic import Field, model_validator
 
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 
-class BackupRepository(Block):
+
+class BackupRepository(SchemaOncePerClass, Block):
     """The backup repository and how long backups are kept in it."""
 
     _block_type_name = "Ubertruck Backup Repository"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 
-class SlackNotices(Block):
+
+class SlackNotices(SchemaOncePerClass, Block):
     """A Slack incoming webhook. Without one, notices go to the run's log."""
 
     _block_type_name = "Ubertruck Slack Notices"
