@@ -16,6 +16,7 @@ from prefect_aws import AwsCredentials, S3Bucket
 from pydantic import SecretStr
 
 import ubertruck_ops.blocks
+from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
 
 SECRET_NAME = re.compile(r"password|passphrase|secret|token|private_key|webhook|api_key|credential", re.I)
 
@@ -75,6 +76,17 @@ def test_every_secret_is_a_secret_str(block):
     plain = [name for name, info in block.model_fields.items()
              if SECRET_NAME.search(name) and SecretStr not in _types(info.annotation)]
     assert plain == [], f"{block.__name__}: {plain} hold secrets and must be SecretStr"
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda cls: cls.__name__)
+def test_every_block_builds_its_schema_once_and_the_same_as_prefect_would(block):
+    assert block.__mro__.index(SchemaOncePerClass) < block.__mro__.index(Block), \
+        f"{block.__name__}: put SchemaOncePerClass before Block in its bases"
+    uncached = Block.model_json_schema.__func__(block)
+    first = block.model_json_schema()
+    assert first == uncached
+    first["title"] = "edited by a caller"            # Prefect edits the dict it is given
+    assert block.model_json_schema() == uncached
 
 
 def _example(block: type[Block]) -> Block:
