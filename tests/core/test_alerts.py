@@ -138,3 +138,12 @@ def test_an_ended_silence_is_announced_once_and_kept_a_day():
     assert kept_silences([ended], later) == [ended]
     assert kept_silences([ended], NOW + timedelta(days=2)) == []
     assert Silence.from_dict(ended.to_dict()) == ended
+
+
+def test_blocks_init_says_which_channels_are_configured_and_how_to_configure_the_others():
+    from ubertruck_ops.core.alerts import channel_lines
+
+    lines = channel_lines(frozenset({"slack"}))
+    assert lines[0].startswith("alert channel page: not configured: set PAGERDUTY_ROUTING_KEY (critical alerts")
+    assert "set SMTP_URL, ALERT_EMAIL_FROM and ALERT_EMAIL_TO (high alerts" in lines[1]
+    assert lines[2] == "alert channel slack: configured"

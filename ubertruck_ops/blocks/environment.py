@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 
 from pydantic import ValidationError
 
+from ubertruck_ops.blocks.alerting import AlertChannels
 from ubertruck_ops.blocks.app import AppHost, default_of
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
@@ -41,9 +42,10 @@ class Environment:
     rds: RdsInstance | None = None
     fleet: AppFleet | None = None
     load_balancer: LoadBalancer | None = None
+    alerts: AlertChannels | None = None          # load_environment fills in "no channel but Slack"
 
 
-_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis", "rds", "fleet", "load_balancer"}
+_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis", "rds", "fleet", "load_balancer", "alerts"}
 
 
 def block_name(environment: str, part: str) -> str:
@@ -78,6 +80,7 @@ def load_environment(environment: str) -> Environment:
     # Tuned in the UI and optional: an environment without them is judged by the defaults.
     loaded["thresholds"] = loaded["thresholds"] or CheckThresholds()
     loaded["queries"] = loaded["queries"] or BusinessQueries()
+    loaded["alerts"] = loaded["alerts"] or AlertChannels()
     return Environment(**loaded)
 
 
@@ -122,7 +125,8 @@ def _block_class(part: str):
     return {"database": PostgresDatabase, "encryption": BackupEncryption, "repository": BackupRepository,
             "slack": SlackNotices, "archive": ArchiveSources, "drill_database": PostgresDatabase,
             "app": AppHost, "thresholds": CheckThresholds, "queries": BusinessQueries, "redis": RedisCache,
-            "rds": RdsInstance, "fleet": AppFleet, "load_balancer": LoadBalancer}[part]
+            "rds": RdsInstance, "fleet": AppFleet, "load_balancer": LoadBalancer,
+            "alerts": AlertChannels}[part]
 
 
 def load_host_app(environment: str, host: str) -> AppHost:

@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect_aws import S3Bucket
 from pydantic import SecretStr, ValidationError
 
+from ubertruck_ops.blocks.alerting import PAGERDUTY_EVENTS_URL, AlertChannels
 from ubertruck_ops.blocks.app import (
     DEFAULT_SERVICES,
     AppHost,
@@ -114,7 +115,31 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
                        archive=archive, drill_database=PostgresDatabase.from_url(drill, "DRILL_DATABASE_URL") if drill else None, app=app,
                        thresholds=CheckThresholds(), queries=BusinessQueries(), redis=redis, rds=rds,
                        fleet=_fleet(optional("APP_HOSTS"), optional("APP_HOSTS_AT_ONCE")),
-                       load_balancer=load_balancer_from_variables(variables))
+                       load_balancer=load_balancer_from_variables(variables),
+                       alerts=alert_channels_from_variables(variables))
+
+
+_ALERT_VARIABLES = {"pagerduty_routing_key": "PAGERDUTY_ROUTING_KEY", "pagerduty_events_url": "PAGERDUTY_EVENTS_URL",
+                    "smtp_url": "SMTP_URL", "email_from": "ALERT_EMAIL_FROM", "email_to": "ALERT_EMAIL_TO"}
+
+
+def alert_channels_from_variables(variables: Mapping[str, str]) -> AlertChannels:
+    """PagerDuty and email from PAGERDUTY_ROUTING_KEY, PAGERDUTY_EVENTS_URL, SMTP_URL, ALERT_EMAIL_FROM and
+    ALERT_EMAIL_TO (comma-separated); every one optional. Raise ValueError naming a refused variable, or
+    ALERT_EMAIL_FROM/ALERT_EMAIL_TO missing beside SMTP_URL."""
+    def optional(name: str) -> str | None:
+        return (variables.get(name) or "").strip() or None
+
+    recipients = [a.strip() for a in (optional("ALERT_EMAIL_TO") or "").split(",") if a.strip()]
+    if optional("SMTP_URL") and not (optional("ALERT_EMAIL_FROM") and recipients):
+        raise ValueError("environment variables ALERT_EMAIL_FROM and ALERT_EMAIL_TO are required with SMTP_URL")
+    if any("@" not in address for address in recipients):
+        raise ValueError("environment variable ALERT_EMAIL_TO must be comma-separated email addresses")
+    secret = {name: SecretStr(optional(variable)) if optional(variable) else None
+              for name, variable in _ALERT_VARIABLES.items() if name in ("pagerduty_routing_key", "smtp_url")}
+    return _build(AlertChannels, _ALERT_VARIABLES, **secret,
+                  pagerduty_events_url=optional("PAGERDUTY_EVENTS_URL") or PAGERDUTY_EVENTS_URL,
+                  email_from=optional("ALERT_EMAIL_FROM"), email_to=recipients)
 
 
 def _fleet(hosts: str | None, at_once: str | None) -> AppFleet | None:

@@ -66,6 +66,18 @@ def channels(severity: str, configured: frozenset[str] | set[str], silenced: boo
     return tuple(c for c in ROUTES[severity] if c == DIGEST or c in configured)
 
 
+_HOW_TO_CONFIGURE = {SLACK: "SLACK_WEBHOOK_URL", PAGE: "PAGERDUTY_ROUTING_KEY",
+                     EMAIL: "SMTP_URL, ALERT_EMAIL_FROM and ALERT_EMAIL_TO"}
+
+
+def channel_lines(configured: frozenset[str] | set[str]) -> list[str]:
+    """What `blocks init` prints about the alert channels: each configured, or how to configure it."""
+    return [f"alert channel {c}: configured" if c in configured else f"alert channel {c}: not configured: set "
+            f"{_HOW_TO_CONFIGURE[c]} ({', '.join(s for s in SEVERITIES if c in ROUTES[s])} alerts "
+            f"{'go to the other channels' if c != SLACK else 'reach only the log'})"
+            for c in (PAGE, EMAIL, SLACK)]
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "-"
 

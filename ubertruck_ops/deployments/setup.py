@@ -11,6 +11,7 @@ from prefect.exceptions import ObjectNotFound
 
 from ubertruck_ops.blocks.environment import load_environment, save_environment
 from ubertruck_ops.blocks.variables import environment_from_variables
+from ubertruck_ops.core.alerts import channel_lines
 from ubertruck_ops.core.limits import ALL_LOCKS
 from ubertruck_ops.core.tiers import Tier
 
@@ -45,8 +46,9 @@ def blocks_init(name: str, env_file: str | None = None, variables: Mapping[str, 
     env = environment_from_variables(values)
     saved = save_environment(env, name)
     queues = ensure_host_queues(env.fleet.hosts) if env.fleet else []
+    configured = env.alerts.configured() | ({"slack"} if env.slack.webhook_url else set())
     return saved + [f"global-concurrency-limit/{n}" for n in ensure_concurrency_limits()] + \
-        [f"work-queue/{q}" for q in queues]
+        [f"work-queue/{q}" for q in queues] + channel_lines(configured)
 
 
 def ensure_host_queues(hosts: list[str]) -> list[str]:
