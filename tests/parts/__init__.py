@@ -11,6 +11,7 @@ from tests.parts.browser import Browser
 from tests.parts.data import list_databases, table_checksums
 from tests.parts.load import LoadGenerator
 from tests.parts.nginx import NginxBalancer, _accepts, _PortTaken
+from tests.parts.pagerduty import PagerDutyReceiver
 from tests.parts.pings import PingReceiver, _PingHandler
 from tests.parts.prefect_api import flow_run_artifacts, flow_run_logs, flow_run_parameters
 from tests.parts.processes import CommandLineWatcher, processes
@@ -18,11 +19,12 @@ from tests.parts.redis_server import RedisServer
 from tests.parts.s3_proxy import FaultyProxy, _ProxyHandler
 from tests.parts.silent import SilentServer
 from tests.parts.slack import SlackReceiver, _SlackHandler
+from tests.parts.smtp import SmtpReceiver
 from tests.parts.tls import TlsServed, serve_tls_certificate
 
 __all__ = [
-    "Browser", "CommandLineWatcher", "FaultyProxy", "LoadGenerator", "NginxBalancer", "PingReceiver", "RedisServer",
-    "SilentServer", "SlackReceiver", "TlsServed", "_PingHandler", "_PortTaken", "_ProxyHandler", "_Server",
+    "Browser", "CommandLineWatcher", "FaultyProxy", "LoadGenerator", "NginxBalancer", "PagerDutyReceiver", "PingReceiver", "RedisServer",
+    "SilentServer", "SlackReceiver", "SmtpReceiver", "TlsServed", "_PingHandler", "_PortTaken", "_ProxyHandler", "_Server",
     "_SlackHandler", "_accepts", "flow_run_artifacts", "flow_run_logs", "flow_run_parameters", "list_databases",
     "processes", "serve_tls_certificate", "table_checksums",
 ]
