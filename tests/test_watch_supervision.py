@@ -78,7 +78,7 @@ def test_watch_pings_start_then_success_once_a_period_then_fail_while_slack_refu
     # a success at most once per 3 s period over 8 one-second rounds, and more than once
     assert 2 <= healthy.count("success") <= int(healthy_seconds / 3) + 1 < healthy_rounds, (healthy, healthy_seconds)
     failure = next(body for path, body in pings.pings if path.endswith("/fail"))
-    assert "Slack did not take 1 notice(s): disk " in failure and "no-such-disk down" in failure, failure
+    assert "1 notice(s) not delivered: disk " in failure and "no-such-disk down (slack)" in failure, failure
     assert "T000" not in failure and slack.webhook() not in " ".join(body for _, body in pings.pings)
     after = kinds(pings)[kinds(pings).index("fail"):]
     assert after[-1] == "success" and "start" not in after, after

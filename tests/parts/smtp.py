@@ -23,6 +23,7 @@ class SmtpReceiver:
         self.envelopes: list[tuple[str, list[str]]] = []
         self.logins: list[str] = []
         self.controller = None
+        self.ca_file: str | None = None
 
     def start(self) -> SmtpReceiver:
         try:
@@ -61,7 +62,8 @@ class SmtpReceiver:
     def _tls_context(self) -> ssl.SSLContext:
         key, cert = self.folder / "smtp.key", self.folder / "smtp.crt"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                        str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
+                        str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+        self.ca_file = str(cert)          # self-signed: the client trusts it through SMTP_CA_FILE
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(cert), str(key))
         return context

@@ -33,6 +33,10 @@ class AlertChannels(SchemaOncePerClass, Block):
         default=None, title="SMTP URL",
         description="SMTP_URL: smtp://user:password@host:587 (STARTTLS when the server offers it) or "
                     "smtps://user:password@host:465; empty: no email.")
+    smtp_ca_file: str | None = Field(
+        default=None, title="SMTP CA file",
+        description="SMTP_CA_FILE: a PEM file of the CA that signed the SMTP server's certificate (a company relay "
+                    "with its own CA); empty: the system's CAs. The certificate is always verified.")
     email_from: str | None = Field(default=None, title="Alert email sender",
                                    description="ALERT_EMAIL_FROM: the From address of alert emails.")
     email_to: list[str] = Field(default_factory=list, title="Alert email recipients",

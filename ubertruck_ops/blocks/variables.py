@@ -120,7 +120,7 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
 
 
 _ALERT_VARIABLES = {"pagerduty_routing_key": "PAGERDUTY_ROUTING_KEY", "pagerduty_events_url": "PAGERDUTY_EVENTS_URL",
-                    "smtp_url": "SMTP_URL", "email_from": "ALERT_EMAIL_FROM", "email_to": "ALERT_EMAIL_TO"}
+                    "smtp_url": "SMTP_URL", "smtp_ca_file": "SMTP_CA_FILE", "email_from": "ALERT_EMAIL_FROM", "email_to": "ALERT_EMAIL_TO"}
 
 
 def alert_channels_from_variables(variables: Mapping[str, str]) -> AlertChannels:
@@ -139,7 +139,7 @@ def alert_channels_from_variables(variables: Mapping[str, str]) -> AlertChannels
               for name, variable in _ALERT_VARIABLES.items() if name in ("pagerduty_routing_key", "smtp_url")}
     return _build(AlertChannels, _ALERT_VARIABLES, **secret,
                   pagerduty_events_url=optional("PAGERDUTY_EVENTS_URL") or PAGERDUTY_EVENTS_URL,
-                  email_from=optional("ALERT_EMAIL_FROM"), email_to=recipients)
+                  smtp_ca_file=optional("SMTP_CA_FILE"), email_from=optional("ALERT_EMAIL_FROM"), email_to=recipients)
 
 
 def _fleet(hosts: str | None, at_once: str | None) -> AppFleet | None:

@@ -94,6 +94,15 @@ def flow_dedup_key(environment: str, flow: str) -> str:
     return dedup_key(environment, "flow", flow)
 
 
+def watch_rule(target: str, severity: str) -> str:
+    """The rule a watch target broke, in the guide's words."""
+    if target.startswith("health "):
+        return "service down"
+    if target == "database reachable":
+        return "database unreachable"
+    return "over its critical limit" if severity == CRITICAL else f"over its {severity} limit"
+
+
 @dataclass(frozen=True)
 class Alert:
     """One alert, whatever its source: what a page, an email and a Slack notice say."""

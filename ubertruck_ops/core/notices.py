@@ -191,3 +191,21 @@ def wal_not_receiving(environment: str, slot: str, seconds: float, reason: str) 
 def wal_receiving_again(environment: str, slot: str, seconds: float) -> dict:
     return _payload(f":white_check_mark: [{environment}] wal-archive receives WAL again (slot {slot})",
                     [f"it was not receiving for {human_seconds(seconds)}"])
+
+
+# Silences (core/alerts.py): announced when made and when they end, so nobody forgets one.
+
+def silence_started(silence) -> dict:
+    what = silence.target or "every alert"
+    return _payload(f":mute: [{silence.environment}] alerts silenced for {what} until {silence.ends:%Y-%m-%d %H:%M %Z}",
+                    [f"reason: {silence.reason[:500]}", f"silence id: `{silence.id}`"
+                     + (f" (by {silence.created_by})" if silence.created_by else ""),
+                     "alerts are still recorded (run logs, the Event Feed) but page, email and post nothing; "
+                     f"`ubertruck-ops unsilence {silence.id}` ends it early"])
+
+
+def silence_ended(silence, early: bool = False) -> dict:
+    what = silence.target or "every alert"
+    how = "ended early" if early else "expired"
+    return _payload(f":loud_sound: [{silence.environment}] silence of {what} {how}: alerts reach people again",
+                    [f"reason it was made: {silence.reason[:500]}", f"silence id: `{silence.id}`"])

@@ -85,6 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     render = commands.add_parser("deployments-yaml", help="print prefect.yaml for workers, rendered from the "
                                                          "schedules serve uses")
     render.add_argument("--environment", default="production", help="environment the deployments act on")
+    silence = commands.add_parser("silence", help="quiet the alerts of an environment (or one target) for a while: "
+                                                  "still recorded, nobody paged, emailed or posted; always expires")
+    silence.add_argument("--environment", default="production", help="environment to silence")
+    silence.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                         help="how long: 30m, 2h, 1h30m, 1d (at most 7 days)")
+    silence.add_argument("--reason", required=True, help="why, as the Slack announcement and `silences` show it")
+    silence.add_argument("--target", help="only alerts about this target (a service such as booking-service, a "
+                                          "check, a flow); default: every alert of the environment")
+    listing = commands.add_parser("silences", help="list the silences of an environment (active, and ended today)")
+    listing.add_argument("--environment", default="production", help="environment whose silences to list")
+    unsilence = commands.add_parser("unsilence", help="end a silence now (announced in Slack)")
+    unsilence.add_argument("id", help="the silence's id, as `silence` and `silences` print it")
+    unsilence.add_argument("--environment", default="production", help="environment of the silence")
     args = parser.parse_args(argv)
     # Everything this process and its children write is private unless a step shares it on purpose
     # (docs/safety.md, "Private files"); runs started by `serve` inherit it.
@@ -98,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return wal_push(args.path, args.environment)     # no Prefect in this process: see wal_push
 
     try:
-        if args.command in ("demo", "blocks", "run", "wal-archive", "watch", "systemd-units"):
+        if args.command in ("demo", "blocks", "run", "wal-archive", "watch", "systemd-units", "silence", "silences",
+                            "unsilence"):
             from ubertruck_ops.deployments.api import private_api
 
             if args.command == "run":
@@ -135,7 +149,13 @@ def _with_api(args) -> int:
 
         return run_demo(args.dir, args.size_mb)
     if args.command == "blocks":
-        from ubertruck_ops.deployments.setup import blocks_init, ensure_alerts, record_tier, wal_safety
+        from ubertruck_ops.deployments.setup import (
+            alert_channel_lines,
+            blocks_init,
+            ensure_alerts,
+            record_tier,
+            wal_safety,
+        )
 
         for item in blocks_init(args.name, args.env_file):
             print(f"saved {item}")
@@ -144,7 +164,11 @@ def _with_api(args) -> int:
             print(line, flush=True)
         for line in ensure_alerts(args.name):
             print(line)
+        for line in alert_channel_lines(args.name):
+            print(line)
         return 0
+    if args.command in ("silence", "silences", "unsilence"):
+        return silence_command(args)
     if args.command == "run":
         return run_flow(args.flow, parse_params(args.param))
     if args.command == "watch":
@@ -154,6 +178,25 @@ def _with_api(args) -> int:
 
         return print_units(args.environment, args.user, args.directory)
     return wal_archive(args.environment)
+
+
+def silence_command(args) -> int:
+    """silence | silences | unsilence: print what was done, one line per silence."""
+    from ubertruck_ops.operations import silences
+
+    if args.command == "silence":
+        made = silences.make(args.environment, args.duration, args.reason, args.target)
+        print(f"silenced {made.target or 'every alert'} of {made.environment} until {made.ends:%Y-%m-%d %H:%M:%S %Z} "
+              f"(id {made.id}; `ubertruck-ops unsilence {made.id}` ends it)")
+        return 0
+    if args.command == "unsilence":
+        ended = silences.end(args.environment, args.id)
+        print(f"silence {ended.id} of {ended.environment} ended; alerts reach people again")
+        return 0
+    listed = silences.listing(args.environment)
+    for line in listed or [f"no silences in {args.environment}"]:
+        print(line)
+    return 0
 
 
 def _seconds(text: str) -> float:

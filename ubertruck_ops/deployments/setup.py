@@ -46,9 +46,22 @@ def blocks_init(name: str, env_file: str | None = None, variables: Mapping[str, 
     env = environment_from_variables(values)
     saved = save_environment(env, name)
     queues = ensure_host_queues(env.fleet.hosts) if env.fleet else []
-    configured = env.alerts.configured() | ({"slack"} if env.slack.webhook_url else set())
     return saved + [f"global-concurrency-limit/{n}" for n in ensure_concurrency_limits()] + \
-        [f"work-queue/{q}" for q in queues] + channel_lines(configured)
+        [f"work-queue/{q}" for q in queues]
+
+
+def alert_channel_lines(name: str) -> list[str]:
+    """Which alert channels environment `name` reaches (page, email, Slack) and how to set the others."""
+    from ubertruck_ops.blocks.alerting import AlertChannels
+    from ubertruck_ops.blocks.environment import block_name
+    from ubertruck_ops.blocks.slack import SlackNotices
+
+    slack = SlackNotices.load(block_name(name, "slack"))
+    try:
+        channels = AlertChannels.load(block_name(name, "alerts"))
+    except ValueError:
+        channels = AlertChannels()
+    return channel_lines(channels.configured() | ({"slack"} if slack.webhook_url else set()))
 
 
 def ensure_host_queues(hosts: list[str]) -> list[str]:

@@ -108,5 +108,5 @@ def _tell_failed_switch(op: Operation, tag: str, exc: Exception) -> None:
                  "act by hand")
         op.failure_notice(exc.error, [alarm], at=exc.failed_at)
     else:
-        op.notify(notices.deploy_rolled_back(op.environment, tag, exc.put_back.release, exc.failed_at,
-                                             one_line(exc.error)))
+        op.failure_alert(notices.deploy_rolled_back(op.environment, tag, exc.put_back.release, exc.failed_at,
+                                                    one_line(exc.error)), exc.error)

@@ -126,6 +126,6 @@ class BackupAttempt:
             self.op.failure_notice(exc, lines + [w for w in [self.retention.get("held")] if w])
             return
         step = self.op.step.current
-        self.op.notify(notices.backup_kept_after_failure(self.op.what, self.op.environment, self.final.backup_id,
-                                                         step, one_line(exc)))
+        self.op.failure_alert(notices.backup_kept_after_failure(self.op.what, self.op.environment,
+                                                                self.final.backup_id, step, one_line(exc)), exc)
         raise catalog.FailedAfterBackup(self.final.backup_id, step, exc) from exc

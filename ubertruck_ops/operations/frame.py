@@ -30,10 +30,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from ubertruck_ops.blocks.environment import Environment, load_environment
 from ubertruck_ops.blocks.slack import SlackNotices
-from ubertruck_ops.core import notices
+from ubertruck_ops.core import alerts, notices
 from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.log import logger
+from ubertruck_ops.operations.alerts import Alerter
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.notify import ping as notify_ping
 from ubertruck_ops.tasks.repository import Repository, open_repository
@@ -62,6 +63,7 @@ class Operation:
         self._started = time.monotonic()
         self._repo: Repository | None = None
         self._slack, self._reported_as = env.slack, environment
+        self.flow = _current_flow_name()
         self._default = FailureReport() if notify_failures else None
         # The report of the innermost failure_says block the failing error passed through.
         self._failing: tuple[BaseException, FailureReport] | None = None
@@ -102,14 +104,33 @@ class Operation:
         """`exc` has had its notice (a roll posts what it put back on each host): no block posts another."""
         self._failing = (exc, FailureReport(handler=_report_nothing))
 
-    def notify(self, payload: dict) -> None:
-        """Post `payload` to the operation's Slack (a failed post is logged, never raised)."""
-        notify(self._slack, payload)
+    def notify(self, payload: dict) -> bool:
+        """Post `payload` to the operation's Slack; return whether Slack took it (a failed post is
+        logged, never raised)."""
+        return notify(self._slack, payload)
+
+    @property
+    def alerter(self) -> Alerter:
+        """The alert channels this run reports to (its environment's, or a restore's target's Slack)."""
+        return Alerter(self._reported_as, self._slack, self.env.alerts)
+
+    def failure_alert(self, payload: dict, error: BaseException | str) -> None:
+        """Report this run's failure where its flow's failure severity goes (core/alerts.py: a failed
+        nightly backup pages), with `payload` as its Slack notice. Never raises."""
+        target = self.flow or self.what
+        alert = alerts.Alert(self._reported_as, "flow", target, "run failed",
+                             alerts.flow_failure_severity(target), one_line(error)[:200], _now(), _run_link(),
+                             f"{self.what} failed at step '{self.step.current}': {one_line(error)}",
+                             key=alerts.flow_dedup_key(self._reported_as, target))
+        try:
+            self.alerter.send(alert, payload, post=self.notify)
+        except Exception as exc:  # noqa: BLE001 - a report must never change the run's outcome
+            self.log.warning("the failure alert was not sent: %s", one_line(exc))
 
     def failure_notice(self, exc: BaseException, lines: list[str] | None = None, at: str | None = None) -> None:
-        """Post the operation's failure notice: the step it failed at (or `at`), the error, `lines`."""
-        self.notify(notices.operation_failed(self.what, self._reported_as, at or self.step.current, one_line(exc),
-                                             lines or []))
+        """Report the operation's failure (failure_alert): the step it failed at (or `at`), the error, `lines`."""
+        self.failure_alert(notices.operation_failed(self.what, self._reported_as, at or self.step.current,
+                                                    one_line(exc), lines or []), exc)
 
     def publish(self, key: str, description: str, markdown: str, notice: dict | None = None) -> None:
         """Create the run's summary artifact `key`, then post `notice` when given."""
@@ -125,6 +146,30 @@ class Operation:
             report.handler(exc)
         else:
             self.failure_notice(exc, report.lines)
+
+
+def _current_flow_name() -> str | None:
+    from prefect.runtime import flow_run
+
+    try:
+        return flow_run.flow_name or None
+    except Exception:  # noqa: BLE001 - outside a flow run: named by `what`
+        return None
+
+
+def _run_link() -> str:
+    from prefect.runtime import flow_run
+
+    try:
+        return flow_run.ui_url or ""
+    except Exception:  # noqa: BLE001 - no UI address known
+        return ""
+
+
+def _now():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
 
 
 def _report_nothing(exc: Exception) -> None:
@@ -164,3 +209,8 @@ def operation(what: str, environment: str, notify_failures: bool = False, ping: 
         raise
     if ping:
         notify_ping(op.env.slack, "success", what)
+    if op.flow:
+        try:
+            op.alerter.resolve_flow(op.flow)      # a page a failed run opened closes when a run completes
+        except Exception as exc:  # noqa: BLE001 - never fails a run that completed
+            op.log.warning("the page of %s was not resolved: %s", op.flow, one_line(exc))

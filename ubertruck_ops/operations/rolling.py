@@ -215,8 +215,8 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
             releases.update(_put_back(op, fleet, switched, run_id))
             balancer = _register(op, lb, deregistered) if lb is not None else None
             untouched = [h for h in hosts if h not in releases and h not in deregistered]
-            op.notify(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), releases, untouched,
-                                             balancer))
+            op.failure_alert(notices.rolling_failed(op.what, op.environment, failed_at, one_line(exc), releases,
+                                                    untouched, balancer), exc)
             op.already_reported(exc)
             raise
     return {"hosts": switched, "batches": len(batches(hosts, fleet.hosts_at_once))}

@@ -25,11 +25,12 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from datetime import UTC, datetime
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 
 from ubertruck_ops.blocks.environment import Environment
 from ubertruck_ops.blocks.monitoring import CheckThresholds
-from ubertruck_ops.core import checks, notices
+from ubertruck_ops.core import alerts, checks, notices
 from ubertruck_ops.core.checks import CheckResult
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.core.wal_safety import LAG_CHECK_SECONDS, WAL_SLOT, lag_check_due
@@ -43,10 +44,11 @@ from ubertruck_ops.core.watch import (
     traffic_verdict,
 )
 from ubertruck_ops.log import logger
+from ubertruck_ops.operations.alerts import Alerter
 from ubertruck_ops.tasks.access_log import AccessLog
 from ubertruck_ops.tasks.checks import cache, database, host, replication, run_checks, services
 from ubertruck_ops.tasks.events import emit_watch_event
-from ubertruck_ops.tasks.notify import notify, ping_check
+from ubertruck_ops.tasks.notify import ping_check
 from ubertruck_ops.tasks.repository import open_repository
 
 PROBE_SECONDS = 5          # the guide's 7.1 timeout
@@ -66,7 +68,9 @@ class Watch:
         self.rounds = 0
         self.said: list[Transition] = []
         self.heartbeat = Heartbeat(ping_period)
-        self.undelivered: list[str] = []      # this round's notices Slack did not take
+        self.undelivered: list[str] = []      # this round's notices a channel did not take
+        self.alerter = Alerter(environment, env.slack, env.alerts)
+        self.open_alerts: dict[str, tuple[alerts.Alert, bool]] = {}     # target -> its alert, whether it paged
         self._stopping = threading.Event()
         self._repo = None
         self._lag = _Background("wal archive lag", self._measure_lag, lag_period) if env.rds is None else None
@@ -142,13 +146,33 @@ class Watch:
         return said
 
     def _tell(self, t: Transition) -> None:
+        """Send one transition where its severity goes (core/alerts.py's table, silences honoured) and
+        record it as a Prefect event with who heard it. A down opens an incident (its own dedup key:
+        a later kill is a new page), a reminder goes to Slack only, a recovery resolves the page."""
         (logger().error if t.kind != "recovered" else logger().info)(
             "%s: %s %s (%s)", t.target, t.kind, t.severity, t.detail)
-        sent = notify.fn(self.env.slack, notices.watch_transition(self.environment, t.kind, t.target, t.severity,
-                                                               t.detail, t.seconds))
-        if not sent and self.env.slack.webhook_url is not None:
-            self.undelivered.append(f"{t.target} {t.kind}")
-        emit_watch_event(self.environment, t.kind, t.target, t.severity, t.detail, t.seconds)
+        payload = notices.watch_transition(self.environment, t.kind, t.target, t.severity, t.detail, t.seconds)
+        now = datetime.now(UTC)
+        opened = self.open_alerts.get(t.target)
+        if t.kind == "down" or opened is None:
+            since = now - timedelta(seconds=t.seconds)
+            alert = alerts.Alert(self.environment, "watch", t.target, alerts.watch_rule(t.target, t.severity),
+                                 t.severity, t.detail[:200], since, _ui_link(), t.detail,
+                                 key=alerts.dedup_key(self.environment, "watch", t.target, since))
+            opened = (alert, False)
+        alert, paged = opened
+        if t.kind == "recovered":
+            delivery = self.alerter.resolve(alert, payload, t.seconds, paged, now)
+            self.open_alerts.pop(t.target, None)
+        elif t.kind == "reminder":
+            delivery = self.alerter.send(replace(alert, severity=alerts.MEDIUM), payload, now)   # Slack only
+        else:
+            delivery = self.alerter.send(alert, payload, now)
+            self.open_alerts[t.target] = (alert, delivery.paged)
+        self.undelivered += [f"{t.target} {t.kind} ({channel})" for channel in delivery.failed]
+        emit_watch_event(self.environment, t.kind, t.target, t.severity, t.detail, t.seconds,
+                         {**asdict(delivery), "paged": delivery.paged or (t.kind != "down" and paged),
+                          "dedup_key": alert.dedup})
 
     def ping(self, kind: str, message: str) -> str | None:
         """Tell the watcher's own dead man's switch (never raises; no URL: nothing)."""
@@ -163,7 +187,7 @@ class Watch:
             try:
                 self.round()
                 if self.undelivered:
-                    failure = f"Slack did not take {len(self.undelivered)} notice(s): {', '.join(self.undelivered)}"
+                    failure = f"{len(self.undelivered)} notice(s) not delivered: {', '.join(self.undelivered)}"
             except Exception as exc:  # noqa: BLE001 - one bad round is logged; the watch goes on
                 logger().exception("a watch round failed: %s", exc)
                 # The type only: a message may carry a URL or a value we must not send to a third party.
@@ -178,6 +202,14 @@ class Watch:
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+def _ui_link() -> str:
+    """The Prefect UI's Event Feed (where every watch transition is), when a UI address is known."""
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    return f"{base.rstrip('/')}/events" if base else ""
 
 
 class _Background:

@@ -13,14 +13,16 @@ def resource_id(environment: str, target: str) -> str:
     return f"ubertruck.watch.{environment}.{re.sub(r'[^a-z0-9]+', '-', target.lower()).strip('-')}"
 
 
-def emit_watch_event(environment: str, kind: str, target: str, severity: str, detail: str, seconds: float) -> bool:
-    """Emit `ubertruck.watch.<kind>` (down | reminder | recovered) for `target`; return whether it
-    was sent (no API configured: not sent, said once in the log)."""
+def emit_watch_event(environment: str, kind: str, target: str, severity: str, detail: str, seconds: float,
+                     delivered: dict | None = None) -> bool:
+    """Emit `ubertruck.watch.<kind>` (down | reminder | recovered) for `target`, with who heard it
+    (`delivered`: sent, failed, paged, silenced_by); return whether it was sent (no API configured:
+    not sent, said once in the log)."""
     event = emit_event(f"ubertruck.watch.{kind}",
                        resource={"prefect.resource.id": resource_id(environment, target),
                                  "prefect.resource.name": target, "ubertruck.environment": environment,
                                  "ubertruck.severity": severity},
-                       payload={"detail": detail[:2000], "seconds": round(seconds, 1)})
+                       payload={"detail": detail[:2000], "seconds": round(seconds, 1), **(delivered or {})})
     if event is None:
         logger().warning("no Prefect API to send the %s event of %s to", kind, target)
     return event is not None
