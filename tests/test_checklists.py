@@ -316,61 +316,135 @@ def test_a_missing_or_damaged_backup_is_critical(live, tmp_path):
     assert backup["status"] == "critical" and "database.dump.zst.gpg" in backup["detail"]
 
 
-def test_watch_says_once_that_a_killed_service_is_down_then_that_it_recovered_and_emits_both_as_events(live):
+def test_watch_pages_a_killed_service_once_resolves_it_emails_a_high_finding_and_a_silence_quiets_every_channel(
+        live, tmp_path):
+    """One incident is one page and one Slack notice (no email); its recovery resolves that page; a
+    second kill is a new incident; a silence on the service pages, emails and posts nothing while it
+    lasts (the event is still in the feed), announces its end, and afterwards a kill pages again; a
+    high finding emails and posts and never pages. No secret reaches a page, a post or an email."""
     import threading
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
     from prefect.events.worker import EventsWorker
 
+    from ubertruck_ops.blocks.alerting import AlertChannels
     from ubertruck_ops.blocks.environment import load_environment
+    from ubertruck_ops.operations import silences
     from ubertruck_ops.operations.watch import Watch
     from ubertruck_ops.tasks.events import resource_id
 
+    from tests.parts import PagerDutyReceiver, SmtpReceiver
+
     env, app, slack = live["env"], live["app"], live["slack"]
+    pagerduty = PagerDutyReceiver().start()
+    smtp = SmtpReceiver(tmp_path, starttls=True, login=("alerts", "smtp-sentinel-pw")).start()
+    routing_key = "R0UTING-sentinel-key"
+    AlertChannels(pagerduty_routing_key=SecretStr(routing_key), pagerduty_events_url=pagerduty.events_url,
+                  smtp_url=SecretStr(smtp.url()), smtp_ca_file=smtp.ca_file, email_from="ops@ubertruck.in",
+                  email_to=["oncall@ubertruck.in"]).save(f"{env}-alerts", overwrite=True)
     limits = CheckThresholds.load(f"{env}-thresholds").model_copy(
         update={"watch_interval_seconds": 1, "watch_rounds_to_alert": 3, "disk_paths": ["/"],
-                # the killed service is the only incident wanted: a busy test machine's CPU is not one
+                # the killed service is the incident wanted: a busy test machine's CPU is not one
                 "cpu_high_pct": 100, "cpu_medium_pct": 100, "memory_high_pct": 100})
     watcher = Watch(env, load_environment(env), limits)
     since = time.time()
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
-    try:
-        while watcher.rounds < 1:
-            time.sleep(0.1)
-        assert watcher.said == [], watcher.said            # a healthy system: nothing to say
+    posts_before = len(slack.posts)
+
+    def kill_and_restore(wait_for_down, wait_for_back) -> None:
         booking = next(a for a in pm2.list_apps(app) if a.service == "booking-service")
-        killed = time.monotonic()
         pm2.delete_apps(app, [booking.pm_id])
         try:
-            notice = _wait_for_text(slack, "health booking-service is DOWN", 60)
-            to_notice = time.monotonic() - killed
-            print(f"\nwatch (1 s rounds, down after 3): service killed -> Slack notice in {to_notice:.1f} s")
-            assert "CRITICAL" in notice
+            wait_for_down()
         finally:
             pm2.hand_over.fn(app, "booking-service", "v1.2.0", Path(app.app_root) / "ecosystem.config.js")
-        _wait_for_text(slack, "health booking-service recovered after", 60)
+        wait_for_back()
+
+    def said(kind: str, count: int):
+        return lambda: _wait_until(lambda: sum(1 for t in watcher.said if t.kind == kind
+                                               and t.target == "health booking-service") >= count, 60,
+                                   f"watch never said {kind} #{count}: {watcher.said}")
+
+    try:
+        _wait_until(lambda: watcher.rounds >= 1, 30, "no first round")
+        assert watcher.said == [], watcher.said            # a healthy system: nothing to say
+        kill_and_restore(lambda: _wait_for_text(slack, "health booking-service is DOWN", 60),
+                         lambda: _wait_for_text(slack, "health booking-service recovered after", 60))
+        _wait_until(lambda: len(pagerduty.events) >= 2, 15, f"no resolve: {pagerduty.actions()}")
+        (trigger, first), (resolve, again) = pagerduty.actions()
+        assert (trigger, resolve, first) == ("trigger", "resolve", again), pagerduty.actions()
+        page = pagerduty.events[0]["payload"]
+        assert page["severity"] == "critical" and page["custom_details"]["environment"] == env
+        assert page["custom_details"]["target"] == "health booking-service"
+        assert page["custom_details"]["rule"] == "service down" and page["custom_details"]["since"]
+        assert pagerduty.refused == [] and smtp.messages == [], (pagerduty.refused, smtp.messages)
+        downs = [t for t in slack.texts()[posts_before:] if "booking-service is DOWN" in t]
+        assert len(downs) == 1, downs
+
+        # Planned work: silenced since 30 s ago for one minute, so it ends 30 s from now.
+        made = silences.make(env, "1m", "booking-service upgrade", "booking-service",
+                             now=datetime.now(UTC) - timedelta(seconds=30))
+        _wait_for_text(slack, "alerts silenced for booking-service", 5)
+        quiet_from, pages_before = len(slack.posts), len(pagerduty.events)
+        kill_and_restore(said("down", 2), said("recovered", 2))
+        assert len(pagerduty.events) == pages_before and smtp.messages == [], pagerduty.actions()
+        assert not [t for t in slack.texts()[quiet_from:] if "booking-service" in t and "silence" not in t], \
+            slack.texts()[quiet_from:]
+        _wait_until(lambda: datetime.now(UTC) > made.ends, 45, "the silence did not end")
+        kill_and_restore(said("down", 3), said("recovered", 3))
+        downs = [t for t in slack.texts()[posts_before:] if "booking-service is DOWN" in t]
+        assert len(downs) == 2, downs
+        _wait_until(lambda: len(pagerduty.events) >= pages_before + 2, 15, f"{pagerduty.actions()}")
+        third = [key for action, key in pagerduty.actions() if action == "trigger"]
+        assert len(third) == 2 and third[1] != first, pagerduty.actions()       # a new incident, a new page
+        assert any("silence of booking-service expired" in t for t in slack.texts()), slack.texts()[-6:]
+
+        # A high finding (memory over 1 %): email and Slack, no page.
+        pages_before = len(pagerduty.events)
+        watcher.limits.memory_high_pct = 1
+        _wait_until(lambda: smtp.messages, 30, "no email for a high finding")
+        watcher.limits.memory_high_pct = 100
+        assert smtp.messages[0]["Subject"].startswith(f"[{env}] HIGH: memory"), smtp.messages[0]["Subject"]
+        assert smtp.envelopes[0] == ("ops@ubertruck.in", ["oncall@ubertruck.in"]) and smtp.logins == ["alerts"]
+        _wait_for_text(slack, "HIGH: memory is over its limit", 10)
+        assert len(pagerduty.events) == pages_before, pagerduty.actions()
     finally:
         watcher.stop()
         thread.join(timeout=30)
-    kinds = [(t.kind, t.target) for t in watcher.said]
-    assert kinds == [("down", "health booking-service"), ("recovered", "health booking-service")], kinds
+        pagerduty.stop()
+        smtp.stop()
+        AlertChannels().save(f"{env}-alerts", overwrite=True)
+    everything = " ".join(slack.texts()) + " ".join(str(m) for m in smtp.messages) + \
+        " ".join(json.dumps(e["payload"]) for e in pagerduty.events if "payload" in e)
+    assert routing_key not in everything and "smtp-sentinel-pw" not in everything
     EventsWorker.drain_all()
     deadline = time.monotonic() + 30
+    target = resource_id(env, "health booking-service")
     while True:
         # built each time: the filter's `until` is the moment it is made
         wanted = EventFilter(event=EventNameFilter(prefix=["ubertruck.watch."]),
                              occurred=EventOccurredFilter(since=datetime.fromtimestamp(since - 5, UTC)))
         with get_client(sync_client=True) as client:
-            events = client.read_events(filter=wanted, limit=20).events
-        seen = [(e.event, e.resource.id) for e in events]
-        if len(seen) >= 2 or time.monotonic() > deadline:
+            events = [e for e in client.read_events(filter=wanted, limit=50).events if e.resource.id == target]
+        if len(events) >= 6 or time.monotonic() > deadline:
             break
         time.sleep(1)
-    target = resource_id(env, "health booking-service")
-    assert sorted(seen) == [("ubertruck.watch.down", target), ("ubertruck.watch.recovered", target)], seen
+    downs = sorted((e for e in events if e.event == "ubertruck.watch.down"), key=lambda e: e.occurred)
+    assert [(e.payload["paged"], e.payload["silenced_by"]) for e in downs] == [
+        (True, None), (False, made.id), (True, None)], [e.payload for e in downs]
+
+
+def _wait_until(condition, seconds: float, message: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(message)
 
 
 def _wait_for_text(slack, text: str, seconds: float) -> str:
