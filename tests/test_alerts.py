@@ -150,3 +150,48 @@ def test_a_backup_that_completes_after_a_table_lost_rows_warns_in_the_run_in_sla
     assert "completed" in slack.posts[-1]["text"] and "admin.audit_log lost 20%" in notice, notice
     check = last_backup(open_repository(BackupRepository(url=str(local_repo))), CheckThresholds())
     assert check.status == "warn" and "admin.audit_log lost 20%" in check.detail, check
+
+
+def test_a_failed_nightly_backup_pages_once_with_its_flows_key_and_the_next_completed_one_resolves_it(
+        source_db, local_repo, caplog):
+    """Critical: the flow's own failure report pages (the same key the server's automations use) and
+    posts once, no email; a completed run resolves the page. With PagerDuty answering 503 the runs
+    end as they would anyway, Slack still hears, and the log says the page was not sent."""
+    import logging
+
+    from ubertruck_ops.blocks.alerting import AlertChannels
+    from ubertruck_ops.core.alerts import flow_dedup_key
+    from ubertruck_ops.flows.nightly_backup import nightly_backup
+
+    from tests.parts import PagerDutyReceiver, SlackReceiver
+
+    slack, pagerduty = SlackReceiver().start(), PagerDutyReceiver().start()
+    try:
+        env = save_env(source_db.model_copy(update={"password": SecretStr("wrong")}),
+                       BackupRepository(url=str(local_repo)), slack_url=slack.webhook())
+        AlertChannels(pagerduty_routing_key=SecretStr("R0UTING-sentinel"),
+                      pagerduty_events_url=pagerduty.events_url).save(block_name(env, "alerts"), overwrite=True)
+        assert nightly_backup(environment=env, return_state=True).is_failed()
+        key = flow_dedup_key(env, "nightly-backup")
+        assert pagerduty.actions() == [("trigger", key)] and pagerduty.refused == []
+        page = pagerduty.events[0]
+        assert page["payload"]["severity"] == "critical" and page["payload"]["custom_details"]["rule"] == "run failed"
+        assert page["payload"]["custom_details"]["target"] == "nightly-backup"
+        failed = [t for t in slack.texts() if "FAILED" in t]
+        assert len(failed) == 1 and "nightly backup" in failed[0], slack.texts()
+
+        source_db.save(block_name(env, "database"), overwrite=True)        # the password fixed
+        assert nightly_backup(environment=env)["backup_id"]
+        assert pagerduty.actions() == [("trigger", key), ("resolve", key)]
+
+        pagerduty.status = 503
+        caplog.set_level(logging.INFO)
+        source_db.model_copy(update={"password": SecretStr("wrong")}).save(block_name(env, "database"), overwrite=True)
+        assert nightly_backup(environment=env, return_state=True).is_failed()
+        assert len([t for t in slack.texts() if "FAILED" in t]) == 2
+        assert "PagerDuty trigger" in caplog.text and "not sent (HTTP 503)" in caplog.text
+        assert len(pagerduty.raw) == 2 + 2                      # two attempts, then it gave up
+        assert "R0UTING-sentinel" not in caplog.text and "R0UTING-sentinel" not in " ".join(slack.texts())
+    finally:
+        slack.stop()
+        pagerduty.stop()
