@@ -436,6 +436,18 @@ def test_watch_pages_a_killed_service_once_resolves_it_emails_a_high_finding_and
     assert [(e.payload["paged"], e.payload["silenced_by"]) for e in downs] == [
         (True, None), (False, made.id), (True, None)], [e.payload for e in downs]
 
+    # The next morning: the night's incidents and failed runs of this environment only, with how long
+    # each lasted and whether someone was paged.
+    from ubertruck_ops.flows.nightly_backup import nightly_backup
+    from ubertruck_ops.flows.rollback import rollback
+
+    assert rollback(environment=env, to="v9.9.9", return_state=True).is_failed()
+    assert nightly_backup(environment="another-environment", return_state=True).is_failed()
+    overnight = results_of(morning_checklist(environment=env, return_state=True))["overnight alerts"]["detail"]
+    assert overnight.count("health booking-service down at") == 3, overnight
+    assert "(paged)" in overnight and "(silenced)" in overnight and "memory down at" in overnight, overnight
+    assert "rollback/" in overnight and "Failed" in overnight and "nightly-backup" not in overnight, overnight
+
 
 def _wait_until(condition, seconds: float, message: str):
     deadline = time.monotonic() + seconds

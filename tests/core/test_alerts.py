@@ -147,3 +147,17 @@ def test_blocks_init_says_which_channels_are_configured_and_how_to_configure_the
     assert lines[0].startswith("alert channel page: not configured: set PAGERDUTY_ROUTING_KEY (critical alerts")
     assert "set SMTP_URL, ALERT_EMAIL_FROM and ALERT_EMAIL_TO (high alerts" in lines[1]
     assert lines[2] == "alert channel slack: configured"
+
+
+def test_overnight_alerts_pair_each_down_with_its_recovery_and_say_who_was_paged():
+    from ubertruck_ops.core.alerts import Happened, overnight_lines, pair_watch_events
+
+    events = [("down", "health booking-service", NOW, {"paged": True}),
+              ("recovered", "health booking-service", NOW + timedelta(minutes=4), {}),
+              ("down", "disk /", NOW + timedelta(hours=1), {"paged": False, "silenced_by": "ab12"})]
+    happened = pair_watch_events(list(reversed(events)))
+    assert happened == [Happened("health booking-service down", NOW, 240.0, True),
+                        Happened("disk / down", NOW + timedelta(hours=1), None, False, True)]
+    lines = overnight_lines(happened)
+    assert lines[0].startswith("health booking-service down at 02:00 UTC for 4") and lines[0].endswith("(paged)")
+    assert lines[1] == "disk / down at 03:00 UTC STILL GOING (silenced)"

@@ -249,3 +249,45 @@ def ended_unannounced(silences: list[Silence], now: datetime) -> list[Silence]:
 def kept_silences(silences: list[Silence], now: datetime, keep_for: timedelta = timedelta(days=1)) -> list[Silence]:
     """What stays in the list: active ones, and ended ones for a day (the morning checklist reads them)."""
     return [s for s in silences if s.ends > now - keep_for]
+
+
+# The morning checklist's "overnight alerts" -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Happened:
+    """One thing that went wrong overnight: a watch incident or a failed run of the environment."""
+
+    what: str                   # "health booking-service down", "nightly-backup run failed"
+    started: datetime
+    seconds: float | None       # how long it lasted; None: still going
+    paged: bool
+    silenced: bool = False
+
+
+def pair_watch_events(events: list[tuple[str, str, datetime, dict]]) -> list[Happened]:
+    """Given watch events (kind down|recovered, target, when, payload), oldest first, return the
+    incidents: each down with the recovery that followed it (or still going)."""
+    open_: dict[str, tuple[datetime, dict]] = {}
+    found: list[Happened] = []
+    for kind, target, when, payload in sorted(events, key=lambda e: e[2]):
+        if kind == "down":
+            open_[target] = (when, payload)
+        elif kind == "recovered" and target in open_:
+            started, down = open_.pop(target)
+            found.append(Happened(f"{target} down", started, (when - started).total_seconds(),
+                                  bool(down.get("paged")), bool(down.get("silenced_by"))))
+    found += [Happened(f"{target} down", started, None, bool(down.get("paged")), bool(down.get("silenced_by")))
+              for target, (started, down) in open_.items()]
+    return sorted(found, key=lambda h: h.started)
+
+
+def overnight_lines(happened: list[Happened]) -> list[str]:
+    """One line per overnight alert: what, when, for how long, and whether someone was paged."""
+    from ubertruck_ops.core.text import human_seconds
+
+    lines = []
+    for h in happened:
+        lasted = f"for {human_seconds(h.seconds)}" if h.seconds is not None else "STILL GOING"
+        who = "paged" if h.paged else ("silenced" if h.silenced else "not paged")
+        lines.append(f"{h.what} at {h.started:%H:%M} UTC {lasted} ({who})")
+    return lines

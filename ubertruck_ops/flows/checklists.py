@@ -58,7 +58,8 @@ def morning_checklist(environment: str = "production") -> dict:
         state = orchestration.remembered("checklist_state", environment)
         learned: dict = {}
         plan: dict = {"database reachable": lambda: database.reachable(env.database),
-                      "overnight alerts": lambda: orchestration.failed_runs(orchestration.since_hours(15)),
+                      "overnight alerts": lambda: orchestration.overnight_alerts(environment,
+                                                                                 orchestration.since_hours(15)),
                       "last night's backup": lambda: backups.last_backup(op.repo, limits),
                       "scheduled jobs late": orchestration.late_runs}
         for path in limits.disk_paths:

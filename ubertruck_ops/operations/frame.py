@@ -35,6 +35,7 @@ from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.log import logger
 from ubertruck_ops.operations.alerts import Alerter
+from ubertruck_ops.tasks.events import emit_flow_alert_event
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.notify import ping as notify_ping
 from ubertruck_ops.tasks.repository import Repository, open_repository
@@ -123,7 +124,10 @@ class Operation:
                              f"{self.what} failed at step '{self.step.current}': {one_line(error)}",
                              key=alerts.flow_dedup_key(self._reported_as, target))
         try:
-            self.alerter.send(alert, payload, post=self.notify)
+            delivery = self.alerter.send(alert, payload, post=self.notify)
+            emit_flow_alert_event(self._reported_as, target, alert.severity,
+                                  {"sent": delivery.sent, "failed": delivery.failed, "paged": delivery.paged,
+                                   "silenced_by": delivery.silenced_by}, _run_id())
         except Exception as exc:  # noqa: BLE001 - a report must never change the run's outcome
             self.log.warning("the failure alert was not sent: %s", one_line(exc))
 
@@ -164,6 +168,15 @@ def _run_link() -> str:
         return flow_run.ui_url or ""
     except Exception:  # noqa: BLE001 - no UI address known
         return ""
+
+
+def _run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    try:
+        return flow_run.id
+    except Exception:  # noqa: BLE001 - outside a flow run
+        return None
 
 
 def _now():

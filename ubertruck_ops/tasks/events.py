@@ -26,3 +26,14 @@ def emit_watch_event(environment: str, kind: str, target: str, severity: str, de
     if event is None:
         logger().warning("no Prefect API to send the %s event of %s to", kind, target)
     return event is not None
+
+
+def emit_flow_alert_event(environment: str, flow: str, severity: str, delivered: dict, flow_run_id: str | None) -> bool:
+    """Emit `ubertruck.alert.flow` for a run's failure report: who heard it (paged, sent, silenced_by),
+    so the morning checklist can say whether someone was paged. Return whether it was sent."""
+    event = emit_event("ubertruck.alert.flow",
+                       resource={"prefect.resource.id": f"ubertruck.alert.{environment}.{flow}",
+                                 "prefect.resource.name": flow, "ubertruck.environment": environment,
+                                 "ubertruck.severity": severity},
+                       payload={**delivered, "flow_run_id": flow_run_id or ""})
+    return event is not None

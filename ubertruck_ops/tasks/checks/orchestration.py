@@ -24,17 +24,50 @@ from ubertruck_ops.core.checks import CheckResult
 BACKUP_FLOWS = ("nightly-backup", "incremental-backup")
 
 
-def failed_runs(since: datetime, name: str = "overnight alerts") -> CheckResult:
-    """Flow runs that failed or crashed since `since` (high when any)."""
+def overnight_alerts(environment: str, since: datetime, name: str = "overnight alerts") -> CheckResult:
+    """What went wrong in `environment` since `since`: the watcher's incidents (from its events, with
+    their durations) and the environment's failed or crashed runs (runs whose `environment` or
+    restore `target_environment` parameter names it), each saying whether someone was paged.
+    High when any."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+    from ubertruck_ops.core.alerts import Happened, overnight_lines, pair_watch_events
+
+    def events(prefix: str, names: list[str]):
+        wanted = EventFilter(event=EventNameFilter(name=names),
+                             resource=EventResourceFilter(id_prefix=[prefix]),
+                             occurred=EventOccurredFilter(since=since))
+        page = client.read_events(filter=wanted, limit=50)     # the API's page size at most
+        found = list(page.events)
+        while page.next_page and len(found) < 2000:
+            page = client.read_events_page(page.next_page)
+            found += page.events
+        return found
+
     with get_client(sync_client=True) as client:
+        watch = events(f"ubertruck.watch.{environment}.", ["ubertruck.watch.down", "ubertruck.watch.recovered"])
+        reported = events(f"ubertruck.alert.{environment}.", ["ubertruck.alert.flow"])
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED])),
             start_time=FlowRunFilterStartTime(after_=since)), limit=200)
         flows = {f.id: f.name for f in client.read_flows(limit=200)}
-    if runs:
-        listed = ", ".join(f"{flows.get(r.flow_id, '?')}/{r.name} ({r.state_name})" for r in runs[:5])
-        return checks.warn(name, len(runs), "0", f"{len(runs)} since {since:%d %b %H:%M} UTC: {listed}", "high")
-    return checks.ok(name, 0, "0", f"no failed or crashed flow runs since {since:%d %b %H:%M} UTC")
+    paged_runs = {e.payload.get("flow_run_id") for e in reported if e.payload.get("paged")}
+    happened = pair_watch_events([(e.event.rsplit(".", 1)[1], e.resource.get("prefect.resource.name", e.resource.id),
+                                   e.occurred, dict(e.payload)) for e in watch])
+    for run in runs:
+        if environment not in (run.parameters.get("environment"), run.parameters.get("target_environment")):
+            continue
+        started = run.start_time or run.expected_start_time
+        lasted = (run.end_time - started).total_seconds() if run.end_time and started else None
+        happened.append(Happened(f"{flows.get(run.flow_id, '?')}/{run.name} {run.state_name}", started, lasted,
+                                 str(run.id) in paged_runs))
+    happened.sort(key=lambda h: h.started)
+    if happened:
+        lines = overnight_lines(happened)
+        return checks.warn(name, len(happened), "0", f"{len(happened)} since {since:%d %b %H:%M} UTC: "
+                           + "; ".join(lines[:10]), "high")
+    return checks.ok(name, 0, "0", f"no incidents and no failed or crashed runs of {environment} since "
+                                   f"{since:%d %b %H:%M} UTC")
 
 
 def late_runs() -> CheckResult:
