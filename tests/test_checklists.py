@@ -196,19 +196,39 @@ def test_slack_down_still_publishes_the_report(live):
     assert results_of(state)["health user-service"]["status"] == "ok"
 
 
-def test_evening_report_compares_the_day_with_yesterday_and_draws_it(live):
-    from tests.parts import serve_tls_certificate
+def test_evening_report_compares_the_day_with_yesterday_draws_it_and_emails_the_digest(live, tmp_path, caplog):
+    import logging
+
+    from ubertruck_ops.blocks.alerting import AlertChannels
+
+    from tests.parts import SmtpReceiver, serve_tls_certificate
 
     env, repo = live["env"], live["repo"]
+    smtp = SmtpReceiver(tmp_path).start()
+    channels = AlertChannels(smtp_url=SecretStr(smtp.url()), email_from="ops@ubertruck.in",
+                             email_to=["oncall@ubertruck.in", "cto@ubertruck.in"])
+    channels.save(f"{env}-alerts", overwrite=True)
     with serve_tls_certificate(days_valid=20) as served:
         limits = CheckThresholds.load(f"{env}-thresholds")
         limits.tls_hosts = [served.target]
         limits.save(f"{env}-thresholds", overwrite=True)
         try:
             state = evening_checklist(environment=env, return_state=True)
+            smtp.stop()                        # the mail server down: the next evening still completes
+            caplog.set_level(logging.INFO)
+            again = evening_checklist(environment=env, return_state=True)
         finally:
             limits.tls_hosts = []
             limits.save(f"{env}-thresholds", overwrite=True)
+            AlertChannels().save(f"{env}-alerts", overwrite=True)
+            smtp.stop()
+    digests = [m for m in smtp.messages if "daily digest" in m["Subject"]]
+    assert len(digests) == 1 and smtp.envelopes[-1][1] == ["oncall@ubertruck.in", "cto@ubertruck.in"], smtp.envelopes
+    text = digests[0].get_payload(decode=True).decode()
+    assert f"- tls {served.target}: " in text and "expires" in text, text     # 7.3's certificate < 30 days, low
+    assert "Today's incidents:" in text
+    assert not again.is_failed() or "critical" in (again.message or ""), again.message
+    assert "email" in caplog.text and "not sent" in caplog.text, "the log does not say the digest was not sent"
     results = results_of(state)
     # the guide's 7.3 low-priority rules, daily: a certificate expiring within 30 days, disk, updates
     tls = results[f"tls {served.target}"]

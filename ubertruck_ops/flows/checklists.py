@@ -185,8 +185,12 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
         results = run_checks(plan, limits.check_timeout_seconds, {"pending updates": 120, "daily metrics": 300})
         _remember_day(op, today, figures, results, limits)
         body, chart_note = _status_report(op, today, yesterday, figures)
+        try:
+            incidents = orchestration.incidents_since(environment, dt.datetime.combine(today, dt.time(), dt.UTC))
+        except Exception as exc:  # noqa: BLE001 - the digest goes out with what is known
+            incidents = [f"today's incidents could not be read: {type(exc).__name__}"]
         return publish(op, "evening-checklist", f"Evening checklist and status report ({today})", results,
-                       body=body, extra_slack=[chart_note] if chart_note else None)
+                       body=body, extra_slack=[chart_note] if chart_note else None, incidents=incidents)
 
 
 def _remember_day(op: Operation, today: dt.date, figures: dict, results: list[CheckResult],

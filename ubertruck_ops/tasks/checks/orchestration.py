@@ -25,10 +25,19 @@ BACKUP_FLOWS = ("nightly-backup", "incremental-backup")
 
 
 def overnight_alerts(environment: str, since: datetime, name: str = "overnight alerts") -> CheckResult:
-    """What went wrong in `environment` since `since`: the watcher's incidents (from its events, with
-    their durations) and the environment's failed or crashed runs (runs whose `environment` or
-    restore `target_environment` parameter names it), each saying whether someone was paged.
-    High when any."""
+    """What went wrong in `environment` since `since` (incidents_since): high when anything did."""
+    lines = incidents_since(environment, since)
+    if lines:
+        return checks.warn(name, len(lines), "0", f"{len(lines)} since {since:%d %b %H:%M} UTC: "
+                           + "; ".join(lines[:10]), "high")
+    return checks.ok(name, 0, "0", f"no incidents and no failed or crashed runs of {environment} since "
+                                   f"{since:%d %b %H:%M} UTC")
+
+
+def incidents_since(environment: str, since: datetime) -> list[str]:
+    """The watcher's incidents in `environment` since `since` (from its events, with their durations)
+    and the environment's failed or crashed runs (runs whose `environment` or restore
+    `target_environment` parameter names it), one line each, saying whether someone was paged."""
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 
     from ubertruck_ops.core.alerts import Happened, overnight_lines, pair_watch_events
@@ -62,12 +71,7 @@ def overnight_alerts(environment: str, since: datetime, name: str = "overnight a
         happened.append(Happened(f"{flows.get(run.flow_id, '?')}/{run.name} {run.state_name}", started, lasted,
                                  str(run.id) in paged_runs))
     happened.sort(key=lambda h: h.started)
-    if happened:
-        lines = overnight_lines(happened)
-        return checks.warn(name, len(happened), "0", f"{len(happened)} since {since:%d %b %H:%M} UTC: "
-                           + "; ".join(lines[:10]), "high")
-    return checks.ok(name, 0, "0", f"no incidents and no failed or crashed runs of {environment} since "
-                                   f"{since:%d %b %H:%M} UTC")
+    return overnight_lines(happened)
 
 
 def late_runs() -> CheckResult:
