@@ -63,6 +63,8 @@ def test_blocks_init_from_an_env_file_then_run_a_flow_from_the_command_line(pg18
     assert f"automation/ubertruck-{name}-run-failed created" in init.stdout
     assert f"automation/ubertruck-{name}-nightly-backup-missing created" in init.stdout
     assert "incremental-backup-missing" not in init.stdout and "hooks.slack.com" not in init.stdout
+    assert "alert channel slack: configured" in init.stdout
+    assert "alert channel page: not configured: set PAGERDUTY_ROUTING_KEY" in init.stdout
     again = cli("blocks", "init", "--env-file", str(env_file), "--name", name)
     assert f"automation/ubertruck-{name}-run-failed updated" in again.stdout, again.stdout
     from prefect.client.orchestration import get_client
@@ -98,6 +100,51 @@ def test_cli_refuses_bad_input_with_a_clear_message(tmp_path):
     assert bad_param.returncode == 2 and "has no parameter(s) colour" in bad_param.stderr
     missing = cli("blocks", "init", "--name", new_env_name(), env={"DATABASE_URL": ""})
     assert missing.returncode == 2 and "DATABASE_URL is required" in missing.stderr
+
+
+def test_a_silence_is_made_listed_announced_and_ended_from_the_command_line_and_bad_ones_are_refused(tmp_path):
+    """silence, silences and unsilence as an operator uses them; the list is the Prefect variable the
+    UI shows, and an entry written there by hand counts as well."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.variables import Variable
+
+    from tests.helpers import save_env
+    from tests.parts import SlackReceiver
+
+    slack = SlackReceiver().start()
+    try:
+        name = save_env(PostgresDatabase(database="d", user="u", password=SecretStr("p")),
+                        BackupRepository(url=str(tmp_path / "repo")), slack_url=slack.webhook())
+        for args, why in [(("--for", "forever", "--reason", "x"), "must look like 2h"),
+                          (("--for", "9d", "--reason", "x"), "at most 7 days"),
+                          (("--for", "1h", "--reason", " "), "needs a --reason")]:
+            refused = cli("silence", "--environment", name, *args)
+            assert refused.returncode == 2 and why in refused.stderr, refused.stderr
+        unknown = cli("silence", "--environment", "no-such-env", "--for", "1h", "--reason", "x")
+        assert unknown.returncode == 2 and "blocks init --name no-such-env" in unknown.stderr, unknown.stderr
+        made = cli("silence", "--environment", name, "--for", "2h", "--reason", "database upgrade till 03:00",
+                   "--target", "booking-service")
+        assert made.returncode == 0 and "silenced booking-service of" in made.stdout, made.stderr
+        silence_id = made.stdout.split("(id ")[1].split(";")[0]
+        announced = [raw.decode() for raw in slack.raw if b"alerts silenced for booking-service" in raw]
+        assert len(announced) == 1 and "database upgrade till 03:00" in announced[0], slack.texts()
+        # The UI's view of it, and a silence an operator wrote there by hand
+        stored = Variable.get(f"ubertruck_{name}_silences".replace("-", "_"))
+        now = datetime.now(UTC)
+        stored["silences"].append({"id": "fromui", "environment": name, "starts": now.isoformat(),
+                                   "ends": (now + timedelta(minutes=30)).isoformat(), "reason": "set in the UI"})
+        Variable.set(f"ubertruck_{name}_silences".replace("-", "_"), stored, overwrite=True)
+        listed = cli("silences", "--environment", name)
+        assert f"{silence_id}  active until" in listed.stdout and "booking-service" in listed.stdout
+        assert "fromui  active until" in listed.stdout and "every alert  reason: set in the UI" in listed.stdout
+        assert cli("unsilence", "nope", "--environment", name).returncode == 2
+        ended = cli("unsilence", silence_id, "--environment", name)
+        assert ended.returncode == 0 and "ended" in ended.stdout, ended.stderr
+        assert any("silence of booking-service ended early" in t for t in slack.texts()), slack.texts()
+        assert f"{silence_id}  ended" in cli("silences", "--environment", name).stdout
+    finally:
+        slack.stop()
 
 
 @pytest.fixture

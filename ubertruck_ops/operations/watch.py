@@ -52,6 +52,7 @@ from ubertruck_ops.tasks.notify import ping_check
 from ubertruck_ops.tasks.repository import open_repository
 
 PROBE_SECONDS = 5          # the guide's 7.1 timeout
+SILENCE_CHECK_SECONDS = 15  # how often a running watch looks for silences that have ended
 
 
 class Watch:
@@ -71,6 +72,7 @@ class Watch:
         self.undelivered: list[str] = []      # this round's notices a channel did not take
         self.alerter = Alerter(environment, env.slack, env.alerts)
         self.open_alerts: dict[str, tuple[alerts.Alert, bool]] = {}     # target -> its alert, whether it paged
+        self._silences_checked: float | None = None
         self._stopping = threading.Event()
         self._repo = None
         self._lag = _Background("wal archive lag", self._measure_lag, lag_period) if env.rds is None else None
@@ -143,6 +145,9 @@ class Watch:
                 said.append(transition)
                 self._tell(transition)
         self.said += said
+        if self._silences_checked is None or now - self._silences_checked >= SILENCE_CHECK_SECONDS:
+            self._silences_checked = now       # a silence's end is announced when it comes, not at the next alert
+            self.alerter.announce_ended_silences()
         return said
 
     def _tell(self, t: Transition) -> None:
