@@ -51,11 +51,12 @@ class FailingService:
         self.server.server_close()
 
 
-def _send(port: int, total: int, failing: int) -> None:
+def _send(port: int, total: int, failing: int, headers: dict | None = None) -> None:
     for number in range(total):
         path = "/fail" if number < failing else "/ok"
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+            urllib.request.urlopen(request, timeout=5).read()
         except urllib.error.HTTPError as answer:
             assert answer.code == 500
 
@@ -122,3 +123,47 @@ def test_the_access_log_reader_keeps_lines_across_rotation_and_truncation_and_wa
     with open(path, "a") as handle:
         handle.write(line.format(status=504) + "not our format\n")
     assert [r.status for r in reader.read_new()] == [504] and reader.unparsed == 1
+
+
+def test_requests_hidden_behind_a_crafted_authorization_header_still_count_and_a_combined_log_is_named(
+        tmp_path, source_db, local_repo, slack):
+    """nginx logs Basic base64("[x:y")'s user as `[x`: 30 good requests and 300 such 500s are a critical
+    error rate, every line read. A log in nginx's default `combined` format (no $request_time) is a
+    high finding naming the format, never "too few to judge" forever."""
+    import base64
+
+    service = FailingService()
+    timed, combined = tmp_path / "timed.log", tmp_path / "combined.log"
+    try:
+        balancers = [NginxBalancer(tmp_path / "timed", {"app": {"web-1": f"127.0.0.1:{service.port}"}},
+                                   access_log=str(timed)),
+                     NginxBalancer(tmp_path / "combined", {"app": {"web-1": f"127.0.0.1:{service.port}"}},
+                                   access_log=str(combined), access_log_format="combined")]
+    except RuntimeError as missing:
+        require(False, str(missing))
+    for balancer in balancers:
+        balancer.prefix.mkdir(exist_ok=True)
+        balancer.start()
+    try:
+        env = save_env(source_db, BackupRepository(url=str(local_repo)), slack_url=slack.webhook())
+        watchers = [Watch(env, load_environment(env), CheckThresholds(
+            disk_paths=[], access_log=str(log), watch_rounds_to_alert=1, cpu_high_pct=101, cpu_medium_pct=101,
+            memory_high_pct=101)) for log in (timed, combined)]
+        for watcher in watchers:
+            watcher.round()                           # starts at the log's end
+        crafted = {"Authorization": "Basic " + base64.b64encode(b"[x:y").decode()}
+        _send(balancers[0].ports["app"], 30, 0)
+        _send(balancers[0].ports["app"], 300, 300, crafted)
+        _send(balancers[1].ports["app"], 40, 0)
+        hidden, other_format = (w.round() for w in watchers)
+        assert "[x " in timed.read_text().splitlines()[-1], "nginx did not log the crafted user"
+        assert [(t.kind, t.severity) for t in hidden if t.target == "error rate and response time"] == [
+            ("down", "critical")], hidden
+        assert "90.9% 5xx" in hidden[0].detail and watchers[0].access_log.unparsed == 0
+        named = [t for t in other_format if t.target == "error rate and response time"]
+        assert [(t.kind, t.severity) for t in named] == [("down", "high")], other_format
+        assert "40 of 40 lines" in named[0].detail and "log_format ubertruck_timed" in named[0].detail
+    finally:
+        for balancer in balancers:
+            balancer.stop()
+        service.stop()

@@ -96,3 +96,34 @@ def test_the_watchers_switch_hears_success_at_most_once_a_period_and_a_failure_a
     said = [beat.after_round(failed, t) for t, failed in
             [(0, False), (30, False), (61, False), (70, True), (80, True), (131, True), (140, False), (150, False)]]
     assert said == ["success", None, "success", "fail", None, "fail", "success", None]
+
+
+def _line(user: str = "-", status: int = 200, request: str = "GET / HTTP/1.1", agent: str = "curl") -> str:
+    return f'10.0.0.9 - {user} [05/Dec/2026:02:00:00 +0000] "{request}" {status} 12 "-" "{agent}" 0.004'
+
+
+def test_a_remote_user_holding_brackets_cannot_hide_a_request():
+    # nginx logs Basic "[x:y"'s user as `[x` ([ and ] are not escaped); the line is still read
+    for user in ("[x", "[x]", "a [01/Jan/2000:00:00:00 +0000] b", "]] [[", "x\\x22 [y"):
+        found = parse_access_line(_line(user, 500))
+        assert found is not None and found.status == 500, user
+        assert found.at == datetime(2026, 12, 5, 2, 0, tzinfo=UTC), user
+
+
+def test_no_field_a_client_controls_can_make_a_line_read_as_another_status_or_time():
+    sneaky = parse_access_line(_line("-", 500, 'GET /\\x22 200 1 \\x22-\\x22 \\x22x\\x22 0.001 HTTP/1.1',
+                                     'ua\\x22 200 1 \\x22-\\x22 \\x22x\\x22 0.001'))
+    assert sneaky is not None and sneaky.status == 500 and sneaky.seconds == 0.004
+    combined = '10.0.0.9 - - [05/Dec/2026:02:00:00 +0000] "GET / HTTP/1.1" 200 12 "-" "curl"'
+    assert parse_access_line(combined) is None                   # nginx's default format: no $request_time
+
+
+def test_unreadable_lines_count_as_failed_requests_and_a_log_in_another_format_is_said_by_name():
+    good = [Request(NOW, 200, 0.01)] * 30
+    status, severity, value, detail = traffic_verdict(good, NOW, unreadable=300)
+    assert (status, severity) == ("critical", "critical") and value.startswith("90.9% 5xx"), detail
+    assert "300 of 330 lines" in detail and "log_format ubertruck_timed" in detail
+    status, severity, _, detail = traffic_verdict([], NOW, unreadable=40)
+    assert (status, severity) == ("warn", "high") and "40 of 40 lines" in detail and "$request_time" in detail
+    assert traffic_verdict(good, NOW, unreadable=1)[0] == "ok"    # one odd line in 31 is noise
+    assert traffic_verdict([], NOW, unreadable=2)[0] == "ok"

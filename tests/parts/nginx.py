@@ -12,7 +12,8 @@ class NginxBalancer:
     server per upstream, proxying to that upstream; `block` is the LoadBalancer block that rewrites
     its upstreams file. Start with `start()`, stop with `stop()`."""
 
-    def __init__(self, prefix, upstreams: dict[str, dict[str, str]], access_log: str | None = None, **block_fields):
+    def __init__(self, prefix, upstreams: dict[str, dict[str, str]], access_log: str | None = None,
+                 access_log_format: str | None = None, **block_fields):
         import os
         import shutil
         from pathlib import Path
@@ -24,6 +25,7 @@ class NginxBalancer:
             raise RuntimeError("nginx is not installed (the load-balancer tests run Debian's): apt-get install -y nginx")
         self.prefix = Path(prefix)
         self.access_log = access_log     # written in the ubertruck_timed log_format when given
+        self.access_log_format = access_log_format     # another format by name (nginx's "combined")
         self.ports: dict[str, int] = {}  # listen port per upstream, picked by start()
         self.process = None
         base = [self.binary, "-p", str(self.prefix), "-e", str(self.prefix / "error.log"),
@@ -59,8 +61,8 @@ class NginxBalancer:
             f"proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n    }}" for name, port in self.ports.items())
         from ubertruck_ops.core.watch import LOG_FORMAT, LOG_FORMAT_NAME
 
-        logging = (f"    log_format {LOG_FORMAT_NAME} '{LOG_FORMAT}';\n    access_log {self.access_log} {LOG_FORMAT_NAME};"
-                   if self.access_log else "    access_log off;")
+        logging = (f"    log_format {LOG_FORMAT_NAME} '{LOG_FORMAT}';\n    access_log {self.access_log} "
+                   f"{self.access_log_format or LOG_FORMAT_NAME};" if self.access_log else "    access_log off;")
         (self.prefix / "nginx.conf").write_text(f"""daemon off;
 worker_processes 1;
 pid {self.prefix}/nginx.pid;

@@ -80,6 +80,11 @@ class CheckThresholds(SchemaOncePerClass, Block):
     watch_interval_seconds: float = Field(default=30, gt=0, title="watch: seconds between rounds",
                                           description="How often `ubertruck-ops watch` checks everything (guide 7.1: "
                                                       "30 s; each probe has a 5 s timeout).")
+    unreadable_log_lines_pct: float = Field(
+        default=5, title="Unreadable access-log lines (%)",
+        description="watch: more than this share of the last 5 minutes' access-log lines (3 at least) not in the "
+                    "ubertruck_timed format is a high finding naming the format; every unreadable line counts as "
+                    "a failed request.")
     watch_rounds_to_alert: int = Field(default=3, ge=1, title="watch: failing rounds before an alert",
                                        description="A target is down after this many failing rounds in a row "
                                                    "(guide 7.1: 3).")

@@ -20,7 +20,12 @@ LOG_FORMAT_NAME = "ubertruck_timed"
 LOG_FORMAT = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
               '"$http_referer" "$http_user_agent" $request_time')
 TRAFFIC_WINDOW = timedelta(minutes=5)     # the guide's 7.3 error-rate and response-time window
-_LINE = re.compile(r'\[(?P<time>[^\]]+)\] "[^"]*" (?P<status>\d{3}) \S+ "[^"]*" "[^"]*" (?P<seconds>[\d.]+)\s*$')
+# Anchored on both ends. nginx escapes `"` and `\` (as \x22, \x5C) in every field but leaves `[` and
+# `]` alone, so $remote_user - what a client's Authorization header says - may hold "[...]": the time
+# is the bracketed stamp followed by the request's opening quote, which no field before it can
+# contain, and the quoted fields after it cannot hold a quote either.
+_LINE = re.compile(r'^\S+ - .*? \[(?P<time>\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
+                   r'"[^"]*" (?P<status>\d{3}) \S+ "[^"]*" "[^"]*" (?P<seconds>\d+(?:\.\d+)?)\s*$')
 
 
 @dataclass(frozen=True)
@@ -106,21 +111,37 @@ def p95(values: list[float]) -> float:
 
 def traffic_verdict(requests: list[Request], now: datetime, window: timedelta = TRAFFIC_WINDOW,
                     error_critical_pct: float = 10, error_high_pct: float = 5, p95_critical_s: float = 5,
-                    p95_high_s: float = 2, min_requests: int = 20) -> tuple[str, str, str, str]:
-    """Given the requests seen, return (status, severity, value, detail) over the last `window`:
-    critical above `error_critical_pct` 5xx or a p95 above `p95_critical_s`, failing "high" above
-    the high limits, "ok" otherwise or with fewer than `min_requests` requests (too few to judge)."""
+                    p95_high_s: float = 2, min_requests: int = 20, unreadable: int = 0,
+                    unreadable_pct: float = 5) -> tuple[str, str, str, str]:
+    """Given the requests seen and how many lines of the last `window` could not be read, return
+    (status, severity, value, detail) over that window: critical above `error_critical_pct` 5xx or a
+    p95 above `p95_critical_s`, failing "high" above the high limits, "ok" otherwise or with fewer
+    than `min_requests` lines (too few to judge).
+
+    An unreadable line counts as a failed request (hiding requests can never lower the error rate).
+    More than `unreadable_pct` of the lines unreadable (3 at least) is said in the detail and fails
+    "high" at least, naming the format to configure; with too few readable lines to judge, that is
+    the whole verdict (a log in another format, e.g. nginx's default `combined`)."""
     recent = [r for r in requests if now - window <= r.at <= now]
     minutes = f"{window.total_seconds() / 60:g} min"
+    lines = len(recent) + unreadable
+    blind = unreadable >= 3 and 100 * unreadable / max(lines, 1) > unreadable_pct
+    format_note = (f"{unreadable} of {lines} lines in the last {minutes} are not in the {LOG_FORMAT_NAME} format: "
+                   f"set log_format {LOG_FORMAT_NAME} '{LOG_FORMAT}'; and access_log <path> {LOG_FORMAT_NAME}; "
+                   "in nginx")
     if len(recent) < min_requests:
+        if blind:
+            return "warn", "high", f"{unreadable} unreadable lines", format_note
         return "ok", "", f"{len(recent)} requests", f"{len(recent)} requests in the last {minutes}: too few to judge"
-    errors = 100 * sum(1 for r in recent if r.status >= 500) / len(recent)
+    errors = 100 * (sum(1 for r in recent if r.status >= 500) + unreadable) / lines
     slow = p95([r.seconds for r in recent])
     value = f"{errors:.1f}% 5xx, p95 {slow:.2f} s"
-    detail = f"{value} over {len(recent)} requests in the last {minutes}"
+    detail = f"{value} over {lines} requests in the last {minutes}" + \
+        (f" ({unreadable} unreadable line(s) counted as failed)" if unreadable else "") + \
+        (f"; {format_note}" if blind else "")
     if errors > error_critical_pct or slow > p95_critical_s:
         return "critical", "critical", value, detail
-    if errors > error_high_pct or slow > p95_high_s:
+    if errors > error_high_pct or slow > p95_high_s or blind:
         return "warn", "high", value, detail
     return "ok", "", value, detail
 

@@ -66,6 +66,7 @@ class Watch:
                                    medium_rounds(self.limits.watch_medium_minutes, self.limits.watch_interval_seconds))
         self.access_log = AccessLog(self.limits.access_log) if self.limits.access_log else None
         self.requests: list = []
+        self.unreadable: list[datetime] = []      # when each unreadable access-log line was read
         self.rounds = 0
         self.said: list[Transition] = []
         self.heartbeat = Heartbeat(ping_period)
@@ -118,10 +119,14 @@ class Watch:
     def _traffic(self) -> CheckResult:
         now = datetime.now(UTC)
         self.requests = [r for r in self.requests + self.access_log.read_new() if now - r.at <= TRAFFIC_WINDOW]
+        # An unreadable line has no time of its own: it counts from when it was read.
+        self.unreadable = [t for t in self.unreadable + [now] * self.access_log.unparsed_last
+                           if now - t <= TRAFFIC_WINDOW]
         status, severity, value, detail = traffic_verdict(
             self.requests, now, error_critical_pct=self.limits.error_rate_critical_pct,
             error_high_pct=self.limits.error_rate_high_pct, p95_critical_s=self.limits.response_time_critical_s,
-            p95_high_s=self.limits.response_time_medium_s)
+            p95_high_s=self.limits.response_time_medium_s, unreadable=len(self.unreadable),
+            unreadable_pct=self.limits.unreadable_log_lines_pct)
         name = "error rate and response time"
         if status == "critical":
             return checks.critical(name, value, "guide 7.3", detail)

@@ -17,7 +17,8 @@ class AccessLog:
         self._inode: int | None = None
         self._partial = b""
         self._started = False
-        self.unparsed = 0          # lines not in the ubertruck_timed format
+        self.unparsed = 0          # lines not in the ubertruck_timed format, since the start
+        self.unparsed_last = 0     # of them, in the last read_new()
 
     def _open(self, from_end: bool) -> None:
         try:
@@ -55,6 +56,7 @@ class AccessLog:
             self._handle.seek(0)
             chunks = [self._handle.read()]
         requests = []
+        self.unparsed_last = 0
         for number, chunk in enumerate(chunks):
             lines = chunk.split(b"\n")
             if number == len(chunks) - 1:
@@ -65,6 +67,7 @@ class AccessLog:
                 request = parse_access_line(line.decode(errors="replace"))
                 if request is None:
                     self.unparsed += 1
+                    self.unparsed_last += 1
                 else:
                     requests.append(request)
         return requests
