@@ -195,3 +195,30 @@ def test_a_failed_nightly_backup_pages_once_with_its_flows_key_and_the_next_comp
     finally:
         slack.stop()
         pagerduty.stop()
+
+
+def test_the_servers_slack_and_pagerduty_bodies_carry_any_text_and_keep_their_secrets_in_secrets():
+    """The notification blocks the automations use: a body with quotes and newlines arrives as the
+    same text in valid JSON, the webhook URL and the routing key live only in the blocks' secrets."""
+    import json
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from ubertruck_ops.deployments.automations import _notification_blocks
+
+    env = "notif-" + __import__("secrets").token_hex(3)
+    _notification_blocks(env, "http://127.0.0.1:9/services/T0/B0/hook-sentinel", ("http://127.0.0.1:9/v2/enqueue",
+                                                                                "R0UTING-sentinel"))
+    slack = CustomWebhookNotificationBlock.load(f"{env}-slack-alerts")
+    body = 'run "x" ended Failed\nmessage: can\'t {connect} \\ to db'
+    request = slack._build_request_args(body, "Slack")
+    assert request["url"] == "http://127.0.0.1:9/services/T0/B0/hook-sentinel"
+    assert json.loads(json.dumps(request["json"])) == {"text": body}
+    stored = slack.model_dump(mode="json")
+    assert "hook-sentinel" not in json.dumps({k: v for k, v in stored.items() if k != "secrets"})
+    page = CustomWebhookNotificationBlock.load(f"{env}-pagerduty-alerts")
+    sent = page._build_request_args(body, "ubertruck/x/flow/nightly-backup")["json"]
+    assert sent["routing_key"] == "R0UTING-sentinel" and sent["dedup_key"] == "ubertruck/x/flow/nightly-backup"
+    assert sent["payload"]["summary"] == body
+    assert "R0UTING-sentinel" not in json.dumps({k: v for k, v in page.model_dump(mode="json").items()
+                                                if k != "secrets"})

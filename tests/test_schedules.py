@@ -152,29 +152,39 @@ def test_prefect_deploy_all_creates_every_deployment_with_next_runs_in_india_tim
         assert [r.status for r in backup_schedules("staging")] == ["warn", "warn"]     # no staging deployments
 
 
-def test_a_worker_runs_a_deployment_a_failed_run_makes_the_cli_exit_non_zero_and_the_server_alerts(
+def test_a_worker_runs_a_deployment_and_the_server_alone_reports_what_no_run_could_at_a_plain_http_url(
         deployed, pg18, local_repo, slack):
+    """The server's automations post Slack's JSON to a Slack-compatible receiver at a plain
+    http://127.0.0.1 URL and page PagerDuty for a critical flow: a nightly backup that failed before
+    it could report (its environment has no blocks), and one that crashed. A run that reported its own
+    failure is not posted again, a crashed host-release step (its deploy reports it) not at all. A
+    "missing" window survives two `blocks init` and a `serve` restart inside it, and still fires."""
     from datetime import timedelta
+    from uuid import UUID
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Crashed
+    from pydantic import SecretStr
 
+    from ubertruck_ops.core.alerts import flow_dedup_key
     from ubertruck_ops.deployments.automations import MissingRule, ensure_automations, missing_rules
     from ubertruck_ops.deployments.setup import ensure_concurrency_limits
 
+    from tests.parts import PagerDutyReceiver
+
     api = deployed["api"]
     db = make_database(pg18)
-    # Apprise (behind Prefect's SlackWebhook) posts only to Slack's own hosts or to URLs of its own
-    # schemes: json:// POSTs JSON to the local receiver.
-    hook = f"json://127.0.0.1:{slack.port}/services/T0/B0/X"
+    pagerduty = PagerDutyReceiver().start()
+    hook, page = slack.webhook("T0/B0/server"), (pagerduty.events_url, "R0UTING-server-sentinel")
+    window = timedelta(seconds=30)
+    rules = [MissingRule(r.name, r.flow, r.deployment, window) for r in missing_rules("production")]
     with temporary_settings({PREFECT_API_URL: api}):
         env_name = save_env(db, BackupRepository(url=str(local_repo)))
+        broken = save_env(db.model_copy(update={"password": SecretStr("wrong")}), BackupRepository(url=str(local_repo)),
+                          slack_url=slack.webhook("T0/B0/flow"))
         ensure_concurrency_limits()
-        # Every missing window shortened to 20 s, so the server's "missing" alert comes within the test.
-        rules = [MissingRule(r.name, r.flow, r.deployment, timedelta(seconds=20)) for r in missing_rules("production")]
-        first = ensure_automations("production", hook, rules=rules)
-        again = ensure_automations("production", hook, rules=rules)
+        first = ensure_automations("production", hook, rules=rules, pagerduty=page)
         assert [line.split()[-1] for line in first] == ["created"] * len(first)
-        assert [line.split()[-1] for line in again] == ["updated"] * len(first)
         names = _read(api, lambda client: [a.name for a in client.read_automations()])
         assert all(names.count(line.split()[0].removeprefix("automation/")) == 1 for line in first), names
     env = _cli_env(api, deployed["home"])
@@ -184,15 +194,24 @@ def test_a_worker_runs_a_deployment_a_failed_run_makes_the_cli_exit_non_zero_and
     try:
         good = _prefect("deployment", "run", "nightly-backup/production", "--param", f"environment={env_name}",
                         "--watch", "--watch-timeout", "400", env=env, timeout=500)
+        completed = time.monotonic()
         assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-2000:]
         assert list(local_repo.glob("*/*/*/*/manifest.json")), "the worker's run stored no backup"
+        with temporary_settings({PREFECT_API_URL: api}):       # blocks init, inside the window
+            again = ensure_automations("production", hook, rules=rules, pagerduty=page)
+        assert [line.split()[-1] for line in again] == ["unchanged"] * len(first), again
         bad = _prefect("deployment", "run", "nightly-backup/production", "--param", "environment=no-such-env",
                        "--watch", "--watch-timeout", "400", env=env, timeout=500)
-        assert bad.returncode != 0
-        assert "Failed" in bad.stdout + bad.stderr
-        alert = _wait_for_post(slack, "nightly-backup/production run", 60)
+        assert bad.returncode != 0 and "Failed" in bad.stdout + bad.stderr
+        alert = _wait_for_text(slack, "nightly-backup/production run", 60)
         assert "ended Failed" in alert and "no-such-env" in alert, alert
         assert f"{api.removesuffix('/api')}/runs/flow-run/" in alert, alert
+        reported = _prefect("deployment", "run", "nightly-backup/production", "--param", f"environment={broken}",
+                            "--watch", "--watch-timeout", "400", env=env, timeout=500)
+        assert reported.returncode != 0
+        with temporary_settings({PREFECT_API_URL: api}):       # and again, as a restarted serve does
+            assert {line.split()[-1] for line in ensure_automations("production", hook, rules=rules,
+                                                                     pagerduty=page)} == {"unchanged"}
     finally:
         worker.send_signal(signal.SIGINT)
         try:
@@ -201,10 +220,37 @@ def test_a_worker_runs_a_deployment_a_failed_run_makes_the_cli_exit_non_zero_and
             worker.kill()
         log.close()
     try:
-        # no worker now: the server itself says a scheduled flow went missing
-        missing = _wait_for_post(slack, "nightly-backup/production MISSING", 90)
+        # no worker now: the server itself says the nightly backup went missing, 30 s after the good run
+        # whatever the updates in between did (each used to restart the window)
+        missing = _wait_for_text(slack, "nightly-backup/production MISSING", 60)
+        late = time.monotonic() - completed
         assert "no Completed run in the last" in missing, missing
+        assert late < window.total_seconds() + 20, f"missing came {late:.0f} s after the last completed run"
+
+        def crash(flow: str) -> None:
+            def run(client):
+                deployment = next(d for d in client.read_deployments(limit=200)
+                                  if d.name == "production" and d.entrypoint.endswith(flow.replace("-", "_")))
+                created = client.create_flow_run_from_deployment(deployment.id, parameters={"environment": env_name})
+                client.set_flow_run_state(UUID(str(created.id)), Crashed(message=f"{flow} killed"), force=True)
+            _read(api, run)
+        crash("host_release")
+        crash("nightly-backup")
+        crashed = _wait_for_text(slack, "ended Crashed", 60)
+        assert "nightly-backup/production" in crashed, crashed
+        time.sleep(5)                      # room for a host-release post that must not come
+        texts = [p.get("text", "") for p in slack.posts]
+        assert not [t for t in texts if "host-release" in t], texts
+        assert not [t for t in texts if "ended Failed" in t and "no-such-env" not in t], texts    # reported itself
+        assert [t for t in texts if "nightly backup FAILED" in t], "the broken run did not report itself"
+        key = flow_dedup_key("production", "nightly-backup")
+        triggers = [e for e in pagerduty.events if e["event_action"] == "trigger"]
+        assert pagerduty.refused == [] and {e["dedup_key"] for e in triggers} == {key}, pagerduty.events
+        assert len(triggers) >= 3                 # the unreported failure, the missing run, the crash
+        assert all(e["payload"]["severity"] == "critical" for e in triggers)
+        assert "R0UTING-server-sentinel" not in " ".join(texts) and "T0/B0/server" not in " ".join(texts)
     finally:
+        pagerduty.stop()
         from prefect.automations import Automation
 
         with temporary_settings({PREFECT_API_URL: api}):     # the server is shared: no alerts left firing
@@ -212,14 +258,13 @@ def test_a_worker_runs_a_deployment_a_failed_run_makes_the_cli_exit_non_zero_and
                 Automation.read(name=line.split()[0].removeprefix("automation/")).delete()
 
 
-def _wait_for_post(slack, text: str, seconds: float) -> str:
-    """The first post to the receiver (Apprise's JSON: title, message) containing `text`."""
+def _wait_for_text(slack, text: str, seconds: float) -> str:
+    """The first Slack post (`{"text": ...}`) containing `text`."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for post in list(slack.posts):
-            message = f"{post.get('title', '')}\n{post.get('message', '')}"
-            if text in message:
-                return message
+            if text in post.get("text", ""):
+                return post["text"]
         time.sleep(0.5)
     raise AssertionError(f"no post with {text!r} within {seconds:.0f} s; got {slack.posts[-5:]}")
 
@@ -335,7 +380,7 @@ def test_serve_on_a_shared_server_keeps_one_of_each_alert_and_leaves_every_sched
         # after `blocks init` and after serve: one automation of each name, every rule
         automations = _read(api, lambda client: [a.name for a in client.read_automations()])
         assert sorted(name for name in automations if name in rules) == sorted(rules), automations
-        assert f"automation/ubertruck-{environment}-run-failed updated" in (tmp_path / "serve.log").read_text()
+        assert f"automation/ubertruck-{environment}-run-failed unchanged" in (tmp_path / "serve.log").read_text()
         serving.send_signal(signal.SIGTERM)
         serving.wait(timeout=60)
         deployments = _read(api, served)

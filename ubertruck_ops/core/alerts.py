@@ -45,6 +45,9 @@ FLOW_FAILURE_SEVERITY: dict[str, str] = {
     "monthly-maintenance": HIGH,       # it runs the monthly restore drill
 }
 REPORTED_BY_PARENT = frozenset({"host-release"})
+# A run that reported its own failure carries this at the end of its name: the server's failure
+# automations skip it (one notice per channel per event).
+REPORTED_SUFFIX = " (reported)"
 
 # PagerDuty's Events API v2 severities.
 _PAGERDUTY_SEVERITY = {CRITICAL: "critical", HIGH: "error", MEDIUM: "warning", LOW: "info"}

@@ -140,13 +140,15 @@ def unscheduled_by(tier: Tier | None) -> frozenset[str]:
 
 
 def ensure_alerts(name: str) -> list[str]:
-    """Create or update environment `name`'s server-side automations (failed runs, missing
-    scheduled runs) with Prefect's Slack block; return what was done, one line each."""
+    """Create or update environment `name`'s server-side automations (crashed and unreported failed
+    runs, missing scheduled runs: Slack, and PagerDuty for critical ones); return what was done."""
     from ubertruck_ops.deployments.automations import ensure_automations
 
     try:
-        slack = load_environment(name).slack
+        env = load_environment(name)
     except ValueError as exc:
         return [f"no automations for {name}: {exc}"]
-    url = slack.webhook_url.get_secret_value() if slack.webhook_url else None
-    return ensure_automations(name, url, unscheduled_by(recorded_tier(name)))
+    url = env.slack.webhook_url.get_secret_value() if env.slack.webhook_url else None
+    key = env.alerts.pagerduty_routing_key
+    pagerduty = (env.alerts.pagerduty_events_url, key.get_secret_value()) if key is not None else None
+    return ensure_automations(name, url, unscheduled_by(recorded_tier(name)), pagerduty=pagerduty)

@@ -31,11 +31,12 @@ from prefect.artifacts import create_markdown_artifact
 from ubertruck_ops.blocks.environment import Environment, load_environment
 from ubertruck_ops.blocks.slack import SlackNotices
 from ubertruck_ops.core import alerts, notices
+from ubertruck_ops.core.alerts import REPORTED_SUFFIX
 from ubertruck_ops.core.steps import Steps
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.log import logger
 from ubertruck_ops.operations.alerts import Alerter
-from ubertruck_ops.tasks.events import emit_flow_alert_event
+from ubertruck_ops.tasks.events import emit_flow_alert_event, mark_run_reported
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.notify import ping as notify_ping
 from ubertruck_ops.tasks.repository import Repository, open_repository
@@ -128,6 +129,8 @@ class Operation:
             emit_flow_alert_event(self._reported_as, target, alert.severity,
                                   {"sent": delivery.sent, "failed": delivery.failed, "paged": delivery.paged,
                                    "silenced_by": delivery.silenced_by}, _run_id())
+            if not delivery.failed:     # every channel took it: the server's automations need not repeat it
+                mark_run_reported(REPORTED_SUFFIX)
         except Exception as exc:  # noqa: BLE001 - a report must never change the run's outcome
             self.log.warning("the failure alert was not sent: %s", one_line(exc))
 

@@ -37,3 +37,24 @@ def emit_flow_alert_event(environment: str, flow: str, severity: str, delivered:
                                  "ubertruck.severity": severity},
                        payload={**delivered, "flow_run_id": flow_run_id or ""})
     return event is not None
+
+
+def mark_run_reported(suffix: str) -> bool:
+    """Append `suffix` to this flow run's name: the server's failure automations skip a run that
+    reported its own failure (deployments/automations.py). Return whether it was renamed; never
+    raises (outside a run, or with no API, nothing is renamed and the server may speak too)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        run_id, name = flow_run.id, flow_run.name
+        if not run_id or not name or name.endswith(suffix):
+            return False
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(UUID(run_id), name=name + suffix)
+        return True
+    except Exception as exc:  # noqa: BLE001 - a second notice is better than none
+        logger().warning("could not mark this run as reported (%s): the server may report it too", type(exc).__name__)
+        return False
