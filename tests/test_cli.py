@@ -144,6 +144,28 @@ def test_a_silence_is_made_listed_announced_and_ended_from_the_command_line_and_
         assert ended.returncode == 0 and "ended" in ended.stdout, ended.stderr
         assert any("silence of booking-service ended early" in t for t in slack.texts()), slack.texts()
         assert f"{silence_id}  ended" in cli("silences", "--environment", name).stdout
+
+        # A silence of the whole environment pauses the server's automations too, and its end resumes them.
+        from prefect.client.orchestration import get_client
+
+        from ubertruck_ops.deployments.automations import ensure_automations
+
+        ensure_automations(name, slack.webhook(), rules=[])
+
+        def enabled() -> dict[str, bool]:
+            with get_client(sync_client=True) as client:
+                return {a.name: a.enabled for a in client.read_automations() if a.name.startswith(f"ubertruck-{name}-")}
+        assert set(enabled().values()) == {True} and len(enabled()) == 2, enabled()
+        whole = cli("silence", "--environment", name, "--for", "30m", "--reason", "failover test")
+        assert set(enabled().values()) == {False}, enabled()
+        cli("unsilence", whole.stdout.split("(id ")[1].split(";")[0], "--environment", name)
+        assert set(enabled().values()) == {False}, enabled()       # the UI's silence of everything still holds
+        cli("unsilence", "fromui", "--environment", name)
+        assert set(enabled().values()) == {True}, enabled()
+        with get_client(sync_client=True) as client:
+            for automation in client.read_automations():
+                if automation.name.startswith(f"ubertruck-{name}-"):
+                    client.delete_automation(automation.id)
     finally:
         slack.stop()
 

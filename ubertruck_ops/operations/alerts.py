@@ -15,6 +15,7 @@ from ubertruck_ops.core import alerts, notices
 from ubertruck_ops.core.alerts import Alert, Silence
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks import pagerduty
+from ubertruck_ops.tasks.automation_pause import set_paused
 from ubertruck_ops.tasks.email import send_email
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.silences import read_silences, write_silences
@@ -133,7 +134,9 @@ class Alerter:
             ended = alerts.ended_unannounced(silences, now)
             if not ended and alerts.kept_silences(silences, now) == silences:
                 return []
+            active = [s for s in silences if s.ends > now]
             for silence in ended:
+                set_paused(self.environment, silence, False, active)
                 notify.fn(self.slack, notices.silence_ended(silence))
             done = {s.id for s in ended}
             write_silences(self.environment, alerts.kept_silences(

@@ -13,6 +13,7 @@ from ubertruck_ops.blocks.environment import block_name
 from ubertruck_ops.blocks.slack import SlackNotices
 from ubertruck_ops.core import alerts, notices
 from ubertruck_ops.core.alerts import Silence
+from ubertruck_ops.tasks.automation_pause import set_paused
 from ubertruck_ops.tasks.notify import notify
 from ubertruck_ops.tasks.silences import read_silences, write_silences
 
@@ -41,6 +42,7 @@ def make(environment: str, duration: str, reason: str, target: str | None = None
     silence = Silence(id=secrets.token_hex(4), environment=environment, starts=now, ends=now + length,
                       reason=reason.strip()[:500], target=(target or "").strip() or None, created_by=who)
     write_silences(environment, alerts.kept_silences(read_silences(environment), now) + [silence])
+    set_paused(environment, silence, True, [])
     notify.fn(slack, notices.silence_started(silence))
     return silence
 
@@ -56,6 +58,7 @@ def end(environment: str, silence_id: str, now: datetime | None = None) -> Silen
                          f"{environment}` lists them)")
     ended = replace(found, ends=now, announced_end=True)
     write_silences(environment, [ended if s.id == silence_id else s for s in current])
+    set_paused(environment, ended, False, [s for s in current if s.id != silence_id and s.ends > now])
     notify.fn(_slack(environment), notices.silence_ended(ended, early=True))
     return ended
 
