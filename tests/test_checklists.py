@@ -65,6 +65,11 @@ def test_morning_checklist_on_a_healthy_system_then_new_error_lines_then_a_servi
     for name in ("last night's backup", "database reachable", "response times", "error logs", "scheduled jobs late"):
         assert results[name]["status"] == "ok", results[name]
     assert "match their manifest" in results["last night's backup"]["detail"]
+    # what it cannot check says so, as a low line, never as a pass (no TLS_HOSTS, no WATCH_ACCESS_LOG here)
+    assert (results["tls certificates"]["status"], results["tls certificates"]["severity"]) == ("warn", "low")
+    assert results["tls certificates"]["detail"].startswith("not configured: set TLS_HOSTS")
+    assert results["error rate (access log)"]["detail"].startswith("not configured: set WATCH_ACCESS_LOG")
+    assert "queue backlog" not in results                       # QUEUE_KEYS is set in this environment
     report = next(a for a in flow_run_artifacts(state) if a.type == "markdown")
     assert "\u2705 ok" in report.data, report.data[:500]           # the UI shows no Slack shortcodes
     assert not any(code in report.data for code in (":white_check_mark:", ":warning:", ":red_circle:"))

@@ -170,6 +170,37 @@ def test_a_silence_is_made_listed_announced_and_ended_from_the_command_line_and_
         slack.stop()
 
 
+def test_blocks_init_sets_the_checks_from_the_env_file_and_a_later_one_updates_only_what_it_names(tmp_path):
+    """WATCH_ACCESS_LOG, TLS_HOSTS, QUEUE_KEYS and every threshold by its name; a field tuned in the UI
+    survives a later blocks init that does not name it, and one it names wins."""
+    from ubertruck_ops.blocks.monitoring import CheckThresholds
+    from ubertruck_ops.deployments.setup import blocks_init
+
+    name = new_env_name()
+    base = {"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/d", "BACKUP_ENCRYPTION_KEY": "k",
+            "BACKUP_REPOSITORY": str(tmp_path / "repo")}
+
+    def init(**values: str) -> CheckThresholds:
+        env_file = tmp_path / "production.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in {**base, **values}.items()))
+        blocks_init(name, str(env_file), variables={})
+        return CheckThresholds.load(f"{name}-thresholds")
+
+    first = init(WATCH_ACCESS_LOG="/var/log/nginx/ubertruck-access.log", TLS_HOSTS="ubertruck.in, api.ubertruck.in:8443",
+                 QUEUE_KEYS="bull:jobs:wait", CPU_HIGH_PCT="85", DISK_PATHS="/,/data")
+    assert first.access_log == "/var/log/nginx/ubertruck-access.log" and first.cpu_high_pct == 85
+    assert first.tls_hosts == ["ubertruck.in", "api.ubertruck.in:8443"] and first.queue_keys == ["bull:jobs:wait"]
+    assert first.disk_paths == ["/", "/data"]
+    tuned = first.model_copy(update={"memory_high_pct": 95, "cpu_high_pct": 70})       # an operator, in the UI
+    tuned.save(f"{name}-thresholds", overwrite=True)
+    later = init(DISK_PATHS="/")
+    assert (later.memory_high_pct, later.cpu_high_pct, later.disk_paths) == (95, 70, ["/"])
+    assert later.tls_hosts == ["ubertruck.in", "api.ubertruck.in:8443"] and later.access_log
+    assert init(CPU_HIGH_PCT="92").cpu_high_pct == 92
+    with pytest.raises(ValueError, match="environment variable CPU_HIGH_PCT is refused"):
+        init(CPU_HIGH_PCT="lots")
+
+
 @pytest.fixture
 def open_dir():
     """A folder the unprivileged PostgreSQL user can enter (pytest's tmp_path is root-only)."""

@@ -37,3 +37,15 @@ def test_failed_jobs_and_failed_logins_warn_only_over_their_thresholds():
     assert rules.failed_logins(50, 50).status == checks.OK
     logins = rules.failed_logins(51, 50)
     assert (logins.status, logins.severity, logins.detail) == (checks.WARN, "high", "51 in 24 h (audit log)")
+
+
+def test_a_check_with_nothing_to_look_at_is_a_low_line_naming_its_variable_never_a_pass():
+    from ubertruck_ops.core.checklist_rules import not_configured
+
+    lines = {r.name: r for r in not_configured([], None, True, [])}
+    assert set(lines) == {"tls certificates", "error rate (access log)", "queue backlog"}
+    assert all(r.status == "warn" and r.severity == "low" for r in lines.values())
+    assert lines["tls certificates"].detail.startswith("not configured: set TLS_HOSTS")
+    assert lines["queue backlog"].detail.startswith("not configured: set QUEUE_KEYS")
+    assert [r.name for r in not_configured([], None, False, [])][-1] == "redis"
+    assert not_configured(["ubertruck.in"], "/var/log/nginx/a.log", True, ["bull:jobs:wait"]) == []

@@ -109,8 +109,10 @@ def _reasons(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
 
 
-# Tuned by operators in the UI, not set from variables: `blocks init` creates them once, never resets them.
-_KEEP_IF_PRESENT = {"thresholds", "queries"}
+# Tuned by operators in the UI: `blocks init` creates the queries once and never resets them, and
+# updates only the thresholds its variables set (the others keep what the UI made of them).
+_KEEP_IF_PRESENT = {"queries"}
+_MERGE_SET_FIELDS = {"thresholds"}
 
 
 def save_environment(env: Environment, environment: str) -> list[str]:
@@ -121,12 +123,17 @@ def save_environment(env: Environment, environment: str) -> list[str]:
         if block is None:
             continue
         name = block_name(environment, item.name)
-        if item.name in _KEEP_IF_PRESENT:
+        if item.name in _KEEP_IF_PRESENT | _MERGE_SET_FIELDS:
             try:
-                type(block).load(name)
-                continue
+                saved_block = type(block).load(name)
             except ValueError:
-                pass
+                saved_block = None
+            if saved_block is not None and item.name in _KEEP_IF_PRESENT:
+                continue
+            if saved_block is not None:
+                if not block.model_fields_set:
+                    continue
+                block = saved_block.model_copy(update={f: getattr(block, f) for f in block.model_fields_set})
         block.save(name, overwrite=True)
         saved.append(f"{block.get_block_type_slug()}/{name}")
     return saved

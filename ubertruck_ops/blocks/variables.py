@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
     drill = optional("DRILL_DATABASE_URL")
     return Environment(database=database, encryption=encryption, repository=repository, slack=slack,
                        archive=archive, drill_database=PostgresDatabase.from_url(drill, "DRILL_DATABASE_URL") if drill else None, app=app,
-                       thresholds=CheckThresholds(), queries=BusinessQueries(), redis=redis, rds=rds,
+                       thresholds=thresholds_from_variables(variables), queries=BusinessQueries(), redis=redis,
+                       rds=rds,
                        fleet=_fleet(optional("APP_HOSTS"), optional("APP_HOSTS_AT_ONCE")),
                        load_balancer=load_balancer_from_variables(variables),
                        alerts=alert_channels_from_variables(variables))
@@ -140,6 +142,29 @@ def alert_channels_from_variables(variables: Mapping[str, str]) -> AlertChannels
     return _build(AlertChannels, _ALERT_VARIABLES, **secret,
                   pagerduty_events_url=optional("PAGERDUTY_EVENTS_URL") or PAGERDUTY_EVENTS_URL,
                   smtp_ca_file=optional("SMTP_CA_FILE"), email_from=optional("ALERT_EMAIL_FROM"), email_to=recipients)
+
+
+# CheckThresholds field -> the variable that sets it: three by the names the issue gave, the others
+# by their field's name in capitals (the README's table lists every one).
+_THRESHOLD_NAMES = {"access_log": "WATCH_ACCESS_LOG", "tls_hosts": "TLS_HOSTS", "queue_keys": "QUEUE_KEYS",
+                    "endpoints": "CHECK_ENDPOINTS"}
+THRESHOLD_VARIABLES = {field: _THRESHOLD_NAMES.get(field, field.upper()) for field in CheckThresholds.model_fields}
+
+
+def thresholds_from_variables(variables: Mapping[str, str]) -> CheckThresholds:
+    """The thresholds `variables` set (THRESHOLD_VARIABLES; lists comma-separated): only those fields
+    are set on the result (`model_fields_set`), so save_environment updates exactly them in a saved
+    block and keeps what an operator tuned in the UI. Raise ValueError naming a refused variable."""
+    fields: dict = {}
+    for field, name in THRESHOLD_VARIABLES.items():
+        value = (variables.get(name) or "").strip()
+        if not value:
+            continue
+        if typing.get_origin(CheckThresholds.model_fields[field].annotation) is list:
+            fields[field] = [item.strip() for item in value.split(",") if item.strip()]
+        else:
+            fields[field] = value
+    return _build(CheckThresholds, THRESHOLD_VARIABLES, **fields)
 
 
 def _fleet(hosts: str | None, at_once: str | None) -> AppFleet | None:

@@ -35,3 +35,21 @@ def failed_background_jobs(n: float, medium: float) -> CheckResult:
 def failed_logins(n: float, high: float) -> CheckResult:
     """Failed logins in the audit log over 24 h: high over `high` (a password-guessing attempt)."""
     return checks.above("failed logins", n, [(high, checks.WARN, "high")], "", f"{int(n)} in 24 h (audit log)")
+
+
+def not_configured(tls_hosts: list[str], access_log: str | None, redis_configured: bool,
+                   queue_keys: list[str]) -> list[CheckResult]:
+    """The checks that cannot run because nothing tells them what to look at: each a low line
+    "not configured: set X" (never a pass), so a checklist shows what it is blind to."""
+    missing = []
+    if not tls_hosts:
+        missing.append(("tls certificates", "TLS_HOSTS", "no certificate expiry is checked"))
+    if not access_log:
+        missing.append(("error rate (access log)", "WATCH_ACCESS_LOG",
+                        "no error rate or p95 from nginx's access log"))
+    if not redis_configured:
+        missing.append(("redis", "REDIS_URL", "Redis and its queue are not checked"))
+    elif not queue_keys:
+        missing.append(("queue backlog", "QUEUE_KEYS", "no queue backlog is checked"))
+    return [checks.warn(name, "not configured", variable, f"not configured: set {variable} ({why})", "low")
+            for name, variable, why in missing]
