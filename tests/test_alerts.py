@@ -191,6 +191,9 @@ def test_a_failed_nightly_backup_pages_once_with_its_flows_key_and_the_next_comp
         assert len([t for t in slack.texts() if "FAILED" in t]) == 2
         assert "PagerDuty trigger" in caplog.text and "not sent (HTTP 503)" in caplog.text
         assert len(pagerduty.raw) == 2 + 2                      # two attempts, then it gave up
+        source_db.save(block_name(env, "database"), overwrite=True)
+        assert nightly_backup(environment=env)["backup_id"]      # PagerDuty still down: the backup completes
+        assert len(pagerduty.raw) == 4 + 2 and "PagerDuty resolve" in caplog.text
         assert "R0UTING-sentinel" not in caplog.text and "R0UTING-sentinel" not in " ".join(slack.texts())
     finally:
         slack.stop()

@@ -28,8 +28,10 @@ def overnight_alerts(environment: str, since: datetime, name: str = "overnight a
     """What went wrong in `environment` since `since` (incidents_since): high when anything did."""
     lines = incidents_since(environment, since)
     if lines:
-        return checks.warn(name, len(lines), "0", f"{len(lines)} since {since:%d %b %H:%M} UTC: "
-                           + "; ".join(lines[:10]), "high")
+        shown = lines[-30:]             # the newest, when a night had more
+        earlier = f" ({len(lines) - len(shown)} earlier not shown)" if len(lines) > len(shown) else ""
+        return checks.warn(name, len(lines), "0", f"{len(lines)} since {since:%d %b %H:%M} UTC{earlier}: "
+                           + "; ".join(shown), "high")
     return checks.ok(name, 0, "0", f"no incidents and no failed or crashed runs of {environment} since "
                                    f"{since:%d %b %H:%M} UTC")
 
