@@ -138,9 +138,19 @@ def _missing_automation(environment: str, rule: MissingRule, slack_id, pagerduty
 
 
 def _definition(automation) -> dict:
-    """What an automation does, without its id or anything the server adds."""
-    return automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger", "actions"},
-                                 exclude={"trigger": {"id"}})
+    """What an automation does, without its id or anything the server adds; lists of names sorted
+    (a trigger's `expect` is a set: its order changes from one process to the next)."""
+    return _sorted_names(automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger",
+                                                                     "actions"}, exclude={"trigger": {"id"}}))
+
+
+def _sorted_names(value):
+    if isinstance(value, dict):
+        return {key: _sorted_names(item) for key, item in value.items()}
+    if isinstance(value, list):
+        items = [_sorted_names(item) for item in value]
+        return sorted(items) if all(isinstance(item, str) for item in items) else items
+    return value
 
 
 def _upsert(automation) -> str:
