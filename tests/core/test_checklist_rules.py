@@ -49,3 +49,10 @@ def test_a_check_with_nothing_to_look_at_is_a_low_line_naming_its_variable_never
     assert lines["queue backlog"].detail.startswith("not configured: set QUEUE_KEYS")
     assert [r.name for r in not_configured([], None, False, [])][-1] == "redis"
     assert not_configured(["ubertruck.in"], "/var/log/nginx/a.log", True, ["bull:jobs:wait"]) == []
+
+
+def test_no_app_block_is_a_not_configured_line_too():
+    from ubertruck_ops.core.checklist_rules import not_configured
+
+    first = not_configured(["a"], "/log", True, ["q"], app_configured=False)[0]
+    assert first.name == "app services" and first.detail.startswith("not configured: set APP_ROOT")

@@ -38,10 +38,12 @@ def failed_logins(n: float, high: float) -> CheckResult:
 
 
 def not_configured(tls_hosts: list[str], access_log: str | None, redis_configured: bool,
-                   queue_keys: list[str]) -> list[CheckResult]:
+                   queue_keys: list[str], app_configured: bool = True) -> list[CheckResult]:
     """The checks that cannot run because nothing tells them what to look at: each a low line
     "not configured: set X" (never a pass), so a checklist shows what it is blind to."""
     missing = []
+    if not app_configured:
+        missing.append(("app services", "APP_ROOT", "no service health or response time is checked"))
     if not tls_hosts:
         missing.append(("tls certificates", "TLS_HOSTS", "no certificate expiry is checked"))
     if not access_log:

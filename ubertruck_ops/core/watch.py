@@ -116,7 +116,7 @@ def traffic_verdict(requests: list[Request], now: datetime, window: timedelta = 
     """Given the requests seen and how many lines of the last `window` could not be read, return
     (status, severity, value, detail) over that window: critical above `error_critical_pct` 5xx or a
     p95 above `p95_critical_s`, failing "high" above the high limits, "ok" otherwise or with fewer
-    than `min_requests` lines (too few to judge).
+    than `min_requests` readable requests (too few to judge).
 
     An unreadable line counts as a failed request (hiding requests can never lower the error rate).
     More than `unreadable_pct` of the lines unreadable (3 at least) is said in the detail and fails

@@ -91,6 +91,7 @@ def morning_checklist(environment: str = "production") -> dict:
             plan["error logs"] = error_logs
         results = run_checks(plan, limits.check_timeout_seconds, {"last night's backup": BACKUP_CHECK_SECONDS,
                                                                   "wal archive lag": ARCHIVE_LIST_SECONDS})
+        # (a missing app block is this checklist's "services" error, above)
         results += rules.not_configured(limits.tls_hosts, limits.access_log, env.redis is not None, limits.queue_keys)
         if learned:
             orchestration.remember("checklist_state", environment, {**state, **learned})
@@ -129,7 +130,8 @@ def afternoon_checklist(environment: str = "production") -> dict:
             if limits.queue_keys:
                 plan["queue backlog"] = lambda: cache.queue_backlog(env.redis, limits)
         results = run_checks(plan, limits.check_timeout_seconds)
-        results += rules.not_configured(limits.tls_hosts, limits.access_log, env.redis is not None, limits.queue_keys)
+        results += rules.not_configured(limits.tls_hosts, limits.access_log, env.redis is not None, limits.queue_keys,
+                                        env.app is not None)
         return publish(op, "afternoon-checklist", "Afternoon checklist (14:00)", results)
 
 
@@ -185,7 +187,8 @@ def evening_checklist(environment: str = "production", day: str | None = None) -
             plan["response times"] = lambda: services.response_times(env.app, limits,
                                                                      timeout=limits.check_timeout_seconds)
         results = run_checks(plan, limits.check_timeout_seconds, {"pending updates": 120, "daily metrics": 300})
-        results += rules.not_configured(limits.tls_hosts, limits.access_log, env.redis is not None, limits.queue_keys)
+        results += rules.not_configured(limits.tls_hosts, limits.access_log, env.redis is not None, limits.queue_keys,
+                                        env.app is not None)
         _remember_day(op, today, figures, results, limits)
         body, chart_note = _status_report(op, today, yesterday, figures)
         try:
