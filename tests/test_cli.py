@@ -137,10 +137,13 @@ def test_a_silence_is_made_listed_announced_and_ended_from_the_command_line_and_
         now = datetime.now(UTC)
         stored["silences"].append({"id": "fromui", "environment": name, "starts": now.isoformat(),
                                    "ends": (now + timedelta(minutes=30)).isoformat(), "reason": "set in the UI"})
+        stored["silences"].append({"id": "naive", "environment": name, "starts": "2026-12-05T01:00:00",
+                                   "ends": "2099-12-05T03:00:00", "reason": "no offset: ignored, never a crash"})
         Variable.set(f"ubertruck_{name}_silences".replace("-", "_"), stored, overwrite=True)
         listed = cli("silences", "--environment", name)
         assert f"{silence_id}  active until" in listed.stdout and "booking-service" in listed.stdout
         assert "fromui  active until" in listed.stdout and "every alert  reason: set in the UI" in listed.stdout
+        assert "naive" not in listed.stdout and listed.returncode == 0
         with pytest.raises(ValueError, match="no active silence 'nope'"):
             silences.end(name, "nope")
         ended = cli("unsilence", silence_id, "--environment", name)

@@ -161,3 +161,12 @@ def test_overnight_alerts_pair_each_down_with_its_recovery_and_say_who_was_paged
     lines = overnight_lines(happened)
     assert lines[0].startswith("health booking-service down at 02:00 UTC for 4") and lines[0].endswith("(paged)")
     assert lines[1] == "disk / down at 03:00 UTC STILL GOING (silenced)"
+
+
+def test_a_hand_written_silence_cannot_last_forever_nor_break_the_alerts_with_a_time_without_offset():
+    written = {"id": "ui", "environment": "production", "starts": NOW.isoformat(),
+               "ends": "2099-01-01T00:00:00+00:00", "reason": "forgot to pick an end"}
+    assert Silence.from_dict(written).ends == NOW + timedelta(days=7)
+    for naive in ({"starts": "2026-12-05T02:00:00"}, {"ends": "2026-12-05T04:00:00"}):
+        with pytest.raises(ValueError, match="UTC offset"):
+            Silence.from_dict(written | naive)

@@ -233,10 +233,16 @@ class Silence:
 
     @classmethod
     def from_dict(cls, data: dict) -> Silence:
-        return cls(id=str(data["id"]), environment=str(data["environment"]),
-                   starts=datetime.fromisoformat(data["starts"]), ends=datetime.fromisoformat(data["ends"]),
-                   reason=str(data.get("reason") or ""), target=data.get("target") or None,
-                   created_by=str(data.get("created_by") or ""), announced_end=bool(data.get("announced_end")))
+        """Read a stored silence (the CLI's, or one written by hand in the UI). Raise ValueError for
+        a time without its UTC offset (it could not be compared with now). A silence written to last
+        longer than MAX_SILENCE ends MAX_SILENCE after its start: every silence expires."""
+        starts, ends = datetime.fromisoformat(data["starts"]), datetime.fromisoformat(data["ends"])
+        if starts.tzinfo is None or ends.tzinfo is None:
+            raise ValueError("a silence's starts and ends need their UTC offset (e.g. 2026-12-05T03:00:00+00:00)")
+        return cls(id=str(data["id"]), environment=str(data["environment"]), starts=starts,
+                   ends=min(ends, starts + MAX_SILENCE), reason=str(data.get("reason") or ""),
+                   target=data.get("target") or None, created_by=str(data.get("created_by") or ""),
+                   announced_end=bool(data.get("announced_end")))
 
 
 def covering(silences: list[Silence], environment: str, target: str, now: datetime) -> Silence | None:

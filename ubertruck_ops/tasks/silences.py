@@ -33,7 +33,7 @@ def read_silences(environment: str) -> list[Silence]:
         except (KeyError, TypeError, ValueError) as exc:
             logger().warning("a silence of %s cannot be read and is ignored (%s): %r", environment, exc, entry)
             continue
-        if silence.environment == environment and silence.ends.tzinfo is not None:
+        if silence.environment == environment:
             found.append(silence)
     return found
 
