@@ -205,11 +205,12 @@ def test_the_servers_slack_and_pagerduty_bodies_carry_any_text_and_keep_their_se
     same text in valid JSON, the webhook URL and the routing key live only in the blocks' secrets."""
     import json
 
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
 
     from ubertruck_ops.deployments.automations import _notification_blocks
 
     env = "notif-" + __import__("secrets").token_hex(3)
+    SlackWebhook(url=SecretStr("https://hooks.slack.com/services/T0/B0/old-sentinel")).save(f"{env}-slack-webhook")
     _notification_blocks(env, "http://127.0.0.1:9/services/T0/B0/hook-sentinel", ("http://127.0.0.1:9/v2/enqueue",
                                                                                 "R0UTING-sentinel"))
     slack = CustomWebhookNotificationBlock.load(f"{env}-slack-alerts")
@@ -225,3 +226,5 @@ def test_the_servers_slack_and_pagerduty_bodies_carry_any_text_and_keep_their_se
     assert sent["payload"]["summary"] == body
     assert "R0UTING-sentinel" not in json.dumps({k: v for k, v in page.model_dump(mode="json").items()
                                                 if k != "secrets"})
+    with pytest.raises(ValueError):          # the old SlackWebhook block and its copy of the secret are gone
+        SlackWebhook.load(f"{env}-slack-webhook")

@@ -182,12 +182,14 @@ def _delete_if_present(name: str) -> bool:
 def _notification_blocks(environment: str, webhook_url: str, pagerduty: tuple[str, str] | None):
     """Save `<env>-slack-alerts` and, given (events URL, routing key), `<env>-pagerduty-alerts`; return
     their ids. Every secret (the webhook URL, the routing key) is in the blocks' secrets."""
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
 
     slack = CustomWebhookNotificationBlock(
         name=f"{environment} Slack", url="{{slack_url}}", json_data={"text": "{{body}}"},
         secrets={"slack_url": webhook_url}, timeout=10)
     slack_id = slack.save(f"{environment}-slack-alerts", overwrite=True)
+    # The SlackWebhook block earlier releases saved (Apprise refused most URLs) holds the same secret: gone.
+    _delete_block(f"{environment}-slack-webhook", SlackWebhook)
     if pagerduty is None:
         _delete_block(f"{environment}-pagerduty-alerts")
         return slack_id, None
@@ -204,12 +206,12 @@ def _notification_blocks(environment: str, webhook_url: str, pagerduty: tuple[st
     return slack_id, page.save(f"{environment}-pagerduty-alerts", overwrite=True)
 
 
-def _delete_block(name: str) -> None:
+def _delete_block(name: str, block_class=None) -> None:
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.exceptions import ObjectNotFound
 
     try:
-        CustomWebhookNotificationBlock.delete(name)
+        (block_class or CustomWebhookNotificationBlock).delete(name)
     except (ValueError, ObjectNotFound):
         pass
 

@@ -62,8 +62,7 @@ class Alerter:
             delivery.silenced_by = silence.id
             logger().info("alert %s (%s) silenced by %s until %s: recorded, nobody notified", alert.target,
                           alert.severity, silence.id, f"{silence.ends:%H:%M %Z}")
-            return delivery
-        for channel in alerts.channels(alert.severity, self.configured):
+        for channel in alerts.channels(alert.severity, self.configured, silenced=silence is not None):
             if channel == alerts.DIGEST:
                 continue                  # the evening checklist gathers the day's low items itself
             if channel == alerts.SLACK and post is not None:

@@ -25,8 +25,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from ubertruck_ops.blocks.environment import Environment, load_environment
 from ubertruck_ops.blocks.slack import SlackNotices
@@ -65,7 +67,7 @@ class Operation:
         self._started = time.monotonic()
         self._repo: Repository | None = None
         self._slack, self._reported_as = env.slack, environment
-        self.flow = _current_flow_name()
+        self.flow = flow_run.flow_name or None     # None outside a flow run (tests): named by `what`
         self._default = FailureReport() if notify_failures else None
         # The report of the innermost failure_says block the failing error passed through.
         self._failing: tuple[BaseException, FailureReport] | None = None
@@ -121,14 +123,15 @@ class Operation:
         nightly backup pages), with `payload` as its Slack notice. Never raises."""
         target = self.flow or self.what
         alert = alerts.Alert(self._reported_as, "flow", target, "run failed",
-                             alerts.flow_failure_severity(target), one_line(error)[:200], _now(), _run_link(),
+                             alerts.flow_failure_severity(target), one_line(error)[:200], datetime.now(UTC),
+                             flow_run.ui_url or "",
                              f"{self.what} failed at step '{self.step.current}': {one_line(error)}",
                              key=alerts.flow_dedup_key(self._reported_as, target))
         try:
             delivery = self.alerter.send(alert, payload, post=self.notify)
             emit_flow_alert_event(self._reported_as, target, alert.severity,
                                   {"sent": delivery.sent, "failed": delivery.failed, "paged": delivery.paged,
-                                   "silenced_by": delivery.silenced_by}, _run_id())
+                                   "silenced_by": delivery.silenced_by}, flow_run.id)
             if not delivery.failed:     # every channel took it: the server's automations need not repeat it
                 mark_run_reported(REPORTED_SUFFIX)
         except Exception as exc:  # noqa: BLE001 - a report must never change the run's outcome
@@ -153,39 +156,6 @@ class Operation:
             report.handler(exc)
         else:
             self.failure_notice(exc, report.lines)
-
-
-def _current_flow_name() -> str | None:
-    from prefect.runtime import flow_run
-
-    try:
-        return flow_run.flow_name or None
-    except Exception:  # noqa: BLE001 - outside a flow run: named by `what`
-        return None
-
-
-def _run_link() -> str:
-    from prefect.runtime import flow_run
-
-    try:
-        return flow_run.ui_url or ""
-    except Exception:  # noqa: BLE001 - no UI address known
-        return ""
-
-
-def _run_id() -> str | None:
-    from prefect.runtime import flow_run
-
-    try:
-        return flow_run.id
-    except Exception:  # noqa: BLE001 - outside a flow run
-        return None
-
-
-def _now():
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 def _report_nothing(exc: Exception) -> None:
