@@ -228,3 +228,22 @@ def test_the_servers_slack_and_pagerduty_bodies_carry_any_text_and_keep_their_se
                                                 if k != "secrets"})
     with pytest.raises(ValueError):          # the old SlackWebhook block and its copy of the secret are gone
         SlackWebhook.load(f"{env}-slack-webhook")
+
+
+def test_a_page_pagerduty_refuses_is_not_sent_again_and_one_it_cannot_take_now_is_tried_twice():
+    from ubertruck_ops.blocks.alerting import AlertChannels
+    from ubertruck_ops.core.alerts import pagerduty_resolve
+    from ubertruck_ops.tasks.pagerduty import send_event
+
+    from tests.parts import PagerDutyReceiver
+
+    receiver = PagerDutyReceiver().start()
+    try:
+        channels = AlertChannels(pagerduty_routing_key=SecretStr("k"), pagerduty_events_url=receiver.events_url)
+        assert send_event(channels, {"routing_key": "k", "event_action": "trigger"}) is False     # 400: no payload
+        assert len(receiver.raw) == 1 and receiver.refused == ["payload missing"]
+        receiver.status = 503
+        assert send_event(channels, pagerduty_resolve("ubertruck/x/flow/f", "k")) is False
+        assert len(receiver.raw) == 3
+    finally:
+        receiver.stop()
