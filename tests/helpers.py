@@ -58,9 +58,17 @@ def new_env_name() -> str:
 def save_env(db: PostgresDatabase, repo: BackupRepository, *, app_root: Path | None = None,
              passphrase: str | None = None, encryption: BackupEncryption | None = None,
              slack_url: str | None = None, drill: PostgresDatabase | None = None, name: str | None = None,
-             app: AppHost | None = None, ping_url: str | None = None) -> str:
-    """Save a test environment's blocks; return its name."""
+             app: AppHost | None = None, ping_url: str | None = None,
+             app_config: dict[str, str] | None = None) -> str:
+    """Save a test environment's blocks; return its name. With `app`, the services' configuration is
+    `app_config` (default: the DATABASE_URL and JWT_SECRET the sample services need to start)."""
+    from prefect.types import SecretDict
+
+    from ubertruck_ops.blocks.app_config import AppConfiguration
+
     name = name or new_env_name()
+    if app is not None and app_config is None:
+        app_config = {"DATABASE_URL": db.url(), "JWT_SECRET": secrets.token_urlsafe(24)}
     env = Environment(
         database=db,
         encryption=encryption or BackupEncryption(passphrase=SecretStr(passphrase or secrets.token_urlsafe(24))),
@@ -69,7 +77,8 @@ def save_env(db: PostgresDatabase, repo: BackupRepository, *, app_root: Path | N
                            ping_url=SecretStr(ping_url) if ping_url else None),
         archive=ArchiveSources(app_root=str(app_root) if app_root else None,
                                config_files=[str(app_root / "shared" / ".env.production")] if app_root else []),
-        drill_database=drill, app=app)
+        drill_database=drill, app=app,
+        app_config=AppConfiguration(values=SecretDict(app_config)) if app_config is not None else None)
     save_environment(env, name)
     return name
 

@@ -136,7 +136,8 @@ def test_releases_that_crash_or_never_get_ready_are_rolled_back_by_themselves(pg
     assert state.is_failed() and "no earlier release" in state.message
     assert set(versions(app).values()) == {"v1.2.0"}
     details = json.dumps(slack.posts)
-    assert "booking-service@v1.3.0 did not come up" in details and "/health/ready answered 503" in details
+    # PM2 names the release and its configuration version (configuration 1: the sample's variables)
+    assert "booking-service@v1.3.0+c1 did not come up" in details and "/health/ready answered 503" in details
 
 
 def test_bad_input_and_failed_builds_or_migrations_change_nothing_live(pg18, app_host, local_repo, slack, monkeypatch):
@@ -216,9 +217,9 @@ def test_a_deploy_killed_after_the_switch_leaves_a_state_rollback_and_deploy_rep
     # lock file and releases it (without that, under the test's API, the slot would stay taken).
     back = rollback(environment=env)
     assert back["tag"] == "v1.2.0"
-    assert set(versions(app).values()) == {"v1.2.0"} and pm2.running_problems(app, "v1.2.0") == []
+    assert set(versions(app).values()) == {"v1.2.0"} and pm2.running_problems(app, "v1.2.0", config=1) == []
 
     forward = deploy(tag="v1.2.1", environment=env)
     assert forward["status"] == "deployed"
-    assert set(versions(app).values()) == {"v1.2.1"} and pm2.running_problems(app, "v1.2.1") == []
+    assert set(versions(app).values()) == {"v1.2.1"} and pm2.running_problems(app, "v1.2.1", config=1) == []
     assert web_version(app) == "v1.2.1"

@@ -81,15 +81,18 @@ def test_npm_is_retried_on_a_registry_failure_never_on_a_broken_release_or_build
     lock = npm.BuildFailed("npm ci failed in fleet-service", stderr="npm error `npm ci` can only install packages "
                            "when your package.json and package-lock.json are in sync")
     build = npm.BuildFailed("npm run build failed in user-service: ETIMEDOUT in a test", stderr="")
-    assert retried(npm.install_and_build, registry)
-    assert not retried(npm.install_and_build, lock)
-    assert not retried(npm.install_and_build, build)
+    tests = npm.TestsFailed("npm test failed in user-service; ... npm error 503 in a test's output")
+    assert retried(npm.build_package, registry)
+    assert not retried(npm.build_package, lock)
+    assert not retried(npm.build_package, build)
+    assert not retried(npm.build_package, tests)
 
 
 def test_what_must_not_be_repeated_has_no_retries():
     from ubertruck_ops.tasks import pm2, release
 
-    for task in (npm.run_migrations, pm2.hand_over, release.switch_current, load.restore_database):
+    for task in (npm.run_migrations, npm.audit_package, pm2.hand_over, release.switch_current,
+                 load.restore_database):
         assert task.retries == 0 and task.retry_condition_fn is None, task.name
 
 

@@ -334,14 +334,20 @@ def _a_person_logs_in_and_sees_every_deployment(ui: str, secret: str, tmp_path: 
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and width == 1400 and height > 800 and len(png) > 50_000
 
 
-def test_the_ci_workflow_runs_the_deploy_deployment_on_v_tags_and_waits():
-    workflow = yaml.safe_load((PROJECT / ".github" / "workflows" / "deploy.yml").read_text())
+def test_the_example_ci_workflow_tests_then_runs_the_deploy_deployment_on_v_tags_and_waits():
+    # An example for the application repository: a v* tag of this repository starts nothing.
+    assert not (PROJECT / ".github" / "workflows").exists()
+    workflow = yaml.safe_load((PROJECT / "examples" / "app-repository" / "deploy.yml").read_text())
     triggers = workflow[True] if True in workflow else workflow["on"]      # YAML 1.1 reads `on` as true
     assert triggers["push"]["tags"] == ["v*"]
+    test_steps = [s.get("run", "") for s in workflow["jobs"]["test"]["steps"]]
+    assert test_steps[-4:] == ["npm ci", "npm test --if-present", "npm audit --omit=dev --audit-level=high",
+                               "npm run build --if-present"]
+    assert workflow["jobs"]["deploy"]["needs"] == "test"
     steps = workflow["jobs"]["deploy"]["steps"]
     command = next(s["run"] for s in steps if "deployment run" in s.get("run", ""))
     assert "prefect deployment run 'deploy/production'" in command
-    assert '--param "tag=${TAG}"' in command and "--watch" in command
+    assert '--param "tag=${TAG}"' in command and "--watch" in command and "requested_by=${ACTOR}" in command
     names = {f"{spec.flow}/production" for spec in DEPLOYMENTS}
     assert "deploy/production" in names
 

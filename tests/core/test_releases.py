@@ -146,8 +146,8 @@ def test_a_rolling_deploy_puts_each_switched_host_back_on_what_it_ran_before_tha
                HistoryEntry("t2", "deploy", "v1.0.0", "v1.1.0", "started", "run-b"),
                HistoryEntry("t3", "deploy", "v1.0.0", "v1.1.0", "succeeded", "run-b"),
                HistoryEntry("t4", "rollback", "v1.1.0", "v1.0.0", "started", "run-c")]
-    assert put_back_for_run(history, "run-b") == "v1.0.0"
-    assert put_back_for_run(history, "run-c") == "v1.1.0"
+    assert put_back_for_run(history, "run-b") == ("v1.0.0", 0)
+    assert put_back_for_run(history, "run-c") == ("v1.1.0", 0)
     assert put_back_for_run(history, "run-a") is None          # nothing was live before the first deploy
     assert put_back_for_run(history, "run-never-here") is None
 
@@ -177,7 +177,10 @@ def test_a_single_host_rollback_plan_goes_from_the_live_release_and_puts_nothing
 def test_a_host_put_back_plan_goes_to_what_ran_before_the_run_and_exists_only_when_something_did():
     from ubertruck_ops.core.releases import SwitchPlan, host_put_back_plan
 
-    assert host_put_back_plan("v1.0.0", "v1.1.0") == SwitchPlan("put-back", "v1.0.0", "v1.1.0", "v1.1.0", None)
+    assert host_put_back_plan(("v1.0.0", 0), "v1.1.0") == SwitchPlan("put-back", "v1.0.0", "v1.1.0", "v1.1.0", None)
+    # with the configuration it ran: version 2, while version 3 is live
+    assert host_put_back_plan(("v1.0.0", 2), "v1.1.0", 3) == SwitchPlan("put-back", "v1.0.0", "v1.1.0", "v1.1.0", None,
+                                                                        2, 3)
     assert host_put_back_plan(None, "v1.1.0") is None
 
 
@@ -201,3 +204,43 @@ def test_a_tag_missing_from_the_repository_is_refused_naming_the_newest_tags_and
                                                            "v1.2.0, v1.9.0, v1.10.0); nothing was changed")
     assert missing_tag("v9.9.9", {}, "/srv/app.git", host="web-2").endswith("(newest tags: none); nothing was changed "
                                                                               "on web-2")
+
+
+def test_a_rolling_reconfigure_puts_each_host_back_on_the_configuration_it_ran_before_that_run():
+    from ubertruck_ops.core.releases import HistoryEntry, put_back_for_run
+
+    history = [HistoryEntry("t1", "deploy", None, "v1.0.0", "succeeded", "run-a", config=1),
+               HistoryEntry("t2", "reconfigure", "v1.0.0", "v1.0.0", "started", "run-b", config=2, from_config=1),
+               HistoryEntry("t3", "deploy", "v1.0.0", "v1.0.0", "started", "run-c", config=2, from_config=2)]
+    assert put_back_for_run(history, "run-b") == ("v1.0.0", 1)
+    assert put_back_for_run(history, "run-c") is None        # nothing changed: nothing to put back
+
+
+def test_a_reconfigure_plan_keeps_the_live_release_and_puts_the_live_configuration_back():
+    from ubertruck_ops.core.releases import PutBack, put_back_plan, reconfigure_plan
+
+    plan = reconfigure_plan("v1.2.0", 3, 4)
+    assert (plan.action, plan.tag, plan.config, plan.put_back, plan.live_config) == ("reconfigure", "v1.2.0", 4,
+                                                                                     "v1.2.0", 3)
+    assert put_back_plan(plan, True) == PutBack("v1.2.0", "auto-put-back", 3)
+    with pytest.raises(ValueError, match="no release is live"):
+        reconfigure_plan(None, 0, 1)
+
+
+def test_a_deploy_goes_live_with_the_new_configuration_and_a_failure_puts_back_the_live_one():
+    from ubertruck_ops.core.releases import PutBack, deploy_plan, put_back_plan, rollback_plan
+
+    plan = deploy_plan("v1.2.0", "v1.1.0", [], ["v1.1.0", "v1.2.0"], config=5, live_config=4)
+    assert (plan.config, plan.live_config) == (5, 4)
+    assert put_back_plan(plan, True) == PutBack("v1.1.0", "auto-rollback", 4)
+    # a rollback keeps the configuration that is live: it never brings an old secret back
+    back = rollback_plan(None, "v1.2.0", [], ["v1.1.0", "v1.2.0"], live_config=5)
+    assert (back.tag, back.config) == ("v1.1.0", 5)
+
+
+def test_pm2_names_say_the_release_and_the_configuration_version():
+    from ubertruck_ops.core.releases import app_name, service_of
+
+    assert app_name("user-service", "v1.2.0") == "user-service@v1.2.0"
+    assert app_name("user-service", "v1.2.0", 3) == "user-service@v1.2.0+c3"
+    assert service_of("user-service@v1.2.0+c3") == "user-service"

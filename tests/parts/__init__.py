@@ -11,6 +11,7 @@ from tests.parts.browser import Browser
 from tests.parts.data import list_databases, table_checksums
 from tests.parts.load import LoadGenerator
 from tests.parts.nginx import NginxBalancer, _accepts, _PortTaken
+from tests.parts.npm_audit import NpmAuditEndpoint, advisory
 from tests.parts.pagerduty import PagerDutyReceiver
 from tests.parts.pings import PingReceiver, _PingHandler
 from tests.parts.prefect_api import flow_run_artifacts, flow_run_logs, flow_run_parameters
@@ -23,8 +24,8 @@ from tests.parts.smtp import SmtpReceiver
 from tests.parts.tls import TlsServed, serve_tls_certificate
 
 __all__ = [
-    "Browser", "CommandLineWatcher", "FaultyProxy", "LoadGenerator", "NginxBalancer", "PagerDutyReceiver", "PingReceiver", "RedisServer",
+    "Browser", "CommandLineWatcher", "FaultyProxy", "LoadGenerator", "NginxBalancer", "NpmAuditEndpoint", "PagerDutyReceiver", "PingReceiver", "RedisServer",
     "SilentServer", "SlackReceiver", "SmtpReceiver", "TlsServed", "_PingHandler", "_PortTaken", "_ProxyHandler", "_Server",
-    "_SlackHandler", "_accepts", "flow_run_artifacts", "flow_run_logs", "flow_run_parameters", "list_databases",
+    "_SlackHandler", "_accepts", "advisory", "flow_run_artifacts", "flow_run_logs", "flow_run_parameters", "list_databases",
     "processes", "serve_tls_certificate", "table_checksums",
 ]

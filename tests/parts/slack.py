@@ -44,6 +44,11 @@ class SlackReceiver(_Server):
     def webhook(self, token: str = "T000/B000/XXXX") -> str:
         return f"{self.url}/services/{token}"
 
+    def full_texts(self) -> list[str]:
+        """Each post's whole text: its headline and every block's text, one per line."""
+        return ["\n".join([post.get("text", "")] + [b.get("text", {}).get("text", "") for b in post.get("blocks", [])
+                                                   if isinstance(b.get("text"), dict)]) for post in self.posts]
+
     def texts(self) -> list[str]:
         return [p.get("text", "") for p in self.posts]
 

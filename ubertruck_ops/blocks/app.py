@@ -8,6 +8,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
 from ubertruck_ops.blocks.schema_cache import SchemaOncePerClass
+from ubertruck_ops.core.audit import check_level
 from ubertruck_ops.core.names import service_problem
 
 # The guide's application host. The fields below own these defaults; everything else (blocks init,
@@ -51,6 +52,22 @@ class AppHost(SchemaOncePerClass, Block):
     nginx_reload_command: str | None = Field(default=None, title="nginx reload command",
                                              description="Run after the frontend is published, e.g. "
                                                          "'sudo systemctl reload nginx'. Empty: skipped.")
+    audit_level: str = Field(default="high", title="npm audit level",
+                             description="A release whose runtime dependencies have a vulnerability at this level "
+                                         "or above (info, low, moderate, high, critical) is refused. A registry "
+                                         "that cannot be asked or refuses audits is a warning, not a failure.")
+    audit_registry: str | None = Field(default=None, title="npm audit registry",
+                                       description="Where npm audit sends its bulk advisory request; empty: npm's "
+                                                   "own registry.")
+    smoke_urls: list[str] = Field(default_factory=list, title="Smoke URLs",
+                                  description="After go-live each must answer 2xx (through the balancer or the "
+                                              "public URL), or the release is put back (SMOKE_URLS, comma-separated).")
+    smoke_timeout_seconds: float = Field(default=30, gt=0, title="Smoke timeout (s)",
+                                         description="How long each smoke URL has to answer 2xx (SMOKE_TIMEOUT).")
+    bake_minutes: float = Field(default=5, ge=0, title="Bake window (min)",
+                                description="After the smoke test the deploy watches the nginx access log "
+                                            "(WATCH_ACCESS_LOG) this long and puts the release back when its 5xx "
+                                            "share or p95 passes the critical line; 0: off (BAKE_MINUTES).")
     keep_releases: int = Field(default=5, ge=2, title="Releases kept",
                                description="Newest releases kept on the host; the live and previous never go.")
     health_timeout_seconds: float = Field(default=60, gt=0, title="Health gate deadline (s)",
@@ -74,6 +91,11 @@ class AppHost(SchemaOncePerClass, Block):
             raise ValueError("APP_REPO_URL must not carry a password or token (it would show in logs and process "
                              "lists); use an SSH deploy key or a git credential helper")
         return value
+
+    @field_validator("audit_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        return check_level(value)
 
     @field_validator("services")
     @classmethod

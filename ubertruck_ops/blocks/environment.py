@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ubertruck_ops.blocks.alerting import AlertChannels
 from ubertruck_ops.blocks.app import AppHost, default_of
+from ubertruck_ops.blocks.app_config import AppConfiguration
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
@@ -43,9 +44,11 @@ class Environment:
     fleet: AppFleet | None = None
     load_balancer: LoadBalancer | None = None
     alerts: AlertChannels | None = None          # load_environment fills in "no channel but Slack"
+    app_config: AppConfiguration | None = None   # the services' variables (APP_ENV_FILE)
 
 
-_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis", "rds", "fleet", "load_balancer", "alerts"}
+_OPTIONAL = {"drill_database", "app", "thresholds", "queries", "redis", "rds", "fleet", "load_balancer", "alerts",
+             "app_config"}
 
 
 def block_name(environment: str, part: str) -> str:
@@ -144,7 +147,7 @@ def _block_class(part: str):
             "slack": SlackNotices, "archive": ArchiveSources, "drill_database": PostgresDatabase,
             "app": AppHost, "thresholds": CheckThresholds, "queries": BusinessQueries, "redis": RedisCache,
             "rds": RdsInstance, "fleet": AppFleet, "load_balancer": LoadBalancer,
-            "alerts": AlertChannels}[part]
+            "alerts": AlertChannels, "app_config": AppConfiguration}[part]
 
 
 def load_host_app(environment: str, host: str) -> AppHost:

@@ -12,6 +12,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 
+from prefect.types import SecretDict
 from prefect_aws import S3Bucket
 from pydantic import SecretStr, ValidationError
 
@@ -22,6 +23,7 @@ from ubertruck_ops.blocks.app import (
     default_of,
     parse_services,
 )
+from ubertruck_ops.blocks.app_config import AppConfiguration
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.aws import aws_credentials
 from ubertruck_ops.blocks.database import PostgresDatabase
@@ -36,7 +38,9 @@ from ubertruck_ops.blocks.slack import SlackNotices
 
 _APP_VARIABLES = {"app_root": "APP_ROOT", "repo_url": "APP_REPO_URL", "services": "APP_SERVICES",
                   "web_root": "WEB_ROOT", "log_dir": "LOG_DIR", "pm2_home": "PM2_HOME", "pm2_command": "PM2_COMMAND",
-                  "nginx_reload_command": "NGINX_RELOAD_COMMAND"}
+                  "nginx_reload_command": "NGINX_RELOAD_COMMAND", "audit_level": "NPM_AUDIT_LEVEL",
+                  "audit_registry": "NPM_AUDIT_REGISTRY", "smoke_urls": "SMOKE_URLS",
+                  "smoke_timeout_seconds": "SMOKE_TIMEOUT", "bake_minutes": "BAKE_MINUTES"}
 
 
 _RDS_VARIABLES = {"instance_id": "RDS_INSTANCE_ID", "dr_region": "RDS_DR_REGION", "kms_key_id": "RDS_KMS_KEY_ID",
@@ -99,7 +103,12 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
                   web_root=optional("WEB_ROOT", default_of(AppHost, "web_root")),
                   log_dir=optional("LOG_DIR", default_of(AppHost, "log_dir")),
                   pm2_home=optional("PM2_HOME"), pm2_command=optional("PM2_COMMAND", default_of(AppHost, "pm2_command")),
-                  nginx_reload_command=optional("NGINX_RELOAD_COMMAND"))
+                  nginx_reload_command=optional("NGINX_RELOAD_COMMAND"),
+                  audit_level=optional("NPM_AUDIT_LEVEL", default_of(AppHost, "audit_level")),
+                  audit_registry=optional("NPM_AUDIT_REGISTRY"),
+                  smoke_urls=[u.strip() for u in (optional("SMOKE_URLS") or "").split(",") if u.strip()],
+                  smoke_timeout_seconds=optional("SMOKE_TIMEOUT", default_of(AppHost, "smoke_timeout_seconds")),
+                  bake_minutes=optional("BAKE_MINUTES", default_of(AppHost, "bake_minutes")))
 
     redis_url = optional("REDIS_URL")
     redis = RedisCache(url=redis_url, password=SecretStr(optional("REDIS_PASSWORD")) if optional("REDIS_PASSWORD")
@@ -118,7 +127,32 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
                        rds=rds,
                        fleet=_fleet(optional("APP_HOSTS"), optional("APP_HOSTS_AT_ONCE")),
                        load_balancer=load_balancer_from_variables(variables),
-                       alerts=alert_channels_from_variables(variables))
+                       alerts=alert_channels_from_variables(variables),
+                       app_config=app_config_from_file(optional("APP_ENV_FILE")))
+
+
+def app_config_from_file(path: str | None) -> AppConfiguration | None:
+    """The services' variables from APP_ENV_FILE (the guide's .env.production, dotenv syntax), or None
+    when it is not set (a saved configuration block is then left as it is). Raise ValueError naming
+    the file, or a variable by name (never its value), when it cannot be used."""
+    if not path:
+        return None
+    from dotenv import dotenv_values
+
+    if not os.path.isfile(path):
+        raise ValueError(f"APP_ENV_FILE {path} does not exist (the services' .env.production)")
+    try:
+        values = {name: value for name, value in dotenv_values(path).items()}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"APP_ENV_FILE {path} cannot be read: {exc.__class__.__name__}") from None
+    unset = sorted(name for name, value in values.items() if value is None)
+    if unset:
+        raise ValueError(f"APP_ENV_FILE {path}: {', '.join(unset)} has no value (write NAME=value)")
+    try:
+        return AppConfiguration(values=SecretDict(values))
+    except ValidationError as exc:
+        raise ValueError(f"APP_ENV_FILE {path}: " + "; ".join(e["msg"].removeprefix("Value error, ")
+                                                              for e in exc.errors())) from None
 
 
 _ALERT_VARIABLES = {"pagerduty_routing_key": "PAGERDUTY_ROUTING_KEY", "pagerduty_events_url": "PAGERDUTY_EVENTS_URL",

@@ -38,6 +38,7 @@ FLOW_FAILURE_SEVERITY: dict[str, str] = {
     "restore-drill": HIGH,
     "deploy": HIGH,
     "rollback": HIGH,
+    "reconfigure": HIGH,
     "morning-checklist": MEDIUM,
     "afternoon-checklist": MEDIUM,
     "evening-checklist": MEDIUM,

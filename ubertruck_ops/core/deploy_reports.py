@@ -13,11 +13,34 @@ from ubertruck_ops.core.releases import HistoryEntry
 from ubertruck_ops.core.text import human_seconds
 
 HISTORY_ROWS = 10          # the newest entries of the host's history a deploy summary shows
+NOTES_SHOWN = 20           # commit first lines a deploy's notice and summary list; the rest are counted
+
+
+def release_notes(subjects: Sequence[str], shown: int = NOTES_SHOWN) -> list[str]:
+    """Given the first lines of the commits a deploy brings (newest first), return the lines to show:
+    at most `shown`, then one line counting the rest."""
+    lines = [f"- {s[:120]}" for s in subjects[:shown]]
+    if len(subjects) > shown:
+        lines.append(f"- ... and {len(subjects) - shown} more commit(s)")
+    return lines
+
+
+def who_asked(parameter: str | None, created_by_type: str | None, created_by_name: str | None,
+              auto_scheduled: bool) -> str:
+    """Given the deploy's `requested_by` parameter and what Prefect recorded of the run's start, return
+    who asked for it: the parameter (CI fills it with its actor); else the user or automation Prefect
+    names; else "the schedule" for a scheduled run; else "unknown"."""
+    if parameter and parameter.strip():
+        return parameter.strip()[:100]
+    if created_by_name:
+        return f"{created_by_name} ({(created_by_type or 'user').lower()})"
+    return "the schedule" if auto_scheduled else "unknown"
 
 
 def deploy_summary(tag: str, commit: str, previous: str | None, services: Mapping[str, int], migrations: Sequence[str],
                    backup_id: str | None, pruned: Sequence[str], duration: float,
-                   history: Sequence[HistoryEntry]) -> str:
+                   history: Sequence[HistoryEntry], requested_by: str = "unknown",
+                   notes: Sequence[str] = ()) -> str:
     """Given what a single-host deploy did and the host's history (oldest first), return its summary:
     the facts, then the newest HISTORY_ROWS entries of the history, newest first."""
     rows = "\n".join(f"| {h.at[:19]} | {h.action} | {h.from_release or '-'} | {h.to_release} | {h.outcome} |"
@@ -25,11 +48,16 @@ def deploy_summary(tag: str, commit: str, previous: str | None, services: Mappin
     return f"""# Deploy `{tag}`
 
 - commit: `{commit}`
+- requested by: {requested_by}
 - previous release: {previous or 'none'}
 - duration: {human_seconds(duration)}
 - services: {', '.join(f'{s}:{p}' for s, p in services.items())} (PM2 cluster mode, handed over one by one)
 - migrations: {', '.join(migrations) or 'none new'}{f' (backup `{backup_id}` first)' if backup_id else ''}
 - releases pruned: {', '.join(pruned) or 'none'}
+
+## Commits since {previous or 'the start'}
+
+{chr(10).join(notes) or '- (none read)'}
 
 | at (UTC) | action | from | to | outcome |
 |---|---|---|---|---|

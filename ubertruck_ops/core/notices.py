@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ubertruck_ops.core.app_config import config_label
 from ubertruck_ops.core.manifest import Manifest
 from ubertruck_ops.core.text import human_bytes, human_seconds
 
@@ -83,15 +84,22 @@ def drill_report(environment: str, backup_id: str, passed: bool, rto_seconds: fl
     return _payload(f"{icon} [{environment}] restore drill {verdict}", lines)
 
 
-def deploy_started(environment: str, tag: str, live: str | None) -> dict:
-    return _payload(f":rocket: [{environment}] deploy of {tag} started", [f"live now: {live or 'nothing yet'}"])
+def deploy_started(environment: str, tag: str, live: str | None, requested_by: str | None = None) -> dict:
+    lines = [f"live now: {live or 'nothing yet'}"] + ([f"requested by: {requested_by}"] if requested_by else [])
+    return _payload(f":rocket: [{environment}] deploy of {tag} started", lines)
 
 
 def deploy_succeeded(environment: str, tag: str, previous: str | None, duration: float,
-                     migrations: list[str], backup_id: str | None) -> dict:
+                     migrations: list[str], backup_id: str | None, warnings: list[str] | None = None,
+                     requested_by: str | None = None, notes: list[str] | None = None) -> dict:
     lines = [f"live: *{tag}* (was {previous or 'nothing'})", f"duration: {human_seconds(duration)}"]
+    if requested_by:
+        lines.append(f"requested by: {requested_by}")
+    if notes:
+        lines.append("commits:\n" + "\n".join(notes))
     if migrations:
         lines.append(f"migrations applied: {', '.join(migrations)} (database backed up first: `{backup_id}`)")
+    lines += [f":warning: {warning[:300]}" for warning in (warnings or [])[:7]]
     return _payload(f":white_check_mark: [{environment}] deploy of {tag} succeeded", lines)
 
 
@@ -125,6 +133,18 @@ def rolling_failed(operation: str, environment: str, step: str, error: str, put_
         else:
             lines.append("no host was out of the load balancer when it failed")
     return _payload(f":x: [{environment}] {operation} FAILED at step '{step}'", lines)
+
+
+def reconfigure_succeeded(environment: str, what: str, changed: str, duration: float) -> dict:
+    """The services of `what` ("v1.2.0", "every host") run with the new configuration; `changed` says
+    from which version to which, or on which hosts."""
+    return _payload(f":gear: [{environment}] configuration of {what} changed",
+                    [changed, f"duration: {human_seconds(duration)} (health gate passed)"])
+
+
+def reconfigure_put_back(environment: str, tag: str, old: int, step: str, error: str) -> dict:
+    return _payload(f":rewind: [{environment}] configuration change of {tag} PUT BACK at step '{step}'",
+                    [f"serving again: *{tag}* with {config_label(old)} (health gate passed)", f"error: {error[:1500]}"])
 
 
 def rollback_succeeded(environment: str, from_release: str | None, to_release: str, duration: float) -> dict:

@@ -55,14 +55,15 @@ def restart_counts(apps: list[Pm2App]) -> dict[str, int]:
 
 
 def running_problems(apps: list[Pm2App], services: list[str], tag: str,
-                     baseline: dict[str, int] | None = None) -> list[str]:
-    """Given PM2's apps and the host's services, return what is wrong for release `tag`: a service
+                     baseline: dict[str, int] | None = None, config: int = 0) -> list[str]:
+    """Given PM2's apps and the host's services, return what is wrong for release `tag` with
+    configuration version `config`: a service
     not online, restarted since `baseline` (restart counts taken after the hand-over), or still
     sharing its port with another release. Empty: every service runs `tag` and nothing else."""
     baseline, now = baseline or {}, restart_counts(apps)
     problems = []
     for service in services:
-        wanted = app_name(service, tag)
+        wanted = app_name(service, tag, config)
         mine = [a for a in apps if a.service == service]
         if not any(a.name == wanted for a in mine):
             problems.append(f"{service}: PM2 runs no {wanted}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ubertruck_ops.core.app_config import service_environment
+
 # Used with fullmatch: `$` would also accept a trailing newline.
 TAG_PATTERN = re.compile(r"v\d+\.\d+\.\d+(?:-[0-9A-Za-z][0-9A-Za-z.-]*)?")
 
@@ -18,14 +20,16 @@ def check_tag(tag: object) -> str:
     return tag
 
 
-def app_name(service: str, tag: str) -> str:
-    """Return the PM2 app name of `service` running release `tag`.
+def app_name(service: str, tag: str, config: int = 0) -> str:
+    """Return the PM2 app name of `service` running release `tag` with configuration version `config`.
 
     The tag is part of the name because PM2 never changes the script path of an app on
     reload (measured on PM2 7: `pm2 reload ecosystem.config.js --update-env` keeps the old
-    path), so a new release is a new app that takes over the port, then the old one goes.
+    path), so a new release is a new app that takes over the port, then the old one goes. The
+    configuration version is too (`+c3`; none for version 0): a new configuration takes over the
+    same way, and PM2's list says which one each process has.
     """
-    return f"{service}@{tag}"
+    return f"{service}@{tag}" + (f"+c{config}" if config else "")
 
 
 def service_of(app: str) -> str:
@@ -34,13 +38,15 @@ def service_of(app: str) -> str:
 
 
 def ecosystem_apps(services: dict[str, int], tag: str, release_dir: str, log_dir: str, instances: int,
+                   config: dict[str, str] | None = None, config_version: int = 0,
                    node_env: str = "production") -> list[dict]:
-    """Return PM2 ecosystem entries running release `tag` from its real folder (never through
-    the `current` symlink, which PM2 would resolve once and keep)."""
+    """Return PM2 ecosystem entries running release `tag` with configuration version `config_version`
+    (its variables `config`) from the release's real folder (never through the `current` symlink,
+    which PM2 would resolve once and keep), with source maps on for stack traces."""
     apps = []
     for service, port in services.items():
         apps.append({
-            "name": app_name(service, tag),
+            "name": app_name(service, tag, config_version),
             "namespace": service,
             "script": f"{release_dir}/{service}/dist/main.js",
             "cwd": f"{release_dir}/{service}",
@@ -57,7 +63,9 @@ def ecosystem_apps(services: dict[str, int], tag: str, release_dir: str, log_dir
             "log_date_format": "YYYY-MM-DD HH:mm:ss Z",
             "out_file": f"{log_dir}/{service}-out.log",
             "error_file": f"{log_dir}/{service}-error.log",
-            "env": {"NODE_ENV": node_env, "PORT": str(port), "UBERTRUCK_RELEASE": tag},
+            # Stack traces in the error log point into the TypeScript sources (the build keeps its maps).
+            "node_args": ["--enable-source-maps"],
+            "env": service_environment(config or {}, port, tag, node_env),
         })
     return apps
 
@@ -73,15 +81,19 @@ class HistoryEntry:
     outcome: str                 # started | succeeded | failed | rolled-back
     flow_run: str | None = None
     detail: str = ""
+    config: int = 0              # the configuration version `to_release` runs with (core/app_config.py)
+    from_config: int = 0         # the one `from_release` ran with
 
     def to_dict(self) -> dict:
         return {"at": self.at, "action": self.action, "from": self.from_release, "to": self.to_release,
-                "outcome": self.outcome, "flow_run": self.flow_run, "detail": self.detail}
+                "outcome": self.outcome, "flow_run": self.flow_run, "detail": self.detail,
+                "config": self.config, "from_config": self.from_config}
 
     @classmethod
     def from_dict(cls, data: dict) -> HistoryEntry:
         return cls(at=data["at"], action=data["action"], from_release=data.get("from"), to_release=data["to"],
-                   outcome=data["outcome"], flow_run=data.get("flow_run"), detail=data.get("detail", ""))
+                   outcome=data["outcome"], flow_run=data.get("flow_run"), detail=data.get("detail", ""),
+                   config=int(data.get("config") or 0), from_config=int(data.get("from_config") or 0))
 
 
 # Switches back from a release that failed: they say nothing about what ran before.
@@ -128,52 +140,73 @@ def rollback_target(to: str | None, history: list[HistoryEntry], live: str | Non
     return target
 
 
-def put_back_for_run(history: list[HistoryEntry], flow_run: str) -> str | None:
+def put_back_for_run(history: list[HistoryEntry], flow_run: str) -> tuple[str, int] | None:
     """Given a host's history and the flow run of a deploy or rollback that switched it, return the
-    release that was live on the host before that run (what a failed rolling deploy puts back), or
-    None when the run never switched this host or nothing was live before."""
+    release and configuration version that were live on the host before that run (what a failed
+    rolling deploy puts back), or None when the run never switched this host or nothing was live before."""
     for entry in history:
-        if entry.flow_run == flow_run and entry.action in ("deploy", "rollback") and entry.outcome in (
+        if entry.flow_run == flow_run and entry.action in ("deploy", "rollback", "reconfigure") and entry.outcome in (
                 "started", "succeeded"):
-            return entry.from_release if entry.from_release != entry.to_release else None
+            unchanged = (entry.from_release, entry.from_config) == (entry.to_release, entry.config)
+            return None if entry.from_release is None or unchanged else (entry.from_release, entry.from_config)
     return None
 
 
 @dataclass(frozen=True)
 class SwitchPlan:
     """One switch of a host, decided before anything changes: what the history calls it, the release
-    to put live, what is live now, the history's `from`, and what a failure puts back (None: nothing)."""
+    to put live, what is live now, the history's `from`, and what a failure puts back (None: nothing).
+    `config` is the configuration version the release goes live with; `live_config` the one live now,
+    which a failure puts back with `put_back`."""
 
-    action: str                  # deploy | rollback | put-back
+    action: str                  # deploy | rollback | put-back | reconfigure
     tag: str
     live: str | None
     from_release: str | None
     put_back: str | None
+    config: int = 0
+    live_config: int = 0
 
 
 def deploy_plan(tag: str, live: str | None, history: list[HistoryEntry], available: list[str],
-                action: str = "deploy") -> SwitchPlan:
+                action: str = "deploy", config: int = 0, live_config: int = 0) -> SwitchPlan:
     """Given the tag to put live, the live release, the history and the releases on the host, return
-    the plan of a deploy (or of one host's part of a rolling `action`): a failure puts back
-    release_to_put_back, and the history's `from` is that same release (on a redeploy of an unhealthy
-    live tag it is the one live before, not the tag)."""
+    the plan of a deploy (or of one host's part of a rolling `action`) with configuration version
+    `config`: a failure puts back release_to_put_back with the live configuration, and the history's
+    `from` is that same release (on a redeploy of an unhealthy live tag it is the one live before, not
+    the tag)."""
     previous = release_to_put_back(tag, live, history, available)
-    return SwitchPlan(action, tag, live, previous, previous)
+    return SwitchPlan(action, tag, live, previous, previous, config, live_config)
 
 
-def rollback_plan(to: str | None, live: str | None, history: list[HistoryEntry], available: list[str]) -> SwitchPlan:
+def rollback_plan(to: str | None, live: str | None, history: list[HistoryEntry], available: list[str],
+                  live_config: int = 0) -> SwitchPlan:
     """Given rollback's `to` (None: the release live before the current one), the live release, the
-    history and the releases on the host, return the plan of a single-host rollback: from the live
-    release to rollback_target, putting nothing back on a failure (the live release is the one being
-    left; the notice tells the operator to look). Raise ValueError as rollback_target does."""
-    return SwitchPlan("rollback", rollback_target(to, history, live, available), live, live, None)
+    history, the releases on the host and the live configuration version, return the plan of a
+    single-host rollback: from the live release to rollback_target with the configuration that is
+    live now (configuration goes back only through `reconfigure`: a rotated secret never comes back
+    with old code), putting nothing back on a failure (the live release is the one being left; the
+    notice tells the operator to look). Raise ValueError as rollback_target does."""
+    return SwitchPlan("rollback", rollback_target(to, history, live, available), live, live, None,
+                      live_config, live_config)
 
 
-def host_put_back_plan(before: str | None, live: str | None) -> SwitchPlan | None:
-    """Given what a host ran before a rolling run switched it (put_back_for_run) and what is live,
-    return the plan that puts it back (history action `put-back`), or None when there is nothing to
-    put back."""
-    return None if before is None else SwitchPlan("put-back", before, live, live, None)
+def reconfigure_plan(live: str | None, live_config: int, config: int) -> SwitchPlan:
+    """Given the live release, its configuration version and the new one, return the plan that puts
+    the live release live again with `config`; a failure puts the live configuration back. Raise
+    ValueError when nothing is live (there is nothing to reconfigure: deploy first)."""
+    if live is None:
+        raise ValueError("no release is live on the host: deploy one first (its configuration goes with it)")
+    return SwitchPlan("reconfigure", live, live, live, live, config, live_config)
+
+
+def host_put_back_plan(before: tuple[str, int] | None, live: str | None, live_config: int = 0) -> SwitchPlan | None:
+    """Given what a host ran before a rolling run switched it (put_back_for_run: release and
+    configuration version) and what is live, return the plan that puts it back (history action
+    `put-back`), or None when there is nothing to put back."""
+    if before is None:
+        return None
+    return SwitchPlan("put-back", before[0], live, live, None, before[1], live_config)
 
 
 @dataclass(frozen=True)
@@ -182,15 +215,16 @@ class PutBack:
 
     release: str
     action: str                  # auto-rollback (a deploy failed) | auto-put-back (a rollback failed)
+    config: int = 0              # the configuration version it goes back with
 
 
 def put_back_plan(plan: SwitchPlan, complete: bool) -> PutBack | None:
     """Given a switch plan that failed and whether its put-back release is completely built on the
-    host, return what to put back, or None when there is nothing (no previous release, or a partial
-    one: a half release would fail too)."""
+    host, return what to put back (with the configuration that was live), or None when there is
+    nothing (no previous release, or a partial one: a half release would fail too)."""
     if plan.put_back is None or not complete:
         return None
-    return PutBack(plan.put_back, "auto-rollback" if plan.action == "deploy" else "auto-put-back")
+    return PutBack(plan.put_back, "auto-rollback" if plan.action == "deploy" else "auto-put-back", plan.live_config)
 
 
 def missing_tag(tag: str, tags: dict[str, str] | list[str], repo_url: str, host: str | None = None) -> str | None:

@@ -55,8 +55,13 @@ DEPLOYMENTS = (
     DeploymentSpec("rollback", "ubertruck_ops/flows/rollback.py:rollback",
                    "By hand: put the previous release (or to=<tag>) back live in seconds.",
                    APP_HOST_QUEUE, None, ("release",)),
+    DeploymentSpec("reconfigure", "ubertruck_ops/flows/reconfigure.py:reconfigure",
+                   "By hand after blocks init or a UI edit changed the app configuration: the live release with "
+                   "the new variables, zero downtime, the old configuration put back on failure.",
+                   APP_HOST_QUEUE, None, ("release",)),
     DeploymentSpec("host-release", "ubertruck_ops/flows/host_release.py:host_release",
-                   "Started by deploy and rollback: one app host's step (build, migrate, go-live, put-back, rollback), "
+                   "Started by deploy, rollback and reconfigure: one app host's step (build, migrate, go-live, put-back, "
+                   "rollback, reconfigure), "
                    "run into that host's queue app-host-<host>.", APP_HOST_QUEUE, None, ("release",),
                    concurrency_limit=None),
     DeploymentSpec("morning-checklist", "ubertruck_ops/flows/checklists.py:morning_checklist",

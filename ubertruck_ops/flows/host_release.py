@@ -23,14 +23,15 @@ from ubertruck_ops.operations.frame import operation
 @flow(name="host-release", description="One app host's step of a rolling deploy or rollback (started by deploy and "
                                        "rollback into the host's work queue).")
 def host_release(environment: str = "production", host: str = "", step: Literal[
-        "build", "migrate", "go-live", "put-back", "rollback"] = "build", tag: str | None = None,
+        "build", "migrate", "go-live", "put-back", "rollback", "reconfigure"] = "build", tag: str | None = None,
                  run_id: str = "", not_after: str | None = None) -> dict:
     """Do `step` on app host `host` of `environment`; return what it did.
 
     Args:
         environment: The environment whose blocks to use (saved by `ubertruck-ops blocks init --name NAME`).
         host: The app host (one of APP_HOSTS); its app block is `<env>-app-<host>`, else `<env>-app`.
-        step: build, migrate, go-live, put-back (what ran before run_id) or rollback (to tag, or the previous).
+        step: build, migrate, go-live, put-back (what ran before run_id), rollback (to tag, or the previous)
+            or reconfigure (the live release with the environment's configuration block).
         tag: The release tag (build, migrate, go-live; rollback: the target, empty for the previous release).
         run_id: The rolling deploy's or rollback's flow run id, written into the host's history.
         not_after: When the rolling deploy stops waiting for this step (ISO 8601 with offset): a worker
@@ -55,4 +56,6 @@ def host_release(environment: str = "production", host: str = "", step: Literal[
             return host_steps.switch(op, app, host, tag, "deploy", run_id, not_after)
         if step == "put-back":
             return host_steps.put_back(op, app, host, run_id, not_after)
+        if step == "reconfigure":
+            return host_steps.reconfigure(op, app, host, run_id, not_after)
         return host_steps.roll_back(op, app, host, tag and check_tag(tag), run_id, not_after)

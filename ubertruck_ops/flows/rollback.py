@@ -48,7 +48,7 @@ def rollback(to: str | None = None, environment: str = "production", skip_hosts:
 
         op.step("wait for the deploy lock")
         with locked_switch(app, "rollback") as live:
-            plan = rollback_plan(to, live.release, live.history, live.available)
+            plan = rollback_plan(to, live.release, live.history, live.available, live.config)
             target = plan.tag
             if already_live(app, plan):
                 op.log.info("%s is already live and healthy: nothing to do", target)

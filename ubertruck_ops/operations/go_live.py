@@ -21,14 +21,16 @@ from ubertruck_ops.tasks import health, pm2, release, web_server
 PM2_VIEW_MAX_AGE = 1.0      # seconds: how old PM2's answer may be when the health gate passes
 
 
-def go_live(app: AppHost, tag: str, step: Steps, on_service=None) -> None:
+def go_live(app: AppHost, tag: str, step: Steps, on_service=None, config: int = 0) -> None:
+    """Put release `tag` live with configuration version `config` (kept on the host); raise on the
+    first failure."""
     step(f"switch current to {tag}")
-    ecosystem = release.switch_current(app, tag)
+    ecosystem = release.switch_current(app, tag, config)
     services, done, running, started_at = list(app.services), 0, None, None
     for batch in batches(services, app.handover_batch_size):
         step(f"hand over {', '.join(batch)} to {tag}")
         started_at = time.monotonic()
-        running = pm2.hand_over(app, batch, tag, ecosystem)
+        running = pm2.hand_over(app, batch, tag, ecosystem, config=config)
         done += len(batch)
         if on_service:
             on_service(done, len(services))
@@ -44,7 +46,7 @@ def go_live(app: AppHost, tag: str, step: Steps, on_service=None) -> None:
         apps, listed_at = listing.result()
     if time.monotonic() - listed_at > PM2_VIEW_MAX_AGE:
         apps = pm2.list_apps(app)
-    problems = running_problems(apps, services, tag, baseline)
+    problems = running_problems(apps, services, tag, baseline, config)
     if problems:
         raise health.HealthGateFailed(f"PM2 after the health gate for {tag}: " + "; ".join(problems))
     step(f"publish the frontend of {tag}")
@@ -57,12 +59,13 @@ def _listed(app: AppHost) -> tuple[list, float]:
     return apps, time.monotonic()
 
 
-def is_serving(app: AppHost, tag: str) -> bool:
-    """Return True when `tag` is live and every service passes its checks reporting it."""
+def is_serving(app: AppHost, tag: str, config: int = 0) -> bool:
+    """Return True when `tag` is live with configuration version `config` and every service passes
+    its checks reporting it."""
     if release.live_release(app) != tag:
         return False
     try:
-        if pm2.running_problems(app, tag):
+        if pm2.running_problems(app, tag, config=config):
             return False
         health.health_gate.fn(app, tag, deadline_seconds=0)
     except Exception:  # noqa: BLE001 - any doubt means "not serving": do the work again

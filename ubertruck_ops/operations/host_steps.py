@@ -19,11 +19,17 @@ from ubertruck_ops.core.releases import (
     host_put_back_plan,
     pending_migrations,
     put_back_for_run,
+    reconfigure_plan,
     rollback_target,
 )
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.operations.release_build import build_release, check_tools_and_tag, migrate
-from ubertruck_ops.operations.release_switch import already_live, locked_switch, switch_release
+from ubertruck_ops.operations.release_switch import (
+    already_live,
+    configuration_to_run,
+    locked_switch,
+    switch_release,
+)
 from ubertruck_ops.operations.subflows import subflow
 from ubertruck_ops.tasks import postgres, release
 
@@ -60,7 +66,10 @@ def switch(op: Operation, app: AppHost, host: str, tag: str | None, action: str,
     what it ran before, then raises SwitchFailed."""
     with locked_switch(app, f"{action} to {tag or 'the previous release'}", slot=False, not_after=not_after) as live:
         target = tag if action == "deploy" else rollback_target(tag, live.history, live.release, live.available)
-        plan = deploy_plan(target, live.release, live.history, live.available, action=action)
+        # A rolling deploy brings the block's configuration; a rollback keeps the live one (as on one host).
+        config = configuration_to_run(app, op.env.app_config, live) if action == "deploy" else live.config
+        plan = deploy_plan(target, live.release, live.history, live.available, action=action, config=config,
+                           live_config=live.config)
         if already_live(app, plan):
             return {"host": host, "status": "already-live", "tag": target, "previous": plan.live}
         switch_release(op, app, plan, run_id)
@@ -71,11 +80,24 @@ def put_back(op: Operation, app: AppHost, host: str, run_id: str, not_after: str
     """Put this host back on what it ran before flow run `run_id` switched it (nothing when that run
     never switched it)."""
     with locked_switch(app, f"put-back after flow run {run_id}", slot=False, not_after=not_after) as live:
-        plan = host_put_back_plan(put_back_for_run(live.history, run_id), live.release)
+        plan = host_put_back_plan(put_back_for_run(live.history, run_id), live.release, live.config)
         if plan is None or already_live(app, plan):
             return {"host": host, "status": "unchanged", "tag": live.release}
         switch_release(op, app, plan, run_id)
         return {"host": host, "status": "put-back", "tag": plan.tag, "was": plan.live}
+
+
+def reconfigure(op: Operation, app: AppHost, host: str, run_id: str, not_after: str | None = None) -> dict:
+    """Put this host's live release live again with the environment's configuration block, as one
+    host of a rolling reconfigure. A failure puts the host back on the configuration it ran."""
+    with locked_switch(app, "reconfigure", slot=False, not_after=not_after) as live:
+        plan = reconfigure_plan(live.release, live.config, configuration_to_run(app, op.env.app_config, live))
+        if already_live(app, plan):
+            return {"host": host, "status": "already-live", "tag": plan.tag, "config": plan.config,
+                    "previous_config": plan.live_config}
+        switch_release(op, app, plan, run_id)
+        return {"host": host, "status": "switched", "tag": plan.tag, "config": plan.config,
+                "previous_config": plan.live_config}
 
 
 def roll_back(op: Operation, app: AppHost, host: str, to: str | None, run_id: str,

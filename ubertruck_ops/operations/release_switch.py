@@ -24,23 +24,26 @@ from datetime import UTC, datetime
 from prefect.runtime import flow_run
 
 from ubertruck_ops.blocks.app import AppHost
+from ubertruck_ops.blocks.app_config import AppConfiguration
 from ubertruck_ops.core.fleet import refuse_if_expired
 from ubertruck_ops.core.limits import DEPLOY_LOCK, DEPLOY_LOCK_LEASE_SECONDS
 from ubertruck_ops.core.releases import HistoryEntry, PutBack, SwitchPlan, put_back_plan
 from ubertruck_ops.core.text import one_line
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.operations.go_live import go_live, is_serving
-from ubertruck_ops.tasks import pm2, release
+from ubertruck_ops.tasks import app_config, pm2, release
 from ubertruck_ops.tasks.locks import flock_only, host_lock
 
 
 @dataclass(frozen=True)
 class Live:
-    """The host as the lock holder found it: the live release, its history, the releases on it."""
+    """The host as the lock holder found it: the live release, its history, the releases on it, and
+    the configuration version the live services run with."""
 
     release: str | None
     history: list[HistoryEntry]
     available: list[str]
+    config: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,27 +88,45 @@ def locked_switch(app: AppHost, what: str, slot: bool = True, not_after: str | N
     with lock:
         # Waiting for the lock may have outlasted a rolling deploy's patience: look again.
         refuse_if_expired(not_after, datetime.now(UTC), what)
-        yield Live(release.live_release(app), release.read_history(app), release.releases(app))
+        yield Live(release.live_release(app), release.read_history(app), release.releases(app),
+                   app_config.live_version(app))
+
+
+def configuration_to_run(app: AppHost, config: AppConfiguration | None, live: Live) -> int:
+    """Return the configuration version a deploy goes live with: the block's variables, kept on the
+    host as a version (an equal one is reused), or the live version when the environment has no
+    configuration block (nothing to change)."""
+    if config is None:
+        return live.config
+    return app_config.store(app, config.variables())
 
 
 def already_live(app: AppHost, plan: SwitchPlan) -> bool:
     """Return True when the plan's release is live and serving: the switch has nothing to do."""
-    return plan.tag == plan.live and is_serving(app, plan.tag)
+    return plan.tag == plan.live and plan.config == plan.live_config and is_serving(app, plan.tag, plan.config)
 
 
 def switch_release(op: Operation, app: AppHost, plan: SwitchPlan, run_id: str, detail: str = "",
-                   on_service: Callable[[int, int], None] | None = None) -> Switched:
+                   on_service: Callable[[int, int], None] | None = None,
+                   after_go_live: Callable[[], str] | None = None) -> Switched:
     """Put `plan.tag` live on the host (the caller holds locked_switch), recording the switch in the
-    host's history under flow run `run_id` (`detail` on its success). Raise SwitchFailed after putting
-    the plan's previous release back when going live or saving PM2's list fails."""
-    release.record(app, plan.action, plan.from_release, plan.tag, "started", run_id)
+    host's history under flow run `run_id` (`detail` on its success). `after_go_live`: what must pass
+    once it is live (smoke test, bake window); it returns what it saw. Raise SwitchFailed after putting
+    the plan's previous release back when going live, saving PM2's list or that check fails."""
+    configs = {"config": plan.config, "from_config": plan.live_config}
+    release.record(app, plan.action, plan.from_release, plan.tag, "started", run_id, **configs)
     try:
-        go_live(app, plan.tag, op.step, on_service=on_service)
+        go_live(app, plan.tag, op.step, on_service=on_service, config=plan.config)
         op.step("save the PM2 process list")
         pm2.save(app)
+        if after_go_live is not None:
+            checked = after_go_live()
+            op.log.info("%s", checked)
+            detail = "; ".join(filter(None, [detail, checked]))
     except Exception as exc:
         raise _put_back(op, app, plan, exc, run_id) from exc
-    release.record(app, plan.action, plan.from_release, plan.tag, "succeeded", run_id, detail=detail)
+    app_config.mark_live(app, plan.config)
+    release.record(app, plan.action, plan.from_release, plan.tag, "succeeded", run_id, detail=detail, **configs)
     return Switched(plan)
 
 
@@ -114,16 +135,20 @@ def _put_back(op: Operation, app: AppHost, plan: SwitchPlan, exc: Exception, run
     and return the SwitchFailed that says it."""
     failed_at, error = op.step.current, one_line(exc)
     back = put_back_plan(plan, plan.put_back is not None and release.is_complete(app, plan.put_back))
+    configs = {"config": plan.config, "from_config": plan.live_config}
     if back is None:
-        release.record(app, plan.action, plan.from_release, plan.tag, "failed", run_id, detail=error)
+        release.record(app, plan.action, plan.from_release, plan.tag, "failed", run_id, detail=error, **configs)
         return SwitchFailed(exc, failed_at)
     op.log.error("%s of %s failed at '%s': %s; putting %s back", plan.action, plan.tag, failed_at, error,
                  back.release)
+    back_configs = {"config": back.config, "from_config": plan.config}
     try:
-        go_live(app, back.release, op.step)
+        go_live(app, back.release, op.step, config=back.config)
         pm2.save(app)
     except Exception as again:  # noqa: BLE001 - both are reported; the original failure is what the run raises
-        release.record(app, back.action, plan.tag, back.release, "failed", run_id, detail=one_line(again))
+        release.record(app, back.action, plan.tag, back.release, "failed", run_id, detail=one_line(again),
+                       **back_configs)
         return SwitchFailed(exc, failed_at, back, again, op.step.current)
-    release.record(app, back.action, plan.tag, back.release, "succeeded", run_id, detail=error)
+    app_config.mark_live(app, back.config)
+    release.record(app, back.action, plan.tag, back.release, "succeeded", run_id, detail=error, **back_configs)
     return SwitchFailed(exc, failed_at, back)

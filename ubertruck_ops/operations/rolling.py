@@ -41,6 +41,7 @@ from ubertruck_ops.core.fleet import (
 )
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation
+from ubertruck_ops.operations.release_checks import bake_minutes_for, checks_after_go_live
 from ubertruck_ops.tasks import load_balancer, locks, workers
 
 HOST_STEP = "host-release"
@@ -130,12 +131,18 @@ def migrate_once(op: Operation, fleet: AppFleet, host: str, tag: str) -> None:
             raise
 
 
-def rolling_deploy(op: Operation, tag: str, skip_hosts: list[str]) -> dict:
-    """Deploy `tag` over the environment's app hosts; return what happened."""
+def rolling_deploy(op: Operation, tag: str, skip_hosts: list[str], bake_minutes: float | None = None) -> dict:
+    """Deploy `tag` over the environment's app hosts; return what happened. Once every host serves it,
+    the smoke URLs and the bake window of the environment's app block are checked; a failure puts every
+    host back on what it ran before."""
     fleet = op.env.fleet
     hosts = check_hosts(op, fleet, skip_hosts)
+    after_all = None
+    if op.env.app is not None:
+        after_all = checks_after_go_live(op.env.app, op.env.thresholds, bake_minutes_for(op.env.app, bake_minutes),
+                                         op.step)
     with _environment_lock(op, f"rolling deploy of {tag}"):
-        return _rolling_deploy(op, fleet, hosts, tag, skip_hosts)
+        return _rolling_deploy(op, fleet, hosts, tag, skip_hosts, after_all)
 
 
 def _environment_lock(op: Operation, what: str):
@@ -145,13 +152,14 @@ def _environment_lock(op: Operation, what: str):
     return locks.rolling_lock(op.environment, wait, f"{what}, flow run {flow_run.get_id() or ''}")
 
 
-def _rolling_deploy(op: Operation, fleet: AppFleet, hosts: list[str], tag: str, skip_hosts: list[str]) -> dict:
+def _rolling_deploy(op: Operation, fleet: AppFleet, hosts: list[str], tag: str, skip_hosts: list[str],
+                    after_all=None) -> dict:
     op.notify(notices.deploy_started(op.environment, tag, None))
     with op.failure_says("nothing live was changed"):
         build_everywhere(op, fleet, hosts, tag)
         migrate_once(op, fleet, hosts[0], tag)
     with op.failure_says():
-        rolled = roll(op, fleet, hosts, "go-live", tag)
+        rolled = roll(op, fleet, hosts, "go-live", tag, after_all)
     duration = op.elapsed
     op.publish("deploy-summary", f"rolling deploy {tag}",
                rolling_deploy_summary(tag, rolled["hosts"], rolled["batches"], skip_hosts, duration),
@@ -179,11 +187,26 @@ def _rolling_rollback(op: Operation, fleet: AppFleet, hosts: list[str], to: str 
             "duration_seconds": round(duration, 2)}
 
 
-def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str | None) -> dict:
+def rolling_reconfigure(op: Operation, skip_hosts: list[str]) -> dict:
+    """Give every app host's live release the environment's configuration block, host by host."""
+    fleet = op.env.fleet
+    hosts = check_hosts(op, fleet, skip_hosts)
+    with _environment_lock(op, "rolling reconfigure"):
+        with op.failure_says():
+            rolled = roll(op, fleet, hosts, "reconfigure", None)
+    duration = op.elapsed
+    changed = f"hosts with the new configuration: {', '.join(rolled['hosts'])}"
+    op.publish("reconfigure-summary", "rolling reconfigure", f"# Reconfigure\n\n{changed}\n",
+               notices.reconfigure_succeeded(op.environment, "every host", changed, duration))
+    return {"status": "reconfigured", "hosts": rolled["hosts"], "skipped": skip_hosts,
+            "duration_seconds": round(duration, 2)}
+
+
+def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str | None, after_all=None) -> dict:
     """Switch `hosts` batch by batch with host step `step` (go-live or rollback) to `tag`, each
-    deregistered from the balancer while it switches. On a failure put every host that switched (or
-    may have) back on its previous release, register every deregistered host again, post what was
-    done to each host, and raise."""
+    deregistered from the balancer while it switches; then run `after_all` (smoke test, bake) once
+    every host serves. On a failure put every host that switched (or may have) back on its previous
+    release, register every deregistered host again, post what was done to each host, and raise."""
     run_id = str(flow_run.get_id() or "")
     lb = op.env.load_balancer
     switched: list[str] = []             # switched, or may have: put back on a failure
@@ -209,6 +232,8 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
             if lb is not None and lb.check_urls:
                 op.step(f"check {', '.join(batch)} through the load balancer")
                 load_balancer.check_through(lb)
+            if after_all is not None and batch == batches(hosts, fleet.hosts_at_once)[-1]:
+                op.log.info("%s", after_all())
         except Exception as exc:
             failed_at = op.step.current
             releases = {h: outcomes[h] for h in hosts if h in outcomes}

@@ -13,10 +13,12 @@ import shutil
 from pathlib import Path
 
 import psycopg
+from prefect.types import SecretDict
 from psycopg import sql
 from pydantic import SecretStr
 
 from ubertruck_ops.blocks.app import AppHost
+from ubertruck_ops.blocks.app_config import AppConfiguration
 from ubertruck_ops.blocks.archive import ArchiveSources
 from ubertruck_ops.blocks.database import PostgresDatabase
 from ubertruck_ops.blocks.encryption import BackupEncryption
@@ -96,6 +98,10 @@ class Sandbox:
         )
         if self.with_app:
             self.env.app = self._app_host()
+            # What the sample services read at start (the guide's .env.production): they refuse to start without it.
+            self.env.app_config = AppConfiguration(values=SecretDict({
+                "DATABASE_URL": database.url(), "JWT_SECRET": secrets.token_urlsafe(32), "JWT_EXPIRY": "1h",
+                "API_VERSION": "v1"}))
         if save_as:
             save_environment(self.env, save_as)
         return self.env

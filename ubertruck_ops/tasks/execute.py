@@ -29,10 +29,11 @@ MASK = "********"
 class CommandFailed(RuntimeError):
     """A command exited non-zero, was killed, or timed out."""
 
-    def __init__(self, command: str, returncode: int | None, stderr: str, reason: str = ""):
+    def __init__(self, command: str, returncode: int | None, stderr: str, reason: str = "", stdout: str = ""):
         self.command = command
         self.returncode = returncode
         self.stderr = stderr
+        self.stdout = stdout         # what it printed there (a test runner's report), masked like stderr
         status = reason or (f"killed by signal {-returncode}" if returncode and returncode < 0 else f"exit status {returncode}")
         tail = stderr.strip()[-2000:]
         super().__init__(f"{command} failed ({status})" + (f": {tail}" if tail else ""))
@@ -123,7 +124,8 @@ def run(
         for fd in pass_fds:
             _close_quietly(fd)
     if proc.returncode != 0:
-        raise CommandFailed(shown, proc.returncode, mask(proc.stderr.decode(errors="replace"), secrets))
+        raise CommandFailed(shown, proc.returncode, mask(proc.stderr.decode(errors="replace"), secrets),
+                            stdout=mask(proc.stdout.decode(errors="replace"), secrets))
     return proc
 
 

@@ -55,3 +55,21 @@ def check_out(repo_url: str, tag: str, destination: Path) -> str:
     run([*_git(), "clone", "--quiet", "--depth", "1", "--branch", tag, "--", repo_url, str(destination)],
         env=_ENV, timeout=600)
     return run([*_git(), "-C", str(destination), "rev-parse", "HEAD"], env=_ENV).stdout.decode().strip()
+
+
+def commit_subjects(repo_url: str, since_tag: str | None, tag: str, limit: int = 200) -> list[str]:
+    """Return the first lines of the commits in `tag` that `since_tag` lacks (newest first; without
+    `since_tag` just `tag`'s own), at most `limit`. Reads history only (a blobless bare clone in a
+    temporary folder). Raise RuntimeError naming the repository when it cannot be read."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ubertruck-notes-") as folder:
+        try:
+            run([*_git(), "clone", "--quiet", "--bare", "--filter=blob:none", "--", repo_url, folder],
+                env=_ENV, timeout=300)
+            span = [f"refs/tags/{tag}", f"^refs/tags/{since_tag}"] if since_tag else [f"refs/tags/{tag}", "-1"]
+            out = run([*_git(), "-C", folder, "log", "--format=%s", f"--max-count={limit}", *span, "--"],
+                      env=_ENV, timeout=120).stdout.decode(errors="replace")
+        except CommandFailed as exc:
+            raise RuntimeError(f"cannot read the history of {repo_url}: {exc.stderr.strip()[-300:]}") from None
+    return [line for line in out.splitlines() if line.strip()]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ubertruck_ops.blocks.database import PostgresDatabase
+from ubertruck_ops.core.audit import AuditVerdict, audit_verdict
 from ubertruck_ops.core.retries import npm_failure_is_transient
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.execute import CommandFailed, mask, require_tool, run
@@ -45,32 +47,87 @@ def _npm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**_NPM_ENV, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(extra or {})}
 
 
-def has_script(folder: Path, name: str) -> bool:
+class TestsFailed(BuildFailed):
+    """`npm test` of one package failed: the release is refused before anything live changes."""
+
+
+# What `npm init` writes as the test script: no tests, not a failing test suite.
+NPM_INIT_TEST = 'echo "Error: no test specified" && exit 1'
+
+
+def _script(folder: Path, name: str) -> str | None:
     package = folder / "package.json"
-    return package.is_file() and name in json.loads(package.read_text()).get("scripts", {})
+    return json.loads(package.read_text()).get("scripts", {}).get(name) if package.is_file() else None
 
 
-# Idempotent: `npm ci` starts by removing node_modules, and the build writes only dist/.
-@task(name="npm-install-and-build", cache_policy=NO_CACHE, **network_retries(transient_failure))
-def install_and_build(folder: Path, omit_dev: bool = True) -> str:
-    """`npm ci` (without dev dependencies when `omit_dev`) then `npm run build` where a build
-    script exists, in `folder`. Return a one-line summary. Raise BuildFailed naming the
-    package and the step, with npm's own error; retried when the registry or network failed."""
+def test_report_tail(text: str, lines: int = 12) -> str:
+    """The lines of a test report that say what failed (node --test, jest, mocha: "not ok", "✖",
+    assertion messages, the counts), else its last lines."""
+    keep = re.compile(r"not ok|✖|failing|Error|expected|actual|# (?:pass|fail)|Tests?:", re.IGNORECASE)
+    picked = [line.rstrip() for line in text.splitlines() if keep.search(line) and "node:internal" not in line]
+    return "\n".join((picked or text.strip().splitlines())[-lines:])
+
+
+# Idempotent: `npm ci` starts by removing node_modules, the build writes only dist/, prune only removes.
+@task(name="npm-build", cache_policy=NO_CACHE, **network_retries(transient_failure))
+def build_package(folder: Path) -> str:
+    """Build one package of a release in `folder`, as the guide's release process does: `npm ci` with
+    its dev dependencies (the compiler), `npm run build` (source maps stay in dist/), `npm test` where a
+    test script exists, then `npm prune --omit=dev` so only what runs goes live (npm's cache,
+    ~/.npm of the deploying user, is reused between builds). Return a one-line summary. Raise TestsFailed naming the package
+    with the tail of the test report, BuildFailed naming the package and step with npm's own error;
+    retried when the registry or network failed."""
     _, npm = require_node()
     name = folder.name
-    install = [npm, "ci", "--no-audit", "--no-fund"] + (["--omit=dev"] if omit_dev else [])
-    for label, argv in [("npm ci", install), ("npm run build", [npm, "run", "build"])]:
-        if label == "npm run build" and not has_script(folder, "build"):
-            continue
+    steps = [("npm ci", [npm, "ci", "--include=dev", "--no-audit", "--no-fund", "--prefer-offline"])]
+    if _script(folder, "build"):
+        steps.append(("npm run build", [npm, "run", "build"]))
+    test = _script(folder, "test")
+    if test and test.strip() != NPM_INIT_TEST:
+        steps.append(("npm test", [npm, "test"]))
+    steps.append(("npm prune", [npm, "prune", "--omit=dev", "--no-audit", "--no-fund"]))
+    for label, argv in steps:
         try:
-            run(argv, cwd=folder, env=_npm_env({"NODE_ENV": "production" if omit_dev else "development"}),
-                timeout=1200)
+            run(argv, cwd=folder, env=_npm_env(), timeout=1200)
         except CommandFailed as exc:
+            if label == "npm test":
+                raise TestsFailed(f"npm test failed in {name}; nothing live was changed. The report's end:\n"
+                                  f"{test_report_tail(exc.stdout + chr(10) + exc.stderr)}") from None
             errors = [line for line in exc.stderr.splitlines() if "npm error" in line or "Error" in line]
             detail = " ".join(line.replace("npm error", "").strip() for line in errors[:4]) or exc.stderr[-400:]
             raise BuildFailed(f"{label} failed in {name}: {detail.strip()}",
                               stderr=exc.stderr if label == "npm ci" else "") from None
-    return f"{name}: installed" + (" and built" if has_script(folder, "build") else "")
+    return f"{name}: " + ", ".join(label for label, _ in steps)
+
+
+class AuditFailed(RuntimeError):
+    """npm audit found vulnerabilities at or over the app block's level: the release is refused."""
+
+
+@task(name="npm-audit", cache_policy=NO_CACHE)
+def audit_package(folder: Path, level: str, registry: str | None = None) -> AuditVerdict:
+    """`npm audit --omit=dev --audit-level=LEVEL` in `folder` (after `npm ci`), against `registry` when
+    given (else npm's own). Return the verdict: passed, or unavailable (the registry could not be
+    asked or refuses audits: logged as a warning). Raise AuditFailed when it found vulnerabilities at
+    or over `level`."""
+    _, npm = require_node()
+    argv = [npm, "audit", "--omit=dev", f"--audit-level={level}", "--json"] + ([f"--registry={registry}"]
+                                                                              if registry else [])
+    try:
+        out = run(argv, cwd=folder, env=_npm_env({"npm_config_audit": "true"}), timeout=120).stdout
+    except CommandFailed as exc:        # exit 1: vulnerabilities at the level, or no answer from the registry
+        out = exc.stdout.encode()
+    text = out.decode(errors="replace")
+    try:
+        report = json.loads(text)
+    except ValueError:
+        report = None
+    verdict = audit_verdict(folder.name, report, level, text[-300:])
+    if verdict.kind == "failed":
+        raise AuditFailed(verdict.text + "; nothing live was changed")
+    if verdict.kind == "unavailable":
+        logger().warning("npm audit: %s", verdict.text)
+    return verdict
 
 
 # Never retried: a migration that failed half-way is not safe to run again blindly.

@@ -106,12 +106,13 @@ def list_apps(app: AppHost) -> list[Pm2App]:
 
 @task(name="hand-over-services", cache_policy=NO_CACHE)
 def hand_over(app: AppHost, services: str | Sequence[str], tag: str, ecosystem: Path,
-              ready_timeout: float = 30) -> list[Pm2App]:
-    """Make each of `services` (one name or several, handed over together) run release `tag` and
-    nothing else, without a moment where its port refuses connections; return what PM2 runs after.
-    Raise HandOverFailed (this batch's old apps left serving) when a new one does not come up."""
+              ready_timeout: float = 30, config: int = 0) -> list[Pm2App]:
+    """Make each of `services` (one name or several, handed over together) run release `tag` with
+    configuration version `config` and nothing else, without a moment where its port refuses
+    connections; return what PM2 runs after. Raise HandOverFailed (this batch's old apps left
+    serving) when a new one does not come up."""
     names = [services] if isinstance(services, str) else list(services)
-    wanted = {service: app_name(service, tag) for service in names}
+    wanted = {service: app_name(service, tag, config) for service in names}
     result = _daemon(app, {"op": "handover", "ecosystem": str(ecosystem), "wanted": wanted,
                            "ready_timeout_ms": int(ready_timeout * 1000), "overrides": START_OVERRIDES}, timeout=ready_timeout + 90)
     if not result["ok"]:
@@ -149,8 +150,21 @@ def _delete(app: AppHost, ids: list[int]) -> None:
 
 @task(name="pm2-save", cache_policy=NO_CACHE)
 def save(app: AppHost) -> None:
-    """`pm2 save`: what runs now is what `pm2 resurrect` brings back after a reboot."""
+    """`pm2 save`: what runs now is what `pm2 resurrect` brings back after a reboot. The dump holds
+    every app's environment (the services' secrets) and PM2 writes it with the daemon's umask: it is
+    made 0600, and PM2's home 0700, here."""
     _daemon(app, {"op": "save"})
+    home = pm2_home(app)
+    if home.is_dir():
+        os.chmod(home, 0o700)
+        for dump in (home / "dump.pm2", home / "dump.pm2.bak"):
+            if dump.is_file() and not dump.is_symlink():
+                os.chmod(dump, 0o600)
+
+
+def pm2_home(app: AppHost) -> Path:
+    """PM2's home on this host: the block's PM2_HOME, else ~/.pm2 as PM2 itself picks it."""
+    return Path(app.pm2_home) if app.pm2_home else Path.home() / ".pm2"
 
 
 def restart_counts(app: AppHost, apps: list[Pm2App] | None = None) -> dict[str, int]:
@@ -158,9 +172,10 @@ def restart_counts(app: AppHost, apps: list[Pm2App] | None = None) -> dict[str, 
     return verdicts.restart_counts(list_apps(app) if apps is None else apps)
 
 
-def running_problems(app: AppHost, tag: str, baseline: dict[str, int] | None = None) -> list[str]:
-    """Read what PM2 runs now and return core.pm2.running_problems' verdict on it for release `tag`."""
-    return verdicts.running_problems(list_apps(app), list(app.services), tag, baseline)
+def running_problems(app: AppHost, tag: str, baseline: dict[str, int] | None = None, config: int = 0) -> list[str]:
+    """Read what PM2 runs now and return core.pm2.running_problems' verdict on it for release `tag`
+    with configuration version `config`."""
+    return verdicts.running_problems(list_apps(app), list(app.services), tag, baseline, config)
 
 
 def delete_apps(app: AppHost, ids: list[int]) -> None:

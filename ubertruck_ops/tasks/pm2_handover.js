@@ -25,6 +25,9 @@
 const path = require('path');
 const { performance } = require('perf_hooks');
 
+// A daemon this starts inherits the umask: its dump (every app's environment, the services' secrets)
+// and logs are then private to the app's user from the moment PM2 writes them.
+process.umask(0o077);
 const pm2 = require(path.resolve(process.argv[2] || ''));
 const timings = { loaded: Math.round(performance.now()) };     // ms since this process started
 const lap = (name) => { timings[name] = Math.round(performance.now()); };
