@@ -97,7 +97,7 @@ def test_morning_checklist_on_a_healthy_system_then_new_error_lines_then_a_servi
         first_item = summary.splitlines()[1]
         assert ":red_circle:" in first_item and "booking-service" in first_item
     finally:
-        pm2.hand_over.fn(app, "booking-service", "v1.2.0", Path(app.app_root) / "ecosystem.config.js")
+        pm2.hand_over.fn(app, "booking-service", "v1.2.0", Path(app.app_root) / "ecosystem.config.js", config=1)
 
 
 def test_one_endpoint_that_never_answers_costs_only_its_timeout(live):
@@ -385,7 +385,7 @@ def test_watch_pages_a_killed_service_once_resolves_it_emails_a_high_finding_and
         try:
             wait_for_down()
         finally:
-            pm2.hand_over.fn(app, "booking-service", "v1.2.0", Path(app.app_root) / "ecosystem.config.js")
+            pm2.hand_over.fn(app, "booking-service", "v1.2.0", Path(app.app_root) / "ecosystem.config.js", config=1)
         wait_for_back()
 
     def said(kind: str, count: int):

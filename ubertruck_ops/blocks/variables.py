@@ -125,7 +125,8 @@ def environment_from_variables(variables: Mapping[str, str]) -> Environment:
                        archive=archive, drill_database=PostgresDatabase.from_url(drill, "DRILL_DATABASE_URL") if drill else None, app=app,
                        thresholds=thresholds_from_variables(variables), queries=BusinessQueries(), redis=redis,
                        rds=rds,
-                       fleet=_fleet(optional("APP_HOSTS"), optional("APP_HOSTS_AT_ONCE")),
+                       fleet=_fleet(optional("APP_HOSTS"), optional("APP_HOSTS_AT_ONCE"), optional("WORKER_SEEN_SECONDS"),
+                                    optional("HOST_RUN_TIMEOUT_SECONDS")),
                        load_balancer=load_balancer_from_variables(variables),
                        alerts=alert_channels_from_variables(variables),
                        app_config=app_config_from_file(optional("APP_ENV_FILE")))
@@ -201,13 +202,51 @@ def thresholds_from_variables(variables: Mapping[str, str]) -> CheckThresholds:
     return _build(CheckThresholds, THRESHOLD_VARIABLES, **fields)
 
 
-def _fleet(hosts: str | None, at_once: str | None) -> AppFleet | None:
+def _fleet(hosts: str | None, at_once: str | None, seen: str | None = None, step_timeout: str | None = None
+           ) -> AppFleet | None:
     """Several app hosts (APP_HOSTS=web-1,web-2,...) make deploys and rollbacks roll over them."""
     if not hosts:
         return None
     names = [h.strip() for h in hosts.split(",") if h.strip()]
-    fields = {"hosts": names} | ({"hosts_at_once": at_once} if at_once else {})
-    return _build(AppFleet, {"hosts": "APP_HOSTS", "hosts_at_once": "APP_HOSTS_AT_ONCE"}, **fields)
+    given = {"hosts_at_once": at_once, "worker_seen_seconds": seen, "host_run_timeout_seconds": step_timeout}
+    fields = {"hosts": names} | {k: v for k, v in given.items() if v}
+    return _build(AppFleet, {"hosts": "APP_HOSTS", "hosts_at_once": "APP_HOSTS_AT_ONCE",
+                             "worker_seen_seconds": "WORKER_SEEN_SECONDS",
+                             "host_run_timeout_seconds": "HOST_RUN_TIMEOUT_SECONDS"}, **fields)
+
+
+def host_variable(name: str, host: str) -> str:
+    """The variable that sets `name` for one app host only: APP_ROOT for web-2 is APP_ROOT_WEB_2."""
+    return f"{name}_{host.upper().replace('-', '_')}"
+
+
+def host_services(text: str, host: str) -> dict[str, int]:
+    """parse_services for APP_SERVICES_<HOST>: a refusal names that variable."""
+    try:
+        return parse_services(text)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("APP_SERVICES", host_variable("APP_SERVICES", host))) from None
+
+
+def host_apps_from_variables(variables: Mapping[str, str], app: AppHost, hosts: list[str]) -> dict[str, AppHost]:
+    """Given the variables, the environment's app block and the fleet's hosts, return the app block of
+    each host that has settings of its own (`<APP variable>_<HOST>`, e.g. APP_ROOT_WEB_2,
+    APP_SERVICES_WEB_2, PM2_HOME_WEB_2): the environment's block with those fields replaced. Raise
+    ValueError naming a refused variable."""
+    apps = {}
+    for host in hosts:
+        own = {field: (variables.get(host_variable(name, host)) or "").strip()
+               for field, name in _APP_VARIABLES.items()}
+        own = {field: value for field, value in own.items() if value}
+        if not own:
+            continue
+        if "services" in own:
+            own["services"] = host_services(own["services"], host)
+        if "smoke_urls" in own:
+            own["smoke_urls"] = [u.strip() for u in own["smoke_urls"].split(",") if u.strip()]
+        names = {field: host_variable(name, host) for field, name in _APP_VARIABLES.items()}
+        apps[host] = _build(AppHost, names, **{**app.model_dump(), **own})
+    return apps
 
 
 def _build(block_cls, variables: Mapping[str, str], **fields):
@@ -287,7 +326,10 @@ def load_balancer_from_variables(variables: Mapping[str, str]) -> LoadBalancer |
                                 **seconds("LB_HEALTHY_TIMEOUT", "healthy_timeout_seconds"), **checks)
         services = optional("LB_NGINX_UPSTREAMS") or optional("APP_SERVICES")
         ports = parse_services(services) if services else dict(DEFAULT_SERVICES)
-        upstreams = {name: {host: f"{address}:{port}" for host, address in hosts.items()}
+        # A host with services of its own (APP_SERVICES_<HOST>) is reached at its own ports.
+        own = {host: host_services(optional(host_variable("APP_SERVICES", host)), host)
+               for host in hosts if optional(host_variable("APP_SERVICES", host)) and not optional("LB_NGINX_UPSTREAMS")}
+        upstreams = {name: {host: f"{address}:{own.get(host, {}).get(name, port)}" for host, address in hosts.items()}
                      for name, port in ports.items()}
         extra: dict = {}
         if optional("LB_NGINX_RELOAD_COMMAND"):

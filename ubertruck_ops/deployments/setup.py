@@ -9,8 +9,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 
-from ubertruck_ops.blocks.environment import load_environment, save_environment
-from ubertruck_ops.blocks.variables import environment_from_variables
+from ubertruck_ops.blocks.environment import block_name, load_environment, save_environment
+from ubertruck_ops.blocks.variables import environment_from_variables, host_apps_from_variables
 from ubertruck_ops.core.alerts import channel_lines
 from ubertruck_ops.core.limits import ALL_LOCKS
 from ubertruck_ops.core.tiers import Tier
@@ -44,7 +44,11 @@ def blocks_init(name: str, env_file: str | None = None, variables: Mapping[str, 
             raise ValueError(f"env file {env_file} does not exist")
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     env = environment_from_variables(values)
+    host_apps = host_apps_from_variables(values, env.app, env.fleet.hosts) if env.fleet and env.app else {}
     saved = save_environment(env, name)
+    for host, app in host_apps.items():       # deploys on that host read <env>-app-<host> (load_host_app)
+        app.save(block_name(name, f"app-{host}"), overwrite=True)
+        saved.append(f"{app.get_block_type_slug()}/{block_name(name, f'app-{host}')}")
     queues = ensure_host_queues(env.fleet.hosts) if env.fleet else []
     return saved + [f"global-concurrency-limit/{n}" for n in ensure_concurrency_limits()] + \
         [f"work-queue/{q}" for q in queues]

@@ -17,7 +17,7 @@ from ubertruck_ops.core.app_config import config_label
 from ubertruck_ops.core.releases import reconfigure_plan
 from ubertruck_ops.core.text import human_seconds, one_line
 from ubertruck_ops.operations.frame import Operation, operation
-from ubertruck_ops.operations.go_live import require_app_host
+from ubertruck_ops.operations.go_live import the_one_host
 from ubertruck_ops.operations.release_switch import (
     SwitchFailed,
     already_live,
@@ -26,7 +26,7 @@ from ubertruck_ops.operations.release_switch import (
     switch_release,
 )
 from ubertruck_ops.operations.rolling import rolling_reconfigure
-from ubertruck_ops.tasks import app_config, pm2
+from ubertruck_ops.tasks import app_config
 
 
 @flow(name="reconfigure", description="Give the live release the app configuration block's variables: graceful "
@@ -46,10 +46,7 @@ def reconfigure(environment: str = "production", skip_hosts: list[str] | None = 
                              f"{environment}`")
         if op.env.fleet is not None:
             return rolling_reconfigure(op, skip_hosts or [])
-        if skip_hosts:
-            raise ValueError("skip_hosts applies to several app hosts (APP_HOSTS); this environment has one")
-        app = require_app_host(op.env, environment)
-        pm2.pm2_command(app)
+        app = the_one_host(op.env, environment, skip_hosts)
         run_id = str(flow_run.get_id() or "")
 
         op.step("wait for the deploy lock")

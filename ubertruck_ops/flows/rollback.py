@@ -17,10 +17,9 @@ from ubertruck_ops.core.deploy_reports import rollback_summary
 from ubertruck_ops.core.releases import check_tag, rollback_plan
 from ubertruck_ops.core.text import human_seconds
 from ubertruck_ops.operations.frame import operation
-from ubertruck_ops.operations.go_live import require_app_host
+from ubertruck_ops.operations.go_live import the_one_host
 from ubertruck_ops.operations.release_switch import SwitchFailed, already_live, locked_switch, switch_release
 from ubertruck_ops.operations.rolling import rolling_rollback
-from ubertruck_ops.tasks import pm2
 
 
 @flow(name="rollback", description="Put the previous release (or a named one still on the host) back live: "
@@ -40,10 +39,7 @@ def rollback(to: str | None = None, environment: str = "production", skip_hosts:
             check_tag(to)
         if op.env.fleet is not None:
             return rolling_rollback(op, to, skip_hosts or [])
-        if skip_hosts:
-            raise ValueError("skip_hosts applies to several app hosts (APP_HOSTS); this environment has one")
-        app = require_app_host(op.env, environment)
-        pm2.pm2_command(app)
+        app = the_one_host(op.env, environment, skip_hosts)
         run_id = str(flow_run.get_id() or "")
 
         op.step("wait for the deploy lock")

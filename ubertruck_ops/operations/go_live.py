@@ -73,6 +73,17 @@ def is_serving(app: AppHost, tag: str, config: int = 0) -> bool:
     return True
 
 
+def the_one_host(env: Environment, environment: str, skip_hosts: list[str] | None) -> AppHost:
+    """Return the app host block of an environment with one host, its pm2 checked. Raise ValueError
+    when hosts to skip were given (they apply to several hosts) or there is no app block, ToolMissing
+    when pm2 is missing."""
+    if skip_hosts:
+        raise ValueError("skip_hosts applies to several app hosts (APP_HOSTS); this environment has one")
+    app = require_app_host(env, environment)
+    pm2.pm2_command(app)
+    return app
+
+
 def require_app_host(env: Environment, environment: str, needs_repo: bool = False) -> AppHost:
     """Return the environment's app host block. Raise ValueError saying how to configure it."""
     if env.app is None:
