@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import secrets
+import signal
 import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 from prefect.types import SecretDict
 
 from ubertruck_ops.blocks.app_config import AppConfiguration
@@ -158,3 +161,34 @@ def test_a_configuration_change_goes_live_without_a_failed_request_a_crashing_on
     back = rollback(environment=env)
     assert back["tag"] == "v1.0.0"
     assert {seen["JWT_SECRET"] for seen in service_environments(app).values()} == {second["JWT_SECRET"]}
+
+
+def test_a_damaged_or_unwritable_configuration_store_is_refused_by_name_and_leaves_nothing_half_written(tmp_path):
+    from ubertruck_ops.blocks.app import AppHost
+    from ubertruck_ops.tasks import app_config
+
+    app = AppHost(app_root=str(tmp_path / "app"), log_dir=None)
+    first = app_config.store(app, {"JWT_SECRET": "one"})
+    app_config.mark_live(app, first)
+    folder = app_config.config_dir(app)
+    # A damaged version is never reused: the same variables get a new number, the damaged one is named.
+    (folder / f"{first}.json").write_text('{"values": {"JWT_')
+    assert app_config.store(app, {"JWT_SECRET": "one"}) == first + 1
+    with pytest.raises(ValueError, match=f"configuration {first} on the host is damaged"):
+        app_config.values_of(app, first)
+    (folder / "live").write_text("garbage\n")
+    with pytest.raises(ValueError, match="names no configuration version"):
+        app_config.live_version(app)
+    # A write that fails (a full disk, here a file too large for the limit) leaves the old file and no temporary.
+    (folder / "live").write_text(f"{first + 1}\n")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
+    try:
+        with pytest.raises(OSError):
+            app_config.store(app, {"JWT_SECRET": "x" * 1000})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{first}.json", f"{first + 1}.json", "live"])
+    assert app_config.live_version(app) == first + 1

@@ -33,6 +33,7 @@ def test_an_equal_configuration_reuses_its_version_and_a_changed_one_gets_the_ne
     assert version_for({"A": "3"}, kept) == (3, True)
     assert version_for({}, {}) == (0, False)                  # nothing configured yet: names as before
     assert version_for({"A": "1"}, {}) == (1, True)
+    assert version_for({"A": "1"}, {}, frozenset({1})) == (2, True)     # a damaged version 1 is not overwritten
 
 
 def test_pruning_keeps_the_newest_and_every_version_a_switch_may_return_to():

@@ -39,16 +39,18 @@ def service_environment(config: dict[str, str], port: int, tag: str, node_env: s
             "NODE_ENV": node_env, "PORT": str(port), "UBERTRUCK_RELEASE": tag}
 
 
-def version_for(values: dict[str, str], versions: dict[int, dict[str, str]]) -> tuple[int, bool]:
-    """Given a configuration and the versions a host keeps (number -> variables), return the version
-    that holds it and whether it is new: the newest equal version, else one past the highest kept.
+def version_for(values: dict[str, str], versions: dict[int, dict[str, str]],
+                taken: frozenset[int] = frozenset()) -> tuple[int, bool]:
+    """Given a configuration, the versions a host keeps (number -> variables) and numbers taken by
+    versions it cannot read (damaged: never reused, never overwritten), return the version that holds
+    it and whether it is new: the newest equal version, else one past the highest number.
     An empty configuration on a host that never had one is version 0 (apps named as before versions)."""
     for number in sorted(versions, reverse=True):
         if versions[number] == values:
             return number, False
-    if not values and not versions:
+    if not values and not versions and not taken:
         return 0, False
-    return max(versions, default=0) + 1, True
+    return max({*versions, *taken}, default=0) + 1, True
 
 
 def versions_to_prune(versions: list[int], keep: set[int], newest: int) -> list[int]:

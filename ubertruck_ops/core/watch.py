@@ -146,6 +146,16 @@ def traffic_verdict(requests: list[Request], now: datetime, window: timedelta = 
     return "ok", "", value, detail
 
 
+def traffic_verdict_for(limits, requests: list[Request], now: datetime, window: timedelta = TRAFFIC_WINDOW,
+                        unreadable: int = 0) -> tuple[str, str, str, str]:
+    """traffic_verdict with the thresholds block's lines (`limits`: error rate, response time, unreadable
+    share): the one judgment `watch` and a deploy's bake window both make."""
+    return traffic_verdict(requests, now, window=window, error_critical_pct=limits.error_rate_critical_pct,
+                           error_high_pct=limits.error_rate_high_pct, p95_critical_s=limits.response_time_critical_s,
+                           p95_high_s=limits.response_time_medium_s, unreadable=unreadable,
+                           unreadable_pct=limits.unreadable_log_lines_pct)
+
+
 def counts_against(status: str, severity: str) -> tuple[bool, str]:
     """Whether a round's check result (core.checks status and severity) counts against its target,
     and at which severity: critical, or a check that could not measure, is critical; a warning of

@@ -30,7 +30,7 @@ from ubertruck_ops.operations.release_switch import (
 )
 from ubertruck_ops.operations.rolling import rolling_deploy
 from ubertruck_ops.operations.subflows import subflow
-from ubertruck_ops.tasks import git, postgres, release, run_info
+from ubertruck_ops.tasks import app_config, git, postgres, release, run_info
 
 
 @flow(name="deploy", description="Build a release tag, migrate (after a backup), switch with zero downtime, "
@@ -101,6 +101,8 @@ def deploy(tag: str, environment: str = "production", skip_hosts: list[str] | No
             step("prune old releases")
             pruned = release.remove_releases(app, releases_to_prune(release.releases(app), tag, plan.put_back,
                                                                     app.keep_releases))
+            # Like releases: the live configuration, the one a rollback or put-back returns to, the newest few.
+            app_config.prune(app, {plan.config, plan.live_config}, app.keep_releases)
             update_progress_artifact(progress, 100.0)
 
         duration = op.elapsed

@@ -3,13 +3,14 @@ bake window. Either failing raises, and the switch puts the previous release bac
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.blocks.monitoring import CheckThresholds
 from ubertruck_ops.core.text import human_seconds
-from ubertruck_ops.core.watch import TRAFFIC_WINDOW, traffic_verdict
+from ubertruck_ops.core.watch import TRAFFIC_WINDOW, traffic_verdict_for
 from ubertruck_ops.log import logger
 from ubertruck_ops.tasks.access_log import AccessLog
 from ubertruck_ops.tasks.smoke import smoke_test
@@ -64,7 +65,7 @@ def bake(log: AccessLog, limits: CheckThresholds, minutes: float, started: datet
     window) as watch does; return what the window saw. Raise BakeFailed, with the numbers, as soon as
     they pass the critical line."""
     deadline = time.monotonic() + minutes * 60
-    requests, unreadable, verdict = [], [], ("ok", "", "no requests", "no requests")
+    requests, unreadable = [], []
     while True:
         time.sleep(max(0.0, min(BAKE_POLL_SECONDS, deadline - time.monotonic())))
         now = datetime.now(UTC)
@@ -73,14 +74,11 @@ def bake(log: AccessLog, limits: CheckThresholds, minutes: float, started: datet
         window = max(min(now - started, TRAFFIC_WINDOW), timedelta(seconds=1))
         requests = [r for r in requests if now - r.at <= window]
         unreadable = [t for t in unreadable if now - t <= window]
-        verdict = traffic_verdict(requests, now, window=window, error_critical_pct=limits.error_rate_critical_pct,
-                                  error_high_pct=limits.error_rate_high_pct,
-                                  p95_critical_s=limits.response_time_critical_s,
-                                  p95_high_s=limits.response_time_medium_s, unreadable=len(unreadable),
-                                  unreadable_pct=limits.unreadable_log_lines_pct)
+        verdict = traffic_verdict_for(limits, requests, now, window, len(unreadable))
         if verdict[0] == "critical":
             raise BakeFailed(f"the bake window saw {verdict[3]} after {human_seconds((now - started).total_seconds())} "
                              f"(critical: over {limits.error_rate_critical_pct:g}% 5xx or a p95 over "
                              f"{limits.response_time_critical_s:g} s)")
         if time.monotonic() >= deadline:
-            return f"baked {minutes:g} min: {verdict[3]}"
+            seen = verdict[3] if os.path.exists(log.path) else f"the access log {log.path} does not exist: nothing judged"
+            return f"baked {minutes:g} min: {seen}"

@@ -41,7 +41,7 @@ from ubertruck_ops.core.watch import (
     Transition,
     counts_against,
     medium_rounds,
-    traffic_verdict,
+    traffic_verdict_for,
 )
 from ubertruck_ops.log import logger
 from ubertruck_ops.operations.alerts import Alerter
@@ -122,11 +122,8 @@ class Watch:
         # An unreadable line has no time of its own: it counts from when it was read.
         self.unreadable = [t for t in self.unreadable + [now] * self.access_log.unparsed_last
                            if now - t <= TRAFFIC_WINDOW]
-        status, severity, value, detail = traffic_verdict(
-            self.requests, now, error_critical_pct=self.limits.error_rate_critical_pct,
-            error_high_pct=self.limits.error_rate_high_pct, p95_critical_s=self.limits.response_time_critical_s,
-            p95_high_s=self.limits.response_time_medium_s, unreadable=len(self.unreadable),
-            unreadable_pct=self.limits.unreadable_log_lines_pct)
+        status, severity, value, detail = traffic_verdict_for(self.limits, self.requests, now,
+                                                              unreadable=len(self.unreadable))
         name = "error rate and response time"
         if status == "critical":
             return checks.critical(name, value, "guide 7.3", detail)

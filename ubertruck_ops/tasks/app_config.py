@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ubertruck_ops.blocks.app import AppHost
 from ubertruck_ops.core.app_config import version_for, versions_to_prune
+from ubertruck_ops.log import logger
 
 LIVE = "live"
 
@@ -20,16 +21,23 @@ def config_dir(app: AppHost) -> Path:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write `path` as a 0600 file by rename (never through a link someone left there)."""
+    """Write `path` as a 0600 file by rename (never through a link someone left there). On a failure (a
+    full disk) the old file stays as it was and no temporary file is left behind."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(3)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
+        with os.fdopen(fd, "wb", closefd=False) as handle:     # writes it all, or raises
+            handle.write(text.encode())
         os.fsync(fd)
-    finally:
         os.close(fd)
-    os.replace(temporary, path)
+        fd = -1
+        os.replace(temporary, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _folder(app: AppHost) -> Path:
@@ -44,7 +52,11 @@ def versions(app: AppHost) -> dict[int, dict[str, str]]:
     kept = {}
     for path in config_dir(app).glob("*.json"):
         if path.stem.isdigit():
-            kept[int(path.stem)] = json.loads(path.read_text())["values"]
+            try:
+                kept[int(path.stem)] = json.loads(path.read_text())["values"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # A damaged version is never reused (an equal configuration gets a new number instead).
+                logger().warning("configuration version %s is unreadable (%s): not reused", path, type(exc).__name__)
     return kept
 
 
@@ -56,21 +68,30 @@ def values_of(app: AppHost, version: int) -> dict[str, str]:
     path = config_dir(app) / f"{version}.json"
     if not path.is_file():
         raise FileNotFoundError(f"configuration {version} is not kept on the host ({path})")
-    return json.loads(path.read_text())["values"]
+    try:
+        return json.loads(path.read_text())["values"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"configuration {version} on the host is damaged ({path}): run `reconfigure` to write "
+                         "the block's variables as a new version") from None
 
 
 def live_version(app: AppHost) -> int:
     """Return the configuration version the live services run with (0: none yet)."""
+    path = config_dir(app) / LIVE
     try:
-        return int((config_dir(app) / LIVE).read_text().strip() or 0)
+        return int(path.read_text().strip() or 0)
     except FileNotFoundError:
         return 0
+    except ValueError:
+        raise ValueError(f"{path} is damaged (it names no configuration version): write the number of the "
+                         f"version the services run with (see `pm2 ls`: <service>@<tag>+c<n>) into it") from None
 
 
 def store(app: AppHost, values: dict[str, str]) -> int:
     """Keep `values` as a configuration version on the host; return its number (an equal version
     already kept is reused)."""
-    number, new = version_for(values, versions(app))
+    taken = frozenset(int(p.stem) for p in config_dir(app).glob("*.json") if p.stem.isdigit())
+    number, new = version_for(values, versions(app), taken)
     if new:
         write_private(_folder(app) / f"{number}.json", json.dumps({"values": values}, sort_keys=True) + "\n")
     return number

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import httpx
 from prefect import task
@@ -12,6 +13,12 @@ from prefect.cache_policies import NO_CACHE
 from ubertruck_ops.log import logger
 
 POLL_SECONDS = 0.5
+
+
+def shown(url: str) -> str:
+    """A smoke URL as logs and notices show it: without a user, password or query (a token may ride there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 class SmokeTestFailed(RuntimeError):
@@ -42,10 +49,10 @@ def smoke_test(urls: list[str], timeout_seconds: float) -> dict[str, float]:
     with httpx.Client(timeout=min(10.0, max(timeout_seconds, 1.0)), follow_redirects=False) as client, \
             ThreadPoolExecutor(max_workers=min(8, max(1, len(urls)))) as pool:
         answers = list(pool.map(lambda url: _until_2xx(client, url, deadline), urls))
-    failed = [f"{url} ({problem})" for url, _, problem in answers if problem is not None]
+    failed = [f"{shown(url)} ({problem})" for url, _, problem in answers if problem is not None]
     if failed:
         raise SmokeTestFailed(f"smoke test failed: {', '.join(failed)} did not answer 2xx within "
                               f"{timeout_seconds:g} s")
-    took = {url: round(seconds, 3) for url, seconds, _ in answers}
+    took = {shown(url): round(seconds, 3) for url, seconds, _ in answers}
     logger().info("smoke test passed: %s", ", ".join(f"{u} {s:.2f} s" for u, s in took.items()))
     return took
