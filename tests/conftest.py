@@ -81,6 +81,7 @@ from tests.helpers import (  # noqa: E402
     stop_process,
 )
 from tests.parts import FaultyProxy, SlackReceiver  # noqa: E402
+from tests.parts.release_builds import SharedReleaseBuilds  # noqa: E402
 
 # Modules that take longest, slowest first (from `./ops test`'s --durations and module wall times):
 # loadscope hands whole modules to workers in collection order, so the long ones start first and
@@ -117,6 +118,34 @@ def prefect_api():
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             ensure_concurrency_limits()
             yield
+
+
+@pytest.fixture(scope="session")
+def shared_release_builds(tmp_path_factory) -> SharedReleaseBuilds:
+    """The run's kept release builds (tests/parts/release_builds.py): in the folder every xdist
+    worker's own temporary folder sits in, so a commit is built once per run, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    return SharedReleaseBuilds((base.parent if _WORKER else base) / "release-builds")
+
+
+@pytest.fixture(autouse=True)
+def release_builds_once_per_run(request, monkeypatch):
+    """Deploys in this process reuse a kept build of the same commit, unless the test is about the
+    build (marker `real_builds`) or UT_REAL_BUILDS=1 asks for real builds everywhere."""
+    if request.node.get_closest_marker("real_builds") or os.environ.get("UT_REAL_BUILDS") == "1":
+        yield None
+        return
+    from ubertruck_ops.operations import release_build
+
+    builds = request.getfixturevalue("shared_release_builds")
+
+    def build_release(app, tag, commit):
+        return builds.build_release(release_build.build_release, app, tag, commit)
+
+    for module in ("ubertruck_ops.flows.deploy", "ubertruck_ops.operations.host_steps"):
+        __import__(module)
+        monkeypatch.setattr(sys.modules[module], "build_release", build_release)
+    yield builds
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import http.client
 import time
 from pathlib import Path
 
+import pytest
+
 from ubertruck_ops.blocks.environment import block_name
 from ubertruck_ops.blocks.repository import BackupRepository
 from ubertruck_ops.flows.deploy import deploy
@@ -14,6 +16,8 @@ from ubertruck_ops.tasks import health, release
 
 from tests.helpers import make_database, save_env
 from tests.parts import NpmAuditEndpoint, advisory
+
+pytestmark = pytest.mark.real_builds     # these tests are about the build: no kept builds reused
 
 
 def versions(app) -> set:

@@ -11,7 +11,6 @@ in nginx); a go-live whose worker went away, cancelled, and the worker back late
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -57,29 +56,23 @@ def _crashing_on_web2_repository(app_repository: Path, path: Path) -> Path:
     return path
 
 
-def _prebuild(apps: dict) -> None:
-    """Build v1.0.0-v1.2.0 once per distinct commit and copy the builds to the other hosts (the
-    suite's time: nine npm builds through the host steps cost minutes here). The deploys still run
-    every host's build step; it finds the build of the same commit and reuses it."""
+def _prebuild(apps: dict, builds) -> None:
+    """Put complete builds of v1.0.0-v1.2.0 on every host, each commit built once per test run
+    (tests/parts/release_builds.py: twelve npm builds through the host steps cost minutes here). The
+    deploys still run every host's build step; it finds the build of the same commit and reuses it."""
     from ubertruck_ops.operations.release_build import build_release
     from ubertruck_ops.tasks import git
 
-    built: dict[tuple[str, str], Path] = {}
     for app in apps.values():
         release.prepare_host(app)
         tags = git.remote_tags(app.repo_url)
         for tag in ("v1.0.0", "v1.1.0", "v1.2.0"):
-            source = built.get((tag, tags[tag]))
-            if source is None:
-                build_release(app, tag, tags[tag])
-                built[(tag, tags[tag])] = release.release_dir(app, tag)
-            else:
-                shutil.copytree(source, release.release_dir(app, tag), symlinks=True)
+            builds.build_release(build_release, app, tag, tags[tag])
             assert release.release_info(app, tag)["commit"] == tags[tag]
 
 
 @pytest.fixture(scope="module")
-def fleet(prefect_server, pg18, pm2_path, app_repository, tmp_path_factory):
+def fleet(prefect_server, pg18, pm2_path, app_repository, shared_release_builds, tmp_path_factory):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -90,7 +83,7 @@ def fleet(prefect_server, pg18, pm2_path, app_repository, tmp_path_factory):
     api, home = prefect_server["api"], prefect_server["home"]
     web2_repo = _crashing_on_web2_repository(app_repository, tmp_path_factory.mktemp("web-2-repo") / "ubertruck.git")
     apps = {h: make_app_host(pm2_path, web2_repo if h == "web-2" else app_repository) for h in HOSTS}
-    _prebuild(apps)
+    _prebuild(apps, shared_release_builds)
     upstreams = {service: {h: f"127.0.0.1:{app.services[service]}" for h, app in apps.items()}
                  for service in apps["web-1"].services}
     try:

@@ -77,6 +77,7 @@ RELEASES = (
             note="booking-service starts failing requests some time after it went live"),
 )
 GOOD = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1")
+RELEASES_DATED_FROM = 1767205800      # 2026-01-01 00:00 India time
 
 
 def project_pm2() -> str | None:
@@ -94,11 +95,15 @@ def create_app_repository(path: Path | str) -> Path:
     git = ["git", "-C", str(repo), "-c", "user.name=Ubertruck Sandbox", "-c", "user.email=sandbox@ubertruck.invalid",
            "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"]
     run([*git, "init", "-q", "-b", "main"])
-    for release in RELEASES:
+    for number, release in enumerate(RELEASES):
         _write_release(repo, release)
+        # Fixed dates, a day apart: every sandbox repository has the same commits, so a build of a
+        # commit (a release's marker names it) means the same sources wherever the repository was made.
+        dated = {"GIT_AUTHOR_DATE": f"@{RELEASES_DATED_FROM + number * 86400} +0530",
+                 "GIT_COMMITTER_DATE": f"@{RELEASES_DATED_FROM + number * 86400} +0530"}
         run([*git, "add", "-A"])
-        run([*git, "commit", "-q", "-m", f"{release.tag}: {release.note}"])
-        run([*git, "tag", "-a", release.tag, "-m", release.note])
+        run([*git, "commit", "-q", "-m", f"{release.tag}: {release.note}"], env=dated)
+        run([*git, "tag", "-a", release.tag, "-m", release.note], env=dated)
     return repo
 
 
