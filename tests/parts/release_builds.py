@@ -54,7 +54,9 @@ class SharedReleaseBuilds:
                 self._copy_in(kept, app, tag)
                 self.reused.append(tag)
             built = build(app, tag, commit)
-            if not kept.is_dir() and release.is_complete(app, tag) and release.release_info(app, tag)["commit"] == commit:
+            # Only a build made under the usual umask is kept: a copy can take permissions away, not add them.
+            if (not kept.is_dir() and _umask() == 0o022 and release.is_complete(app, tag)
+                    and release.release_info(app, tag)["commit"] == commit):
                 partial = kept.with_name(f"{kept.name}.partial-{secrets.token_hex(3)}")
                 shutil.copytree(release.release_dir(app, tag), partial, symlinks=True)
                 os.rename(partial, kept)
@@ -68,10 +70,30 @@ class SharedReleaseBuilds:
         target = release.release_dir(app, tag)
         partial = target.with_name(f".{tag}.partial-{secrets.token_hex(3)}")
         shutil.copytree(kept, partial, symlinks=True)
+        _as_if_made_under_this_umask(partial)
         marker = partial / release.MARKER
         info = json.loads(marker.read_text())
         marker.write_text(json.dumps({**info, "tag": tag, "built_at": release._now()}) + "\n")
         os.rename(partial, target)
+
+
+def _as_if_made_under_this_umask(folder: Path) -> None:
+    """Take from every copied file and folder the permissions the process's umask withholds, as a
+    build made now would have them (a deploy under UMask=0077 keeps its release private; the kept
+    build may have been made under 022)."""
+    umask = _umask()
+    for root, folders, files in os.walk(folder):
+        for name in [*folders, *files]:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode & 0o7777 & ~umask)
+    os.chmod(folder, os.stat(folder).st_mode & 0o7777 & ~umask)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 @contextmanager
