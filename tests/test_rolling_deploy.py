@@ -230,15 +230,24 @@ def test_a_rolling_rollback_puts_every_host_on_its_previous_release_without_drop
     from ubertruck_ops.flows.rollback import rollback
 
     env, apps = fleet["env"], fleet["apps"]
+    histories = {h: release.read_history(app) for h, app in apps.items()}
+    failed_run = next(e.flow_run for e in reversed(histories["web-1"]) if e.action == "put-back")
     with temporary_settings({PREFECT_API_URL: fleet["api"]}):
         AppFleet(hosts=list(HOSTS), hosts_at_once=2, worker_seen_seconds=60).save(block_name(env, "fleet"),
                                                                                   overwrite=True)
         try:
+            # Right after the deploy of v1.2.0 that failed on web-2: each host goes back to what it ran
+            # before that deploy - web-1 and web-2 were put back, web-3 never reached - not further.
+            undone = rollback(environment=env)
+            assert undone["undid"] == failed_run, undone
+            assert all(versions(app) == {"v1.1.0"} for app in apps.values())
+            assert {h: release.read_history(app) for h, app in apps.items()} == histories, "a host was switched"
             with _through_nginx(fleet) as load:
                 done = rollback(environment=env)      # web-1 and web-2 together, then web-3
         finally:
             AppFleet(hosts=list(HOSTS), worker_seen_seconds=60).save(block_name(env, "fleet"), overwrite=True)
     assert load.failures == [] and load.ok > 50, (load.ok, load.failures[:5])
+    assert done["undid"] is None
     assert done["hosts"] == list(HOSTS) and all(versions(app) == {"v1.0.0"} for app in apps.values())
     assert _all_in(fleet)
 
@@ -312,7 +321,8 @@ def test_a_take_out_whose_drain_times_out_puts_the_host_back_into_nginx_and_the_
     assert "every host is back in the load balancer (put back: web-1)" in notice, notice
 
 
-STEP_TIMEOUT = 90     # a host step's start and a reused build on a loaded 2-core machine, with room
+STEP_TIMEOUT = 180    # a host step's start and a reused build on a loaded 2-core machine, with room
+WORKER_SEEN = 20      # the test's workers poll every second: 20 s without a poll means the worker is gone
 
 
 def _runs_named(name: str, since):
@@ -338,9 +348,10 @@ def _final_state(run_id, seconds: float):
 
 @pytest.mark.timeout(900)
 def test_a_host_step_the_deploy_gave_up_on_is_cancelled_and_a_worker_back_late_switches_nothing(fleet):
-    """web-2's worker is gone when its go-live is due: the deploy waits its timeout, cancels the step,
-    puts web-1 back and ends Failed. The worker comes back afterwards: the cancelled go-live never
-    runs, and a step whose cancel never reached it refuses as expired. web-2 keeps what it ran."""
+    """web-2's worker is gone when its go-live is due: the deploy gives the step up once the worker has
+    not polled for worker_seen_seconds (not after the whole step timeout), cancels it, puts web-1 back
+    and ends Failed. The worker comes back afterwards: the cancelled go-live never runs, and a step
+    whose cancel never reached it refuses as expired. web-2 keeps what it ran."""
     import contextvars
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -384,7 +395,7 @@ def test_a_host_step_the_deploy_gave_up_on_is_cancelled_and_a_worker_back_late_s
             time.sleep(0.5)
 
     with temporary_settings({PREFECT_API_URL: fleet["api"]}):
-        AppFleet(hosts=list(HOSTS), worker_seen_seconds=60, host_run_timeout_seconds=STEP_TIMEOUT).save(
+        AppFleet(hosts=list(HOSTS), worker_seen_seconds=WORKER_SEEN, host_run_timeout_seconds=STEP_TIMEOUT).save(
             block_name(env, "fleet"), overwrite=True)
         stopper = threading.Thread(target=contextvars.copy_context().run, args=(stop_web2_once_built,))
         stopper.start()
@@ -403,7 +414,10 @@ def test_a_host_step_the_deploy_gave_up_on_is_cancelled_and_a_worker_back_late_s
         fleet["start_worker"]("web-2")          # the worker comes back after the deploy ended
         assert _final_state(given_up.id, 90).type.value == "CANCELLED"
         assert release.live_release(apps["web-2"]) == "v1.0.0", "the late worker put the failed deploy's release live"
-        assert "go-live on web-2 did not finish" in str(failed.message), failed.message
+        assert "go-live on web-2 was never started: its worker last polled" in str(failed.message), failed.message
+        assert f"(worker_seen_seconds {WORKER_SEEN} s)" in str(failed.message), failed.message
+        gave_up = (given_up.state.timestamp if given_up.state else datetime.now(UTC)) - given_up.created
+        assert gave_up.total_seconds() < STEP_TIMEOUT, f"the deploy waited {gave_up} for a worker that was gone"
         assert "cancelled before it started: nothing changed on web-2" in str(failed.message), failed.message
         # A step the cancel did not reach (the deploy's process was killed, say): its deadline has passed.
         late = run_deployment(f"host-release/{env}", work_queue_name="app-host-web-2", timeout=0,

@@ -49,6 +49,9 @@ def test_rollback_summaries_name_the_target_the_hosts_and_what_was_live():
     assert rolling_rollback_releases(None, ["web-1", "web-2"]) == ("each host's own (hosts: web-1, web-2)",
                                                                    "each host's previous release")
     assert rolling_rollback_releases("v1.0.0", ["web-1"])[1] == "v1.0.0"
+    assert rolling_rollback_summary(None, ["web-1"], 3.0, undo_run="run-x").startswith(
+        "# Rolling rollback to `each host's release before the failed deploy (flow run run-x)`\n")
+    assert rolling_rollback_releases(None, ["web-1"], "run-x")[1] == "each host's release before the failed deploy"
 
 
 def test_a_rolling_deploy_summary_names_the_hosts_batches_and_skipped_hosts():

@@ -70,3 +70,31 @@ def test_a_batch_counts_as_switched_every_host_but_those_that_put_themselves_bac
     assert outcomes == {"web-2": "its own step failed; it put itself back",
                         "web-3": "its go-live was cancelled before it started; unchanged"}
     assert batch_outcome(["web-1"], {}, "rollback") == (["web-1"], {})
+
+
+def test_a_rollback_without_a_target_undoes_the_newest_run_only_when_it_is_a_failed_deploy_that_reached_a_host():
+    from ubertruck_ops.core.fleet import deploy_to_undo
+
+    assert deploy_to_undo(("run-x", "deploy", "FAILED"), go_live_started=2) == "run-x"
+    assert deploy_to_undo(("run-x", "deploy", "CRASHED"), go_live_started=1) == "run-x"
+    assert deploy_to_undo(("run-x", "deploy", "CANCELLED"), go_live_started=1) == "run-x"
+    # refused before any host went live (a missing tag, a failed build): nothing to undo
+    assert deploy_to_undo(("run-x", "deploy", "FAILED"), go_live_started=0) is None
+    assert deploy_to_undo(("run-x", "deploy", "COMPLETED"), go_live_started=3) is None
+    assert deploy_to_undo(("run-y", "rollback", "FAILED"), go_live_started=0) is None   # a rollback again: further back
+    assert deploy_to_undo(None, go_live_started=0) is None
+
+
+def test_a_step_still_waiting_for_a_worker_that_stopped_polling_is_given_up_and_a_started_one_is_not():
+    from ubertruck_ops.core.fleet import abandoned_step
+
+    seen = timedelta(seconds=60)
+    gone = NOW - timedelta(seconds=75)
+    assert abandoned_step("SCHEDULED", gone, NOW, seen, "go-live on web-2") == (
+        "go-live on web-2 was never started: its worker last polled 75 s ago (worker_seen_seconds 60 s)")
+    assert abandoned_step("PENDING", None, NOW, seen, "go-live on web-2").startswith(
+        "go-live on web-2 was never started: never polled")
+    assert abandoned_step("SCHEDULED", NOW - timedelta(seconds=5), NOW, seen, "go-live on web-2") is None
+    # once it runs, its process may be switching the host whatever became of its worker: wait for it
+    assert abandoned_step("RUNNING", gone, NOW, seen, "go-live on web-2") is None
+    assert abandoned_step(None, gone, NOW, seen, "go-live on web-2") is None

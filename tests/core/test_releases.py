@@ -244,3 +244,22 @@ def test_pm2_names_say_the_release_and_the_configuration_version():
     assert app_name("user-service", "v1.2.0") == "user-service@v1.2.0"
     assert app_name("user-service", "v1.2.0", 3) == "user-service@v1.2.0+c3"
     assert service_of("user-service@v1.2.0+c3") == "user-service"
+
+
+def test_undoing_a_failed_rolling_deploy_takes_each_host_to_what_it_ran_before_it_and_no_further():
+    from ubertruck_ops.core.releases import HistoryEntry, SwitchPlan, undo_plan
+
+    before = [HistoryEntry("t1", "deploy", None, "v1.0.0", "succeeded", "run-a"),
+              HistoryEntry("t2", "deploy", "v1.0.0", "v1.1.0", "succeeded", "run-b", config=2, from_config=1)]
+    switched_and_stuck = [*before, HistoryEntry("t3", "deploy", "v1.1.0", "v1.2.0", "succeeded", "run-x", config=3,
+                                                from_config=2)]
+    # its put-back failed: it goes back to v1.1.0 with the configuration v1.1.0 ran with
+    assert undo_plan("run-x", "v1.2.0", switched_and_stuck, 3) == SwitchPlan("rollback", "v1.1.0", "v1.2.0", "v1.2.0",
+                                                                             "v1.2.0", 2, 3)
+    put_back = [*switched_and_stuck, HistoryEntry("t4", "put-back", "v1.2.0", "v1.1.0", "succeeded", "run-x", config=2,
+                                                  from_config=3)]
+    assert undo_plan("run-x", "v1.1.0", put_back, 2).tag == "v1.1.0"          # already back: nothing to do
+    assert undo_plan("run-x", "v1.1.0", before, 2) == SwitchPlan("rollback", "v1.1.0", "v1.1.0", "v1.1.0", "v1.1.0",
+                                                                 2, 2)         # never reached: stays, not v1.0.0
+    with pytest.raises(ValueError, match="nothing to roll back to"):
+        undo_plan("run-x", None, [], 0)

@@ -80,19 +80,24 @@ def rolling_deploy_summary(tag: str, hosts: Sequence[str], batches: int, skipped
             f"- skipped: {', '.join(skipped) or 'none'}\n- duration: {human_seconds(duration)}\n")
 
 
-def rolling_rollback_target(to: str | None) -> str:
-    """Given a rolling rollback's `to`, return how its title and summary name the target."""
-    return to or "the previous release"
+def rolling_rollback_target(to: str | None, undo_run: str | None = None) -> str:
+    """Given a rolling rollback's `to` and the failed deploy it undoes (its flow run id, or None),
+    return how its title and summary name the target."""
+    if to:
+        return to
+    return f"each host's release before the failed deploy (flow run {undo_run})" if undo_run else "the previous release"
 
 
-def rolling_rollback_summary(to: str | None, hosts: Sequence[str], duration: float) -> str:
-    """Given a rolling rollback's `to` (None: each host's previous release), the hosts it switched and
-    how long it took, return its summary."""
-    return (f"# Rolling rollback to `{rolling_rollback_target(to)}`\n\n- hosts: {', '.join(hosts)}\n"
+def rolling_rollback_summary(to: str | None, hosts: Sequence[str], duration: float, undo_run: str | None = None) -> str:
+    """Given a rolling rollback's `to` (None: each host's previous release, or its release before the
+    failed deploy `undo_run`), the hosts it went through and how long it took, return its summary."""
+    return (f"# Rolling rollback to `{rolling_rollback_target(to, undo_run)}`\n\n- hosts: {', '.join(hosts)}\n"
             f"- duration: {human_seconds(duration)}\n")
 
 
-def rolling_rollback_releases(to: str | None, hosts: Sequence[str]) -> tuple[str, str]:
-    """Given a rolling rollback's `to` and the hosts it switched, return the (from, to) its notice
-    names: each host left its own release, and went to `to` or to its own previous one."""
-    return f"each host's own (hosts: {', '.join(hosts)})", to or "each host's previous release"
+def rolling_rollback_releases(to: str | None, hosts: Sequence[str], undo_run: str | None = None) -> tuple[str, str]:
+    """Given a rolling rollback's `to`, the hosts it went through and the failed deploy it undoes,
+    return the (from, to) its notice names: each host left its own release, and went to `to`, to its
+    release before that deploy, or to its own previous one."""
+    went_to = to or ("each host's release before the failed deploy" if undo_run else "each host's previous release")
+    return f"each host's own (hosts: {', '.join(hosts)})", went_to

@@ -82,6 +82,21 @@ def refuse_if_expired(not_after: str | None, now: datetime, what: str) -> None:
                           "rolling deploy had stopped waiting for it and moved on); nothing was changed")
 
 
+def abandoned_step(state_type: str | None, last_polled: datetime | None, now: datetime, seen_within: timedelta,
+                   what: str) -> str | None:
+    """Given a host step's state type while the rolling deploy waits for it, when its host's worker last
+    polled the host's queue (None: never) and the fleet's worker_seen_seconds, return why the step is
+    given up on - it is still waiting for a worker (Scheduled, or Pending: taken but never started)
+    and that worker has stopped polling - or None to go on waiting. A step that started is waited on
+    until the step timeout: its process may be running whatever became of its worker."""
+    if state_type not in ("SCHEDULED", "PENDING"):
+        return None
+    down = hosts_down({"host": last_polled}, now, seen_within)
+    if "host" not in down:
+        return None
+    return f"{what} was never started: {down['host']} (worker_seen_seconds {seen_within.total_seconds():g} s)"
+
+
 SELF_PUT_BACK = "self-put-back"           # its own step's run failed: the host put itself back
 
 
@@ -110,3 +125,20 @@ def timed_out_step_outcome(final_state: str | None, history: list[str]) -> str:
     if final_state == "CANCELLED" and "RUNNING" not in history:
         return NEVER_RAN
     return MAY_HAVE_RUN
+
+
+# The final states of a deploy that may have switched some hosts and not finished the roll.
+FAILED_DEPLOY_STATES = ("FAILED", "CRASHED", "CANCELLED")
+
+
+def deploy_to_undo(newest: tuple[str, str, str] | None, go_live_started: int) -> str | None:
+    """Given the environment's newest finished deploy or rollback flow run (flow run id, flow name,
+    final state type; None: there is none) and how many of its go-live host steps started, return
+    the flow run id of the deploy a rollback without a target undoes: that run, when it is a deploy
+    that did not complete after reaching some host (each host goes back to what it ran before it, not
+    further). None otherwise (a failed deploy that switched no host changed nothing to undo): the
+    rollback goes to each host's release before its current one."""
+    if newest is None:
+        return None
+    run_id, flow_name, state = newest
+    return run_id if flow_name == "deploy" and state in FAILED_DEPLOY_STATES and go_live_started > 0 else None

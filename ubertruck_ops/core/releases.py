@@ -209,6 +209,21 @@ def host_put_back_plan(before: tuple[str, int] | None, live: str | None, live_co
     return SwitchPlan("put-back", before[0], live, live, None, before[1], live_config)
 
 
+def undo_plan(undo_run: str, live: str | None, history: list[HistoryEntry], live_config: int = 0) -> SwitchPlan:
+    """Given the failed rolling deploy that a rollback without a target undoes (its flow run id), the
+    live release, the history and the live configuration version, return this host's part of that
+    rollback: back to what the host ran before that run, with the configuration it ran with; the live
+    release as it is when the run never switched the host or the host was put back already (nothing
+    to do then). A failure puts the live release back, as every host's part of a rolling rollback does.
+    Raise ValueError when nothing is live and the run never switched the host."""
+    before = put_back_for_run(history, undo_run)
+    target, config = before if before is not None else (live, live_config)
+    if target is None:
+        raise ValueError(f"no release is live on the host and flow run {undo_run} never switched it: "
+                         "nothing to roll back to")
+    return SwitchPlan("rollback", target, live, live, live, config, live_config)
+
+
 @dataclass(frozen=True)
 class PutBack:
     """What a failed switch puts back live, and the history action that records it."""

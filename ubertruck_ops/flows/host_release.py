@@ -24,7 +24,7 @@ from ubertruck_ops.operations.frame import operation
                                        "rollback into the host's work queue).")
 def host_release(environment: str = "production", host: str = "", step: Literal[
         "build", "migrate", "go-live", "put-back", "rollback", "reconfigure"] = "build", tag: str | None = None,
-                 run_id: str = "", not_after: str | None = None) -> dict:
+                 run_id: str = "", not_after: str | None = None, undo_run: str | None = None) -> dict:
     """Do `step` on app host `host` of `environment`; return what it did.
 
     Args:
@@ -36,6 +36,8 @@ def host_release(environment: str = "production", host: str = "", step: Literal[
         run_id: The rolling deploy's or rollback's flow run id, written into the host's history.
         not_after: When the rolling deploy stops waiting for this step (ISO 8601 with offset): a worker
             that starts it later refuses, so a step the deploy gave up on never changes the host.
+        undo_run: rollback without a tag: the failed deploy's flow run id; the host goes back to what it
+            ran before that run (or stays as it is when that run never switched it).
     """
     # The parent run reports the whole rolling operation; a host step's failure is its state.
     with operation(f"{step} on {host}", environment) as op:
@@ -58,4 +60,4 @@ def host_release(environment: str = "production", host: str = "", step: Literal[
             return host_steps.put_back(op, app, host, run_id, not_after)
         if step == "reconfigure":
             return host_steps.reconfigure(op, app, host, run_id, not_after)
-        return host_steps.roll_back(op, app, host, tag and check_tag(tag), run_id, not_after)
+        return host_steps.roll_back(op, app, host, tag and check_tag(tag), run_id, not_after, undo_run)

@@ -21,6 +21,7 @@ from ubertruck_ops.core.releases import (
     put_back_for_run,
     reconfigure_plan,
     rollback_target,
+    undo_plan,
 )
 from ubertruck_ops.operations.frame import Operation
 from ubertruck_ops.operations.release_build import build_release, check_tools_and_tag, migrate
@@ -60,20 +61,26 @@ def apply_migrations(op: Operation, app: AppHost, host: str, tag: str, not_after
 
 
 def switch(op: Operation, app: AppHost, host: str, tag: str | None, action: str, run_id: str,
-           not_after: str | None = None) -> dict:
+           not_after: str | None = None, undo_run: str | None = None) -> dict:
     """Put `tag` live on this host for the rolling `action` (deploy | rollback; a rollback to None: the
-    release the host ran before its current one) of flow run `run_id`. A failure puts the host back on
-    what it ran before, then raises SwitchFailed."""
+    release the host ran before its current one, or with `undo_run` what it ran before that failed
+    deploy) of flow run `run_id`. A failure of a deploy puts the host back on what it ran before, then
+    raises SwitchFailed."""
     with locked_switch(app, f"{action} to {tag or 'the previous release'}", slot=False, not_after=not_after) as live:
-        target = tag if action == "deploy" else rollback_target(tag, live.history, live.release, live.available)
-        # A rolling deploy brings the block's configuration; a rollback keeps the live one (as on one host).
-        config = configuration_to_run(app, op.env.app_config, live) if action == "deploy" else live.config
-        plan = deploy_plan(target, live.release, live.history, live.available, action=action, config=config,
-                           live_config=live.config)
+        if action == "deploy":
+            # A rolling deploy brings the block's configuration; a rollback keeps the live one (as on one host).
+            plan = deploy_plan(tag, live.release, live.history, live.available, action=action,
+                               config=configuration_to_run(app, op.env.app_config, live), live_config=live.config)
+        elif tag is None and undo_run:
+            plan = undo_plan(undo_run, live.release, live.history, live.config)
+        else:
+            plan = deploy_plan(rollback_target(tag, live.history, live.release, live.available), live.release,
+                               live.history, live.available, action=action, config=live.config,
+                               live_config=live.config)
         if already_live(app, plan):
-            return {"host": host, "status": "already-live", "tag": target, "previous": plan.live}
+            return {"host": host, "status": "already-live", "tag": plan.tag, "previous": plan.live}
         switch_release(op, app, plan, run_id)
-        return {"host": host, "status": "switched", "tag": target, "previous": plan.put_back}
+        return {"host": host, "status": "switched", "tag": plan.tag, "previous": plan.put_back}
 
 
 def put_back(op: Operation, app: AppHost, host: str, run_id: str, not_after: str | None = None) -> dict:
@@ -101,7 +108,7 @@ def reconfigure(op: Operation, app: AppHost, host: str, run_id: str, not_after: 
 
 
 def roll_back(op: Operation, app: AppHost, host: str, to: str | None, run_id: str,
-              not_after: str | None = None) -> dict:
-    """Roll this host back to `to` (None: what it ran before the current release), as one host of a
-    rolling rollback."""
-    return switch(op, app, host, to, "rollback", run_id, not_after)
+              not_after: str | None = None, undo_run: str | None = None) -> dict:
+    """Roll this host back to `to` (None: what it ran before the current release, or before the
+    failed deploy `undo_run`), as one host of a rolling rollback."""
+    return switch(op, app, host, to, "rollback", run_id, not_after, undo_run)

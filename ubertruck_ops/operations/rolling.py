@@ -34,6 +34,7 @@ from ubertruck_ops.core.fleet import (
     WORK_POOL,
     batch_outcome,
     batches,
+    deploy_to_undo,
     hosts_down,
     rolling_hosts,
     step_deadline,
@@ -74,18 +75,23 @@ def _run(op: Operation, fleet: AppFleet, host: str, step: str, **parameters) -> 
     """Run one host step and wait for it; raise HostStepFailed unless it completed.
 
     The step gets a deadline (`not_after`: when this run stops waiting for it), past which it refuses
-    to act whoever starts it; a step not finished in time is cancelled, and its cancellation awaited,
+    to act whoever starts it; a step not finished in time, or still waiting for a worker that stopped
+    polling (for worker_seen_seconds), is cancelled, and its cancellation awaited,
     before the caller decides what to put back: a worker that comes back later must not switch a
     host after the deploy has ended."""
     timeout = fleet.host_run_timeout_seconds
     not_after = step_deadline(datetime.now(UTC), timeout)
-    run = workers.run_on_host(_deployment(op.environment), fleet.queue(host),
-                              {"environment": op.environment, "host": host, "step": step, "not_after": not_after,
-                               **parameters}, timeout, f"{step} on {host}")
+    run, abandoned = workers.run_on_host(_deployment(op.environment), fleet.queue(host),
+                                         {"environment": op.environment, "host": host, "step": step,
+                                          "not_after": not_after, **parameters}, timeout, f"{step} on {host}",
+                                         WORK_POOL, fleet.worker_seen_seconds)
     state = run.state
     if state is None or not state.is_final():
-        waited = f"{step} on {host} did not finish within {human_seconds(timeout)} (flow run {run.id})"
-        why = f"the {op.what} stopped waiting for it after {human_seconds(timeout)}"
+        if abandoned:
+            waited, why = f"{abandoned} (flow run {run.id})", f"the {op.what} gave up on it: {abandoned}"
+        else:
+            waited = f"{step} on {host} did not finish within {human_seconds(timeout)} (flow run {run.id})"
+            why = f"the {op.what} stopped waiting for it after {human_seconds(timeout)}"
         final, history = workers.cancel_and_confirm(run.id, CANCEL_CONFIRM_SECONDS, why)
         if timed_out_step_outcome(final, history) == NEVER_RAN:
             raise HostStepFailed(f"{waited}; cancelled before it started: nothing changed on {host}", never_ran=True)
@@ -169,21 +175,32 @@ def _rolling_deploy(op: Operation, fleet: AppFleet, hosts: list[str], tag: str, 
 
 
 def rolling_rollback(op: Operation, to: str | None, skip_hosts: list[str]) -> dict:
-    """Roll the environment's app hosts back to `to` (None: each host's previous release)."""
+    """Roll the environment's app hosts back to `to`. Without `to`, right after a deploy that failed
+    having reached some hosts, each host goes back to what it ran before that deploy (hosts it never
+    switched, and hosts it put back, stay as they are); otherwise to each host's previous release."""
     fleet = op.env.fleet
     hosts = check_hosts(op, fleet, skip_hosts)
-    with _environment_lock(op, f"rolling rollback to {rolling_rollback_target(to)}"):
-        return _rolling_rollback(op, fleet, hosts, to, skip_hosts)
+    undo_run = None
+    if to is None:
+        op.step("find the last deploy or rollback")
+        undo_run = deploy_to_undo(*workers.latest_switch_run(op.environment))
+        if undo_run:
+            op.log.warning("the last deploy (flow run %s) failed after reaching some hosts: each host goes back to "
+                           "what it ran before it, not further (run rollback again to go further back)", undo_run)
+    with _environment_lock(op, f"rolling rollback to {rolling_rollback_target(to, undo_run)}"):
+        return _rolling_rollback(op, fleet, hosts, to, skip_hosts, undo_run)
 
 
-def _rolling_rollback(op: Operation, fleet: AppFleet, hosts: list[str], to: str | None, skip_hosts: list[str]) -> dict:
+def _rolling_rollback(op: Operation, fleet: AppFleet, hosts: list[str], to: str | None, skip_hosts: list[str],
+                      undo_run: str | None) -> dict:
     with op.failure_says():
-        rolled = roll(op, fleet, hosts, "rollback", to)
+        rolled = roll(op, fleet, hosts, "rollback", to, step_parameters={"undo_run": undo_run} if undo_run else None)
     duration = op.elapsed
-    op.publish("rollback-summary", f"rolling rollback to {rolling_rollback_target(to)}",
-               rolling_rollback_summary(to, rolled["hosts"], duration),
-               notices.rollback_succeeded(op.environment, *rolling_rollback_releases(to, rolled["hosts"]), duration))
-    return {"status": "rolled-back", "tag": to, "hosts": rolled["hosts"], "skipped": skip_hosts,
+    op.publish("rollback-summary", f"rolling rollback to {rolling_rollback_target(to, undo_run)}",
+               rolling_rollback_summary(to, rolled["hosts"], duration, undo_run),
+               notices.rollback_succeeded(op.environment, *rolling_rollback_releases(to, rolled["hosts"], undo_run),
+                                          duration))
+    return {"status": "rolled-back", "tag": to, "undid": undo_run, "hosts": rolled["hosts"], "skipped": skip_hosts,
             "duration_seconds": round(duration, 2)}
 
 
@@ -202,8 +219,10 @@ def rolling_reconfigure(op: Operation, skip_hosts: list[str]) -> dict:
             "duration_seconds": round(duration, 2)}
 
 
-def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str | None, after_all=None) -> dict:
-    """Switch `hosts` batch by batch with host step `step` (go-live or rollback) to `tag`, each
+def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str | None, after_all=None,
+         step_parameters: dict | None = None) -> dict:
+    """Switch `hosts` batch by batch with host step `step` (go-live or rollback) to `tag` (with
+    `step_parameters`, if any, passed to every host's step), each
     deregistered from the balancer while it switches; then run `after_all` (smoke test, bake) once
     every host serves. On a failure put every host that switched (or may have) back on its previous
     release, register every deregistered host again, post what was done to each host, and raise."""
@@ -222,7 +241,7 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
                     deregistered.append(host)
                     load_balancer.deregister(lb, host)
             op.step(f"{step} on {', '.join(batch)}")
-            failures = _switch_batch(op, fleet, batch, step, tag, run_id)
+            failures = _switch_batch(op, fleet, batch, step, tag, run_id, step_parameters or {})
             done, unchanged = batch_outcome(batch, {h: f.kind for h, f in failures.items()}, step)
             switched += done
             outcomes.update(unchanged)
@@ -248,11 +267,11 @@ def roll(op: Operation, fleet: AppFleet, hosts: list[str], step: str, tag: str |
 
 
 def _switch_batch(op: Operation, fleet: AppFleet, batch: list[str], step: str, tag: str | None,
-                  run_id: str) -> dict[str, HostStepFailed]:
+                  run_id: str, step_parameters: dict) -> dict[str, HostStepFailed]:
     """Run `step` on every host of `batch` at once; return host -> its failure."""
     with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-        futures = {h: pool.submit(contextvars.copy_context().run, _run, op, fleet, h, step, tag=tag, run_id=run_id)
-                   for h in batch}
+        futures = {h: pool.submit(contextvars.copy_context().run, _run, op, fleet, h, step, tag=tag, run_id=run_id,
+                                  **step_parameters) for h in batch}
     failures = {}
     for host, future in futures.items():
         exc = future.exception()
